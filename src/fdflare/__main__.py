@@ -1,0 +1,5 @@
+"""Allow ``python -m fdflare``."""
+
+from fdflare.cli import main
+
+raise SystemExit(main())

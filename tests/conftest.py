@@ -1,0 +1,45 @@
+"""Shared fixtures: the study's reference data, sunpy's real test files, a headless backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reference_dir() -> Path | None:
+    env = os.environ.get("FDFLARE_REFERENCE")
+    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "reference", ROOT / "shared" / "reference"]:
+        if (cand / "labels").is_dir():
+            return cand
+    return None
+
+
+REFERENCE = _reference_dir()
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The study's released data (``../shared/reference``); skips where it is absent."""
+    if REFERENCE is None:
+        pytest.skip(
+            "study reference data not found: put it at ../shared/reference beside the project "
+            "or set FDFLARE_REFERENCE"
+        )
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def sunpy_test_data() -> Path:
+    """Folder of real test files shipped in sunpy's wheel (a Helioviewer JP2, an HMI FITS)."""
+    sunpy = pytest.importorskip("sunpy", reason="sunpy (the 'solar' extra) is not installed")
+    folder = Path(sunpy.__file__).parent / "data" / "test"
+    if not folder.is_dir():
+        pytest.skip("this sunpy install ships no test data folder")
+    return folder
