@@ -1,0 +1,273 @@
+"""Skill scores of probabilistic flare forecasts (STUDY.md section 5).
+
+With TP, FP, TN, FN at a probability threshold (``P(flare) >= threshold`` is a positive
+forecast, as the study), ``P = TP + FN`` and ``N = TN + FP``:
+
+* TSS = TP/P - FP/N
+* HSS2 = 2 (TP*TN - FN*FP) / (P (FN + TN) + N (TP + FP))
+
+plus threshold-free scores: ROC AUC (Mann-Whitney, ties averaged), the Brier score and the
+Brier skill score against climatology (the file's own event rate), and the threshold that
+maximises TSS. A score whose denominator is zero is reported as ``None`` with a note saying
+why, never divided.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fdflare.errors import InputError
+
+ID_COLUMNS = ("timestamp", "label")
+
+
+@dataclass
+class Scores:
+    """Scores of one prediction file (``None`` where undefined; see ``notes``)."""
+
+    path: str
+    n: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    tss: float | None
+    hss2: float | None
+    auc: float | None
+    brier: float | None
+    bss: float | None
+    threshold: float
+    best_threshold: float | None
+    best_tss: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a prediction CSV: ``timestamp`` (or ``label``), ``flare_prob``, ``target``.
+
+    Raises:
+        InputError: a missing column, or a probability outside [0, 1] / a target not 0 or 1,
+            naming the file, line and field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such prediction file", path=path)
+    try:
+        df = pd.read_csv(path, dtype={"timestamp": "string", "label": "string"})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    for col in ("flare_prob", "target"):
+        if col not in df.columns:
+            raise InputError(
+                f"missing column {col!r}; a prediction file needs timestamp, flare_prob, target "
+                f"(found {', '.join(map(str, df.columns))})",
+                path=path,
+                field=col,
+            )
+    prob = pd.to_numeric(df["flare_prob"], errors="coerce")
+    bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"probability {df['flare_prob'].iloc[i]!r} is not a number in [0, 1]",
+            path=path,
+            line=i + 2,
+            field="flare_prob",
+        )
+    target = pd.to_numeric(df["target"], errors="coerce")
+    bad = ~target.isin([0, 1]).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"target {df['target'].iloc[i]!r} is not 0 or 1", path=path, line=i + 2, field="target"
+        )
+    df["flare_prob"] = prob.astype(float)
+    df["target"] = target.astype(np.int64)
+    return df
+
+
+def confusion(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int, int]:
+    """Return ``(tp, fp, tn, fn)`` with ``prob >= threshold`` as a positive forecast."""
+    pred = np.asarray(prob, dtype=float) >= threshold
+    y = np.asarray(target).astype(bool)
+    tp = int(np.sum(pred & y))
+    fp = int(np.sum(pred & ~y))
+    fn = int(np.sum(~pred & y))
+    tn = int(np.sum(~pred & ~y))
+    return tp, fp, tn, fn
+
+
+def skill_scores(tp: int, fp: int, tn: int, fn: int) -> tuple[float | None, float | None, list[str]]:
+    """Return ``(tss, hss2, notes)``; a score is ``None`` where its denominator is zero."""
+    notes: list[str] = []
+    p, n = tp + fn, tn + fp
+    tss: float | None
+    if p == 0 or n == 0:
+        tss = None
+        notes.append(
+            "TSS undefined: " + ("no positive instances (P = 0)" if p == 0 else "no negative instances (N = 0)")
+        )
+    else:
+        tss = tp / p - fp / n
+    denom = p * (fn + tn) + n * (tp + fp)
+    hss2: float | None
+    if denom == 0:
+        hss2 = None
+        notes.append("HSS2 undefined: denominator P(FN+TN) + N(TP+FP) is zero")
+    else:
+        hss2 = 2 * (tp * tn - fn * fp) / denom
+    return tss, hss2, notes
+
+
+def roc_auc(prob: np.ndarray, target: np.ndarray) -> float | None:
+    """ROC AUC by the Mann-Whitney U statistic with average ranks for ties; None if one class."""
+    y = np.asarray(target).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = pd.Series(np.asarray(prob, dtype=float)).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def brier(prob: np.ndarray, target: np.ndarray) -> tuple[float | None, float | None]:
+    """Brier score and Brier skill score against the climatological event rate of the file."""
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(target, dtype=float)
+    if len(p) == 0:
+        return None, None
+    bs = float(np.mean((p - y) ** 2))
+    rate = float(y.mean())
+    clim = rate * (1 - rate)
+    return bs, (None if clim == 0 else 1 - bs / clim)
+
+
+def best_threshold(prob: np.ndarray, target: np.ndarray) -> tuple[float | None, float | None]:
+    """The threshold (one of the forecast values) that maximises TSS, and that TSS."""
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(target).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None, None
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    tp = np.cumsum(ys)
+    fp = np.cumsum(~ys)
+    last = np.r_[ps[1:] != ps[:-1], True]  # thresholds at each distinct value (>= includes ties)
+    tss = tp[last] / n_pos - fp[last] / n_neg
+    i = int(np.argmax(tss))
+    return float(ps[last][i]), float(tss[i])
+
+
+def score_frame(df: pd.DataFrame, *, path: str = "", threshold: float = 0.5) -> Scores:
+    """Score a prediction table with ``flare_prob`` and ``target`` columns."""
+    prob = df["flare_prob"].to_numpy(dtype=float)
+    y = df["target"].to_numpy(dtype=np.int64)
+    tp, fp, tn, fn = confusion(prob, y, threshold)
+    tss, hss2, notes = skill_scores(tp, fp, tn, fn)
+    bs, bss = brier(prob, y)
+    if bss is None and len(y):
+        notes.append("BSS undefined: all targets are the same class (climatology is perfect)")
+    bt, btss = best_threshold(prob, y)
+    return Scores(
+        path=path,
+        n=len(df),
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        tss=tss,
+        hss2=hss2,
+        auc=roc_auc(prob, y),
+        brier=bs,
+        bss=bss,
+        threshold=threshold,
+        best_threshold=bt,
+        best_tss=btss,
+        notes=notes,
+    )
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    arr = np.asarray(vals, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=0))
+
+
+def evaluate_files(paths: list[str | os.PathLike[str]], threshold: float = 0.5) -> dict[str, Any]:
+    """Score each file and summarise across files (mean and population std).
+
+    Returns:
+        ``{"files": [...], "mean": {"tss", "hss2"}, "std": {"tss", "hss2"}, "threshold"}``
+        where each file entry has ``path, n, tp, fp, tn, fn, tss, hss2, auc, brier, bss``
+        and also ``best_threshold``, ``best_tss`` and ``notes``.
+    """
+    if not 0 <= threshold <= 1:
+        raise InputError(f"threshold must be in [0, 1], got {threshold}", field="--threshold")
+    scores = [score_frame(read_predictions(p), path=str(p), threshold=threshold) for p in paths]
+    mean_tss, std_tss = _mean_std([s.tss for s in scores])
+    mean_hss, std_hss = _mean_std([s.hss2 for s in scores])
+    return {
+        "files": [s.to_dict() for s in scores],
+        "mean": {"tss": mean_tss, "hss2": mean_hss},
+        "std": {"tss": std_tss, "hss2": std_hss},
+        "threshold": threshold,
+    }
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def format_table(result: dict[str, Any], markdown: bool = False) -> str:
+    """Render :func:`evaluate_files` output as a text (or markdown) table."""
+    head = ["file", "n", "TP", "FP", "TN", "FN", "TSS", "HSS2", "AUC", "Brier", "BSS", "best thr", "best TSS"]
+    rows = []
+    for f in result["files"]:
+        rows.append(
+            [
+                Path(f["path"]).name,
+                str(f["n"]),
+                str(f["tp"]),
+                str(f["fp"]),
+                str(f["tn"]),
+                str(f["fn"]),
+                _fmt(f["tss"]),
+                _fmt(f["hss2"]),
+                _fmt(f["auc"]),
+                _fmt(f["brier"]),
+                _fmt(f["bss"]),
+                _fmt(f["best_threshold"], 3),
+                _fmt(f["best_tss"]),
+            ]
+        )
+    m, s = result["mean"], result["std"]
+    rows.append(
+        ["mean ± std", "", "", "", "", "", f"{_fmt(m['tss'])} ± {_fmt(s['tss'])}",
+         f"{_fmt(m['hss2'])} ± {_fmt(s['hss2'])}", "", "", "", "", ""]
+    )
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        fmt = "  ".join("{:<%d}" % w if i == 0 else "{:>%d}" % w for i, w in enumerate(widths))
+        lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]
+        lines += [fmt.format(*r) for r in rows]
+    notes = [f"{Path(f['path']).name}: {n}" for f in result["files"] for n in f["notes"]]
+    if notes:
+        lines.append("")
+        lines += [("- " if markdown else "note: ") + n for n in notes]
+    return "\n".join(lines)

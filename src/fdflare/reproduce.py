@@ -1,0 +1,144 @@
+"""Reproduce the study's published tables and figures from a folder of its released data.
+
+The folder is laid out like the study's release (see ``docs/reproduce.md``)::
+
+    labels/Fold{1..4}_{train,val}.csv          optional: the study's fold files
+    flare_catalog_partial.csv                  optional: catalog to rebuild the labels from
+    predictions/fold{k}_{model}.csv            per-fold validation predictions
+    predictions/{model}_{x,m,c}_class.csv      predictions joined with the largest flare
+
+For every model found it runs :mod:`fdflare.evaluate` on the fold files and
+:mod:`fdflare.spatial` on the X- and M-class files, and writes ``report.md`` (per-fold table,
+mean +- std, location table, heatmaps) and ``results.json``. When labels and the catalog are
+present it also rebuilds the fold files with :mod:`fdflare.label` and says whether they are
+byte-for-byte identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fdflare.errors import MissingDataError
+
+MODEL_NAMES = {"alex": "AlexNet", "alexnet": "AlexNet", "vgg": "VGG16", "vgg16": "VGG16", "resnet": "ResNet34", "resnet34": "ResNet34"}
+FOLD_FILE = re.compile(r"^fold(\d+)_([A-Za-z0-9]+)\.csv$")
+
+
+def default_reference_dir() -> Path | None:
+    """The study's data: ``$FDFLARE_REFERENCE``, else ``../shared/reference`` or ``shared/reference``."""
+    env = os.environ.get("FDFLARE_REFERENCE")
+    candidates = [Path(env)] if env else []
+    candidates += [Path("..") / "shared" / "reference", Path("shared") / "reference", Path("reference")]
+    for c in candidates:
+        if (c / "predictions").is_dir() or (c / "labels").is_dir():
+            return c
+    return None
+
+
+def find_models(pred_dir: Path) -> dict[str, dict[str, Any]]:
+    """Models with prediction files in ``pred_dir``: ``{model: {"folds": {k: path}, "x": path, ...}}``."""
+    models: dict[str, dict[str, Any]] = {}
+    if not pred_dir.is_dir():
+        return models
+    for p in sorted(pred_dir.iterdir()):
+        m = FOLD_FILE.match(p.name)
+        if m:
+            models.setdefault(m.group(2), {"folds": {}})["folds"][int(m.group(1))] = p
+    for model in list(models) + []:
+        for cls in ("x", "m", "c"):
+            p = pred_dir / f"{model}_{cls}_class.csv"
+            if p.is_file():
+                models[model][cls] = p
+    for p in sorted(pred_dir.glob("*_x_class.csv")):
+        model = p.name[: -len("_x_class.csv")]
+        models.setdefault(model, {"folds": {}})
+        for cls in ("x", "m", "c"):
+            q = pred_dir / f"{model}_{cls}_class.csv"
+            if q.is_file():
+                models[model][cls] = q
+    return models
+
+
+def check_labels(ref: Path) -> dict[str, Any] | None:
+    """Rebuild the fold files from the catalog and the list of their images; compare bytes."""
+    import pandas as pd
+
+    from fdflare.catalog import read_catalog
+    from fdflare.label import LabelConfig, make_labels, write_labels
+
+    labels, catalog = ref / "labels", ref / "flare_catalog_partial.csv"
+    files = sorted(labels.glob("Fold*_*.csv")) if labels.is_dir() else []
+    if not files or not catalog.is_file():
+        return None
+    names = pd.concat([pd.read_csv(f, usecols=["label"]) for f in files])["label"].drop_duplicates().tolist()
+    result = make_labels(read_catalog(catalog), names, LabelConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        write_labels(result, tmp)
+        same = {f.name: (Path(tmp) / f.name).read_bytes() == f.read_bytes() for f in files}
+    return {"files": same, "identical": all(same.values()), "instances": result.counts["instances"], "positives": result.counts["positives"]}
+
+
+def reproduce(ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *, threshold: float = 0.5) -> dict[str, Any]:
+    """Evaluate and analyse every model in ``ref``; write ``report.md`` and ``results.json`` to ``out``."""
+    from fdflare._io import write_text_atomic
+    from fdflare.evaluate import evaluate_files, format_table
+    from fdflare.spatial import SpatialConfig, analyse, read_spatial_tables
+    from fdflare.spatial import format_table as spatial_table
+
+    ref_dir = Path(ref) if ref is not None else default_reference_dir()
+    if ref_dir is None or not ref_dir.is_dir():
+        raise MissingDataError(
+            "no reference data found: pass --reference DIR (a folder laid out like the study's "
+            "release: labels/, predictions/fold{k}_{model}.csv, predictions/{model}_{x,m}_class.csv), "
+            "set FDFLARE_REFERENCE, or run `fdflare demo` to make data of your own"
+        )
+    models = find_models(ref_dir / "predictions")
+    label_check = check_labels(ref_dir)
+    if not models and label_check is None:
+        raise MissingDataError(f"{ref_dir} holds no predictions/fold*_<model>.csv and no labels to check")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"reference": str(ref_dir), "threshold": threshold, "models": {}}
+    lines = ["# fdflare reproduction report", "", f"Reference data: `{ref_dir}`; threshold {threshold}.", ""]
+    if label_check is not None:
+        results["labels"] = label_check
+        n_same = sum(label_check["files"].values())
+        lines += [
+            "## Labels",
+            "",
+            f"Rebuilt {len(label_check['files'])} fold files from `flare_catalog_partial.csv` and their image names: "
+            f"{n_same} of {len(label_check['files'])} byte-for-byte identical "
+            f"({label_check['instances']} instances, {label_check['positives']} positive).",
+            "",
+        ]
+    for model, files in models.items():
+        title = MODEL_NAMES.get(model.lower(), model)
+        entry: dict[str, Any] = {}
+        lines += [f"## {title} (`{model}`)", ""]
+        if files["folds"]:
+            folds = [files["folds"][k] for k in sorted(files["folds"])]
+            ev = evaluate_files(folds, threshold=threshold)
+            entry["evaluate"] = ev
+            m, s = ev["mean"], ev["std"]
+            lines += ["### Skill scores per validation fold", "", format_table(ev, markdown=True), ""]
+            if m["tss"] is not None and m["hss2"] is not None:
+                lines += [f"Mean ± population std over folds: TSS {m['tss']:.2f} ± {s['tss']:.2f}, HSS2 {m['hss2']:.2f} ± {s['hss2']:.2f}.", ""]
+        spatial_files = [files[c] for c in ("x", "m") if c in files]
+        if spatial_files:
+            sp = analyse(read_spatial_tables(spatial_files), SpatialConfig(threshold=threshold), out=out, name=model)
+            entry["spatial"] = sp
+            lines += ["### Recall by location", "", spatial_table(sp, markdown=True), ""]
+            for cls in ("X", "M", "XM"):
+                png = out / f"{model}_heatmap_{cls}.png"
+                if png.is_file():
+                    lines += [f"![{title} {cls} heatmap]({png.name})", ""]
+        results["models"][model] = entry
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    results["report"] = str(out / "report.md")
+    return results
