@@ -1,0 +1,80 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fdflare.catalog import read_catalog, write_catalog
+from fdflare.errors import InputError
+
+
+def test_reference_catalogs(reference_dir):
+    partial = read_catalog(reference_dir / "flare_catalog_partial.csv")
+    assert partial.attrs["format"] == "study" and len(partial) == 2739
+    hek = read_catalog(reference_dir / "catalogs" / "final_flare_list_sc24.csv")
+    assert hek.attrs["format"] == "hek" and len(hek) == 8606
+    assert int(hek["fl_lon"].notna().sum()) == 8302
+    swpc = read_catalog(reference_dir / "catalogs" / "swpc_flarelist_20100101-20210810.csv")
+    assert swpc.attrs["format"] == "swpc" and swpc["fl_lon"].isna().all()
+    assert swpc["start_time"].iloc[0] == pd.Timestamp("2010-01-02 07:09:00")
+    assert swpc["start_time"].is_monotonic_increasing
+
+
+def _write(tmp_path, text, name="cat.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_unknown_and_placeholder_locations_become_missing(tmp_path):
+    p = _write(
+        tmp_path,
+        "start_time,goes_class,fl_lon,fl_lat\n"
+        "2011-01-01 00:10:00,M1.0,0,0\n"
+        "2011-01-01 00:20:00,X2.0,UNK,UNK\n"
+        "2011-01-01 00:30:00,C3.0,,\n"
+        "2011-01-01 00:40:00,C4.0,0,12\n",
+    )
+    cat = read_catalog(p)
+    assert cat["fl_lon"].isna().tolist() == [True, True, True, False]
+    assert cat.loc[3, "fl_lon"] == 0.0  # a real zero longitude with a latitude is kept
+    assert cat.attrs["placeholder_locations"] == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ("2011-01-01 00:10:00,Q1.0,1,1", "goes_class"),
+        ("2011-01-01 00:10:00,M,1,1", "goes_class"),
+        ("2011-01-01 00:10:00,,1,1", "goes_class"),
+        ("2011-13-01 00:10:00,M1.0,1,1", "start_time"),
+        ("yesterday,M1.0,1,1", "start_time"),
+        ("2011-01-01 00:10:00,M1.0,east,1", "fl_lon"),
+    ],
+)
+def test_bad_rows_name_file_line_and_field(tmp_path, row, field):
+    p = _write(tmp_path, "start_time,goes_class,fl_lon,fl_lat\n2011-01-01 00:00:00,C1.0,1,1\n" + row + "\n")
+    with pytest.raises(InputError) as err:
+        read_catalog(p)
+    msg = str(err.value)
+    assert str(p) in msg and "line 3" in msg and f"field '{field}'" in msg
+
+
+def test_missing_column(tmp_path):
+    p = _write(tmp_path, "start_time,goes_class,fl_lon\n2011-01-01 00:00:00,C1.0,1\n")
+    with pytest.raises(InputError, match="missing column.*fl_lat"):
+        read_catalog(p)
+
+
+def test_write_catalog_round_trip(tmp_path):
+    cat = pd.DataFrame(
+        {
+            "start_time": pd.to_datetime(["2011-01-01 00:10:00", "2011-01-02 00:10:00"]),
+            "goes_class": ["M1.0", "X10"],
+            "flux": [1e-5, 1e-3],
+            "fl_lon": [12.5, np.nan],
+            "fl_lat": [-3.0, np.nan],
+        }
+    )
+    write_catalog(cat, tmp_path / "c.csv")
+    back = read_catalog(tmp_path / "c.csv")
+    assert back["goes_class"].tolist() == ["M1.0", "X10"]
+    assert back["fl_lon"].isna().tolist() == [False, True]

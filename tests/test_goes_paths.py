@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fdflare.errors import InputError
+from fdflare.goes import class_flux, flux_letter, threshold_flux
+from fdflare.paths import image_relpaths, parse_image_times, scan_images
+
+
+def test_class_flux_orders_by_peak_flux_not_string():
+    flux = class_flux(["X10", "X9.3", "M1.0", "C9.9", "m2", "B5", "A1.0"])
+    assert flux[0] > flux[1] > flux[2] > flux[3]
+    assert flux[4] == pytest.approx(2e-5)
+    assert flux[5] == pytest.approx(5e-7)
+    assert sorted(["X10", "X9.3"])[-1] == "X9.3"  # the study's string sort would pick X9.3
+
+
+@pytest.mark.parametrize("bad", ["Q1.0", "M", "", "1.0", "MM1", "X-1"])
+def test_class_flux_rejects_malformed(bad):
+    with pytest.raises(InputError) as err:
+        class_flux(["C1.0", bad], path="cat.csv", field="goes_class")
+    msg = str(err.value)
+    assert "cat.csv" in msg and "line 3" in msg and "goes_class" in msg
+
+
+def test_flux_letter_and_threshold():
+    assert list(flux_letter(np.array([1e-5, 9.9e-6, 1e-4, np.nan]))) == ["M", "C", "X", ""]
+    assert threshold_flux("M") == 1e-5
+    assert threshold_flux("c") == 1e-6
+    assert threshold_flux("M5") == pytest.approx(5e-5)
+
+
+def test_image_names_round_trip():
+    times = pd.date_range("2011-02-27 22:00", periods=5, freq="1h")
+    names = image_relpaths(times, ext="png")
+    assert names[0] == "2011/02/27/HMI.m2011.02.27_22.00.00.png"
+    parsed, ext = parse_image_times(["/scratch/x/" + n for n in names])
+    assert (parsed.to_numpy() == times.to_numpy()).all()
+    assert set(ext) == {"png"}
+
+
+def test_parse_image_times_rejects_bad_names():
+    parsed, _ = parse_image_times(
+        ["a/b.jpg", "2011/02/29/HMI.m2011.02.29_00.00.00.jpg", "HMI.m2011.13.01_00.00.00.jpg", "HMI.m2011.01.01_24.00.00.jpg"]
+    )
+    assert parsed.isna().all()
+
+
+def test_scan_images(tmp_path):
+    for rel in ["2011/01/01/HMI.m2011.01.01_00.00.00.jpg", "2011/01/01/HMI.m2011.01.01_01.00.00.png", "2011/01/01/notes.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert scan_images(tmp_path) == ["2011/01/01/HMI.m2011.01.01_00.00.00.jpg", "2011/01/01/HMI.m2011.01.01_01.00.00.png"]
