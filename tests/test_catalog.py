@@ -51,7 +51,9 @@ def test_unknown_and_placeholder_locations_become_missing(tmp_path):
     ],
 )
 def test_bad_rows_name_file_line_and_field(tmp_path, row, field):
-    p = _write(tmp_path, "start_time,goes_class,fl_lon,fl_lat\n2011-01-01 00:00:00,C1.0,1,1\n" + row + "\n")
+    p = _write(
+        tmp_path, "start_time,goes_class,fl_lon,fl_lat\n2011-01-01 00:00:00,C1.0,1,1\n" + row + "\n"
+    )
     with pytest.raises(InputError) as err:
         read_catalog(p)
     msg = str(err.value)
@@ -60,7 +62,7 @@ def test_bad_rows_name_file_line_and_field(tmp_path, row, field):
 
 def test_missing_column(tmp_path):
     p = _write(tmp_path, "start_time,goes_class,fl_lon\n2011-01-01 00:00:00,C1.0,1\n")
-    with pytest.raises(InputError, match="missing column.*fl_lat"):
+    with pytest.raises(InputError, match=r"missing column.*fl_lat"):
         read_catalog(p)
 
 
