@@ -192,18 +192,27 @@ def _range_argmax(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndar
     return out
 
 
-def _joined_slices(tokens: np.ndarray, lo: np.ndarray, hi: np.ndarray, skip: np.ndarray) -> list[str]:
+def _joined_slices(
+    tokens: np.ndarray, lo: np.ndarray, hi: np.ndarray, skip: np.ndarray
+) -> list[str]:
     """For each row, ``;``-join ``tokens[lo:hi]`` without ``tokens[skip]``."""
     if len(tokens) == 0:
         return [""] * len(lo)
     pieces = [str(x) + ";" for x in tokens]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
     big = "".join(pieces)
-    a, m, m1, b = offsets[lo], offsets[np.maximum(skip, 0)], offsets[np.maximum(skip, 0) + 1], offsets[hi]
+    a, m, m1, b = (
+        offsets[lo],
+        offsets[np.maximum(skip, 0)],
+        offsets[np.maximum(skip, 0) + 1],
+        offsets[hi],
+    )
     has = (hi - lo) > 1
     return [
-        (big[i:j] + big[k:l])[:-1] if h else ""
-        for i, j, k, l, h in zip(a.tolist(), m.tolist(), m1.tolist(), b.tolist(), has.tolist())
+        (big[i:j] + big[k:e])[:-1] if h else ""
+        for i, j, k, e, h in zip(
+            a.tolist(), m.tolist(), m1.tolist(), b.tolist(), has.tolist(), strict=False
+        )
     ]
 
 
@@ -248,7 +257,9 @@ def label_windows(
     out = pd.DataFrame({"time": pd.DatetimeIndex(times)})
     best_flux = np.where(has, flux[b] if len(flux) else np.nan, np.nan)
     out["target"] = (np.nan_to_num(best_flux, nan=0.0) >= threshold).astype(np.int64)
-    out["goes_class"] = pd.array(np.where(has, cls[b] if len(cls) else "", None), dtype="string")
+    best_cls = np.full(len(t), None, dtype=object)
+    best_cls[has] = cls[b[has]]
+    out["goes_class"] = pd.array(best_cls, dtype="string")
     out["flux"] = best_flux
     lon = cat["fl_lon"].to_numpy(dtype=float)
     lat = cat["fl_lat"].to_numpy(dtype=float)
@@ -360,7 +371,12 @@ def make_labels(
         train_mask = ~val_mask
         if cfg.gap_hours is not None:
             drop = purge_mask(
-                table["time"], fold_of, k, window=window, gap_hours=cfg.gap_hours, n_folds=cfg.n_folds
+                table["time"],
+                fold_of,
+                k,
+                window=window,
+                gap_hours=cfg.gap_hours,
+                n_folds=cfg.n_folds,
             )
             purged[k] = int(drop.sum())
             train_mask &= ~drop
@@ -374,7 +390,9 @@ def _fold_csv(df: pd.DataFrame) -> str:
     return "label,goes_class\n" + "".join(r + "\n" for r in rows)
 
 
-def write_labels(result: LabelResult, out: str | os.PathLike[str], config: LabelConfig | None = None) -> list[Path]:
+def write_labels(
+    result: LabelResult, out: str | os.PathLike[str], config: LabelConfig | None = None
+) -> list[Path]:
     """Write ``Fold{k}_{train,val}.csv``, ``labels.csv`` and ``summary.json`` into ``out``.
 
     Every file is written atomically, after all of them have been computed.
