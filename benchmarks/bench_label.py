@@ -23,7 +23,13 @@ from fdflare.catalog import read_catalog
 from fdflare.label import STUDY_END, STUDY_START, LabelConfig, make_labels
 from fdflare.paths import image_relpaths
 
-DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "catalogs" / "final_flare_list_sc24.csv"
+DEFAULT_CATALOG = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "reference"
+    / "catalogs"
+    / "final_flare_list_sc24.csv"
+)
 
 
 def study_loop(catalog: pd.DataFrame, times: pd.DatetimeIndex) -> list:
@@ -39,12 +45,24 @@ def study_loop(catalog: pd.DataFrame, times: pd.DatetimeIndex) -> list:
             continue
         top = emp.head(1).squeeze(axis=0)
         rest = emp.iloc[1:]
-        rows.append([t, top.goes_class, top.fl_lon, top.fl_lat, list(rest.goes_class), list(rest.fl_lon), list(rest.fl_lat)])
+        rows.append(
+            [
+                t,
+                top.goes_class,
+                top.fl_lon,
+                top.fl_lat,
+                list(rest.goes_class),
+                list(rest.fl_lon),
+                list(rest.fl_lat),
+            ]
+        )
     return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     ap.add_argument("--baseline-instances", type=int, default=2000)
     ap.add_argument("--full", action="store_true", help="run the study's loop on every instance")
@@ -72,13 +90,19 @@ def main() -> None:
     base = time.perf_counter() - t0
     base_full = base / len(sample) * len(times)
 
-    print(f"catalog: {args.catalog.name} ({len(catalog)} flares); instances: {len(times)}; positives: {res.counts['positives']}")
+    print(
+        f"catalog: {args.catalog.name} ({len(catalog)} flares); instances: {len(times)}; positives: {res.counts['positives']}"
+    )
     print()
     print(f"{'method':<34}{'instances':>10}{'seconds':>12}{'full range (s)':>16}{'speed-up':>10}")
     print("-" * 82)
     extrap = "" if args.full else " (extrapolated)"
-    print(f"{'study loop (per-instance filter)':<34}{len(sample):>10}{base:>12.3f}{base_full:>16.2f}{1:>10.0f}x{extrap}")
-    print(f"{'fdflare make_labels (vectorised)':<34}{len(times):>10}{fast:>12.3f}{fast:>16.3f}{base_full / fast:>10.0f}x")
+    print(
+        f"{'study loop (per-instance filter)':<34}{len(sample):>10}{base:>12.3f}{base_full:>16.2f}{1:>10.0f}x{extrap}"
+    )
+    print(
+        f"{'fdflare make_labels (vectorised)':<34}{len(times):>10}{fast:>12.3f}{fast:>16.3f}{base_full / fast:>10.0f}x"
+    )
     print()
     print(f"fdflare runs (s): {', '.join(f'{r:.3f}' for r in runs)} (median shown)")
 

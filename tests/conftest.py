@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _reference_dir() -> Path | None:
     env = os.environ.get("FDFLARE_REFERENCE")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "reference", ROOT / "shared" / "reference"]:
+    for cand in ([Path(env)] if env else []) + [
+        ROOT.parent / "shared" / "reference",
+        ROOT / "shared" / "reference",
+    ]:
         if (cand / "labels").is_dir():
             return cand
     return None

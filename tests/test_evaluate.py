@@ -54,7 +54,13 @@ def test_zero_denominators_are_reported_not_divided():
 
 def test_all_negative_predictions(tmp_path):
     p = tmp_path / "p.csv"
-    pd.DataFrame({"timestamp": [f"t{i}" for i in range(6)], "flare_prob": [0.1] * 6, "target": [1, 0, 0, 1, 0, 0]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "timestamp": [f"t{i}" for i in range(6)],
+            "flare_prob": [0.1] * 6,
+            "target": [1, 0, 0, 1, 0, 0],
+        }
+    ).to_csv(p, index=False)
     res = evaluate_files([p])
     f = res["files"][0]
     assert (f["tp"], f["fp"], f["tn"], f["fn"]) == (0, 0, 4, 2)
@@ -71,7 +77,9 @@ def test_auc_matches_pairwise_definition():
     p = rng.choice([0.1, 0.2, 0.5, 0.7, 0.9], 200)
     y = rng.integers(0, 2, 200)
     pos, neg = p[y == 1], p[y == 0]
-    brute = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    brute = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        len(pos) * len(neg)
+    )
     assert roc_auc(p, y) == pytest.approx(brute)
     assert roc_auc(p, np.zeros(200)) is None
 

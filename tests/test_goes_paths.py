@@ -41,13 +41,25 @@ def test_image_names_round_trip():
 
 def test_parse_image_times_rejects_bad_names():
     parsed, _ = parse_image_times(
-        ["a/b.jpg", "2011/02/29/HMI.m2011.02.29_00.00.00.jpg", "HMI.m2011.13.01_00.00.00.jpg", "HMI.m2011.01.01_24.00.00.jpg"]
+        [
+            "a/b.jpg",
+            "2011/02/29/HMI.m2011.02.29_00.00.00.jpg",
+            "HMI.m2011.13.01_00.00.00.jpg",
+            "HMI.m2011.01.01_24.00.00.jpg",
+        ]
     )
     assert parsed.isna().all()
 
 
 def test_scan_images(tmp_path):
-    for rel in ["2011/01/01/HMI.m2011.01.01_00.00.00.jpg", "2011/01/01/HMI.m2011.01.01_01.00.00.png", "2011/01/01/notes.txt"]:
+    for rel in [
+        "2011/01/01/HMI.m2011.01.01_00.00.00.jpg",
+        "2011/01/01/HMI.m2011.01.01_01.00.00.png",
+        "2011/01/01/notes.txt",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    assert scan_images(tmp_path) == ["2011/01/01/HMI.m2011.01.01_00.00.00.jpg", "2011/01/01/HMI.m2011.01.01_01.00.00.png"]
+    assert scan_images(tmp_path) == [
+        "2011/01/01/HMI.m2011.01.01_00.00.00.jpg",
+        "2011/01/01/HMI.m2011.01.01_01.00.00.png",
+    ]

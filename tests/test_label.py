@@ -29,12 +29,24 @@ def _catalog(rows):
 @pytest.mark.reference
 def test_rebuilds_reference_labels_byte_for_byte(reference_dir, tmp_path, capsys):
     labels = reference_dir / "labels"
-    names = pd.concat([pd.read_csv(labels / f, usecols=["label"]) for f in ("Fold1_train.csv", "Fold1_val.csv")])
+    names = pd.concat(
+        [pd.read_csv(labels / f, usecols=["label"]) for f in ("Fold1_train.csv", "Fold1_val.csv")]
+    )
     image_list = tmp_path / "images.txt"
     image_list.write_text("\n".join(names["label"]) + "\n")
     out = tmp_path / "labels"
     rc = main(
-        ["label", "--catalog", str(reference_dir / "flare_catalog_partial.csv"), "--images", str(image_list), "--mode", "M", "--out", str(out)]
+        [
+            "label",
+            "--catalog",
+            str(reference_dir / "flare_catalog_partial.csv"),
+            "--images",
+            str(image_list),
+            "--mode",
+            "M",
+            "--out",
+            str(out),
+        ]
     )
     assert rc == 0
     for f in FOLD_FILES:
@@ -71,7 +83,11 @@ def test_window_edges():
         ]
     )
     out = label_windows(cat, pd.DatetimeIndex([t, t + pd.Timedelta("1h")]))
-    assert out.loc[0, "goes_class"] == "M2.0" and out.loc[0, "target"] == 1 and out.loc[0, "n_flares"] == 1
+    assert (
+        out.loc[0, "goes_class"] == "M2.0"
+        and out.loc[0, "target"] == 1
+        and out.loc[0, "n_flares"] == 1
+    )
     assert out.loc[0, "fl_lon"] == 2
     assert out.loc[1, "goes_class"] == "X9.0" and out.loc[1, "n_flares"] == 2
 
@@ -105,9 +121,19 @@ def test_empty_windows_and_missing_locations():
     t = pd.Timestamp("2012-03-01 00:00:00")
     cat = _catalog([(t + pd.Timedelta("30h"), "M3.0", np.nan, np.nan)])
     out = label_windows(cat, pd.DatetimeIndex([t, t + pd.Timedelta("10h")]))
-    assert out.loc[0, "target"] == 0 and pd.isna(out.loc[0, "goes_class"]) and out.loc[0, "n_flares"] == 0
-    assert pd.isna(out.loc[0, "fl_lon"]) and pd.isna(out.loc[0, "fl_start"]) and out.loc[0, "rest_fl"] == ""
-    assert out.loc[1, "target"] == 1 and np.isnan(out.loc[1, "fl_lon"])  # known class, unknown place
+    assert (
+        out.loc[0, "target"] == 0
+        and pd.isna(out.loc[0, "goes_class"])
+        and out.loc[0, "n_flares"] == 0
+    )
+    assert (
+        pd.isna(out.loc[0, "fl_lon"])
+        and pd.isna(out.loc[0, "fl_start"])
+        and out.loc[0, "rest_fl"] == ""
+    )
+    assert out.loc[1, "target"] == 1 and np.isnan(
+        out.loc[1, "fl_lon"]
+    )  # known class, unknown place
 
 
 def test_window_and_mode_options():
@@ -125,7 +151,9 @@ def test_vectorised_matches_brute_force():
     starts = start + pd.to_timedelta(rng.integers(0, 30 * 86400, n), unit="s")
     letters = rng.choice(list("CMX"), n)
     nums = rng.choice([1.0, 2.5, 9.3, 10.0], n)
-    cat = _catalog([(s, f"{l}{x:g}", 1.0, 2.0) for s, l, x in zip(starts, letters, nums)])
+    cat = _catalog(
+        [(s, f"{c}{x:g}", 1.0, 2.0) for s, c, x in zip(starts, letters, nums, strict=False)]
+    )
     times = pd.date_range(start, periods=24 * 30, freq="1h")
     out = label_windows(cat, times)
     for i in rng.choice(len(times), 60, replace=False):
@@ -154,7 +182,9 @@ def test_missing_images_are_dropped_and_counted():
 
 
 def test_folds_by_calendar_quarter():
-    times = pd.DatetimeIndex(["2011-01-31", "2011-03-31 23:00", "2011-04-01", "2012-09-30", "2012-10-01", "2013-12-31"])
+    times = pd.DatetimeIndex(
+        ["2011-01-31", "2011-03-31 23:00", "2011-04-01", "2012-09-30", "2012-10-01", "2013-12-31"]
+    )
     assert assign_folds(times).tolist() == [1, 1, 2, 3, 4, 4]
 
 
@@ -174,14 +204,31 @@ def test_purge_drops_windows_reaching_into_validation():
 def test_cli_gap_hours_reports_purged(tmp_path, capsys):
     times = pd.date_range("2011-03-25", "2011-04-05", freq="1h", inclusive="left")
     (tmp_path / "list.txt").write_text("\n".join(image_relpaths(times)))
-    (tmp_path / "cat.csv").write_text("start_time,goes_class,fl_lon,fl_lat\n2011-03-31 12:00:00,M1.0,10,10\n")
+    (tmp_path / "cat.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n2011-03-31 12:00:00,M1.0,10,10\n"
+    )
     rc = main(
-        ["label", "--catalog", str(tmp_path / "cat.csv"), "--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "o"),
-         "--start", "2011-03-01", "--end", "2011-05-01", "--gap-hours", "24"]
+        [
+            "label",
+            "--catalog",
+            str(tmp_path / "cat.csv"),
+            "--images",
+            str(tmp_path / "list.txt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--start",
+            "2011-03-01",
+            "--end",
+            "2011-05-01",
+            "--gap-hours",
+            "24",
+        ]
     )
     assert rc == 0
     out = capsys.readouterr().out
-    assert "fold 2: train 145 (12 positive), val 96 (0 positive), 23 training instances purged" in out
+    assert (
+        "fold 2: train 145 (12 positive), val 96 (0 positive), 23 training instances purged" in out
+    )
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["folds"]["1"]["purged"] == 24 and summary["folds"]["2"]["purged"] == 23
     train2 = pd.read_csv(tmp_path / "o" / "Fold2_train.csv")
@@ -193,8 +240,23 @@ def test_label_from_directory_tree(tmp_path):
     for rel in image_relpaths(times, ext="png"):
         (tmp_path / "img" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "img" / rel).write_bytes(b"")
-    (tmp_path / "cat.csv").write_text("start_time,goes_class,fl_lon,fl_lat\n2011-05-01 03:30:00,X1.0,80,10\n")
-    assert main(["label", "--catalog", str(tmp_path / "cat.csv"), "--images", str(tmp_path / "img"), "--out", str(tmp_path / "o")]) == 0
+    (tmp_path / "cat.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n2011-05-01 03:30:00,X1.0,80,10\n"
+    )
+    assert (
+        main(
+            [
+                "label",
+                "--catalog",
+                str(tmp_path / "cat.csv"),
+                "--images",
+                str(tmp_path / "img"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     val = pd.read_csv(tmp_path / "o" / "Fold2_val.csv")
     assert val["label"].str.endswith(".png").all()
     assert val["goes_class"].tolist() == [1, 1, 1, 1, 0, 0]
@@ -208,10 +270,22 @@ def test_label_from_directory_tree(tmp_path):
     [("Q1.0", "goes_class"), ("M", "goes_class"), ("", "goes_class")],
 )
 def test_cli_bad_class_writes_nothing(tmp_path, capsys, row, field):
-    (tmp_path / "cat.csv").write_text(f"start_time,goes_class,fl_lon,fl_lat\n2011-01-01 00:00:00,C1.0,1,1\n2011-01-01 01:00:00,{row},1,1\n")
+    (tmp_path / "cat.csv").write_text(
+        f"start_time,goes_class,fl_lon,fl_lat\n2011-01-01 00:00:00,C1.0,1,1\n2011-01-01 01:00:00,{row},1,1\n"
+    )
     (tmp_path / "list.txt").write_text("2011/01/01/HMI.m2011.01.01_00.00.00.jpg\n")
     out = tmp_path / "out"
-    rc = main(["label", "--catalog", str(tmp_path / "cat.csv"), "--images", str(tmp_path / "list.txt"), "--out", str(out)])
+    rc = main(
+        [
+            "label",
+            "--catalog",
+            str(tmp_path / "cat.csv"),
+            "--images",
+            str(tmp_path / "list.txt"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "cat.csv" in err and "line 3" in err and field in err
@@ -220,11 +294,39 @@ def test_cli_bad_class_writes_nothing(tmp_path, capsys, row, field):
 
 def test_cli_bad_time_and_missing_column(tmp_path, capsys):
     (tmp_path / "list.txt").write_text("2011/01/01/HMI.m2011.01.01_00.00.00.jpg\n")
-    (tmp_path / "a.csv").write_text("start_time,goes_class,fl_lon,fl_lat\n2011-02-30 00:00:00,C1.0,1,1\n")
-    assert main(["label", "--catalog", str(tmp_path / "a.csv"), "--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "a.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n2011-02-30 00:00:00,C1.0,1,1\n"
+    )
+    assert (
+        main(
+            [
+                "label",
+                "--catalog",
+                str(tmp_path / "a.csv"),
+                "--images",
+                str(tmp_path / "list.txt"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "line 2" in capsys.readouterr().err
     (tmp_path / "b.csv").write_text("start_time,fl_lon,fl_lat\n2011-01-01 00:00:00,1,1\n")
-    assert main(["label", "--catalog", str(tmp_path / "b.csv"), "--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "label",
+                "--catalog",
+                str(tmp_path / "b.csv"),
+                "--images",
+                str(tmp_path / "list.txt"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "goes_class" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -233,12 +335,23 @@ def test_no_matching_images_is_an_error(tmp_path):
     (tmp_path / "cat.csv").write_text("start_time,goes_class,fl_lon,fl_lat\n")
     (tmp_path / "list.txt").write_text("1999/01/01/HMI.m1999.01.01_00.00.00.jpg\n")
     with pytest.raises(InputError, match="no image matches"):
-        from fdflare.commands.label import run
-
         import argparse
 
-        run(argparse.Namespace(catalog=str(tmp_path / "cat.csv"), images=str(tmp_path / "list.txt"), out=str(tmp_path / "o"),
-                               start="2010-12-01", end="2018-12-31", cadence="1h", window="24h", mode="M", gap_hours=None,
-                               catalog_format="auto"))
+        from fdflare.commands.label import run
+
+        run(
+            argparse.Namespace(
+                catalog=str(tmp_path / "cat.csv"),
+                images=str(tmp_path / "list.txt"),
+                out=str(tmp_path / "o"),
+                start="2010-12-01",
+                end="2018-12-31",
+                cadence="1h",
+                window="24h",
+                mode="M",
+                gap_hours=None,
+                catalog_format="auto",
+            )
+        )
     with pytest.raises(InputError, match="must be after"):
         make_labels(_catalog([]), [], LabelConfig(start="2012-01-02", end="2012-01-01"))

@@ -19,7 +19,10 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
     assert "TSS 0.53 ± 0.04, HSS2 0.37 ± 0.05" in report
     assert "| X | central |lon| <= 70 | 614 | 54 |" in report
     assert "| M | near-limb |lon| > 70 | 1276 | 1014 |" in report
-    assert "![AlexNet X heatmap](alex_heatmap_X.png)" in report and (out / "alex_heatmap_X.png").is_file()
+    assert (
+        "![AlexNet X heatmap](alex_heatmap_X.png)" in report
+        and (out / "alex_heatmap_X.png").is_file()
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["labels"]["identical"] is True
     assert res["models"]["alex"]["evaluate"]["files"][0]["tp"] == 1729
@@ -30,9 +33,13 @@ def test_reproduce_on_a_subset_layout(reference_dir, tmp_path):
     pred = tmp_path / "ref" / "predictions"
     pred.mkdir(parents=True)
     for k in (1, 2):
-        shutil.copy(reference_dir / "predictions" / f"fold{k}_alex.csv", pred / f"fold{k}_mymodel.csv")
+        shutil.copy(
+            reference_dir / "predictions" / f"fold{k}_alex.csv", pred / f"fold{k}_mymodel.csv"
+        )
     assert set(find_models(pred)) == {"mymodel"}
-    assert main(["reproduce", "--reference", str(tmp_path / "ref"), "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(["reproduce", "--reference", str(tmp_path / "ref"), "--out", str(tmp_path / "o")]) == 0
+    )
     report = (tmp_path / "o" / "report.md").read_text()
     assert "mymodel" in report and "0.5621" in report and "Labels" not in report
 

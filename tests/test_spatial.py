@@ -8,18 +8,47 @@ from PIL import Image
 
 from fdflare.cli import main
 from fdflare.errors import InputError
-from fdflare.spatial import SpatialConfig, analyse, bin_indices, disk_figure, location_recall, recall_grid, wilson_interval
+from fdflare.spatial import (
+    SpatialConfig,
+    analyse,
+    bin_indices,
+    disk_figure,
+    location_recall,
+    recall_grid,
+    wilson_interval,
+)
 
 
 @pytest.mark.reference
 def test_alexnet_published_location_counts(reference_dir, tmp_path, capsys):
     pred = reference_dir / "predictions"
-    rc = main(["spatial", "--json", "--out", str(tmp_path), "--name", "alex", str(pred / "alex_x_class.csv"), str(pred / "alex_m_class.csv")])
+    rc = main(
+        [
+            "spatial",
+            "--json",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "alex",
+            str(pred / "alex_x_class.csv"),
+            str(pred / "alex_m_class.csv"),
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     x, m = res["classes"]["X"], res["classes"]["M"]
-    assert (x["central"]["tp"], x["central"]["fn"], x["limb"]["tp"], x["limb"]["fn"]) == (614, 54, 138, 74)
-    assert (m["central"]["tp"], m["central"]["fn"], m["limb"]["tp"], m["limb"]["fn"]) == (4645, 1185, 1276, 1014)
+    assert (x["central"]["tp"], x["central"]["fn"], x["limb"]["tp"], x["limb"]["fn"]) == (
+        614,
+        54,
+        138,
+        74,
+    )
+    assert (m["central"]["tp"], m["central"]["fn"], m["limb"]["tp"], m["limb"]["fn"]) == (
+        4645,
+        1185,
+        1276,
+        1014,
+    )
     xm = res["classes"]["X+M"]
     assert xm["central"]["tp"] == 614 + 4645 and xm["limb"]["fn"] == 74 + 1014
     assert x["unknown"] == 0 and round(x["central"]["recall"], 4) == round(614 / 668, 4)
@@ -50,7 +79,9 @@ def test_limb_boundary_rounding_and_unknowns():
     )
     res = location_recall(df)
     assert res["X"]["central"]["tp"] == 2 and res["X"]["limb"]["fn"] == 1
-    assert res["M"]["central"]["tp"] == 1 and res["M"]["limb"]["fn"] == 1 and res["M"]["unknown"] == 1
+    assert (
+        res["M"]["central"]["tp"] == 1 and res["M"]["limb"]["fn"] == 1 and res["M"]["unknown"] == 1
+    )
     assert res["X+M"]["unknown"] == 1 and res["X+M"]["n"] == 6
     assert res["M"]["limb"]["recall"] == 0.0
     empty = location_recall(df.iloc[:0])
@@ -77,7 +108,14 @@ def test_heatmap_bins_follow_the_study_edges():
 
 
 def test_grid_counts_and_red_marks(tmp_path):
-    df = _table([("a", 0.9, "X1", 12, 3), ("b", 0.1, "X1", 13, 4), ("c", 0.2, "M1", -80, -20), ("d", 0.9, "M1", 0, 50)])
+    df = _table(
+        [
+            ("a", 0.9, "X1", 12, 3),
+            ("b", 0.1, "X1", 13, 4),
+            ("c", 0.2, "M1", -80, -20),
+            ("d", 0.9, "M1", 0, 50),
+        ]
+    )
     grid = recall_grid(df, np.ones(4, bool))
     assert grid["tp"].sum() == 1 and grid["fn"].sum() == 2 and grid["outside"] == 1
     res = analyse(df, out=tmp_path, name="t")
@@ -88,19 +126,33 @@ def test_grid_counts_and_red_marks(tmp_path):
 def test_reads_fdflare_joined_table(tmp_path, capsys):
     p = tmp_path / "joined.csv"
     pd.DataFrame(
-        {"label": ["a", "b", "c"], "flare_prob": [0.8, 0.3, 0.6], "target": [1, 1, 1], "goes_class": ["X2.0", "M1.0", "M3.0"],
-         "fl_lon": [80.0, 10.0, np.nan], "fl_lat": [5.0, -10.0, np.nan]}
+        {
+            "label": ["a", "b", "c"],
+            "flare_prob": [0.8, 0.3, 0.6],
+            "target": [1, 1, 1],
+            "goes_class": ["X2.0", "M1.0", "M3.0"],
+            "fl_lon": [80.0, 10.0, np.nan],
+            "fl_lat": [5.0, -10.0, np.nan],
+        }
     ).to_csv(p, index=False)
     assert main(["spatial", "--json", str(p)]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["classes"]["X"]["limb"] == {"tp": 1, "fn": 0, "n": 1, "recall": 1.0, "recall_ci95": res["classes"]["X"]["limb"]["recall_ci95"]}
+    assert res["classes"]["X"]["limb"] == {
+        "tp": 1,
+        "fn": 0,
+        "n": 1,
+        "recall": 1.0,
+        "recall_ci95": res["classes"]["X"]["limb"]["recall_ci95"],
+    }
     assert res["classes"]["M"]["central"]["fn"] == 1 and res["classes"]["M"]["unknown"] == 1
 
 
 def test_bad_location(tmp_path):
     p = tmp_path / "x.csv"
-    p.write_text('timestamp,flare_prob,goes_class,fl_location,flare_start\na,0.5,X1.0,"(east, 10)",2011-01-01\n')
-    with pytest.raises(InputError, match="line 2.*fl_location"):
+    p.write_text(
+        'timestamp,flare_prob,goes_class,fl_location,flare_start\na,0.5,X1.0,"(east, 10)",2011-01-01\n'
+    )
+    with pytest.raises(InputError, match=r"line 2.*fl_location"):
         from fdflare.spatial import read_spatial_table
 
         read_spatial_table(p)
@@ -134,7 +186,19 @@ def test_disk_figure_on_prepared_png_needs_geometry(tmp_path, capsys):
     Image.fromarray(img).save(tmp_path / "m.png")
     with pytest.raises(InputError, match="geometry"):
         disk_figure(tmp_path / "m.png", tmp_path / "d")
-    (tmp_path / "geometry.csv").write_text("path,date_obs,center_x,center_y,radius_px\nm.png,2011-01-01T00:00:00,32,30,25\n")
-    rc = main(["spatial", "--out", str(tmp_path), "--disk-image", str(tmp_path / "m.png"), "--geometry", str(tmp_path / "geometry.csv")])
+    (tmp_path / "geometry.csv").write_text(
+        "path,date_obs,center_x,center_y,radius_px\nm.png,2011-01-01T00:00:00,32,30,25\n"
+    )
+    rc = main(
+        [
+            "spatial",
+            "--out",
+            str(tmp_path),
+            "--disk-image",
+            str(tmp_path / "m.png"),
+            "--geometry",
+            str(tmp_path / "geometry.csv"),
+        ]
+    )
     assert rc == 0 and (tmp_path / "disk.png").is_file()
     assert "radius 25.0 px" in capsys.readouterr().out

@@ -97,7 +97,9 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
-def confusion(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int, int]:
+def confusion(
+    prob: np.ndarray, target: np.ndarray, threshold: float = 0.5
+) -> tuple[int, int, int, int]:
     """Return ``(tp, fp, tn, fn)`` with ``prob >= threshold`` as a positive forecast."""
     pred = np.asarray(prob, dtype=float) >= threshold
     y = np.asarray(target).astype(bool)
@@ -108,7 +110,9 @@ def confusion(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> t
     return tp, fp, tn, fn
 
 
-def skill_scores(tp: int, fp: int, tn: int, fn: int) -> tuple[float | None, float | None, list[str]]:
+def skill_scores(
+    tp: int, fp: int, tn: int, fn: int
+) -> tuple[float | None, float | None, list[str]]:
     """Return ``(tss, hss2, notes)``; a score is ``None`` where its denominator is zero."""
     notes: list[str] = []
     p, n = tp + fn, tn + fp
@@ -116,7 +120,8 @@ def skill_scores(tp: int, fp: int, tn: int, fn: int) -> tuple[float | None, floa
     if p == 0 or n == 0:
         tss = None
         notes.append(
-            "TSS undefined: " + ("no positive instances (P = 0)" if p == 0 else "no negative instances (N = 0)")
+            "TSS undefined: "
+            + ("no positive instances (P = 0)" if p == 0 else "no negative instances (N = 0)")
         )
     else:
         tss = tp / p - fp / n
@@ -233,7 +238,21 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 def format_table(result: dict[str, Any], markdown: bool = False) -> str:
     """Render :func:`evaluate_files` output as a text (or markdown) table."""
-    head = ["file", "n", "TP", "FP", "TN", "FN", "TSS", "HSS2", "AUC", "Brier", "BSS", "best thr", "best TSS"]
+    head = [
+        "file",
+        "n",
+        "TP",
+        "FP",
+        "TN",
+        "FN",
+        "TSS",
+        "HSS2",
+        "AUC",
+        "Brier",
+        "BSS",
+        "best thr",
+        "best TSS",
+    ]
     rows = []
     for f in result["files"]:
         rows.append(
@@ -255,15 +274,28 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
         )
     m, s = result["mean"], result["std"]
     rows.append(
-        ["mean ± std", "", "", "", "", "", f"{_fmt(m['tss'])} ± {_fmt(s['tss'])}",
-         f"{_fmt(m['hss2'])} ± {_fmt(s['hss2'])}", "", "", "", "", ""]
+        [
+            "mean ± std",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{_fmt(m['tss'])} ± {_fmt(s['tss'])}",
+            f"{_fmt(m['hss2'])} ± {_fmt(s['hss2'])}",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
     )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
     else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-        fmt = "  ".join("{:<%d}" % w if i == 0 else "{:>%d}" % w for i, w in enumerate(widths))
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+        fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
         lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]
         lines += [fmt.format(*r) for r in rows]
     notes = [f"{Path(f['path']).name}: {n}" for f in result["files"] for n in f["notes"]]

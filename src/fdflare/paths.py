@@ -16,7 +16,9 @@ import pandas as pd
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "jp2")
 
 
-def image_relpaths(times: pd.Series | pd.DatetimeIndex | np.ndarray, ext: str = "jpg") -> np.ndarray:
+def image_relpaths(
+    times: pd.Series | pd.DatetimeIndex | np.ndarray, ext: str = "jpg"
+) -> np.ndarray:
     """Return ``YYYY/MM/DD/HMI.mYYYY.MM.DD_HH.MM.SS.<ext>`` for each time."""
     t = pd.DatetimeIndex(pd.to_datetime(times))
     day = t.strftime("%Y/%m/%d/HMI.m%Y.%m.%d_%H.%M.%S")
@@ -52,11 +54,13 @@ def parse_image_times(names: Iterable[str] | pd.Series) -> tuple[pd.Series, pd.S
     ok &= day <= days_in_month
     secs = (first_day + (day - 1)).astype("datetime64[s]") + (hh * 3600 + mm * 60 + ss)
     times = np.where(ok, secs.astype("datetime64[ns]"), np.datetime64("NaT", "ns"))
-    ext = [t[20:] if good else "" for t, good in zip(tails, ok.tolist())]
+    ext = [t[20:] if good else "" for t, good in zip(tails, ok.tolist(), strict=False)]
     return pd.Series(times, dtype="datetime64[ns]"), pd.Series(ext, dtype="object")
 
 
-def scan_images(root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[str]:
+def scan_images(
+    root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> list[str]:
     """List image files under ``root`` as sorted POSIX paths relative to it."""
     root = Path(root)
     exts = {"." + e.lower().lstrip(".") for e in extensions}

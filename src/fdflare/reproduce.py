@@ -25,7 +25,14 @@ from typing import Any
 
 from fdflare.errors import MissingDataError
 
-MODEL_NAMES = {"alex": "AlexNet", "alexnet": "AlexNet", "vgg": "VGG16", "vgg16": "VGG16", "resnet": "ResNet34", "resnet34": "ResNet34"}
+MODEL_NAMES = {
+    "alex": "AlexNet",
+    "alexnet": "AlexNet",
+    "vgg": "VGG16",
+    "vgg16": "VGG16",
+    "resnet": "ResNet34",
+    "resnet34": "ResNet34",
+}
 FOLD_FILE = re.compile(r"^fold(\d+)_([A-Za-z0-9]+)\.csv$")
 
 
@@ -33,7 +40,11 @@ def default_reference_dir() -> Path | None:
     """The study's data: ``$FDFLARE_REFERENCE``, else ``../shared/reference`` or ``shared/reference``."""
     env = os.environ.get("FDFLARE_REFERENCE")
     candidates = [Path(env)] if env else []
-    candidates += [Path("..") / "shared" / "reference", Path("shared") / "reference", Path("reference")]
+    candidates += [
+        Path("..") / "shared" / "reference",
+        Path("shared") / "reference",
+        Path("reference"),
+    ]
     for c in candidates:
         if (c / "predictions").is_dir() or (c / "labels").is_dir():
             return c
@@ -49,7 +60,7 @@ def find_models(pred_dir: Path) -> dict[str, dict[str, Any]]:
         m = FOLD_FILE.match(p.name)
         if m:
             models.setdefault(m.group(2), {"folds": {}})["folds"][int(m.group(1))] = p
-    for model in list(models) + []:
+    for model in [*list(models)]:
         for cls in ("x", "m", "c"):
             p = pred_dir / f"{model}_{cls}_class.csv"
             if p.is_file():
@@ -75,15 +86,26 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     files = sorted(labels.glob("Fold*_*.csv")) if labels.is_dir() else []
     if not files or not catalog.is_file():
         return None
-    names = pd.concat([pd.read_csv(f, usecols=["label"]) for f in files])["label"].drop_duplicates().tolist()
+    names = (
+        pd.concat([pd.read_csv(f, usecols=["label"]) for f in files])["label"]
+        .drop_duplicates()
+        .tolist()
+    )
     result = make_labels(read_catalog(catalog), names, LabelConfig())
     with tempfile.TemporaryDirectory() as tmp:
         write_labels(result, tmp)
         same = {f.name: (Path(tmp) / f.name).read_bytes() == f.read_bytes() for f in files}
-    return {"files": same, "identical": all(same.values()), "instances": result.counts["instances"], "positives": result.counts["positives"]}
+    return {
+        "files": same,
+        "identical": all(same.values()),
+        "instances": result.counts["instances"],
+        "positives": result.counts["positives"],
+    }
 
 
-def reproduce(ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *, threshold: float = 0.5) -> dict[str, Any]:
+def reproduce(
+    ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *, threshold: float = 0.5
+) -> dict[str, Any]:
     """Evaluate and analyse every model in ``ref``; write ``report.md`` and ``results.json`` to ``out``."""
     from fdflare._io import write_text_atomic
     from fdflare.evaluate import evaluate_files, format_table
@@ -100,11 +122,18 @@ def reproduce(ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *
     models = find_models(ref_dir / "predictions")
     label_check = check_labels(ref_dir)
     if not models and label_check is None:
-        raise MissingDataError(f"{ref_dir} holds no predictions/fold*_<model>.csv and no labels to check")
+        raise MissingDataError(
+            f"{ref_dir} holds no predictions/fold*_<model>.csv and no labels to check"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"reference": str(ref_dir), "threshold": threshold, "models": {}}
-    lines = ["# fdflare reproduction report", "", f"Reference data: `{ref_dir}`; threshold {threshold}.", ""]
+    lines = [
+        "# fdflare reproduction report",
+        "",
+        f"Reference data: `{ref_dir}`; threshold {threshold}.",
+        "",
+    ]
     if label_check is not None:
         results["labels"] = label_check
         n_same = sum(label_check["files"].values())
@@ -125,12 +154,25 @@ def reproduce(ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *
             ev = evaluate_files(folds, threshold=threshold)
             entry["evaluate"] = ev
             m, s = ev["mean"], ev["std"]
-            lines += ["### Skill scores per validation fold", "", format_table(ev, markdown=True), ""]
+            lines += [
+                "### Skill scores per validation fold",
+                "",
+                format_table(ev, markdown=True),
+                "",
+            ]
             if m["tss"] is not None and m["hss2"] is not None:
-                lines += [f"Mean ± population std over folds: TSS {m['tss']:.2f} ± {s['tss']:.2f}, HSS2 {m['hss2']:.2f} ± {s['hss2']:.2f}.", ""]
+                lines += [
+                    f"Mean ± population std over folds: TSS {m['tss']:.2f} ± {s['tss']:.2f}, HSS2 {m['hss2']:.2f} ± {s['hss2']:.2f}.",
+                    "",
+                ]
         spatial_files = [files[c] for c in ("x", "m") if c in files]
         if spatial_files:
-            sp = analyse(read_spatial_tables(spatial_files), SpatialConfig(threshold=threshold), out=out, name=model)
+            sp = analyse(
+                read_spatial_tables(spatial_files),
+                SpatialConfig(threshold=threshold),
+                out=out,
+                name=model,
+            )
             entry["spatial"] = sp
             lines += ["### Recall by location", "", spatial_table(sp, markdown=True), ""]
             for cls in ("X", "M", "XM"):

@@ -78,7 +78,7 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         lon_raw, lat_raw, lon_field, lat_field = df["fl_lon"], df["fl_lat"], "fl_lon", "fl_lat"
     else:
         raise InputError(
-            "missing location columns: need fl_location \"(lon, lat)\" or fl_lon and fl_lat",
+            'missing location columns: need fl_location "(lon, lat)" or fl_lon and fl_lat',
             path=path,
             field="fl_location",
         )
@@ -90,13 +90,17 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         bad = (num.isna() & ~unknown).to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"not a location: {str(s.iloc[i])!r}", path=path, line=i + 2, field=fld)
+            raise InputError(
+                f"not a location: {str(s.iloc[i])!r}", path=path, line=i + 2, field=fld
+            )
         coords.append(num.to_numpy(dtype=float))
     prob = pd.to_numeric(df["flare_prob"], errors="coerce")
     bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError("probability is not a number in [0, 1]", path=path, line=i + 2, field="flare_prob")
+        raise InputError(
+            "probability is not a number in [0, 1]", path=path, line=i + 2, field="flare_prob"
+        )
     id_col = next((c for c in ("timestamp", "label") if c in df.columns), None)
     return pd.DataFrame(
         {
@@ -138,7 +142,9 @@ def _group(tp: int, fn: int) -> dict[str, Any]:
 
 def class_masks(goes_class: pd.Series) -> dict[str, np.ndarray]:
     """Masks of X, M and X+M instances from the largest flare's class."""
-    letter = goes_class.astype("string").str.strip().str[:1].str.upper().fillna("").to_numpy(dtype=str)
+    letter = (
+        goes_class.astype("string").str.strip().str[:1].str.upper().fillna("").to_numpy(dtype=str)
+    )
     x, m = letter == "X", letter == "M"
     return {"X": x, "M": m, "X+M": x | m}
 
@@ -154,7 +160,9 @@ def location_recall(df: pd.DataFrame, config: SpatialConfig | None = None) -> di
     out: dict[str, Any] = {}
     for name, mask in class_masks(df["goes_class"]).items():
         out[name] = {
-            "central": _group(int((mask & central & hit).sum()), int((mask & central & ~hit).sum())),
+            "central": _group(
+                int((mask & central & hit).sum()), int((mask & central & ~hit).sum())
+            ),
             "limb": _group(int((mask & limb & hit).sum()), int((mask & limb & ~hit).sum())),
             "unknown": int((mask & ~known).sum()),
             "n": int(mask.sum()),
@@ -169,8 +177,8 @@ def bin_indices(
     cfg = config or SpatialConfig()
     lon = np.round(np.asarray(lon, dtype=float), 2)
     lat = np.asarray(lat, dtype=float)
-    nx = int(round((LON_RANGE[1] - LON_RANGE[0]) / cfg.bin_deg))
-    ny = int(round((LAT_RANGE[1] - LAT_RANGE[0]) / cfg.bin_deg))
+    nx = round((LON_RANGE[1] - LON_RANGE[0]) / cfg.bin_deg)
+    ny = round((LAT_RANGE[1] - LAT_RANGE[0]) / cfg.bin_deg)
     with np.errstate(invalid="ignore"):
         ix = np.floor((lon - LON_RANGE[0]) / cfg.bin_deg)
         iy = np.floor((lat - LAT_RANGE[0]) / cfg.bin_deg)
@@ -182,11 +190,13 @@ def bin_indices(
     return ix, iy, inside
 
 
-def recall_grid(df: pd.DataFrame, mask: np.ndarray, config: SpatialConfig | None = None) -> dict[str, Any]:
+def recall_grid(
+    df: pd.DataFrame, mask: np.ndarray, config: SpatialConfig | None = None
+) -> dict[str, Any]:
     """TP and FN counts per (lat, lon) bin for the instances in ``mask``."""
     cfg = config or SpatialConfig()
-    nx = int(round((LON_RANGE[1] - LON_RANGE[0]) / cfg.bin_deg))
-    ny = int(round((LAT_RANGE[1] - LAT_RANGE[0]) / cfg.bin_deg))
+    nx = round((LON_RANGE[1] - LON_RANGE[0]) / cfg.bin_deg)
+    ny = round((LAT_RANGE[1] - LAT_RANGE[0]) / cfg.bin_deg)
     ix, iy, inside = bin_indices(df["lon"].to_numpy(), df["lat"].to_numpy(), cfg)
     hit = df["flare_prob"].to_numpy(dtype=float) >= cfg.threshold
     sel = mask & inside
@@ -273,7 +283,11 @@ def plot_heatmap(
     if title:
         ax.set_title(title)
     ax.legend(
-        handles=[Line2D([], [], marker="X", color="red", linestyle="None", label="no correct predictions")],
+        handles=[
+            Line2D(
+                [], [], marker="X", color="red", linestyle="None", label="no correct predictions"
+            )
+        ],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.2),
         frameon=False,
@@ -385,9 +399,18 @@ def disk_figure(
         ax.imshow(data, cmap="gray", origin="upper")
     else:
         ax.imshow(data, cmap="gray", origin="lower", vmin=-lim, vmax=lim)
-    ax.add_patch(Circle((geo["center_x"], geo["center_y"]), circle_r, fill=False, color="red", linewidth=1.5))
     ax.add_patch(
-        Circle((geo["center_x"], geo["center_y"]), geo["radius_px"], fill=False, color="yellow", linewidth=0.8, linestyle=":")
+        Circle((geo["center_x"], geo["center_y"]), circle_r, fill=False, color="red", linewidth=1.5)
+    )
+    ax.add_patch(
+        Circle(
+            (geo["center_x"], geo["center_y"]),
+            geo["radius_px"],
+            fill=False,
+            color="yellow",
+            linewidth=0.8,
+            linestyle=":",
+        )
     )
     for px, py in meridians:
         ax.plot(px, py, color="red", linestyle="--", linewidth=1.0)
@@ -402,7 +425,12 @@ def disk_figure(
             fig.savefig(tmp, format=ext, dpi=120)
         paths.append(target)
     plt.close(fig)
-    return {**geo, "circle_radius_px": circle_r, "limb_deg": limb_deg, "paths": [str(p) for p in paths]}
+    return {
+        **geo,
+        "circle_radius_px": circle_r,
+        "limb_deg": limb_deg,
+        "paths": [str(p) for p in paths],
+    }
 
 
 # --------------------------------------------------------------------------- stage
@@ -465,15 +493,30 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
     rows = []
     for cls in CLASSES:
         c = result["classes"][cls]
-        for key, label in (("central", f"central |lon| <= {result['limb_deg']:g}"), ("limb", f"near-limb |lon| > {result['limb_deg']:g}")):
+        for key, label in (
+            ("central", f"central |lon| <= {result['limb_deg']:g}"),
+            ("limb", f"near-limb |lon| > {result['limb_deg']:g}"),
+        ):
             g = c[key]
             lo, hi = g["recall_ci95"]
             ci = "n/a" if lo is None else f"[{lo:.3f}, {hi:.3f}]"
-            rows.append([cls, label, str(g["tp"]), str(g["fn"]), _fmt(g["recall"]), ci, str(c["unknown"]) if key == "central" else ""])
+            rows.append(
+                [
+                    cls,
+                    label,
+                    str(g["tp"]),
+                    str(g["fn"]),
+                    _fmt(g["recall"]),
+                    ci,
+                    str(c["unknown"]) if key == "central" else "",
+                ]
+            )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    fmt = "  ".join("{:<%d}" % w if i < 2 else "{:>%d}" % w for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]
+    )

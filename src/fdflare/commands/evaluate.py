@@ -21,7 +21,9 @@ example:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare evaluate``."""
     p.add_argument("files", nargs="+", metavar="FILE", help="prediction CSV files")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(flare) >= threshold is a positive forecast")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="P(flare) >= threshold is a positive forecast"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 

@@ -29,11 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="image directory tree (YYYY/MM/DD/HMI.m*.jpg|png|jp2) or a text file of relative paths",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--mode", default=d.mode, help="M: >= M1.0 is positive; C: >= C1.0 (default %(default)s)")
+    p.add_argument(
+        "--mode", default=d.mode, help="M: >= M1.0 is positive; C: >= C1.0 (default %(default)s)"
+    )
     p.add_argument("--start", default=d.start, help="first instance time (default %(default)s)")
-    p.add_argument("--end", default=d.end, help="instances strictly before this time (default %(default)s)")
+    p.add_argument(
+        "--end", default=d.end, help="instances strictly before this time (default %(default)s)"
+    )
     p.add_argument("--cadence", default=d.cadence, help="instance spacing (default %(default)s)")
-    p.add_argument("--window", default=d.window, help="prediction window length (default %(default)s)")
+    p.add_argument(
+        "--window", default=d.window, help="prediction window length (default %(default)s)"
+    )
     p.add_argument(
         "--gap-hours",
         type=float,
@@ -83,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
         )
     for note in result.notes:
         print(f"  note: {note}")
-    print(f"wrote {args.out}/Fold{{1..{len(result.folds)}}}_{{train,val}}.csv, labels.csv, summary.json")
+    print(
+        f"wrote {args.out}/Fold{{1..{len(result.folds)}}}_{{train,val}}.csv, labels.csv, summary.json"
+    )
     return 0

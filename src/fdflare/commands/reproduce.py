@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     res = reproduce(args.reference, args.out, threshold=args.threshold)
     if "labels" in res:
         lab = res["labels"]
-        print(f"labels: {sum(lab['files'].values())}/{len(lab['files'])} fold files rebuilt byte for byte")
+        print(
+            f"labels: {sum(lab['files'].values())}/{len(lab['files'])} fold files rebuilt byte for byte"
+        )
     for model, entry in res["models"].items():
         print(f"\n== {MODEL_NAMES.get(model.lower(), model)} ==")
         if "evaluate" in entry:

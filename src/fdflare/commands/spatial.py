@@ -21,15 +21,42 @@ example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare spatial``."""
-    p.add_argument("files", nargs="*", metavar="FILE", help="joined prediction tables (X- and M-class files, or one table)")
-    p.add_argument("--out", help="directory for heatmaps (PNG, SVG), bin tables and the disk figure")
+    p.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="joined prediction tables (X- and M-class files, or one table)",
+    )
+    p.add_argument(
+        "--out", help="directory for heatmaps (PNG, SVG), bin tables and the disk figure"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--limb-deg", type=float, default=70.0, help="near-limb if |lon| > this (default %(default)s)")
-    p.add_argument("--bin-deg", type=float, default=5.0, help="heatmap bin size in degrees (default %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(flare) >= threshold is a hit (default %(default)s)")
+    p.add_argument(
+        "--limb-deg",
+        type=float,
+        default=70.0,
+        help="near-limb if |lon| > this (default %(default)s)",
+    )
+    p.add_argument(
+        "--bin-deg",
+        type=float,
+        default=5.0,
+        help="heatmap bin size in degrees (default %(default)s)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="P(flare) >= threshold is a hit (default %(default)s)",
+    )
     p.add_argument("--name", default="", help="model name for figure titles and file names")
-    p.add_argument("--disk-image", help="FITS/JP2 magnetogram (or a prepared PNG with --geometry) for the disk figure")
-    p.add_argument("--geometry", help="geometry.csv from `fdflare prepare`, for a PNG/JPG --disk-image")
+    p.add_argument(
+        "--disk-image",
+        help="FITS/JP2 magnetogram (or a prepared PNG with --geometry) for the disk figure",
+    )
+    p.add_argument(
+        "--geometry", help="geometry.csv from `fdflare prepare`, for a PNG/JPG --disk-image"
+    )
 
 
 def _geometry_for(image: str, geometry_csv: str) -> dict[str, float]:
@@ -56,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fdflare.errors import InputError
-    from fdflare.spatial import SpatialConfig, analyse, disk_figure, format_table, read_spatial_tables
+    from fdflare.spatial import (
+        SpatialConfig,
+        analyse,
+        disk_figure,
+        format_table,
+        read_spatial_tables,
+    )
 
     if not args.files and not args.disk_image:
         raise InputError("give prediction files, --disk-image, or both")
@@ -70,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if args.disk_image:
         geometry = _geometry_for(args.disk_image, args.geometry) if args.geometry else None
         prefix = f"{args.name}_" if args.name else ""
-        result["disk"] = disk_figure(args.disk_image, Path(args.out) / f"{prefix}disk", limb_deg=args.limb_deg, geometry=geometry)
+        result["disk"] = disk_figure(
+            args.disk_image,
+            Path(args.out) / f"{prefix}disk",
+            limb_deg=args.limb_deg,
+            geometry=geometry,
+        )
     if args.json:
         print(json.dumps(result))
     else:
