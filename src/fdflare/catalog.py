@@ -19,7 +19,9 @@ Readers (chosen from the header by :func:`read_catalog`):
   fl_lon, fl_lat`` (what ``fdflare catalog`` writes);
 * ``hek``: HEK-style lists with ``event_starttime, goes_class, hgs_lon, hgs_lat``;
 * ``swpc``: NOAA SWPC event lists with ``date`` (YYYYMMDD), ``start_time`` (HHMM) and
-  ``goes_class``, which carry no locations.
+  ``goes_class``, which carry no locations;
+* ``noaa``: NOAA NGDC's fixed-width yearly GOES XRS reports (``goes-xrs-report_YYYY.txt``),
+  recognised from the file content and read by :func:`fdflare.noaa.read_noaa_report`.
 
 Unknown locations (empty, ``UNK``, ``nan``) and the ``(0, 0)`` placeholder some catalogs
 use for "no position" become NaN, never zero.
@@ -35,6 +37,7 @@ import pandas as pd
 
 from fdflare.errors import InputError
 from fdflare.goes import class_flux, normalise_class
+from fdflare.noaa import is_noaa_report, read_noaa_report
 
 COLUMNS = ("start_time", "goes_class", "flux", "fl_lon", "fl_lat")
 STUDY_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
@@ -115,7 +118,7 @@ def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFram
 
     Args:
         path: CSV file in one of the supported formats.
-        fmt: ``auto`` (detect from the header), ``study``, ``hek`` or ``swpc``.
+        fmt: ``auto`` (detect from the content), ``study``, ``hek``, ``swpc`` or ``noaa``.
 
     Raises:
         InputError: naming the file, line and field of the first bad value, or the missing
@@ -124,6 +127,8 @@ def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFram
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=path)
+    if fmt == "noaa" or (fmt == "auto" and is_noaa_report(path)):
+        return read_noaa_report(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:

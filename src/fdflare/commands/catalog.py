@@ -1,0 +1,223 @@
+"""``fdflare catalog``: a GOES flare catalog with locations, from HEK or from files."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+HELP = "make a GOES flare catalog (start_time,goes_class,fl_lon,fl_lat) from HEK or flare lists"
+DESCRIPTION = """\
+Write the GOES flares that start in [--start, --end) to --out in the study's catalog
+schema start_time,goes_class,fl_lon,fl_lat (Stonyhurst degrees, west and north positive,
+empty when unknown).
+
+--source hek queries the Heliophysics Events Knowledgebase month by month for the flares
+of NOAA SWPC's reports (retrying a failed month; finished months are kept in --cache so
+a rerun resumes). --source FILE [FILE ...] reads flare lists instead: the study's CSV,
+HEK-style CSV, NOAA SWPC CSV or NOAA's fixed-width goes-xrs-report_YYYY.txt files, in any
+mix; duplicates across files are removed.
+
+examples:
+  fdflare catalog --start 2011-01-01 --end 2011-03-01 --source hek --min-class C1.0 \\
+      --out flares.csv
+  fdflare catalog --source goes-xrs-report_2011.txt goes-xrs-report_2012.txt \\
+      --min-class C1.0 --out flares.csv
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``fdflare catalog``."""
+    p.add_argument(
+        "--source",
+        required=True,
+        nargs="+",
+        metavar="hek|FILE",
+        help="'hek', or one or more flare list files",
+    )
+    p.add_argument("--out", required=True, help="output catalog CSV")
+    p.add_argument(
+        "--start",
+        help="first flare start time kept, e.g. 2011-01-01 (UTC; required for hek)",
+    )
+    p.add_argument(
+        "--end",
+        help="flares starting before this time are kept (UTC; required for hek)",
+    )
+    p.add_argument(
+        "--min-class",
+        default=None,
+        metavar="CLASS",
+        help="lowest GOES class kept, e.g. C1.0 or M (default: all)",
+    )
+    p.add_argument(
+        "--source-format",
+        default="auto",
+        choices=["auto", "study", "hek", "swpc", "noaa"],
+        help="format of the source files (default: detected from each file's content)",
+    )
+    hek = p.add_argument_group("HEK")
+    hek.add_argument(
+        "--hek-url",
+        default=None,
+        metavar="URL",
+        help="HEK base URL (default: $FDFLARE_HEK_URL, else https://www.lmsal.com/hek/her)",
+    )
+    hek.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="keep fetched months here for reruns (default: OUT.parts/, removed on success)",
+    )
+    hek.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="further attempts for a failed month (default %(default)s)",
+    )
+    hek.add_argument(
+        "--retry-wait",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds before the first retry, doubled for each further one (default %(default)s)",
+    )
+    hek.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the server (default %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _time(value: str | None, flag: str) -> Any:
+    import pandas as pd
+
+    from fdflare.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"not a time: {value!r} (use e.g. 2011-01-01 or 2011-01-01T12:00)", field=flag
+        ) from exc
+    if t is pd.NaT:
+        raise InputError(f"not a time: {value!r}", field=flag)
+    if t.tzinfo is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    return t
+
+
+def _remove_cache(cache: Path) -> None:
+    for f in cache.glob("hek-*.json"):
+        f.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        cache.rmdir()  # only if nothing else is in it
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stage and print a summary."""
+    import pandas as pd
+
+    from fdflare.catalog import read_catalog, write_catalog
+    from fdflare.errors import InputError
+    from fdflare.goes import threshold_flux
+
+    start, end = _time(args.start, "--start"), _time(args.end, "--end")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"--end {args.end} is not after --start {args.start}", field="--end")
+    if args.min_class:
+        threshold_flux(args.min_class)  # a malformed class is an InputError here
+    sources = list(args.source)
+    out = Path(args.out)
+    lines: list[str] = []
+
+    if any(s.lower() == "hek" for s in sources):
+        if len(sources) != 1:
+            raise InputError("--source hek cannot be combined with files", field="--source")
+        if start is None or end is None:
+            raise InputError("--source hek needs both --start and --end", field="--start")
+        if args.retries < 0 or args.retry_wait < 0 or args.timeout <= 0:
+            raise InputError(
+                f"need --retries >= 0, --retry-wait >= 0 and --timeout > 0 (got {args.retries}, "
+                f"{args.retry_wait}, {args.timeout})",
+                field="--retries",
+            )
+        from fdflare.hek import HEKFlareClient, fetch_hek_catalog
+
+        cache = Path(args.cache) if args.cache else out.with_name(out.name + ".parts")
+        client = HEKFlareClient(retries=args.retries, backoff=args.retry_wait, timeout=args.timeout)
+        catalog = fetch_hek_catalog(
+            start,
+            end,
+            min_class=args.min_class,
+            url=args.hek_url,
+            cache_dir=cache,
+            client=client,
+            progress=not args.quiet,
+        )
+        c = catalog.attrs["counts"]
+        lines.append(
+            f"  HEK {catalog.attrs['source']}: {c['records']} records in {c['months']} "
+            f"month(s) ({c['months_cached']} from the cache)"
+        )
+        lines.append(
+            f"  locations: {c['location_hgs']} from hgs, {c['location_hpc']} converted from "
+            f"hpc, {c['off_disk']} off the disk, {c['placeholder_locations']} (0,0) "
+            "placeholders"
+        )
+        left = [
+            f"{c['bad_time']} without a valid start time" if c["bad_time"] else "",
+            f"{c['unclassified']} without a GOES class" if c["unclassified"] else "",
+            f"{c['bad_class']} with a malformed class" if c["bad_class"] else "",
+        ]
+        if any(left):
+            lines.append("  records left out: " + ", ".join(x for x in left if x))
+    else:
+        from fdflare.hek import select_flares
+
+        parts = []
+        for s in sources:
+            cat = read_catalog(s, fmt=args.source_format)
+            extra = []
+            for key, what in (
+                ("duplicates", "repeated lines"),
+                ("unclassified", "records without an X-ray class"),
+            ):
+                if cat.attrs.get(key):
+                    extra.append(f"{cat.attrs[key]} {what} left out")
+            note = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(f"  {s}: {len(cat)} flares, format {cat.attrs.get('format')}{note}")
+            parts.append(cat)
+        merged = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        catalog = select_flares(merged, start, end, args.min_class)
+        if args.cache:
+            lines.append("  note: --cache applies to --source hek only")
+        c = catalog.attrs["counts"]
+
+    summary = [
+        f"{c['outside_range']} outside the time range" if c["outside_range"] else "",
+        f"{c['below_min_class']} below {args.min_class}" if c["below_min_class"] else "",
+        f"{c['duplicates']} duplicates removed" if c["duplicates"] else "",
+    ]
+    if any(summary):
+        lines.append("  " + ", ".join(x for x in summary if x))
+    write_catalog(catalog, out)
+    if sources[0].lower() == "hek" and not args.cache:
+        _remove_cache(out.with_name(out.name + ".parts"))
+
+    span = (
+        f"{catalog['start_time'].min():%Y-%m-%d %H:%M} .. {catalog['start_time'].max():%Y-%m-%d %H:%M}"
+        if len(catalog)
+        else "no flares"
+    )
+    print(f"wrote {out}: {c['kept']} flares ({span}), {c['unknown_location']} without a location")
+    for line in lines:
+        print(line)
+    return 0
