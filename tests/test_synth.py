@@ -1,0 +1,458 @@
+"""Tests of the synthetic magnetogram benchmark (``fdflare synth``)."""
+
+from __future__ import annotations
+
+import filecmp
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fdflare import synth
+from fdflare.cli import main
+from fdflare.errors import InputError
+from fdflare.goes import class_flux
+from fdflare.paths import image_relpaths, scan_images
+
+SMALL = {
+    "start": "2011-02-01T00:00",
+    "end": "2011-02-02T12:00",
+    "cadence": "6h",
+    "size": 64,
+    "progress": False,
+    "workers": 2,
+}
+
+
+def tree_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def assert_same_tree(a: Path, b: Path) -> None:
+    files = tree_files(a)
+    assert files == tree_files(b)
+    for name in files:
+        if name == "synth.json":
+            continue
+        assert filecmp.cmp(a / name, b / name, shallow=False), name
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthResult:
+    return synth.generate(tmp_path_factory.mktemp("synth") / "run", seed=2, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def disk_run(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthResult:
+    """A few 256-pixel images of an active Sun, for the image checks."""
+    return synth.generate(
+        tmp_path_factory.mktemp("synth") / "disk",
+        start="2011-01-24T00:00",
+        end="2011-01-24T12:00",
+        cadence="12h",
+        size=256,
+        seed=0,
+        progress=False,
+    )
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path, small_run: synth.SynthResult) -> None:
+    again = synth.generate(tmp_path / "again", seed=2, **{**SMALL, "workers": 1})
+    assert again.written == len(again.geometry) == 7
+    assert_same_tree(small_run.out, again.out)
+
+
+def test_other_seed_differs(tmp_path: Path, small_run: synth.SynthResult) -> None:
+    other = synth.generate(tmp_path / "other", seed=5, **SMALL)
+    assert (other.out / "catalog.csv").read_bytes() != (small_run.out / "catalog.csv").read_bytes()
+    assert (other.out / "regions.csv").read_bytes() != (small_run.out / "regions.csv").read_bytes()
+    for rel in small_run.geometry["path"]:
+        a = np.asarray(Image.open(small_run.out / "images" / rel))
+        b = np.asarray(Image.open(other.out / "images" / rel))
+        assert (a != b).any(), rel
+
+
+def test_a_seed_is_one_history_whatever_the_window() -> None:
+    long = synth.simulate_regions("2011-03-01", "2011-05-01", seed=9)
+    short = synth.simulate_regions("2011-04-01", "2011-04-10", seed=9)
+    assert set(short["region"]) <= set(long["region"])
+    joined = short.merge(long, on="region", suffixes=("", "_long"))
+    for col in ("lon0", "lat", "flux_max", "complexity", "leading_sign"):
+        np.testing.assert_array_equal(joined[col], joined[f"{col}_long"])
+    flares_long = synth.draw_flares(long, "2011-04-01", "2011-04-10", seed=9)
+    flares_short = synth.draw_flares(short, "2011-04-01", "2011-04-10", seed=9)
+    assert len(flares_short) > 0
+    pd.testing.assert_frame_equal(flares_long, flares_short)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_layout_of_images_geometry_and_catalog(small_run: synth.SynthResult) -> None:
+    out = small_run.out
+    assert {"images", "geometry.csv", "catalog.csv", "regions.csv", "synth.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    times = pd.date_range("2011-02-01", "2011-02-02 12:00", freq="6h")
+    expected = list(image_relpaths(times, ext="png"))
+    assert scan_images(out / "images") == expected
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+
+    geometry = pd.read_csv(out / "geometry.csv")
+    assert list(geometry.columns[:5]) == ["path", "date_obs", "center_x", "center_y", "radius_px"]
+    assert list(geometry["path"]) == expected
+    obs = pd.to_datetime(geometry["date_obs"], format="ISO8601")
+    assert (abs(obs - times) <= pd.Timedelta(seconds=23)).all()
+    assert ((geometry["width"] == 64) & (geometry["height"] == 64)).all()
+    np.testing.assert_allclose(geometry["center_x"], 31.5, atol=0.1)
+    # 4096-pixel HMI scale resampled to 64 pixels, Earth near perihelion in February
+    np.testing.assert_allclose(geometry["radius_px"], 64 * 1900 / 4096, rtol=0.03)
+
+    text = (out / "catalog.csv").read_text()
+    assert text.splitlines()[0] == "start_time,goes_class,fl_lon,fl_lat"
+    catalog = pd.read_csv(out / "catalog.csv")
+    assert len(catalog) > 0
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:00", s) for s in catalog["start_time"])
+    starts = pd.to_datetime(catalog["start_time"])
+    assert starts.is_monotonic_increasing
+    assert starts.min() >= pd.Timestamp("2011-02-01") and starts.max() <= pd.Timestamp(
+        "2011-02-03 12:00"
+    )
+    assert (class_flux(catalog["goes_class"]) >= 1e-6).all()
+    assert catalog["goes_class"].str.fullmatch(r"[CMX]\d+\.\d").all()
+
+
+def test_catalog_reads_with_the_catalog_stage(small_run: synth.SynthResult) -> None:
+    catalog_mod = pytest.importorskip("fdflare.catalog")
+    read = catalog_mod.read_catalog(small_run.out / "catalog.csv")
+    assert len(read) == len(small_run.catalog)
+    np.testing.assert_allclose(read["flux"], class_flux(small_run.catalog["goes_class"]))
+
+
+def test_flare_population_over_a_year() -> None:
+    regions = synth.simulate_regions("2012-01-01", "2012-12-31", seed=5)
+    flares = synth.draw_flares(regions, "2012-01-01", "2012-12-31", seed=5, truth=True)
+    letters = flares["goes_class"].str[0]
+    n_c, n_m, n_x = (int((letters == k).sum()) for k in "CMX")
+    assert n_c > 300 and n_m > 20 and n_x > 0
+    # dN/dF ~ F^-2: about a tenth of the flares >= C1.0 are >= M1.0
+    assert 0.04 < (n_m + n_x) / len(flares) < 0.2
+    lat = flares["fl_lat"].abs()
+    assert lat.max() < 45 and lat.median() > 5
+    lon = flares["fl_lon"].abs()
+    assert lon.max() <= 120
+    assert (lon > 70).sum() > 0.1 * len(flares)
+    behind = flares[lon > 90]
+    assert len(behind) > 0, "regions just behind the limb should flare into the catalog"
+    assert (behind["behind_limb_deg"] > 0).all()
+    assert (behind["flux"] < behind["true_flux"]).all()
+    assert (flares.loc[lon < 80, "flux"] == flares.loc[lon < 80, "true_flux"]).all()
+    # the default rate gives a useful share of positive 24 h windows (>= M1.0)
+    times = pd.date_range("2012-01-01", "2012-12-30", freq="1h")
+    pos, total = synth.window_fraction(times, flares, 1e-5)
+    assert 0.12 < pos / total < 0.45
+
+
+def test_unlocated_flares_are_written_empty(tmp_path: Path) -> None:
+    result = synth.generate(tmp_path / "u", seed=5, unlocated=0.5, **{**SMALL, "size": 32})
+    catalog = pd.read_csv(result.out / "catalog.csv", keep_default_na=False)
+    empty = catalog["fl_lon"] == ""
+    assert empty.any() and (~empty).any()
+    assert (catalog.loc[empty, "fl_lat"] == "").all()
+    assert result.counts["unlocated"] == int(empty.sum())
+
+
+def test_missing_times_are_left_out(tmp_path: Path) -> None:
+    result = synth.generate(tmp_path / "m", seed=1, missing=0.5, **{**SMALL, "size": 32})
+    assert 0 < result.missing < 7
+    assert len(result.geometry) + result.missing == 7
+    assert scan_images(result.out / "images") == list(result.geometry["path"])
+
+
+# --------------------------------------------------------------------------- the Sun
+
+
+def test_regions_follow_hale_joy_and_the_activity_belts() -> None:
+    cycle24 = synth.simulate_regions("2011-01-01", "2014-12-31", seed=2)
+    normal = cycle24[~cycle24["anti_hale"]]
+    north = normal["lat"] > 0
+    assert north.any() and (~north).any()
+    assert (normal.loc[north, "leading_sign"] == -1).all()
+    assert (normal.loc[~north, "leading_sign"] == 1).all()
+    assert 0 < cycle24["anti_hale"].mean() < 0.12
+    assert cycle24["lat"].abs().between(4, 38).all()
+    assert cycle24["tilt"].mean() > 3  # Joy: leading polarity nearer the equator
+    cycle25 = synth.simulate_regions("2021-01-01", "2022-12-31", seed=2)
+    normal25 = cycle25[~cycle25["anti_hale"]]
+    assert (normal25.loc[normal25["lat"] > 0, "leading_sign"] == 1).all()
+    # Spörer: early-cycle regions lie at higher latitudes than late-cycle ones
+    early = synth.simulate_regions("2009-06-01", "2010-12-31", seed=2)["lat"].abs().mean()
+    late = synth.simulate_regions("2017-01-01", "2018-06-30", seed=2)["lat"].abs().mean()
+    assert early > late + 8
+
+
+def test_regions_rotate_differentially() -> None:
+    regions = synth.simulate_regions("2011-06-01", "2011-06-02", seed=0)
+    t0 = pd.Timestamp("2011-06-01")
+    a = synth.region_patches(regions, t0).groupby("region")["lon"].first()
+    b = synth.region_patches(regions, t0 + pd.Timedelta(days=1)).groupby("region")["lon"].first()
+    common = a.index.intersection(b.index)
+    lat = regions.set_index("region").loc[common, "lat"]
+    step = ((b[common] - a[common] + 180) % 360) - 180
+    # patches also move as the bipole separates; centres move at the synodic rate
+    assert ((step > 9) & (step < 15)).mean() > 0.8
+    fast, slow = synth.synodic_rotation_rate(0.0), synth.synodic_rotation_rate(35.0)
+    assert fast - slow > 0.5
+    assert np.corrcoef(np.abs(lat), step)[0, 1] < 0
+
+
+def test_rotation_and_observer_agree_with_sunpy() -> None:
+    pytest.importorskip("sunpy", reason="sunpy (the 'solar' extra) is not installed")
+    import astropy.units as u
+    from astropy.time import Time
+    from sunpy.coordinates import sun
+    from sunpy.sun.models import differential_rotation
+
+    lat = np.array([0.0, 15.0, 30.0, 45.0])
+    sidereal = (synth.synodic_rotation_rate(lat) + synth.EARTH_ORBIT_DEG_PER_DAY) * 5
+    ref = differential_rotation(5 * u.day, lat * u.deg, model="snodgrass").to_value(u.deg)
+    np.testing.assert_allclose(sidereal, ref, rtol=1e-9)
+    ref_syn = differential_rotation(
+        5 * u.day, lat * u.deg, model="snodgrass", frame_time="synodic"
+    ).to_value(u.deg)
+    np.testing.assert_allclose(synth.synodic_rotation_rate(lat) * 5, ref_syn, atol=0.2)
+
+    times = pd.date_range("2010-01-01", "2019-01-01", periods=40)
+    astro = Time(list(times.to_pydatetime()))
+    np.testing.assert_allclose(synth.b0_angle(times), sun.B0(astro).to_value(u.deg), atol=0.02)
+    np.testing.assert_allclose(
+        synth.earth_sun_distance(times), sun.earth_distance(astro).to_value(u.m), rtol=2e-4
+    )
+
+
+def test_disk_coordinates() -> None:
+    g = synth.DiskGeometry(101, 50.0, 50.0, 40.0, b0_deg=7.0)
+    mu, lon, lat = synth.disk_coordinates(g)
+    assert mu[50, 50] == pytest.approx(1.0)
+    assert lon[50, 50] == pytest.approx(0.0, abs=1e-9)
+    assert lat[50, 50] == pytest.approx(7.0)  # the sub-observer point
+    assert np.isnan(mu[0, 0]) and np.isnan(lon[0, 0])
+    assert lon[50, 89] > 70 and lon[50, 11] < -70  # west is to the right
+    assert lat[11, 50] > 60  # north is up
+    on = ~np.isnan(mu)
+    assert on.sum() == pytest.approx(np.pi * 40**2, rel=0.02)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_to_uint8_scaling() -> None:
+    field = np.array([[0.0, 1500.0, -1500.0, 5000.0, -5000.0, np.nan, 11.8]], dtype=np.float32)
+    np.testing.assert_array_equal(synth.to_uint8(field), [[128, 255, 1, 255, 1, 0, 129]])
+
+
+def test_flux_is_foreshortened_towards_the_limb() -> None:
+    g = synth.DiskGeometry.centred(512)
+    peaks = []
+    for lon in (0.0, 45.0, 75.0):
+        patch = pd.DataFrame({"lon": [lon], "lat": [0.0], "flux": [1e21], "sigma": [1.0]})
+        field = synth.render_magnetogram(patch, g, noise=0.0)
+        peaks.append(np.nanmax(field))
+        assert np.nanmin(field) >= 0
+    expected = peaks[0] * np.cos(np.radians([0.0, 45.0, 75.0]))
+    np.testing.assert_allclose(peaks, expected, rtol=0.1)
+    # a patch wholly behind the limb does not show; one just behind shows a little
+    hidden = pd.DataFrame({"lon": [120.0], "lat": [0.0], "flux": [1e22], "sigma": [1.0]})
+    assert np.nanmax(np.abs(synth.render_magnetogram(hidden, g, noise=0.0))) == 0
+
+
+def test_images_are_8bit_disks(disk_run: synth.SynthResult) -> None:
+    geometry = pd.read_csv(disk_run.out / "geometry.csv")
+    for _, row in geometry.iterrows():
+        image = Image.open(disk_run.out / "images" / row["path"])
+        assert image.mode == "L" and image.size == (256, 256)
+        a = np.asarray(image)
+        yy, xx = np.mgrid[:256, :256]
+        r = np.hypot(xx - row["center_x"], yy - row["center_y"])
+        outside = a[r > row["radius_px"] + 0.75]
+        inside = a[r < row["radius_px"] - 0.75]
+        assert (outside == 0).all()
+        assert (inside > 0).all()
+        assert abs(np.median(inside) - 128) <= 1
+        assert np.mean(np.abs(inside.astype(int) - 128) <= 3) > 0.95
+
+
+def test_flux_is_visible_at_active_regions(disk_run: synth.SynthResult) -> None:
+    row = disk_run.geometry.iloc[0]
+    g = synth.DiskGeometry(256, row["center_x"], row["center_y"], row["radius_px"], row["b0_deg"])
+    a = np.asarray(Image.open(disk_run.out / "images" / row["path"])).astype(int) - 128
+    patches = synth.region_patches(disk_run.regions, row["date_obs"])
+    _mu, lon, lat = synth.disk_coordinates(g)
+    strong = patches[
+        (np.abs(patches["flux"]) > 2e21) & (patches["sigma"] < 1) & (patches["lon"].abs() < 60)
+    ]
+    assert len(strong) >= 2
+    for _, p in strong.iterrows():
+        # the pixel on a spot's centre is well away from grey, with the spot's polarity
+        dist = np.nan_to_num((lon - p["lon"]) ** 2 + (lat - p["lat"]) ** 2, nan=np.inf)
+        value = a[np.unravel_index(np.argmin(dist), dist.shape)]
+        assert abs(value) > 15 and np.sign(value) == np.sign(p["flux"])
+    # far from every region the disk is quiet
+    lon_r = patches["lon"].to_numpy()[:, None, None]
+    lat_r = patches["lat"].to_numpy()[:, None, None]
+    far = ((np.abs(lon[None] - lon_r) > 20) | (np.abs(lat[None] - lat_r) > 20)).all(axis=0)
+    assert far.sum() > 1000
+    assert np.abs(a[far]).max() <= 6
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def test_resume_keeps_existing_images(tmp_path: Path, small_run: synth.SynthResult) -> None:
+    out = tmp_path / "resume"
+    seen: list[Path] = []
+
+    def stop_after_three(path: Path) -> None:
+        seen.append(path)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(out, seed=2, on_image=stop_after_three, **{**SMALL, "workers": 1})
+    assert not (out / "geometry.csv").exists()
+    assert len(scan_images(out / "images")) == 3
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+    result = synth.generate(out, seed=2, **SMALL)
+    assert (result.written, result.skipped) == (4, 3)
+    assert_same_tree(small_run.out, out)
+
+
+def test_other_settings_in_the_same_directory_are_refused(small_run: synth.SynthResult) -> None:
+    with pytest.raises(InputError) as info:
+        synth.generate(small_run.out, seed=4, **SMALL)
+    assert info.value.field == "seed"
+    assert "synth.json" in str(info.value)
+
+
+# --------------------------------------------------------------------------- JPEG 2000
+
+
+def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
+    jp2 = pytest.importorskip(
+        "fdflare.jp2", reason="fdflare.jp2 (JPEG 2000 writer) is not part of this build"
+    )
+    result = synth.generate(
+        tmp_path / "j",
+        start="2011-01-24T00:00",
+        end="2011-01-24T06:00",
+        cadence="6h",
+        size=64,
+        seed=0,
+        jp2=True,
+        jp2_size=256,
+        progress=False,
+    )
+    names = scan_images(result.out / "jp2", extensions=["jp2"])
+    assert names == list(
+        image_relpaths(pd.date_range("2011-01-24", periods=2, freq="6h"), ext="jp2")
+    )
+    assert result.written == 4
+    for name, (_, row) in zip(names, result.geometry.iterrows(), strict=True):
+        path = result.out / "jp2" / name
+        assert path.read_bytes()[4:8] == b"jP  "
+        image = Image.open(path)
+        assert image.size == (256, 256) and image.mode == "L"
+        header = jp2.read_jp2_header(path)
+        assert header["INSTRUME"].startswith("HMI") and float(header["WAVELNTH"]) == 6173.0
+        assert header["CONTENT"] == "MAGNETOGRAM"
+        geo = jp2.disk_geometry(header, (256, 256), (64, 64))
+        assert geo["date_obs"] == pd.Timestamp(row["date_obs"]).isoformat(timespec="milliseconds")
+        assert geo["center_x"] == pytest.approx(row["center_x"], abs=1e-6)
+        assert geo["center_y"] == pytest.approx(row["center_y"], abs=1e-6)
+        assert geo["radius_px"] == pytest.approx(row["radius_px"], rel=1e-9)
+        # decoded at 4x reduced resolution: black off the disk, grey on it
+        image = Image.open(path)
+        image.reduce = 2
+        a = np.asarray(image)
+        assert a.shape == (64, 64)
+        small = jp2.disk_geometry(header, (256, 256), (64, 64), reduce=2)
+        yy, xx = np.mgrid[:64, :64]
+        r = np.hypot(xx - small["center_x"], yy - small["center_y"])
+        assert (a[r > small["radius_px"] + 2] == 0).all()
+        assert abs(np.median(a[r < small["radius_px"] - 2]) - 128) <= 1
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_a_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    argv = ["synth", "--out", str(out), "--start", "2011-02-01T00:00", "--end", "2011-02-01T18:00"]
+    argv += ["--cadence", "6h", "--size", "48", "--seed", "2", "--format", "jpg", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "4 image(s)" in printed and "flares" in printed
+    names = scan_images(out / "images")
+    assert len(names) == 4 and all(n.endswith(".jpg") for n in names)
+    assert Image.open(out / "images" / names[0]).format == "JPEG"
+    assert (out / "catalog.csv").is_file() and (out / "geometry.csv").is_file()
+    assert main(argv) == 0  # same settings: resumes, nothing to do
+    assert "0 written, 4 already there" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--start", "2011-02-05", "--end", "2011-02-01"], "before start"),
+        (["--size", "0"], "size must be between"),
+        (["--size", "-5"], "size must be between"),
+        (["--cadence=-1h"], "cadence must be positive"),
+        (["--cadence", "0min"], "cadence must be positive"),
+        (["--cadence", "soon"], "cannot read cadence"),
+        (["--start", "yesterday-ish"], "cannot read start"),
+        (["--b0", "north"], "b0 must be"),
+        (["--flare-rate", "-1"], "flare_rate must be"),
+        (["--missing", "2"], "missing must be a fraction"),
+        (["--jp2", "--jp2-size", "10"], "jp2_size must be between"),
+    ],
+)
+def test_cli_rejects_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "bad"
+    assert main(["synth", "--out", str(out), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fdflare synth: error:") and message in err
+    assert not out.exists()
+
+
+def test_cli_rejects_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--out", str(tmp_path / "x"), "--format", "gif"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_synth_then_label_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fdflare.label", reason="the label stage is not part of this build")
+    data, labels = tmp_path / "data", tmp_path / "labels"
+    argv = ["synth", "--out", str(data), "--start", "2011-01-01T00:00", "--end", "2011-12-31T12:00"]
+    assert main([*argv, "--cadence", "12h", "--size", "16", "--quiet"]) == 0
+    argv = ["label", "--catalog", str(data / "catalog.csv"), "--images", str(data / "images")]
+    argv += ["--out", str(labels), "--start", "2011-01-01", "--end", "2012-01-01"]
+    assert main(argv) == 0, capsys.readouterr().err
+    total = 0
+    for k in range(1, 5):
+        for part in ("train", "val"):
+            fold = pd.read_csv(labels / f"Fold{k}_{part}.csv")
+            assert list(fold.columns) == ["label", "goes_class"]
+            assert set(fold["goes_class"]) == {0, 1}, (k, part)
+            assert fold["label"].str.endswith(".png").all()
+            total += len(fold) if part == "val" else 0
+    assert total == 730
