@@ -106,6 +106,7 @@ def test_layout_of_images_geometry_and_catalog(small_run: synth.SynthResult) -> 
 
     geometry = pd.read_csv(out / "geometry.csv")
     assert list(geometry.columns[:5]) == ["path", "date_obs", "center_x", "center_y", "radius_px"]
+    assert list(geometry.columns) == list(synth.GEOMETRY_COLUMNS)
     assert list(geometry["path"]) == expected
     obs = pd.to_datetime(geometry["date_obs"], format="ISO8601")
     assert (abs(obs - times) <= pd.Timedelta(seconds=23)).all()
@@ -386,6 +387,32 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
         r = np.hypot(xx - small["center_x"], yy - small["center_y"])
         assert (a[r > small["radius_px"] + 2] == 0).all()
         assert abs(np.median(a[r < small["radius_px"] - 2]) - 128) <= 1
+
+
+def test_prepare_runs_on_the_jp2_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip(
+        "fdflare.jp2", reason="fdflare.jp2 (JPEG 2000 writer) is not part of this build"
+    )
+    pytest.importorskip("fdflare.prepare", reason="the prepare stage is not part of this build")
+    data, prepared = tmp_path / "data", tmp_path / "prepared"
+    argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T01:00"]
+    argv += ["--size", "64", "--jp2", "--jp2-size", "512", "--b0", "auto", "--quiet"]
+    assert main(argv) == 0
+    argv = ["prepare", str(data / "jp2"), "--out", str(prepared), "--size", "64"]
+    assert main([*argv, "--workers", "1", "--quiet"]) == 0, capsys.readouterr().err
+    ours = pd.read_csv(data / "geometry.csv")
+    theirs = pd.read_csv(prepared / "geometry.csv")
+    assert list(theirs["path"]) == list(ours["path"])
+    assert list(theirs["date_obs"]) == list(ours["date_obs"])
+    np.testing.assert_allclose(theirs["radius_px"], ours["radius_px"], rtol=1e-5)
+    np.testing.assert_allclose(theirs["rsun_obs"], ours["rsun_obs"], rtol=1e-6)
+    # centres agree up to how each resampling places the reduced pixels (< 1/2 pixel)
+    np.testing.assert_allclose(theirs["center_x"], ours["center_x"], atol=0.5)
+    np.testing.assert_allclose(theirs["center_y"], ours["center_y"], atol=0.5)
+    for rel in ours["path"]:
+        a = np.asarray(Image.open(prepared / rel), dtype=float)
+        b = np.asarray(Image.open(data / "images" / rel), dtype=float)
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
 
 
 # --------------------------------------------------------------------------- CLI

@@ -99,8 +99,9 @@ GEOMETRY_COLUMNS = (
     "radius_px",
     "width",
     "height",
+    "crota2",
+    "rsun_obs",
     "b0_deg",
-    "rsun_arcsec",
     "cdelt_arcsec",
     "dsun_m",
 )
@@ -533,7 +534,8 @@ def disk_geometry(
 
     Returns:
         Columns ``date_obs`` (datetime64), ``center_x``, ``center_y``, ``radius_px``,
-        ``width``, ``height``, ``b0_deg``, ``rsun_arcsec``, ``cdelt_arcsec``, ``dsun_m``.
+        ``width``, ``height``, ``crota2`` (0: north up), ``rsun_obs`` (arcsec), ``b0_deg``,
+        ``cdelt_arcsec``, ``dsun_m``.
     """
     t = pd.DatetimeIndex(pd.to_datetime(times)).as_unit("ns")
     keys = _time_keys(t)
@@ -557,8 +559,9 @@ def disk_geometry(
             "radius_px": rsun / cdelt,
             "width": np.full(len(t), size, dtype=np.int64),
             "height": np.full(len(t), size, dtype=np.int64),
+            "crota2": np.zeros(len(t)),
+            "rsun_obs": rsun,
             "b0_deg": b0v,
-            "rsun_arcsec": rsun,
             "cdelt_arcsec": np.full(len(t), cdelt),
             "dsun_m": dsun,
         }
@@ -1027,7 +1030,7 @@ def helioviewer_header(row: pd.Series | dict[str, Any], size: int) -> dict[str, 
     """Return the FITS keywords of a Helioviewer HMI magnetogram JP2 for one geometry row.
 
     ``row`` is a row of :func:`disk_geometry` computed for ``size`` (``date_obs``,
-    ``center_x``, ``center_y``, ``rsun_arcsec``, ``cdelt_arcsec``, ``dsun_m``, ``b0_deg``).
+    ``center_x``, ``center_y``, ``rsun_obs``, ``cdelt_arcsec``, ``dsun_m``, ``b0_deg``).
     ``CRPIX1/2`` are 1-based FITS pixels with row 1 at the bottom, so the stored (top-down)
     centre row ``center_y`` is ``CRPIX2 = size - center_y``.
     """
@@ -1067,7 +1070,7 @@ def helioviewer_header(row: pd.Series | dict[str, Any], size: int) -> dict[str, 
         "DSUN_OBS": float(row["dsun_m"]),
         "DSUN_REF": AU_M,
         "RSUN_REF": RSUN_REF_M,
-        "RSUN_OBS": float(row["rsun_arcsec"]),
+        "RSUN_OBS": float(row["rsun_obs"]),
         "HGLN_OBS": 0.0,
         "HGLT_OBS": b0,
         "CRLT_OBS": b0,
@@ -1156,7 +1159,7 @@ def _geometry_csv(geometry: pd.DataFrame) -> str:
     for c in ("center_x", "center_y", "radius_px"):
         g[c] = g[c].round(4)
     g["b0_deg"] = g["b0_deg"].round(5)
-    g["rsun_arcsec"] = g["rsun_arcsec"].round(4)
+    g["rsun_obs"] = g["rsun_obs"].round(4)
     g["cdelt_arcsec"] = g["cdelt_arcsec"].round(6)
     g["dsun_m"] = g["dsun_m"].round(0)
     return g[list(GEOMETRY_COLUMNS)].to_csv(index=False, lineterminator="\n")
