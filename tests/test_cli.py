@@ -30,3 +30,21 @@ def test_cli_import_stays_light():
     code = "import sys, fdflare.cli; fdflare.cli.build_parser(); print(sorted(m for m in ('torch', 'sunpy', 'captum', 'lightning', 'matplotlib') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_atomic_write_leaves_nothing_on_failure_and_normal_mode(tmp_path):
+    import os
+
+    import pytest
+
+    from fdflare._io import atomic_open, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "hello")
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError), atomic_open(tmp_path / "b.txt") as fh:
+        fh.write("partial")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
