@@ -1,0 +1,173 @@
+"""``fdflare download``: HMI magnetograms (JPEG 2000) from the Helioviewer API, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+HELP = "download HMI magnetograms (JPEG 2000) from the Helioviewer API, resumable"
+DESCRIPTION = """\
+For every requested time from --start to --end (inclusive, every --cadence), ask the
+Helioviewer API for the closest observation (getClosestImage) and download its JPEG 2000
+file (getJP2Image) when it lies within --tolerance of the requested time; otherwise record a
+gap. Files go to DIR/YYYY/MM/DD/HMI.mYYYY.MM.DD_HH.MM.SS.jp2, named after the requested
+time, and every outcome to DIR/manifest.csv (requested_time, observation_time, source_id,
+image_id, path, bytes, sha256, status ok/gap/failed, reason).
+
+Rerunning the same command resumes: complete files (size and SHA-256 as in the manifest) are
+skipped, failed items are tried again, gaps are kept. Exit status 0 when nothing failed, 1
+when some items failed (see the manifest's reason column), 2 on bad arguments.
+
+The API base URL is --base-url, else $FDFLARE_HELIOVIEWER_URL, else the public API
+(https://api.helioviewer.org/v2/); the IAS mirror is https://helioviewer-api.ias.u-psud.fr/v2/.
+
+examples:
+  fdflare download --start 2011-01-01T00:00 --end 2011-01-31T23:00 --out data/hmi_jp2
+  fdflare download --start 2010-12-01T00:00 --end 2010-12-31T23:48 --cadence 12min \\
+      --out data/hmi_jp2 --manifest data/hmi_jp2/manifests/2010-12.csv
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``fdflare download``."""
+    p.add_argument(
+        "--start", required=True, help="first requested time, UTC (e.g. 2011-01-01T00:00)"
+    )
+    p.add_argument("--end", required=True, help="last requested time, UTC, inclusive")
+    p.add_argument("--out", required=True, metavar="DIR", help="download directory")
+    p.add_argument(
+        "--cadence",
+        default="1h",
+        help="step between requested times (default %(default)s; the study: 12min)",
+    )
+    p.add_argument(
+        "--tolerance",
+        default="12min",
+        help="largest distance between requested and observed time (default %(default)s)",
+    )
+    p.add_argument(
+        "--source-id",
+        type=int,
+        default=19,
+        help="Helioviewer sourceId (default %(default)s: HMI magnetogram)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="most requests in flight (default %(default)s)",
+    )
+    p.add_argument(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="API base URL (default $FDFLARE_HELIOVIEWER_URL or https://api.helioviewer.org/v2/)",
+    )
+    p.add_argument(
+        "--manifest",
+        default=None,
+        metavar="FILE",
+        help="manifest file (default DIR/manifest.csv); one per job when jobs share DIR",
+    )
+    p.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="SECONDS", help="default %(default)s"
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest wait for each read from the server (default %(default)s)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries per request on timeouts, HTTP 429/5xx and broken connections (default %(default)s)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="first back-off, doubled per retry, with jitter (default %(default)s)",
+    )
+    p.add_argument(
+        "--backoff-max",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest back-off (default %(default)s)",
+    )
+    p.add_argument(
+        "--retry-gaps",
+        action="store_true",
+        help="ask again for times recorded as gaps by an earlier run",
+    )
+    p.add_argument(
+        "--verify",
+        choices=["sha256", "size"],
+        default="sha256",
+        help="check of files already on disk against the manifest (default %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the download and print a summary; 0 when nothing failed, 1 otherwise, 130 if stopped."""
+    from fdflare.download import download_range
+
+    # Ctrl-C or a batch scheduler's SIGTERM (time limit, pre-emption) stops the run at a
+    # safe point: nothing new starts, what completed is recorded, the manifest is written,
+    # and the next run resumes. A second signal aborts at once.
+    cancel = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print(
+            f"fdflare download: {signal.Signals(signum).name}: stopping after the downloads in "
+            "flight (send it again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    installed: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+            if signum is not None:
+                installed[signum] = signal.signal(signum, stop)
+    try:
+        summary = download_range(
+            args.start,
+            args.end,
+            args.out,
+            cadence=args.cadence,
+            tolerance=args.tolerance,
+            source_id=args.source_id,
+            base_url=args.base_url,
+            concurrency=args.concurrency,
+            connect_timeout=args.connect_timeout,
+            read_timeout=args.read_timeout,
+            retries=args.retries,
+            backoff=args.backoff,
+            backoff_max=args.backoff_max,
+            manifest=args.manifest,
+            retry_gaps=args.retry_gaps,
+            verify=args.verify,
+            progress=not args.quiet,
+            cancel=cancel,
+        )
+    finally:
+        for signum, previous in installed.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+    print(summary.format(), flush=True)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.failed == 0 else 1
