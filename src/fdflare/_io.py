@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask() sets the process-wide mask, so reading it from worker
+# threads would briefly make other threads create world-writable files.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 @contextlib.contextmanager
