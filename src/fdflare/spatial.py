@@ -232,6 +232,23 @@ def grid_table(grid: dict[str, Any]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- figures
 
 
+def save_figure(fig: Any, out_base: str | os.PathLike[str], *, dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``<out_base>.png`` and ``<out_base>.svg`` (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    from fdflare._io import atomic_path
+
+    out_base = Path(out_base)
+    paths = []
+    for ext in ("png", "svg"):
+        target = out_base.with_name(out_base.name + f".{ext}")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=ext, dpi=dpi)
+        paths.append(target)
+    plt.close(fig)
+    return paths
+
+
 def plot_heatmap(
     grid: dict[str, Any],
     out_base: str | os.PathLike[str],
@@ -245,8 +262,6 @@ def plot_heatmap(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-
-    from fdflare._io import atomic_path
 
     tp, fn = grid["tp"], grid["fn"]
     n = tp + fn
@@ -294,14 +309,7 @@ def plot_heatmap(
     )
     fig.colorbar(im, ax=ax, orientation="vertical", label="Recall", fraction=0.025, pad=0.02)
     fig.tight_layout()
-    out_base = Path(out_base)
-    paths = []
-    for ext in ("png", "svg"):
-        target = out_base.with_name(out_base.name + f".{ext}")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150)
-        paths.append(target)
-    plt.close(fig)
+    paths = save_figure(fig, out_base, dpi=150)
     return paths
 
 
@@ -340,8 +348,6 @@ def disk_figure(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
-
-    from fdflare._io import atomic_path
 
     image = Path(image)
     if not image.is_file():
@@ -417,14 +423,7 @@ def disk_figure(
     ax.set_title(f"{title}: |lon| = {limb_deg:g} deg")
     ax.set_axis_off()
     fig.tight_layout()
-    out_base = Path(out_base)
-    paths = []
-    for ext in ("png", "svg"):
-        target = out_base.with_name(out_base.name + f".{ext}")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120)
-        paths.append(target)
-    plt.close(fig)
+    paths = save_figure(fig, out_base, dpi=120)
     return {
         **geo,
         "circle_radius_px": circle_r,
