@@ -1,0 +1,337 @@
+"""Prediction: P(flare) for every image of a label table, in the study's format.
+
+:func:`predict` loads a checkpoint (``fdflare train``'s ``best.ckpt`` / ``last.ckpt``, or
+a plain ``state_dict`` file such as the study's own ``.pth`` files, with the architecture
+named), runs it over the images of a label table and writes:
+
+* ``OUT.csv``: ``timestamp,flare_prob,target``, one row per label in table order, the
+  study's prediction files (``timestamp`` is the relative image path; ``flare_prob`` the
+  softmax probability of class 1);
+* with the full label table of ``fdflare label`` (``labels.csv``), also
+  ``OUT_joined.csv``: ``label,flare_prob,target,goes_class,fl_lon,fl_lat,fl_start``, which
+  ``fdflare evaluate`` and ``fdflare spatial`` read.
+
+Images must have the checkpoint's size and be 8-bit grayscale; anything else is an error
+naming the file, found up front in the main process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fdflare._io import atomic_open
+from fdflare.data import FlareDataset, check_images, open_images, read_label_csv
+from fdflare.errors import InputError
+from fdflare.models import FlareNet, create_model, flare_probability, list_models, load_model_state
+
+JOINED_COLUMNS = ("label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start")
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference and what its checkpoint says about it."""
+
+    net: FlareNet
+    model: str
+    image_size: int
+    input_adapter: str
+    epoch: int | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(
+    checkpoint: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    image_size: int | None = None,
+    input_adapter: str | None = None,
+) -> LoadedModel:
+    """Load a network from a checkpoint (``torch.load(weights_only=True)``), in eval mode.
+
+    Args:
+        checkpoint: an ``fdflare train`` checkpoint, or a file holding a plain
+            ``state_dict`` (optionally under ``model_state_dict``, as the study's files).
+        model: the expected architecture; required for plain ``state_dict`` files.
+        image_size: image size of a plain ``state_dict`` (default 512, the study's).
+        input_adapter: input adapter of a plain ``state_dict`` (default ``conv``).
+
+    Raises:
+        InputError: a corrupt or unknown file, a checkpoint of another architecture than
+            ``model``, or weights that do not fit the architecture.
+    """
+    from fdflare.train import checkpoint_record, read_checkpoint
+
+    path = Path(checkpoint)
+    ckpt = read_checkpoint(path)
+    if "fdflare" in ckpt:
+        rec = checkpoint_record(ckpt, path)
+        cfg = rec["config"]
+        arch, size, adapter = (
+            cfg.get("model"),
+            int(cfg.get("image_size", 512)),
+            cfg.get("input_adapter", "conv"),
+        )
+        if model is not None and model != arch:
+            raise InputError(
+                f"checkpoint holds a {arch} model, not {model}", path=path, field="model"
+            )
+        if image_size is not None and image_size != size:
+            raise InputError(
+                f"checkpoint was trained on {size} px images, not {image_size}", path=path
+            )
+        sd = ckpt.get("state_dict", {})
+        state = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+        epoch, scores = rec.get("epoch"), dict(rec.get("scores", {}))
+    else:
+        state = ckpt.get("model_state_dict", ckpt)
+        if (
+            not isinstance(state, dict)
+            or not state
+            or not all(isinstance(v, torch.Tensor) for v in state.values())
+        ):
+            raise InputError(
+                "neither an fdflare checkpoint nor a state_dict (a mapping of parameter names to tensors)",
+                path=path,
+            )
+        if model is None:
+            raise InputError(
+                f"this file holds a bare state_dict: name its architecture with --model ({', '.join(list_models())})",
+                path=path,
+                field="model",
+            )
+        arch, size, adapter = model, image_size or 512, input_adapter or "conv"
+        epoch, scores = None, {}
+    if arch not in list_models():
+        raise InputError(
+            f"unknown architecture {arch!r} in the checkpoint", path=path, field="model"
+        )
+    net = create_model(arch, pretrained=False, input_adapter=adapter)
+    load_model_state(net, state, path=path)
+    net.eval()
+    return LoadedModel(net, arch, size, adapter, epoch, scores)
+
+
+def _device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def predict_probabilities(
+    net: FlareNet,
+    dataset: FlareDataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Return P(flare) for every item of ``dataset`` (in order) as float64.
+
+    On CUDA the images travel as uint8 from pinned memory and the forward pass runs in
+    bf16 autocast where supported; the softmax is taken in float32.
+    """
+    from tqdm.auto import tqdm
+
+    dev = _device(device)
+    net = net.to(dev).eval()
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
+    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    out: list[np.ndarray] = []
+    with torch.inference_mode(), autocast:
+        for x, _ in tqdm(
+            loader, desc="predict", unit="batch", disable=not progress, file=sys.stderr
+        ):
+            x = x.to(dev, non_blocking=True)
+            if x.dtype == torch.uint8:
+                x = x.float().div_(255.0)
+            out.append(flare_probability(net.logits(x)).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict` wrote."""
+
+    predictions: Path
+    joined: Path | None
+    n: int
+    skipped_missing: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def joined_path(out: str | os.PathLike[str]) -> Path:
+    """``OUT_joined.csv`` beside ``OUT.csv``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_joined.csv")
+
+
+def join_table(
+    pred: pd.DataFrame, table: pd.DataFrame, *, table_path: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """Join predictions (``timestamp``, ``flare_prob``, ``target``) with ``labels.csv`` rows.
+
+    Raises:
+        InputError: predictions whose label is not in the table (count and first few), or
+            a table without the columns of the joined format.
+    """
+    needed = [c for c in JOINED_COLUMNS if c not in ("flare_prob", "target")]
+    missing_cols = [c for c in needed if c not in table.columns]
+    if missing_cols:
+        raise InputError(
+            f"missing column(s) {', '.join(missing_cols)}: expected the full label table of `fdflare label`",
+            path=table_path,
+            field=missing_cols[0],
+        )
+    t = table[needed].drop_duplicates("label", keep="first").set_index("label")
+    labels = pred["timestamp"].astype(str)
+    known = labels.isin(t.index).to_numpy()
+    if not known.all():
+        absent = labels[~known].tolist()
+        raise InputError(
+            f"{len(absent)} of {len(labels)} predicted images are not in the label table, e.g. "
+            f"{', '.join(absent[:5])}: is it the table of the same `fdflare label` run?",
+            path=table_path,
+            field="label",
+        )
+    rows = t.loc[labels.to_numpy()]
+    joined = pd.DataFrame(
+        {
+            "label": labels.to_numpy(),
+            "flare_prob": pred["flare_prob"].to_numpy(),
+            "target": pred["target"].to_numpy(),
+            "goes_class": rows["goes_class"].astype("string").fillna("").to_numpy(),
+            "fl_lon": pd.to_numeric(rows["fl_lon"], errors="coerce").to_numpy(),
+            "fl_lat": pd.to_numeric(rows["fl_lat"], errors="coerce").to_numpy(),
+            "fl_start": _time_text(rows["fl_start"]),
+        }
+    )
+    return joined
+
+
+def _time_text(values: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(values, errors="coerce")
+    text = t.dt.strftime("%Y-%m-%d %H:%M:%S")
+    return text.astype("string").fillna("").to_numpy(dtype=object)
+
+
+def predict(
+    checkpoint: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | pd.DataFrame,
+    images: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    table: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    skip_missing: bool = False,
+    image_ext: str | None = None,
+    decoder: str = "pil",
+    array_store: bool = True,
+    quiet: bool = False,
+) -> PredictResult:
+    """Predict every image of a label table and write the study's prediction CSV.
+
+    Args:
+        checkpoint: model checkpoint (:func:`load_model`).
+        labels: label table CSV (e.g. ``Fold1_val.csv`` or ``labels.csv``), or such a table
+            already read (:func:`fdflare.data.read_label_csv`).
+        images: image folder or array store.
+        out: prediction CSV to write.
+        table: ``fdflare label``'s full ``labels.csv``; also writes ``OUT_joined.csv``.
+        model: expected architecture (required for a bare ``state_dict``).
+        image_size: image size of a bare ``state_dict``.
+        batch_size: images per batch.
+        workers: loader worker processes.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
+        skip_missing: leave out rows whose image is missing (counted) instead of failing.
+        image_ext: replace the labels' image extension.
+        decoder: ``pil`` or ``torchvision``.
+        array_store: read the array store when ``images`` holds one.
+        quiet: no progress bar or notes.
+
+    Raises:
+        InputError: bad checkpoint, table or image (naming the file).
+        MissingDataError: missing images without ``skip_missing``.
+    """
+    loaded = load_model(checkpoint, model=model, image_size=image_size)
+    if isinstance(labels, pd.DataFrame):
+        df = labels
+        labels = str(df.attrs.get("path", "label table"))
+    else:
+        df = read_label_csv(labels)
+    source = open_images(images, ext=image_ext, decoder=decoder, array_store=array_store)
+    check = check_images(
+        df, source, image_size=loaded.image_size, skip_missing=skip_missing, table_path=labels
+    )
+    notes: list[str] = []
+    if check.missing:
+        notes.append(
+            f"skipped {len(check.missing)} of {len(df)} rows whose image is missing "
+            f"(e.g. {', '.join(check.missing[:5])})"
+        )
+        df = df[check.keep].reset_index(drop=True)
+    dataset = FlareDataset(df, source, image_size=loaded.image_size, as_uint8=True)
+    progress = not quiet and sys.stderr.isatty()
+    prob = predict_probabilities(
+        loaded.net,
+        dataset,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        progress=progress,
+    )
+    pred = pd.DataFrame(
+        {"timestamp": df["label"].to_numpy(), "flare_prob": prob, "target": df["target"].to_numpy()}
+    )
+    joined = None
+    joined_out: Path | None = None
+    if table is not None:
+        from fdflare.label import read_label_table
+
+        full = read_label_table(table)
+        joined = join_table(pred, full, table_path=table)
+        if "target" in full.columns:
+            t = full.drop_duplicates("label").set_index("label")["target"]
+            other = pd.to_numeric(t.loc[pred["timestamp"].to_numpy()], errors="coerce").to_numpy()
+            differ = int((other != pred["target"].to_numpy()).sum())
+            if differ:
+                notes.append(
+                    f"{differ} of {len(pred)} targets differ between {labels} and {table} "
+                    "(the joined table keeps those of the label file)"
+                )
+    out = Path(out)
+    with atomic_open(out, "w") as fh:
+        pred.to_csv(fh, index=False, lineterminator="\n")
+    if joined is not None:
+        joined_out = joined_path(out)
+        with atomic_open(joined_out, "w") as fh:
+            joined.to_csv(fh, index=False, lineterminator="\n")
+    if not quiet:
+        for note in notes:
+            print(note, file=sys.stderr)
+    return PredictResult(out, joined_out, len(pred), len(check.missing), notes)

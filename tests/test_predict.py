@@ -1,0 +1,238 @@
+"""Prediction files in the study's format, the joined table, bad checkpoints; cross-validation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fdflare.cli import main
+from fdflare.models import create_model
+from test_data import make_tiny_dataset
+
+FAST = ["--no-pretrained", "--workers", "0", "--batch-size", "16", "--quiet"]
+JOINED = ["label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    ds = make_tiny_dataset(tmp_path_factory.mktemp("tiny"), size=32)
+    run = ds["root"] / "run"
+    argv = ["train", "--model", "resnet18", "--fold", "1", "--labels", str(ds["labels"]), "--images",
+            str(ds["images"]), "--out", str(run), "--epochs", "1", "--image-size", "32", "--max-lr", "0.01", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    return {**ds, "ckpt": run / "last.ckpt"}
+
+
+def predict_argv(
+    ds: dict[str, Path], out: Path, *extra: str, ckpt: Path | None = None
+) -> list[str]:
+    return ["predict", "--checkpoint", str(ckpt or ds["ckpt"]), "--labels", str(ds["labels"] / "Fold1_val.csv"),
+            "--images", str(ds["images"]), "--out", str(out), "--workers", "0", "--quiet", *extra]  # fmt: skip
+
+
+def reference_probs(ds: dict[str, Path], labels: list[str]) -> np.ndarray:
+    """P(flare) computed by hand: the checkpoint's weights, PIL images / 255, softmax."""
+    state = torch.load(ds["ckpt"], map_location="cpu", weights_only=True)["state_dict"]
+    net = create_model("resnet18", pretrained=False)
+    net.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+    net.eval()
+    x = torch.stack(
+        [
+            torch.from_numpy(np.array(Image.open(ds["images"] / lab))).float()[None] / 255
+            for lab in labels
+        ]
+    )
+    with torch.no_grad():
+        return torch.softmax(net.logits(x), dim=1)[:, 1].numpy()
+
+
+def test_predictions_in_the_study_format(trained, tmp_path, capsys):
+    out = tmp_path / "fold1_resnet18.csv"
+    assert main(predict_argv(trained, out)) == 0
+    assert "wrote 12 predictions" in capsys.readouterr().out
+    pred = pd.read_csv(out)
+    val = pd.read_csv(trained["labels"] / "Fold1_val.csv")
+    assert list(pred.columns) == ["timestamp", "flare_prob", "target"]
+    assert pred["timestamp"].tolist() == val["label"].tolist()
+    assert pred["target"].tolist() == val["goes_class"].tolist()
+    np.testing.assert_allclose(
+        pred["flare_prob"], reference_probs(trained, val["label"].tolist()), atol=1e-6
+    )
+    from fdflare.evaluate import read_predictions
+
+    assert len(read_predictions(out)) == 12  # what `fdflare evaluate` reads
+
+
+def test_joined_table(trained, tmp_path):
+    out = tmp_path / "p.csv"
+    assert main(predict_argv(trained, out, "--table", str(trained["table"]))) == 0
+    joined = pd.read_csv(tmp_path / "p_joined.csv")
+    assert list(joined.columns) == JOINED
+    pred = pd.read_csv(out)
+    assert joined["label"].tolist() == pred["timestamp"].tolist()
+    np.testing.assert_array_equal(joined["flare_prob"], pred["flare_prob"])
+    full = pd.read_csv(trained["table"]).set_index("label").loc[joined["label"]]
+    assert joined["goes_class"].tolist() == full["goes_class"].tolist()
+    np.testing.assert_array_equal(joined["fl_lon"], full["fl_lon"])
+    np.testing.assert_array_equal(joined["fl_lat"], full["fl_lat"])
+    assert joined["fl_start"].fillna("").tolist() == full["fl_start"].fillna("").tolist()
+    spatial = pytest.importorskip("fdflare.spatial")
+    assert (
+        len(spatial.read_spatial_table(tmp_path / "p_joined.csv")) == 12
+    )  # what `fdflare spatial` reads
+
+
+def test_table_without_the_predicted_images(trained, tmp_path, capsys):
+    table = tmp_path / "labels.csv"
+    pd.read_csv(trained["table"]).iloc[6:].to_csv(table, index=False)  # drops 2 of January's images
+    out = tmp_path / "p.csv"
+    assert main(predict_argv(trained, out, "--table", str(table))) == 2
+    err = capsys.readouterr().err
+    assert str(table) in err and "6 of 12 predicted images are not in the label table" in err
+    assert not out.exists() and not (tmp_path / "p_joined.csv").exists()  # nothing half-written
+
+
+def test_corrupt_checkpoints_name_the_file(trained, tmp_path, capsys):
+    cases = {
+        "garbage.ckpt": lambda p: p.write_bytes(b"\x80\x04 not a checkpoint"),
+        "truncated.ckpt": lambda p: p.write_bytes(trained["ckpt"].read_bytes()[:4096]),
+        "list.ckpt": lambda p: torch.save([1, 2, 3], p),
+        "empty.ckpt": lambda p: torch.save({}, p),
+        "object.ckpt": lambda p: torch.save({"state_dict": _Opaque()}, p),
+    }
+    for name, make in cases.items():
+        path = tmp_path / name
+        make(path)
+        assert main(predict_argv(trained, tmp_path / "p.csv", ckpt=path)) == 2, name
+        err = capsys.readouterr().err
+        assert str(path) in err, (name, err)
+    assert not (tmp_path / "p.csv").exists()
+
+
+class _Opaque:
+    """Not a tensor: ``torch.load(weights_only=True)`` refuses it."""
+
+
+def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
+    assert main(predict_argv(trained, tmp_path / "p.csv", "--model", "vgg16")) == 2
+    assert "holds a resnet18 model, not vgg16" in capsys.readouterr().err
+    bare = tmp_path / "resnet18.pth"
+    torch.save(create_model("resnet18", pretrained=False).state_dict(), bare)
+    assert main(predict_argv(trained, tmp_path / "p.csv", "--model", "alexnet", ckpt=bare)) == 2
+    err = capsys.readouterr().err
+    assert str(bare) in err and "do not fit a alexnet model" in err
+    assert main(predict_argv(trained, tmp_path / "p.csv", ckpt=bare)) == 2
+    assert "name its architecture with --model" in capsys.readouterr().err
+
+
+def test_study_style_state_dict_file(trained, tmp_path):
+    """The study saved {'model_state_dict', 'optimizer_state_dict'}: same module names, same output."""
+    state = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)["state_dict"]
+    sd = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    pth = tmp_path / "Model_resnet_fold1.pth"
+    torch.save({"model_state_dict": sd, "optimizer_state_dict": {}}, pth)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(predict_argv(trained, a)) == 0
+    assert (
+        main(predict_argv(trained, b, "--model", "resnet18", "--image-size", "32", ckpt=pth)) == 0
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(a), pd.read_csv(b))
+
+
+def test_wrong_image_size_for_the_checkpoint(trained, tmp_path, capsys):
+    ds64 = make_tiny_dataset(tmp_path / "ds64", size=64, per_month=1)
+    argv = predict_argv(trained, tmp_path / "p.csv")
+    argv[argv.index("--labels") + 1] = str(ds64["labels"] / "Fold1_val.csv")
+    argv[argv.index("--images") + 1] = str(ds64["images"])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(ds64["images"]) in err and "is 64x64 L, expected 32x32" in err
+
+
+def test_missing_images_counted_or_skipped(trained, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(trained["images"], images)
+    gone = pd.read_csv(trained["labels"] / "Fold1_val.csv")["label"][5]
+    (images / gone).unlink()
+    argv = predict_argv(trained, tmp_path / "p.csv")
+    argv[argv.index("--images") + 1] = str(images)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 of 12 images are missing" in err and gone in err
+    assert main([*argv, "--skip-missing"]) == 0
+    assert "(1 rows skipped: image missing)" in capsys.readouterr().out
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert len(pred) == 11 and gone not in set(pred["timestamp"])
+
+
+# --------------------------------------------------------------------------- cv
+
+
+def test_cv_trains_predicts_and_summarises(trained, tmp_path, capsys):
+    out = tmp_path / "cv"
+    argv = ["cv", "--models", "resnet18", "--folds", "2", "--labels", str(trained["labels"]),
+            "--images", str(trained["images"]), "--out", str(out), "--epochs", "1", "--image-size", "32", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    pred = pd.read_csv(out / "predictions" / "fold2_resnet18.csv")
+    assert list(pred.columns) == ["timestamp", "flare_prob", "target"]
+    assert (
+        pred["timestamp"].tolist()
+        == pd.read_csv(trained["labels"] / "Fold2_val.csv")["label"].tolist()
+    )
+    joined = pd.read_csv(out / "predictions" / "fold2_resnet18_joined.csv")
+    assert list(joined.columns) == [
+        "label",
+        "flare_prob",
+        "target",
+        "goes_class",
+        "fl_lon",
+        "fl_lat",
+        "fl_start",
+    ]
+    summary = pd.read_csv(out / "cv_summary.csv")
+    assert summary[["model", "fold", "n"]].values.tolist() == [["resnet18", 2, 12]]
+    assert "summary:" in capsys.readouterr().out
+    # rerun with --resume: the finished run is kept, nothing is retrained
+    before = (out / "resnet18" / "fold2" / "last.ckpt").stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0
+    assert (out / "resnet18" / "fold2" / "last.ckpt").stat().st_mtime_ns == before
+
+
+def test_cv_slurm_script(trained, tmp_path, capsys):
+    out = tmp_path / "cv"
+    argv = ["cv", "--models", "alexnet,vgg16,resnet34", "--folds", "1,2", "--labels", str(trained["labels"]),
+            "--images", str(trained["images"]), "--out", str(out), "--slurm", "--slurm-gpus", "2",
+            "--slurm-partition", "gpu", "--max-lr", "1e-4"]  # fmt: skip
+    assert main(argv) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#!/bin/bash\n")
+    assert "#SBATCH --array=0-5" in script and "#SBATCH --gres=gpu:2" in script
+    assert "#SBATCH --ntasks-per-node=2" in script and "#SBATCH --partition=gpu" in script
+    assert "MODELS=(alexnet vgg16 resnet34)" in script and "FOLDS=(1 2)" in script
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert (
+        '--models "$MODEL" --folds "$FOLD"' in srun and "--resume" in srun and "--devices 2" in srun
+    )
+    assert f"--labels {trained['labels'].resolve()}" in srun and "--max-lr 0.0001" in srun
+    assert (out / "slurm").is_dir()  # SLURM needs the --output folder to exist
+    # every array task maps to one model x fold pair
+    body = "\n".join(
+        line
+        for line in script.splitlines()
+        if line.startswith(("MODELS=", "FOLDS=", "MODEL=", "FOLD="))
+    )
+    pairs = set()
+    for task in range(6):
+        res = subprocess.run(
+            ["bash", "-c", f"SLURM_ARRAY_TASK_ID={task}\n{body}\necho $MODEL $FOLD"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        pairs.add(tuple(res.stdout.split()))
+    assert pairs == {(m, f) for m in ("alexnet", "vgg16", "resnet34") for f in ("1", "2")}
