@@ -156,6 +156,11 @@ def test_bad_label_tables_name_file_line_field(tmp_path, text, line, field, word
 def test_fold_tables_from_fold_files_and_from_labels_csv(tiny, tmp_path):
     a = fold_tables(tiny["labels"], 2)
     assert a.train_path.name == "Fold2_train.csv" and a.val_path.name == "Fold2_val.csv"
+    # a table file given: that table is split, even beside fold files
+    d = fold_tables(tiny["table"], 2)
+    assert d.train_path == d.val_path == tiny["table"]
+    assert d.val["label"].tolist() == a.val["label"].tolist()
+    assert "goes_class" in d.val.columns  # the full table's columns stay
     # only labels.csv: split by its fold column
     (tmp_path / "labels.csv").write_bytes(tiny["table"].read_bytes())
     b = fold_tables(tmp_path, 2)
@@ -376,7 +381,7 @@ def _copy_tree(src: Path, dst: Path) -> Path:
             lambda p: Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(p, format="PNG"),
             "32x32 RGB",
         ),
-        (lambda p: p.write_bytes(b"not an image at all"), "not a readable image"),
+        (lambda p: p.write_bytes(b"not an image at all"), "not a readable PNG or JPEG image"),
     ],
 )
 def test_wrong_size_mode_or_corrupt_image_names_the_file(tiny, tmp_path, make, words):

@@ -133,10 +133,13 @@ def load_imagenet_state_dict(
     return state
 
 
-def _torch_load(path: Path, *, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with a clear error for unreadable files."""
+def _torch_load(path: Path, *, what: str, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with a clear error for unreadable files.
+
+    ``mmap=True`` maps the tensors instead of reading them (to look at a checkpoint's record).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # pickle, zip and unpickler errors have no common base class
         raise InputError(f"cannot read {what}: {type(exc).__name__}: {exc}", path=path) from exc
 

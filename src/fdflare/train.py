@@ -749,8 +749,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint dict with ``torch.load(weights_only=True)`` on CPU.
+
+    ``mmap=True`` maps the tensors from the file instead of reading them.
 
     Raises:
         InputError: the file is missing, corrupt or not a dict.
@@ -760,7 +762,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such checkpoint file", path=path)
-    ckpt = _torch_load(path, what="checkpoint")
+    ckpt = _torch_load(path, what="checkpoint", mmap=mmap)
     if not isinstance(ckpt, dict):
         raise InputError("not a checkpoint (expected a dict of state)", path=path)
     return ckpt
@@ -911,7 +913,7 @@ def fit(
                 "this folder already holds a training run; pass --resume to continue it or choose another --out",
                 path=out,
             )
-        rec = checkpoint_record(read_checkpoint(last), last)
+        rec = checkpoint_record(read_checkpoint(last, mmap=True), last)
         diff = _recipe_diff(rec["config"], config)
         if diff:
             raise InputError("cannot resume with a different recipe: " + "; ".join(diff), path=last)

@@ -208,15 +208,13 @@ def slurm_script(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _train_pair(args: argparse.Namespace, model: str, fold: int, run_dir: Path) -> None:
+def _train_pair(args: argparse.Namespace, config: Any, run_dir: Path) -> None:
     """Train one pair: in this process, or in a fresh one when DDP launches several."""
     import subprocess
 
-    from fdflare.commands.train import config_from_args
     from fdflare.errors import FdflareError
     from fdflare.train import fit
 
-    config = config_from_args(args, model=model, fold=fold)
     multi = (isinstance(config.devices, int) and config.devices > 1) or config.num_nodes > 1
     under_srun = "SLURM_PROCID" in os.environ  # srun started one process per device already
     if not multi or under_srun:
@@ -224,37 +222,30 @@ def _train_pair(args: argparse.Namespace, model: str, fold: int, run_dir: Path) 
         return
     # Lightning's DDP launcher re-runs the current command once per device: give it a
     # command that trains this pair only.
-    cmd = [
-        sys.executable,
-        "-m",
-        "fdflare",
-        "train",
-        "--model",
-        model,
-        "--fold",
-        str(fold),
-        "--out",
-        str(run_dir),
-    ]
-    cmd += passthrough(args) + (["--resume"] if args.resume else [])
+    cmd = [sys.executable, "-m", "fdflare", "train", "--model", config.model]
+    cmd += ["--fold", str(config.fold), "--out", str(run_dir), *passthrough(args)]
+    cmd += ["--resume"] if args.resume else []
     rc = subprocess.run(cmd, check=False).returncode
     if rc != 0:
         raise FdflareError(
-            f"training {model} fold {fold} failed (exit status {rc}): {shlex.join(cmd)}"
+            f"training {config.model} fold {config.fold} failed (exit status {rc}): {shlex.join(cmd)}"
         )
 
 
 def _summarise_pair(
-    args: argparse.Namespace, model: str, fold: int, run_dir: Path, out: Path
+    args: argparse.Namespace, config: Any, run_dir: Path, out: Path
 ) -> dict[str, Any]:
+    """Predict the pair's validation fold (unless done already) and score it."""
     import json
 
     import numpy as np
+    import pandas as pd
 
     from fdflare.data import fold_tables
     from fdflare.evaluate import confusion, skill_scores
     from fdflare.predict import predict
 
+    model, fold = config.model, config.fold
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     ckpt = run_dir / "best.ckpt"
     if not ckpt.is_file():
@@ -264,26 +255,24 @@ def _summarise_pair(
             file=sys.stderr,
         )
     pred_file = out / "predictions" / f"fold{fold}_{SHORT_NAMES.get(model, model)}.csv"
-    tables = fold_tables(args.labels, fold)
-    table = Path(args.labels) / "labels.csv" if Path(args.labels).is_dir() else None
+    labels = Path(config.labels)
+    table = labels if labels.is_file() else labels / "labels.csv"
     fresh = pred_file.is_file() and pred_file.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns
     if not fresh:
         predict(
             ckpt,
-            tables.val,
-            args.images,
+            fold_tables(labels, fold).val,
+            config.images,
             pred_file,
-            table=table if table is not None and table.is_file() else None,
-            batch_size=args.batch_size or 64,
-            workers=args.workers if args.workers is not None else 2,
-            skip_missing=args.skip_missing,
-            image_ext=args.image_ext,
-            decoder=args.decoder or "pil",
-            array_store=not args.no_array_store,
+            table=table if table.is_file() else None,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            skip_missing=config.skip_missing,
+            image_ext=config.image_ext,
+            decoder=config.decoder,
+            array_store=config.array_store,
             quiet=args.quiet,
         )
-    import pandas as pd
-
     pred = pd.read_csv(pred_file)
     tp, fp, tn, fn = confusion(pred["flare_prob"].to_numpy(), pred["target"].to_numpy(), 0.5)
     tss, hss2, _ = skill_scores(tp, fp, tn, fn)
@@ -326,26 +315,29 @@ def _write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run every model on every fold, or print the SLURM script."""
-    from fdflare.commands.train import is_rank_zero
+    from fdflare.commands.train import config_from_args, is_rank_zero
     from fdflare.errors import InputError
 
+    base = config_from_args(args)
+    if not base.labels or not base.images:
+        raise InputError(
+            "labels and images are needed (--labels DIR --images DIR, or in --config)",
+            field="labels",
+        )
     if args.slurm:
-        if not args.labels or not args.images:
-            raise InputError("--slurm needs --labels and --images", field="labels")
         # SLURM opens the --output file before the script runs: its folder must exist
         (Path(args.out) / "slurm").mkdir(parents=True, exist_ok=True)
         sys.stdout.write(slurm_script(args))
         return 0
-    if not args.labels or not args.images:
-        raise InputError("both --labels DIR and --images DIR are needed", field="labels")
     out = Path(args.out)
     rows = []
     for model in args.models:
         for fold in args.folds:
+            config = config_from_args(args, model=model, fold=fold)
             run_dir = out / model / f"fold{fold}"
-            _train_pair(args, model, fold, run_dir)
+            _train_pair(args, config, run_dir)
             if is_rank_zero():
-                rows.append(_summarise_pair(args, model, fold, run_dir, out))
+                rows.append(_summarise_pair(args, config, run_dir, out))
     if not is_rank_zero():
         return 0
     path = _write_summary(out, rows)

@@ -211,7 +211,7 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> Any:
         values["channels_last"] = True
     for key in ("labels", "images", "weights_path"):
         if isinstance(values.get(key), str):
-            values[key] = str(Path(values[key]).expanduser())
+            values[key] = str(Path(values[key]).expanduser().resolve())
     values.update(extra)
     return config.updated(values)
 
