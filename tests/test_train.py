@@ -228,7 +228,7 @@ def tiny64(tmp_path_factory) -> dict[str, Path]:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny64"), size=64, per_month=2)
 
 
-def test_resume_after_kill_equals_uninterrupted(tiny64, tmp_path):
+def test_resume_after_kill_equals_uninterrupted(tiny64, tmp_path, capsys):
     """Train 2 epochs straight; kill another run during epoch 2, resume it: same metrics and weights.
 
     AlexNet has dropout, so this also checks that dropout draws are reproduced on resume.
@@ -258,6 +258,14 @@ def test_resume_after_kill_equals_uninterrupted(tiny64, tmp_path):
         proc.wait()
     assert load_ckpt(killed / "last.ckpt")["fdflare"]["epoch"] == 1  # killed during epoch 2
 
+    # the same recipe on a changed training set is refused: the schedule's length depends on it
+    fewer = dict(tiny64, labels=tmp_path / "fewer")
+    shutil.copytree(tiny64["labels"], fewer["labels"])
+    train_csv = fewer["labels"] / "Fold1_train.csv"
+    pd.read_csv(train_csv).iloc[1:].to_csv(train_csv, index=False)  # one flare: 4 samples fewer
+    assert main(train_argv(fewer, killed, *args, "--resume", model="alexnet", size=64)) == 2
+    assert "the training set had 48 samples and now has 44" in capsys.readouterr().err
+
     assert main(train_argv(tiny64, killed, *args, "--resume", model="alexnet", size=64)) == 0
     a, b = pd.read_csv(straight / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
     timing = ["train_seconds", "val_seconds"]
@@ -280,7 +288,8 @@ def test_ddp_two_cpu_processes(tiny, tmp_path):
         "fdflare",
         *train_argv(tiny, out, "--accelerator", "cpu", "--devices", "2"),
     ]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    # loopback only; Lightning picks a free port
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | {"MASTER_ADDR": "127.0.0.1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("1 epoch") == 1  # one report, from rank 0

@@ -486,6 +486,7 @@ class FlareDataset(Dataset):
         seed: seed of the random augmentation choices.
         as_uint8: return uint8 images (for a 4x smaller host-to-device copy; scale on the
             device with ``x.float() / 255``) instead of float32 in [0, 1].
+        rotation_degrees: rotations are drawn uniformly within +-this angle (5 in the study).
 
     Items are indexed by ``i`` or by ``(epoch, i)`` (see :class:`EpochSampler`): the random
     choices of sample ``i`` depend only on ``(seed, epoch, i)``.
@@ -500,6 +501,7 @@ class FlareDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         as_uint8: bool = False,
+        rotation_degrees: float = ROTATION_DEGREES,
     ) -> None:
         self.labels = np.asarray(table["label"].astype(str).to_numpy(), dtype=object)
         self.targets = table["target"].to_numpy().astype(np.int64)
@@ -508,6 +510,7 @@ class FlareDataset(Dataset):
         self.augment = augment
         self.seed = int(seed)
         self.as_uint8 = as_uint8
+        self.rotation_degrees = float(rotation_degrees)
         self.rows, self.kinds = augmentation_plan(self.targets, augment)
 
     def __len__(self) -> int:
@@ -538,7 +541,8 @@ class FlareDataset(Dataset):
             if kind == RANDOM_CHOICE:
                 kind = (HFLIP, VFLIP, ROTATE)[int(rng.integers(3))]
             if kind == ROTATE:
-                img = rotate(img, float(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES)))
+                d = self.rotation_degrees
+                img = rotate(img, float(rng.uniform(-d, d)))
         if kind == HFLIP:
             img = img[:, ::-1]
         elif kind == VFLIP:

@@ -109,6 +109,7 @@ class TrainConfig:
         base_momentum: lower momentum of the cycle.
         max_momentum: upper momentum of the cycle.
         augment: the study's augmentation (flare x4, no-flare x2); ``False`` trains on originals.
+        rotation_degrees: the augmentation's random rotations lie within +-this angle.
         threshold: P(flare) threshold of TSS and HSS2.
         hss2_tolerance: largest HSS2 drop from the best so far that still allows selection.
         holdout_fraction: 0 selects on the validation fold (the study); ``f`` > 0 holds out
@@ -154,6 +155,7 @@ class TrainConfig:
     base_momentum: float = 0.85
     max_momentum: float = 0.95
     augment: bool = True
+    rotation_degrees: float = 5.0
     threshold: float = 0.5
     hss2_tolerance: float = 0.02
     holdout_fraction: float = 0.0
@@ -418,7 +420,10 @@ class FlareClassifier(L.LightningModule):
         x, y = batch
         loss = F.nll_loss(self.model(x), y, weight=self.weights)
         self._train_sum += torch.stack([loss.detach().float(), torch.ones((), device=loss.device)])
-        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        if (
+            self.trainer.progress_bar_callback is not None
+        ):  # a value for the bar costs a device sync
+            self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return loss
 
     def train_loss(self) -> float:
@@ -444,7 +449,7 @@ class FlareClassifier(L.LightningModule):
                 (~pred & ~truth).sum().float(),
                 (~pred & truth).sum().float(),
             ]
-        ).double()
+        )  # float32: exact for counts below 2**24, and MPS has no float64
         acc = self._val.get(dataloader_idx)
         self._val[dataloader_idx] = row if acc is None else acc + row
 
@@ -453,7 +458,7 @@ class FlareClassifier(L.LightningModule):
         n_loaders = 2 if self.config.holdout_fraction > 0 else 1
         scores: dict[str, float | None] = {}
         for idx, prefix in zip(range(n_loaders), ("val", "holdout"), strict=False):
-            acc = self._val.get(idx, torch.zeros(6, dtype=torch.float64, device=self.device))
+            acc = self._val.get(idx, torch.zeros(6, device=self.device))
             acc = self.trainer.strategy.reduce(acc, reduce_op="sum")
             loss_sum, batches, tp, fp, tn, fn = (float(v) for v in acc.cpu())
             tss, hss2, _notes = skill_scores(int(tp), int(fp), int(tn), int(fn))
@@ -907,6 +912,7 @@ def fit(
     last = out / "last.ckpt"
     notes: list[str] = []
     resuming = False
+    rec: dict[str, Any] = {}
     if last.exists():
         if not resume:
             raise InputError(
@@ -974,6 +980,13 @@ def fit(
         "holdout": 0 if holdout_df is None else len(holdout_df),
         "skipped_missing": n_miss_train + n_miss_val,
     }
+    before = rec.get("counts", {}).get("train_samples")
+    if resuming and before is not None and before != counts["train_samples"]:
+        raise InputError(
+            f"cannot resume: the training set had {before} samples and now has "
+            f"{counts['train_samples']} (the learning-rate schedule depends on it)",
+            path=last,
+        )
 
     L.seed_everything(config.seed, verbose=False)
     model = create_model(
@@ -983,11 +996,22 @@ def fit(
         weights_path=config.weights_path,
     )
     module = FlareClassifier(config, weights, model)
-    make = dict(source=source, image_size=config.image_size, seed=config.seed, as_uint8=True)
+
+    def dataset(table: pd.DataFrame, augment: bool = False) -> FlareDataset:
+        return FlareDataset(
+            table,
+            source,
+            image_size=config.image_size,
+            augment=augment,
+            seed=config.seed,
+            as_uint8=True,
+            rotation_degrees=config.rotation_degrees,
+        )
+
     datamodule = FlareDataModule(
-        FlareDataset(train_df, augment=config.augment, **make),  # type: ignore[arg-type]
-        FlareDataset(val_df, **make),  # type: ignore[arg-type]
-        None if holdout_df is None else FlareDataset(holdout_df, **make),  # type: ignore[arg-type]
+        dataset(train_df, augment=config.augment),
+        dataset(val_df),
+        None if holdout_df is None else dataset(holdout_df),
         batch_size=config.batch_size,
         workers=config.workers,
         seed=config.seed,
@@ -1000,6 +1024,12 @@ def fit(
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         trainer = _make_trainer(config, runtime, out, recorder, quiet)
+        if resuming and rec.get("world_size", trainer.world_size) != trainer.world_size:
+            raise InputError(
+                f"cannot resume a run of {rec['world_size']} processes with {trainer.world_size} "
+                "(the batches per epoch, and so the learning-rate schedule, depend on it)",
+                path=last,
+            )
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
