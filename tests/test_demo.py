@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from fdflare.cli import main
+
+pytest.importorskip("torch", reason="the demo trains models: install the 'train' extra")
+pytest.importorskip("lightning", reason="the demo trains models: install the 'train' extra")
+
+
+def _check_results(out, folds):
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"evaluate", "spatial"}
+    ev = res["evaluate"]
+    assert len(ev["files"]) == len(folds)
+    for f in ev["files"]:
+        assert f["n"] == f["tp"] + f["fp"] + f["tn"] + f["fn"] > 0
+        for key in ("tss", "hss2", "auc", "brier", "bss"):
+            assert key in f
+    assert set(ev["mean"]) == {"tss", "hss2"}
+    sp = res["spatial"]["classes"]
+    assert set(sp) == {"X", "M", "X+M"}
+    for cls in sp.values():
+        assert {"central", "limb", "unknown"} <= set(cls)
+    # the demo's predictions are the study's format and fdflare's joined table
+    pred = pd.read_csv(out / "predictions" / f"fold{folds[0]}_alexnet.csv")
+    assert list(pred.columns) == ["timestamp", "flare_prob", "target"]
+    joined = pd.read_csv(out / "predictions" / f"fold{folds[0]}_alexnet_joined.csv")
+    assert {"goes_class", "fl_lon", "fl_lat"} <= set(joined.columns)
+    assert (out / "figures" / "alexnet_heatmap_XM.png").stat().st_size > 1000
+    assert "Skill scores per validation fold" in (out / "report.md").read_text()
+    return res
+
+
+def test_demo_small_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--folds",
+        "2",
+        "--days",
+        "120",
+        "--cadence",
+        "24h",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "fold2_alexnet.csv" in printed and "central |lon| <= 70" in printed
+    _check_results(out, [2])
+    assert (out / "runs" / "alexnet_fold2" / "metrics.csv").is_file()
+    # rerunning resumes: nothing is trained again and the results are the same
+    before = (out / "results.json").read_text()
+    assert main([*args, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again == json.loads(before)
+
+
+def test_demo_bad_arguments(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--folds", "5"]) == 2
+    assert "--folds" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "0"]) == 2
+
+
+def test_default_demo_end_to_end(tmp_path):
+    """The README's main command, exactly as a user runs it (a few minutes on 2 cores)."""
+    out = tmp_path / "demo"
+    res = subprocess.run(
+        [sys.executable, "-m", "fdflare", "demo", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    results = _check_results(out, [1, 2, 3, 4])
+    assert "mean ± std" in res.stdout
+    assert len(results["evaluate"]["files"]) == 4
