@@ -138,7 +138,7 @@ def run_demo(
         read_spatial_tables(joined_files), SpatialConfig(), out=out / "figures", name=cfg.model
     )
 
-    results = {"evaluate": evaluation, "spatial": spatial}
+    results: dict[str, Any] = {"evaluate": evaluation, "spatial": spatial}
     write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     seconds = time.perf_counter() - t0
     report = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,9 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(arr.mean()), float(arr.std(ddof=0))
 
 
-def evaluate_files(paths: list[str | os.PathLike[str]], threshold: float = 0.5) -> dict[str, Any]:
+def evaluate_files(
+    paths: Sequence[str | os.PathLike[str]], threshold: float = 0.5
+) -> dict[str, Any]:
     """Score each file and summarise across files (mean and population std).
 
     Returns:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     )
 
 
-def read_spatial_tables(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:
+def read_spatial_tables(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """Read and concatenate several joined tables (e.g. the X- and M-class files of a model)."""
     if not paths:
         raise InputError("no input files given")
