@@ -48,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="purge training instances whose window overlaps the validation quarter or that lie "
         "within N hours after it (off by default, as the study)",
     )
-    p.add_argument("--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"])
+    p.add_argument(
+        "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
