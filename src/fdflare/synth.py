@@ -1,12 +1,13 @@
 """Synthetic full-disk magnetograms with a matching flare catalog, for demos, tests and benchmarks.
 
 Nothing here is science. This module draws a toy Sun - bipolar active regions that emerge,
-rotate differentially and decay, and flare at rates that rise with their flux and
-complexity - and writes it in the layout of prepared data, so that every later stage
-(``label``, ``train``, ``predict``, ``spatial``) runs on it unchanged and in minutes:
+rotate differentially and decay, and flare at rates set by what the images show - and
+writes it in the layout of prepared data, so that every later stage (``label``, ``train``,
+``predict``, ``spatial``) runs on it unchanged and in minutes:
 
 * ``images/YYYY/MM/DD/HMI.mYYYY.MM.DD_HH.MM.SS.png``: 8-bit line-of-sight magnetograms
-  scaled like Helioviewer's HMI images (128 = 0 G, clipped at +-1500 G, 0 outside the disk);
+  (128 = 0 G, +-1500 G at the ends with an ``asinh`` stretch so weak fields show, 0 outside
+  the disk);
 * ``geometry.csv``: observation time, disk centre and radius of every image;
 * ``catalog.csv``: the flares in the study's schema ``start_time,goes_class,fl_lon,fl_lat``;
 * ``regions.csv``: the active regions drawn (the ground truth behind the images);
@@ -17,22 +18,30 @@ The model, in short:
 
 * **Regions** emerge at a constant mean rate (Poisson per UTC day) at Spörer's-law
   latitudes (about 28 deg falling to 8 deg over each 11-year cycle, clipped to 4..38 deg),
-  with log-normal peak flux, Hale's polarity law (northern leading polarity negative in even
-  cycles, 5 % anti-Hale), Joy's-law tilt (leading polarity nearer the equator), growth over
-  1-4 days and exponential decay over days to weeks. Each polarity is a compact spot plus a
-  spreading plage, Gaussian on the sphere; complex regions carry an opposite-polarity
-  intrusion next to the leading spot (a delta configuration).
+  with log-normal peak flux (many small regions, few large ones), Hale's polarity law
+  (northern leading polarity negative in even cycles, 5 % anti-Hale), Joy's-law tilt
+  (leading polarity nearer the equator), growth over 1-4 days and exponential decay over
+  days (small regions) to weeks (large ones), so that a handful to about ten regions are on
+  the disk at a time. Each polarity is a compact spot plus a spreading plage, Gaussian on
+  the sphere. Complex regions - rare among small ones, common among the largest - are
+  drawn so that their complexity shows: compact, with more of their flux in spots, a delta
+  spot of the following polarity pressed against the leading spot and a reversed bipole
+  across the middle (intertwined polarities, strong inversion lines).
 * **Rotation** follows Snodgrass (1983) for magnetic features,
   ``omega = 14.11 - 1.70 sin^2(lat) - 2.35 sin^4(lat)`` deg/day sidereal, less Earth's
   mean orbital rate for the synodic (Earth-seen) rate.
-* **Rendering**: ``B_los = B_r * mu`` on the visible hemisphere, white noise, optional B0
-  tilt of the observer; the disk radius follows the Earth-Sun distance of the date.
-* **Flares**: per region an inhomogeneous Poisson process at
-  ``flare_rate * 0.35 * (flux / 1e22 Mx)**1.5 * (0.3 + 3 complexity)`` flares >= C1.0 per
-  day, peak fluxes from a power law ``dN/dF ~ F**-2`` (C1.0 .. X20). A flare behind the limb
-  is seen by GOES attenuated by ``exp(-depth / 3 deg)`` (``depth`` = angle behind the limb),
-  so regions up to about 10-15 deg behind the limb (``|lon|`` up to ~100 deg) appear in the
-  catalog although they cannot be seen in the images.
+* **Rendering**: ``B_los = B_r * mu`` on the visible hemisphere, averaged over each pixel,
+  white noise, optional B0 tilt of the observer; the disk radius follows the Earth-Sun
+  distance of the date.
+* **Flares** follow what the images show (:func:`flare_productivity`): a region of current
+  unsigned flux ``PHI`` and complexity ``c`` flares about
+  ``flare_rate * 1.2 * (PHI / 1e22 Mx)**2.5 * (1 + 3 c)`` times a day at C1.0 or above
+  (levelling off at 20), with peak fluxes from a power law ``dN/dF ~ F**-2`` up to a largest flare that grows with
+  ``PHI`` and ``c``, so big complex regions give most M and X flares and days with only
+  small regions rarely have one. A flare behind the limb is seen by GOES attenuated by
+  ``exp(-depth / 3 deg)`` (``depth`` = angle behind the limb), so regions up to about 10-15
+  deg behind the limb (``|lon|`` up to ~100 deg) appear in the catalog although they cannot
+  be seen in the images - a few per cent of the M and X flares.
 
 The same seed always describes the same synthetic Sun: regions are drawn per UTC day and
 flares per region from seeded streams, so any time window of a seed's history is the same
@@ -74,6 +83,7 @@ __all__ = [
     "disk_geometry",
     "draw_flares",
     "earth_sun_distance",
+    "flare_productivity",
     "format_goes_class",
     "generate",
     "helioviewer_header",
@@ -86,7 +96,7 @@ __all__ = [
 ]
 
 #: Version of the generator's output; bumped whenever the same seed would give other files.
-SYNTH_FORMAT = 1
+SYNTH_FORMAT = 2
 
 #: The study's catalog schema.
 CATALOG_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
@@ -136,10 +146,17 @@ _URAD_S_TO_DEG_DAY = 86400e-6 * 180.0 / math.pi
 # Region model.
 MAX_LIFETIME_DAYS = 60.0
 _END_FRACTION = 0.05  # a region ends when its flux has decayed to this fraction of its peak
-_FLARE_BASE_RATE = 0.35  # flares >= C1.0 per day of a 1e22 Mx region, times (0.3 + 3 complexity)
-_FLARE_FLUX_INDEX = 1.5
+# Flares: a region of current unsigned flux PHI and complexity c has
+# _FLARE_BASE_RATE * (PHI / 1e22 Mx)**_FLARE_FLUX_INDEX * (1 + _FLARE_COMPLEXITY_GAIN c)
+# flares >= C1.0 a day, with peak fluxes up to _FLARE_CAP * (PHI / 1e22 Mx)**1.5 (1 + 3 c).
+_FLARE_BASE_RATE = 1.2
+_FLARE_FLUX_INDEX = 2.5
+_FLARE_COMPLEXITY_GAIN = 3.0
+_FLARE_CAP = 3e-5
+_FLARE_CAP_INDEX = 1.5
 _FLARE_MIN_FLUX = 1e-6  # C1.0
 _FLARE_MAX_FLUX = 2e-3  # X20
+_FLARE_MAX_RATE = 20.0  # flares >= C1.0 a day: the most productive regions level off
 _OCCULT_SCALE_DEG = 3.0
 _PATCH_EXTENT_SIGMAS = 4.0
 _PATCH_FLOOR_GAUSS = 0.5  # patches are cut where they fall below this
@@ -170,14 +187,19 @@ class SynthConfig:
         cadence: image spacing (a pandas offset such as ``1h`` or ``12min``).
         size: width and height of the images in pixels.
         seed: the synthetic Sun; the same seed gives the same regions, flares and images.
-        flare_rate: multiplies every region's flare rate (1 gives roughly 15-40 % of 24 h
-            windows with a flare >= M1.0).
-        region_rate: mean number of active regions emerging per day over the whole Sun.
+        flare_rate: multiplies every region's flare rate (1 gives roughly 15-35 % of 24 h
+            windows with a flare >= M1.0 over a year).
+        region_rate: mean number of active regions emerging per day over the whole Sun
+            (1.5 keeps a handful to about ten on the disk).
         fmt: image format, ``png`` (lossless) or ``jpg`` (quality 95, as the study's files).
         b0: heliographic latitude of the observer in degrees, or ``"auto"`` for the
             Earth's value at each date (between -7.25 and +7.25 deg).
         noise: standard deviation of the white noise, gauss per pixel.
         clip: field strength mapped to the ends of the 8-bit range, gauss.
+        stretch: strength of the ``asinh`` stretch of the 8-bit scaling (see
+            :func:`to_uint8`): fields well below ``clip / stretch`` are scaled linearly, about
+            ``stretch / asinh(stretch)`` times brighter than a linear scale, stronger ones
+            logarithmically; 0 gives Helioviewer's linear scaling.
         missing: fraction of image times left out, as data gaps (chosen per time, seeded).
         unlocated: fraction of catalog flares whose location is left empty, as in real
             catalogs (about 3 % there).
@@ -196,6 +218,7 @@ class SynthConfig:
     b0: float | str = 0.0
     noise: float = 10.0
     clip: float = 1500.0
+    stretch: float = 8.0
     missing: float = 0.0
     unlocated: float = 0.02
     jp2: bool = False
@@ -237,6 +260,10 @@ class SynthConfig:
                 raise InputError(f"{name} must be a number >= 0, got {value!r}", field=name)
         if not _finite(self.clip) or self.clip <= 0:
             raise InputError(f"clip must be a positive number, got {self.clip!r}", field="clip")
+        if not _finite(self.stretch) or not 0 <= self.stretch <= 1000:
+            raise InputError(
+                f"stretch must be a number in [0, 1000], got {self.stretch!r}", field="stretch"
+            )
         for name in ("missing", "unlocated"):
             value = getattr(self, name)
             if not _finite(value) or not 0 <= value <= 1:
@@ -266,6 +293,7 @@ class SynthConfig:
             b0=b0,
             noise=float(self.noise),
             clip=float(self.clip),
+            stretch=float(self.stretch),
             missing=float(self.missing),
             unlocated=float(self.unlocated),
             jp2=bool(self.jp2),
@@ -618,19 +646,22 @@ def _draw_day(seed: int, day: int, rate: float) -> dict[str, np.ndarray]:
     hemi = np.where(north, 1.0, -1.0)
     mean_lat = 28.0 - 20.0 * np.clip(phase, 0.0, 1.0)  # Spörer's law
     lat = hemi * np.clip(mean_lat + 6.0 * g[:, 0], 4.0, 38.0)
-    flux = 10.0 ** np.clip(21.8 + 0.4 * g[:, 1], 21.0, 22.8)
+    # Many small regions, few large ones: median 3e21 Mx, 8e20 .. 1e23 Mx.
+    flux = 10.0 ** np.clip(21.5 + 0.45 * g[:, 1], 20.9, 23.0)
     f22 = flux / 1e22
     t_grow = 1.0 + 3.0 * u[:, 3]
-    t_decay = np.minimum((3.0 + 6.0 * np.sqrt(f22)) * (0.7 + 0.6 * u[:, 4]), 18.0)
+    # Small regions fade within days, large ones last weeks.
+    t_decay = np.minimum((1.0 + 5.0 * np.sqrt(f22)) * (0.7 + 0.6 * u[:, 4]), 18.0)
     lifetime = np.minimum(t_grow + t_decay * math.log(1.0 / _END_FRACTION), MAX_LIFETIME_DAYS)
     tilt = 0.5 * np.abs(lat) + 9.0 * g[:, 2]  # Joy's law, degrees
     anti_hale = u[:, 5] < 0.05
     # Hale: leading polarity of the north is negative in even cycles, positive in odd ones.
     north_leading = np.where(cycle % 2 == 0, -1.0, 1.0)
     leading = np.where(north, north_leading, -north_leading) * np.where(anti_hale, -1.0, 1.0)
-    p_complex = np.where(anti_hale, 1.0, 0.12 + 0.4 * np.minimum(1.0, flux / 3e22))
+    # Complexity (a delta configuration) is rare in small regions, common in large ones.
+    p_complex = np.where(anti_hale, 0.8, 0.03 + 0.6 * np.minimum(1.0, flux / 4e22))
     complexity = np.where(u[:, 6] < p_complex, 0.3 + 0.7 * u[:, 7], 0.0)
-    separation = np.clip(3.0 + 4.0 * np.sqrt(f22), 2.5, 12.0) * (
+    separation = np.clip(3.0 + 6.0 * np.sqrt(f22), 3.0, 16.0) * (
         0.8 + 0.4 * np.abs(np.tanh(g[:, 3]))
     )
     return {
@@ -751,29 +782,49 @@ def _patch_arrays(r: dict[str, np.ndarray], day: float) -> dict[str, np.ndarray]
     after = np.maximum(s["age"] - r["t_grow"][keep], 0.0)
     half = 0.5 * r["separation"][keep] * (0.3 + 0.7 * s["grow"])
     tilt = np.radians(r["tilt"][keep])
-    hemi = np.sign(s["lat"])
+    hemi = np.where(s["lat"] >= 0, 1.0, -1.0)
     coslat = np.maximum(np.cos(np.radians(s["lat"])), 0.2)
-    # Unit axis from follower to leader in (lon, lat) degrees: west, tilted to the equator.
+    c = r["complexity"][keep]
+    # Unit axis from follower to leader in (lon, lat) degrees: west, tilted to the equator;
+    # and the unit vector at right angles to it, pointing to the pole.
     ax_lon, ax_lat = np.cos(tilt), -hemi * np.sin(tilt)
+    pp_lon, pp_lat = np.sin(tilt), hemi * np.cos(tilt)
     lead_lon = s["lon"] + half * ax_lon / coslat
     lead_lat = s["lat"] + half * ax_lat
     foll_lon = s["lon"] - half * ax_lon / coslat
     foll_lat = s["lat"] - half * ax_lat
-    spot = 0.45 * np.exp(-after / (0.7 * r["t_decay"][keep]))
-    plage_sigma = np.minimum(1.0 + 0.06 * after, 3.5)
+    # Spots hold more of the flux in complex regions and fade faster than the plage;
+    # large regions have larger spots, complex ones a more compact leading spot.
+    spot = (0.35 + 0.45 * c) * np.exp(-after / (0.7 * r["t_decay"][keep]))
+    spot_sigma = 0.45 + 0.3 * np.sqrt(r["flux_max"][keep] / 1e22)
+    lead_sigma = spot_sigma * (1.0 - 0.3 * c)
+    plage_sigma = np.minimum(
+        (0.8 + 0.7 * np.sqrt(r["flux_max"][keep] / 1e22)) * (1.0 + 0.06 * after), 5.0
+    )
     sign = r["leading_sign"][keep]
-    c = r["complexity"][keep]
-    # Delta intrusion: poleward of the leading spot, a little towards the follower.
-    delta_lon = lead_lon - 0.25 * half * ax_lon / coslat
-    delta_lat = lead_lat + hemi * 0.8
     pol = flux / 2.0
-    ones = np.ones(len(keep))
+    # Delta spot: new flux emerging in the leading spot, its following-polarity part
+    # pressed against it on the poleward side a little towards the follower, less than two
+    # spot widths away (a strong, short inversion line).
+    delta = pol * 0.45 * c * (spot + 0.2)
+    d_lon = -0.5 * ax_lon + 0.866 * pp_lon
+    d_lat = -0.5 * ax_lat + 0.866 * pp_lat
+    delta_lon = lead_lon + 1.8 * lead_sigma * d_lon / coslat
+    delta_lat = lead_lat + 1.8 * lead_sigma * d_lat
+    # Intertwined polarities: a reversed bipole across the middle of complex regions.
+    mix = pol * 0.35 * c
+    m_half = 0.8 + 0.25 * half
+    mix_lon = s["lon"] - 0.8 * pp_lon / coslat
+    mix_lat = s["lat"] - 0.8 * pp_lat
+    mix_sigma = 0.8 * spot_sigma
     parts = [
-        (lead_lon, lead_lat, sign * pol * spot, 0.6 * ones),
+        (lead_lon, lead_lat, sign * (pol * spot + delta), lead_sigma),
         (lead_lon, lead_lat, sign * pol * (1 - spot), plage_sigma),
-        (foll_lon, foll_lat, -sign * pol * spot * 0.7, 0.9 * ones),
+        (foll_lon, foll_lat, -sign * pol * spot * 0.7, 1.3 * spot_sigma),
         (foll_lon, foll_lat, -sign * pol * (1 - 0.7 * spot), plage_sigma * 1.2),
-        (delta_lon, delta_lat, -sign * pol * 0.35 * c * (spot + 0.1), 0.55 * ones),
+        (delta_lon, delta_lat, -sign * delta, 0.7 * lead_sigma),
+        (mix_lon + m_half * ax_lon / coslat, mix_lat + m_half * ax_lat, -sign * mix, mix_sigma),
+        (mix_lon - m_half * ax_lon / coslat, mix_lat - m_half * ax_lat, sign * mix, mix_sigma),
     ]
     out = {
         "region": np.tile(r["region"][keep], len(parts)),
@@ -791,7 +842,9 @@ def region_patches(regions: pd.DataFrame, time: Any) -> pd.DataFrame:
 
     Each living region gives a leading and a following polarity, each a compact spot and
     a plage that spreads as the region decays, placed by Joy's tilt about the region's
-    centre; complex regions add an opposite-polarity intrusion beside the leading spot.
+    centre. Complex regions also carry a delta spot (following-polarity flux, taken from
+    the following plage, 2.4 deg from the leading spot on its poleward side) and a reversed
+    bipole across the middle, both scaled by the complexity.
 
     Returns:
         Columns ``region``, ``lon``, ``lat`` (Stonyhurst, deg), ``flux`` (signed, Mx) and
@@ -813,9 +866,13 @@ def render_magnetogram(
     """Render the line-of-sight field (gauss) of flux patches on the visible disk.
 
     Each patch is a radial field ``B_r = flux / (2 pi sigma^2 R^2) exp(-d^2 / 2 sigma^2)``
-    (``d`` the angle from its centre); the image shows ``B_los = B_r * mu``. Each patch is
-    summed over a window around it, out to where it falls below 0.5 G (at most 4 sigma),
-    so the cost grows with the regions' area, not with the image.
+    (``d`` the angle from its centre); the image shows ``B_los = B_r * mu``. Each pixel
+    shows the field averaged over its area, as an image resampled with area interpolation
+    would: ``sigma^2`` is widened by the pixel's footprint, ``1 / (12 radius_px^2)``
+    (rad^2), keeping the flux, so small images keep the flux of compact spots instead of
+    sampling or missing their peaks. Each patch is summed over a window around it, out to
+    where it falls below 0.5 G (at most 4 sigma), so the cost grows with the regions' area,
+    not with the image.
 
     Args:
         patches: from :func:`region_patches` (``lon``, ``lat``, ``flux``, ``sigma``).
@@ -842,7 +899,10 @@ def render_magnetogram(
             np.asarray(patches["lat"], dtype=float),
             geometry.b0_deg,
         )
+        # Each pixel shows the field averaged over its area (as an image resampled with
+        # area interpolation): the Gaussian widened by the pixel's footprint, flux kept.
         sig = np.radians(np.asarray(patches["sigma"], dtype=float))
+        sig = np.sqrt(sig * sig + 1.0 / (12.0 * rad * rad))
         amp = flux / (2 * np.pi * (sig * RSUN_CM) ** 2)
         # Out to where the patch falls below _PATCH_FLOOR_GAUSS, at most 4 sigma.
         ratio = np.maximum(np.abs(amp) / _PATCH_FLOOR_GAUSS, 1.0)
@@ -875,13 +935,21 @@ def render_magnetogram(
     return field
 
 
-def to_uint8(field: np.ndarray, clip: float = 1500.0) -> np.ndarray:
-    """Scale a field in gauss to 8 bits like Helioviewer's HMI images.
+def to_uint8(field: np.ndarray, clip: float = 1500.0, stretch: float = 8.0) -> np.ndarray:
+    """Scale a field in gauss to 8 bits: 128 is 0 G, +-``clip`` and beyond are 255 and 1.
 
-    ``128 + B * 127 / clip`` rounded and clipped to 1..255 on the disk (so 128 is 0 G and
-    +-``clip`` saturate), 0 outside it (NaN in ``field``).
+    With ``stretch`` 0 the scale is Helioviewer's linear one, ``128 + B * 127 / clip``. A
+    positive ``stretch`` s gives ``128 + 127 asinh(s B / clip) / asinh(s)``: linear for
+    fields well below ``clip / s`` (there about ``s / asinh(s)`` times brighter, 2.9x at the
+    default 8), logarithmic above, so weak plage shows in small images while strong spots
+    are still told apart instead of saturating. Values are rounded and clipped to 1..255 on
+    the disk; pixels outside it (NaN in ``field``) are 0.
     """
-    v = np.rint(128.0 + field * np.float32(127.0 / clip))
+    if stretch > 0:
+        gain = np.float32(stretch / clip)
+        v = np.rint(128.0 + np.arcsinh(field * gain) * np.float32(127.0 / math.asinh(stretch)))
+    else:
+        v = np.rint(128.0 + field * np.float32(127.0 / clip))
     out = np.clip(np.nan_to_num(v, nan=0.0), 1, 255).astype(np.uint8)
     out[np.isnan(field)] = 0
     return out
@@ -903,6 +971,34 @@ def format_goes_class(flux: np.ndarray) -> np.ndarray:
     return np.char.add(letters[idx], np.char.mod("%.1f", mant)).astype(object)
 
 
+def flare_productivity(
+    flux: np.ndarray | float, complexity: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the flare rate and the largest flare of regions, from what the images show.
+
+    A region of current total unsigned flux ``flux`` (Mx, what its pixels add up to before
+    foreshortening) and ``complexity`` (0 for a simple bipole, 0.3 .. 1 for a compact region
+    with a delta spot and intertwined polarities) flares
+
+    * ``R / (1 + R / 20)`` times a day at C1.0 or above (at ``flare_rate`` 1), with
+      ``R = 1.2 * (flux / 1e22 Mx)**2.5 * (1 + 3 complexity)``: strongly super-linear in
+      flux, so that a few large complex regions give most flares and days with only small
+      regions have few, levelling off at 20 flares a day for the most productive regions;
+    * with peak fluxes up to ``3e-5 W/m^2 * (flux / 1e22 Mx)**1.5 * (1 + 3 complexity)``
+      (at least C1.5, at most X20): a simple 3e21 Mx region tops out below C5, a simple
+      1e22 Mx region at M3, and X flares need large or complex regions.
+
+    Returns:
+        ``(rate, cap)``: flares >= C1.0 per day and the largest peak flux (W/m^2).
+    """
+    f = np.asarray(flux, dtype=float) / 1e22
+    c = np.asarray(complexity, dtype=float)
+    rate = _FLARE_BASE_RATE * f**_FLARE_FLUX_INDEX * (1.0 + _FLARE_COMPLEXITY_GAIN * c)
+    rate = rate / (1.0 + rate / _FLARE_MAX_RATE)
+    cap = _FLARE_CAP * f**_FLARE_CAP_INDEX * (1.0 + 3.0 * c)
+    return rate, np.clip(cap, 1.5 * _FLARE_MIN_FLUX, _FLARE_MAX_FLUX)
+
+
 def draw_flares(
     regions: pd.DataFrame,
     start: Any,
@@ -916,12 +1012,12 @@ def draw_flares(
 ) -> pd.DataFrame:
     """Draw the flares of ``regions`` starting between ``start`` and ``end`` (inclusive).
 
-    Each region flares as an inhomogeneous Poisson process at
-    ``flare_rate * 0.35 * (flux / 1e22 Mx)**1.5 * (0.3 + 3 complexity)`` flares >= C1.0 per
-    day, with peak fluxes from ``dN/dF ~ F**-2`` between C1.0 and X20, wherever the region
-    is - also on the far side. GOES sees a flare behind the limb attenuated by
-    ``exp(-depth / 3 deg)``; flares seen below C1.0 are not catalogued. Flares of a region
-    come from a stream fixed by ``(seed, region)``.
+    Each region flares as an inhomogeneous Poisson process whose rate follows its current
+    flux and its complexity (:func:`flare_productivity`, times ``flare_rate``), with peak
+    fluxes from ``dN/dF ~ F**-2`` between C1.0 and the region's largest flare at that time,
+    wherever the region is - also on the far side. GOES sees a flare behind the limb
+    attenuated by ``exp(-depth / 3 deg)``; flares seen below C1.0 are not catalogued. Flares
+    of a region come from a stream fixed by ``(seed, region)``.
 
     Args:
         regions: from :func:`simulate_regions`.
@@ -932,7 +1028,8 @@ def draw_flares(
         b0: observer latitude (deg) or ``"auto"``; it sets which flares are behind the limb.
         unlocated: fraction of flares whose location is left unknown (NaN), seeded.
         truth: also return ``region``, ``flux`` (observed peak, W/m^2), ``true_flux``
-            (before occultation) and ``behind_limb_deg``.
+            (before occultation), ``behind_limb_deg`` and ``region_flux`` (the region's
+            unsigned flux at the flare, Mx).
 
     Returns:
         The catalog, sorted by start time: ``start_time`` (datetime64, whole minutes),
@@ -941,11 +1038,7 @@ def draw_flares(
     """
     d0, d1 = _days([_parse_time(start, "start"), _parse_time(end, "end")])
     r = _region_arrays(regions)
-    lam_peak = (
-        _FLARE_BASE_RATE
-        * (r["flux_max"] / 1e22) ** _FLARE_FLUX_INDEX
-        * (0.3 + 3.0 * r["complexity"])
-    )
+    lam_peak, _ = flare_productivity(r["flux_max"], r["complexity"])
     expected = flare_rate * lam_peak * r["lifetime"]
     draws = []
     for i, (rid, m) in enumerate(zip(r["region"], expected, strict=True)):
@@ -958,9 +1051,12 @@ def draw_flares(
     days = r["emerge"][idx] + u[:, 0] * r["lifetime"][idx]
     days = np.floor(days * 1440.0) / 1440.0  # catalog times are whole minutes
     s = _evolve(r, idx, days)
-    accept = (u[:, 1] < s["frac"] ** _FLARE_FLUX_INDEX) & s["alive"] & (days >= d0) & (days <= d1)
-    # Truncated Pareto, dN/dF ~ F^-2, by inversion.
-    lo, hi = _FLARE_MIN_FLUX, _FLARE_MAX_FLUX
+    # Thinning: keep a candidate with the ratio of the rate at its time to the peak rate.
+    rate, hi = flare_productivity(r["flux_max"][idx] * s["frac"], r["complexity"][idx])
+    ratio = rate / np.maximum(lam_peak[idx], 1e-300)
+    accept = (u[:, 1] < ratio) & s["alive"] & (days >= d0) & (days <= d1)
+    # Truncated Pareto, dN/dF ~ F^-2 up to the region's cap at that time, by inversion.
+    lo = _FLARE_MIN_FLUX
     true_flux = lo / (1.0 - u[:, 2] * (1.0 - lo / hi))
     spread = 0.15 * r["separation"][idx]
     lon = s["lon"] + g[:, 0] * spread
@@ -994,6 +1090,7 @@ def draw_flares(
         out["region"] = r["region"][idx[k]]
         out["flux"] = flux_k
         out["true_flux"] = true_flux[k]
+        out["region_flux"] = (r["flux_max"][idx] * s["frac"])[k]
         out["behind_limb_deg"] = depth[k]
     return out.reset_index(drop=True)
 
@@ -1112,7 +1209,8 @@ def _render_row(
     )
     patches = _patch_arrays(r, float(_days([row["date_obs"]])[0]))
     rng = _image_rng(config.seed, key, size)
-    return to_uint8(render_magnetogram(patches, geometry, noise=config.noise, rng=rng), config.clip)
+    field = render_magnetogram(patches, geometry, noise=config.noise, rng=rng)
+    return to_uint8(field, config.clip, config.stretch)
 
 
 def _check_previous(out: Path, config: SynthConfig) -> None:
@@ -1209,6 +1307,7 @@ def generate(
     b0: float | str = SynthConfig.b0,
     noise: float = SynthConfig.noise,
     clip: float = SynthConfig.clip,
+    stretch: float = SynthConfig.stretch,
     missing: float = SynthConfig.missing,
     unlocated: float = SynthConfig.unlocated,
     jp2: bool = False,
@@ -1241,6 +1340,7 @@ def generate(
         b0: observer latitude in degrees, or ``"auto"``.
         noise: white noise, gauss per pixel.
         clip: gauss mapped to 1 and 255.
+        stretch: ``asinh`` stretch of the 8-bit scaling (0: linear).
         missing: fraction of image times left out as data gaps.
         unlocated: fraction of flares without a location.
         jp2: also write Helioviewer-style JPEG 2000 files.
@@ -1264,6 +1364,7 @@ def generate(
         b0=b0,
         noise=noise,
         clip=clip,
+        stretch=stretch,
         missing=missing,
         unlocated=unlocated,
         jp2=jp2,
