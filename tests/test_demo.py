@@ -11,7 +11,7 @@ pytest.importorskip("torch", reason="the demo trains models: install the 'train'
 pytest.importorskip("lightning", reason="the demo trains models: install the 'train' extra")
 
 
-def _check_results(out, folds):
+def _check_results(out, folds, model="resnet18"):
     res = json.loads((out / "results.json").read_text())
     assert set(res) == {"evaluate", "spatial"}
     ev = res["evaluate"]
@@ -26,11 +26,11 @@ def _check_results(out, folds):
     for cls in sp.values():
         assert {"central", "limb", "unknown"} <= set(cls)
     # the demo's predictions are the study's format and fdflare's joined table
-    pred = pd.read_csv(out / "predictions" / f"fold{folds[0]}_alexnet.csv")
+    pred = pd.read_csv(out / "predictions" / f"fold{folds[0]}_{model}.csv")
     assert list(pred.columns) == ["timestamp", "flare_prob", "target"]
-    joined = pd.read_csv(out / "predictions" / f"fold{folds[0]}_alexnet_joined.csv")
+    joined = pd.read_csv(out / "predictions" / f"fold{folds[0]}_{model}_joined.csv")
     assert {"goes_class", "fl_lon", "fl_lat"} <= set(joined.columns)
-    assert (out / "figures" / "alexnet_heatmap_XM.png").stat().st_size > 1000
+    assert (out / "figures" / f"{model}_heatmap_XM.png").stat().st_size > 1000
     assert "Skill scores per validation fold" in (out / "report.md").read_text()
     return res
 
@@ -41,6 +41,8 @@ def test_demo_small_through_the_cli(tmp_path, capsys):
         "demo",
         "--out",
         str(out),
+        "--model",
+        "alexnet",
         "--folds",
         "2",
         "--days",
@@ -54,7 +56,7 @@ def test_demo_small_through_the_cli(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "fold2_alexnet.csv" in printed and "central |lon| <= 70" in printed
-    _check_results(out, [2])
+    _check_results(out, [2], model="alexnet")
     assert (out / "runs" / "alexnet_fold2" / "metrics.csv").is_file()
     # rerunning resumes: nothing is trained again and the results are the same
     before = (out / "results.json").read_text()

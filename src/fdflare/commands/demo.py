@@ -7,14 +7,14 @@ import argparse
 HELP = "run the whole pipeline end to end on synthetic data (minutes on a laptop CPU)"
 DESCRIPTION = """\
 Generate a year of synthetic full-disk magnetograms with a flare catalog, label them, train
-one model per fold (small images, few epochs, no ImageNet weights), predict each validation
-fold, and evaluate and map the results. Writes OUT/results.json ({"evaluate": ..., "spatial":
+one model per fold (ResNet18 by default, small images, few epochs, no ImageNet weights),
+predict each validation fold, and evaluate and map the results. Writes OUT/results.json ({"evaluate": ..., "spatial":
 ...}), OUT/report.md and every intermediate file. The data are synthetic: the numbers show the
 pipeline works, not real forecast skill. Rerunning the same command resumes.
 
 example:
   fdflare demo --out demo/
-  fdflare demo --out demo-resnet/ --model resnet34 --folds 1,2 --epochs 5
+  fdflare demo --out demo-alexnet/ --model alexnet --folds 1,2 --epochs 20
 """
 
 
@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DemoConfig()
     p.add_argument("--out", default="fdflare-demo", help="output folder (default %(default)s)")
     p.add_argument(
-        "--model", default=d.model, help="alexnet, vgg16 or resnet34 (default %(default)s)"
+        "--model",
+        default=d.model,
+        help="alexnet, vgg16, resnet34 or resnet18 (default %(default)s)",
     )
     p.add_argument(
         "--folds", default=",".join(map(str, d.folds)), help="folds to run (default %(default)s)"
