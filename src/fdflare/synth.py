@@ -146,9 +146,10 @@ _URAD_S_TO_DEG_DAY = 86400e-6 * 180.0 / math.pi
 # Region model.
 MAX_LIFETIME_DAYS = 60.0
 _END_FRACTION = 0.05  # a region ends when its flux has decayed to this fraction of its peak
-# Flares: a region of current unsigned flux PHI and complexity c has
-# _FLARE_BASE_RATE * (PHI / 1e22 Mx)**_FLARE_FLUX_INDEX * (1 + _FLARE_COMPLEXITY_GAIN c)
-# flares >= C1.0 a day, with peak fluxes up to _FLARE_CAP * (PHI / 1e22 Mx)**1.5 (1 + 3 c).
+# Flares (see flare_productivity): a region of current unsigned flux PHI and complexity c
+# has R / (1 + R / _FLARE_MAX_RATE) flares >= C1.0 a day, with
+# R = _FLARE_BASE_RATE * (PHI / 1e22 Mx)**_FLARE_FLUX_INDEX * (1 + _FLARE_COMPLEXITY_GAIN c),
+# and peak fluxes up to _FLARE_CAP * (PHI / 1e22 Mx)**_FLARE_CAP_INDEX * (1 + 3 c).
 _FLARE_BASE_RATE = 1.2
 _FLARE_FLUX_INDEX = 2.5
 _FLARE_COMPLEXITY_GAIN = 3.0
@@ -842,9 +843,10 @@ def region_patches(regions: pd.DataFrame, time: Any) -> pd.DataFrame:
 
     Each living region gives a leading and a following polarity, each a compact spot and
     a plage that spreads as the region decays, placed by Joy's tilt about the region's
-    centre. Complex regions also carry a delta spot (following-polarity flux, taken from
-    the following plage, 2.4 deg from the leading spot on its poleward side) and a reversed
-    bipole across the middle, both scaled by the complexity.
+    centre. Complex regions have more of their flux in spots, a more compact leading spot,
+    a delta spot (new flux in the leading spot whose following-polarity part lies against
+    it, less than two spot widths away on its poleward side) and a reversed bipole across
+    the middle, all scaled by the complexity.
 
     Returns:
         Columns ``region``, ``lon``, ``lat`` (Stonyhurst, deg), ``flux`` (signed, Mx) and
