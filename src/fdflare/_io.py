@@ -67,3 +67,24 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs: Any) -> Any:
+    """Read a CSV table with pandas, turning a missing or unreadable file into an ``InputError``.
+
+    Args:
+        path: the CSV file.
+        what: what the file is, for the "no such ..." message.
+        **kwargs: passed to :func:`pandas.read_csv`.
+    """
+    import pandas as pd
+
+    from fdflare.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such {what}", path=path)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc

@@ -61,13 +61,12 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
         InputError: a missing column, or a probability outside [0, 1] / a target not 0 or 1,
             naming the file, line and field.
     """
+    from fdflare._io import read_csv_table
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such prediction file", path=path)
-    try:
-        df = pd.read_csv(path, dtype={"timestamp": "string", "label": "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    df = read_csv_table(
+        path, what="prediction file", dtype={"timestamp": "string", "label": "string"}
+    )
     for col in ("flare_prob", "target"):
         if col not in df.columns:
             raise InputError(

@@ -55,13 +55,10 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     Returns:
         A frame with ``id, flare_prob, goes_class, lon, lat`` (NaN for unknown locations).
     """
+    from fdflare._io import read_csv_table
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path=path)
-    try:
-        df = pd.read_csv(path, dtype={"goes_class": "string", "fl_location": "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    df = read_csv_table(path, dtype={"goes_class": "string", "fl_location": "string"})
     for col in ("flare_prob", "goes_class"):
         if col not in df.columns:
             raise InputError(
