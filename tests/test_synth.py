@@ -659,3 +659,15 @@ def test_quiet_days_rarely_have_big_flares() -> None:
     assert positive[big_complex_a].mean() > 0.5  # 0.25 on average
     # a handful of regions at a time, about ten at most
     assert 3 <= np.median(on_disk) <= 8 and np.percentile(on_disk, 90) <= 12
+
+
+def test_cli_stretch_option(tmp_path, capsys):
+    from fdflare.cli import main as cli_main
+
+    base = ["synth", "--end", "2011-01-01T01:00", "--size", "64", "--quiet"]
+    assert cli_main([*base, "--out", str(tmp_path / "lin"), "--stretch", "0"]) == 0
+    assert cli_main([*base, "--out", str(tmp_path / "asinh")]) == 0
+    rel = "images/2011/01/01/HMI.m2011.01.01_00.00.00.png"
+    assert (tmp_path / "lin" / rel).read_bytes() != (tmp_path / "asinh" / rel).read_bytes()
+    assert cli_main([*base, "--out", str(tmp_path / "bad"), "--stretch", "-1"]) == 2
+    assert "stretch" in capsys.readouterr().err

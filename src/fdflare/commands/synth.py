@@ -84,6 +84,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="white noise, gauss per pixel (default %(default)s)",
     )
     p.add_argument(
+        "--stretch",
+        type=float,
+        default=8.0,
+        metavar="S",
+        help="asinh stretch of the 8-bit scale, 0 = Helioviewer's linear scale (default %(default)s)",
+    )
+    p.add_argument(
         "--clip",
         type=float,
         default=1500.0,
@@ -144,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         b0=args.b0,
         noise=args.noise,
         clip=args.clip,
+        stretch=args.stretch,
         missing=args.missing,
         unlocated=args.unlocated,
         jp2=args.jp2,
