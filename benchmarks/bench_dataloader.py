@@ -6,7 +6,7 @@ magnetograms) in the study's tree, then measures, in this run:
 * per-worker throughput (images/s of ``dataset[i]`` in one process) over the augmented
   training set (flare x4, no-flare x2): the study's pipeline (one ``Dataset`` per
   augmentation, ``pandas.iloc`` per item, PIL -> torchvision transforms -> ``ToTensor``) as
-  the baseline, and fdflare's :class:`~fdflare.data.FlareDataset` with float output, uint8
+  the baseline, and fdflare's :class:`~fdflare.data.dataset.FlareDataset` with float output, uint8
   output (scaled on the device), the ``torchvision.io`` decoder and the array store;
 * ``DataLoader`` throughput with one worker and batch 64, which adds the cost of sending
   batches between processes (float32 for the study, uint8 for fdflare).
@@ -30,8 +30,8 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from fdflare.data import FlareDataset, FolderImages, open_images
-from fdflare.paths import image_relpaths
+from fdflare.data.dataset import FlareDataset, FolderImages, open_images
+from fdflare.core.paths import image_relpaths
 
 
 def make_images(root: Path, n: int, size: int = 512, seed: int = 0) -> pd.DataFrame:
@@ -160,7 +160,7 @@ def main() -> None:
             )
         )
         try:
-            from fdflare.prepare import build_array_store
+            from fdflare.prepare.pipeline import build_array_store
 
             geometry = pd.DataFrame({"path": table["label"], "width": 512, "height": 512})
             build_array_store(root, geometry, 512, workers=1, progress=False)

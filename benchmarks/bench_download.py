@@ -21,7 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fdflare.download import download_range
+from fdflare.acquire.helioviewer import download_range
 from helioviewer_server import FakeHelioviewer
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fdflare.catalog import read_catalog
+from fdflare.acquire.catalog import read_catalog
 from fdflare.label import STUDY_END, STUDY_START, LabelConfig, make_labels
-from fdflare.paths import image_relpaths
+from fdflare.core.paths import image_relpaths
 
 DEFAULT_CATALOG = (
     Path(__file__).resolve().parents[2]

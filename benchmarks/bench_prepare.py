@@ -5,8 +5,8 @@ Helioviewer's files, or lossless with --lossless) to a temporary folder, then ti
 same run:
 
 * baseline: full decode + area (box) resize to --size, what the study did;
-* reduced:  ``fdflare.prepare.decode_jp2`` (decode at 2**k reduced resolution + box);
-* header:   ``fdflare.jp2.read_jp2_header`` (the geometry's input; nothing decoded).
+* reduced:  ``fdflare.prepare.pipeline.decode_jp2`` (decode at 2**k reduced resolution + box);
+* header:   ``fdflare.prepare.jp2.read_jp2_header`` (the geometry's input; nothing decoded).
 
 and prints a table of median times and the ratio to the baseline.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fdflare.jp2 import read_jp2_header, write_helioviewer_jp2
-from fdflare.prepare import decode_jp2
+from fdflare.prepare.jp2 import read_jp2_header, write_helioviewer_jp2
+from fdflare.prepare.pipeline import decode_jp2
 
 
 def synthetic_jp2(path: Path, n: int, lossless: bool) -> None:

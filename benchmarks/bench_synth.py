@@ -4,11 +4,11 @@ Times, in the same run, on one seeded synthetic Sun (``--seed``, a busy day by d
 
 * baseline: a plain Python loop over every pixel of the disk and, inside it, over every flux
   patch of the regions (the same Gaussian-on-the-sphere field, foreshortening and 8-bit
-  scaling as :func:`fdflare.synth.render_magnetogram` and :func:`fdflare.synth.to_uint8`),
+  scaling as :func:`fdflare.synth.generate.render_magnetogram` and :func:`fdflare.synth.generate.to_uint8`),
   measured on a small ``--baseline-size`` image and scaled by the pixel count to 512 and
   4096 pixels (its cost is pixels x patches); its output is checked against fdflare's;
-* ``render``: :func:`fdflare.synth.render_magnetogram` + ``to_uint8`` at 512 pixels;
-* ``synth 512 PNG``: :func:`fdflare.synth.generate` writing ``--n`` 512 x 512 PNGs (with
+* ``render``: :func:`fdflare.synth.generate.render_magnetogram` + ``to_uint8`` at 512 pixels;
+* ``synth 512 PNG``: :func:`fdflare.synth.generate.generate` writing ``--n`` 512 x 512 PNGs (with
   one and with the default number of threads), everything included;
 * ``synth 4096 JP2``: ``generate(..., jp2=True)`` writing ``--n-jp2`` 4096 x 4096 JPEG 2000
   files with the Helioviewer header (rendering and encoding).
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare import synth
+from fdflare.synth import generate as synth
 
 
 def naive_render(

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.catalog import read_catalog, write_catalog
-from fdflare.errors import InputError
+from fdflare.acquire.catalog import read_catalog, write_catalog
+from fdflare.core.errors import InputError
 
 
 def test_reference_catalogs(reference_dir):

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.catalog import read_catalog
+from fdflare.acquire.catalog import read_catalog
 from fdflare.cli import main
-from fdflare.errors import DownloadError, InputError
-from fdflare.hek import (
+from fdflare.core.errors import DownloadError, InputError
+from fdflare.acquire.hek import (
     HEKFlareClient,
     fetch_hek_catalog,
     hpc_to_hgs,
@@ -21,7 +21,7 @@ from fdflare.hek import (
     records_to_catalog,
     resolve_hek_url,
 )
-from fdflare.noaa import is_noaa_report, read_noaa_report
+from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
 from hek_server import FakeHEK, expected_rows
 
 # Records in the documented goes-xrs-report layout (class letter in column 60, intensity

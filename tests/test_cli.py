@@ -37,7 +37,7 @@ def test_atomic_write_leaves_nothing_on_failure_and_normal_mode(tmp_path):
 
     import pytest
 
-    from fdflare._io import atomic_open, write_text_atomic
+    from fdflare.core.io import atomic_open, write_text_atomic
 
     write_text_atomic(tmp_path / "a.txt", "hello")
     assert (tmp_path / "a.txt").read_text() == "hello"

@@ -1,4 +1,4 @@
-"""Label tables, image sources, the study's augmentation and samplers (fdflare.data)."""
+"""Label tables, image sources, the study's augmentation and samplers (fdflare.data.dataset)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fdflare.data import (
+from fdflare.data.dataset import (
     FLARE_KINDS,
     HFLIP,
     NOFLARE_KINDS,
@@ -30,8 +30,8 @@ from fdflare.data import (
     read_label_csv,
     rotate,
 )
-from fdflare.errors import InputError, MissingDataError
-from fdflare.paths import image_relpaths
+from fdflare.core.errors import InputError, MissingDataError
+from fdflare.core.paths import image_relpaths
 
 
 def make_tiny_dataset(
@@ -401,7 +401,7 @@ def test_open_images_missing_folder(tmp_path):
 
 
 def test_array_store_gives_the_same_items(tiny, tmp_path):
-    prepare = pytest.importorskip("fdflare.prepare")
+    prepare = pytest.importorskip("fdflare.prepare.pipeline")
     if not hasattr(prepare, "build_array_store"):
         pytest.skip("this build's prepare stage has no array store")
     out = _copy_tree(tiny["images"], tmp_path / "prepared")

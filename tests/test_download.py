@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from fdflare import cli
-from fdflare.download import (
+from fdflare.acquire.helioviewer import (
     MANIFEST_COLUMNS,
     _ManifestStore,
     download_range,
@@ -27,8 +27,8 @@ from fdflare.download import (
     read_manifest,
     requested_times,
 )
-from fdflare.errors import DownloadError, InputError
-from fdflare.paths import image_relpaths, parse_image_times
+from fdflare.core.errors import DownloadError, InputError
+from fdflare.core.paths import image_relpaths, parse_image_times
 from helioviewer_server import CLOSEST, JP2, FakeHelioviewer, Fault, too_many_requests
 
 # Tiny back-offs keep the retry tests fast; timeouts stay generous unless a test stalls.

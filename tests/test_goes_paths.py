@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.errors import InputError
-from fdflare.goes import class_flux, flux_letter, threshold_flux
-from fdflare.paths import image_relpaths, parse_image_times, scan_images
+from fdflare.core.errors import InputError
+from fdflare.acquire.goes import class_flux, flux_letter, threshold_flux
+from fdflare.core.paths import image_relpaths, parse_image_times, scan_images
 
 
 def test_class_flux_orders_by_peak_flux_not_string():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdflare.errors import InputError
-from fdflare.jp2 import (
+from fdflare.core.errors import InputError
+from fdflare.prepare.jp2 import (
     disk_geometry,
     helioviewer_xml,
     observation_time,

@@ -5,18 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.catalog import read_catalog
+from fdflare.acquire.catalog import read_catalog
 from fdflare.cli import main
-from fdflare.errors import InputError
+from fdflare.core.errors import InputError
 from fdflare.label import LabelConfig, assign_folds, label_windows, make_labels, purge_mask
-from fdflare.paths import image_relpaths
+from fdflare.core.paths import image_relpaths
 
 FOLD_FILES = [f"Fold{k}_{s}.csv" for k in range(1, 5) for s in ("train", "val")]
 
 
 def _catalog(rows):
     df = pd.DataFrame(rows, columns=["start_time", "goes_class", "fl_lon", "fl_lat"])
-    from fdflare.goes import class_flux
+    from fdflare.acquire.goes import class_flux
 
     df["start_time"] = pd.to_datetime(df["start_time"])
     df["flux"] = class_flux(df["goes_class"])

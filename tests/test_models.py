@@ -1,4 +1,4 @@
-"""The study's three architectures, their initialisation and local ImageNet weights (fdflare.models)."""
+"""The study's three architectures, their initialisation and local ImageNet weights (fdflare.models.networks)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
-from fdflare.errors import InputError, MissingDataError
-from fdflare.models import (
+from fdflare.core.errors import InputError, MissingDataError
+from fdflare.models.networks import (
     AlexNetFlare,
     ResNetFlare,
     VGG16Flare,

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from fdflare.cli import main
-from fdflare.models import create_model
+from fdflare.models.networks import create_model
 from test_data import make_tiny_dataset
 
 FAST = ["--no-pretrained", "--workers", "0", "--batch-size", "16", "--quiet"]
@@ -65,7 +65,7 @@ def test_predictions_in_the_study_format(trained, tmp_path, capsys):
     np.testing.assert_allclose(
         pred["flare_prob"], reference_probs(trained, val["label"].tolist()), atol=1e-6
     )
-    from fdflare.evaluate import read_predictions
+    from fdflare.analysis.metrics import read_predictions
 
     assert len(read_predictions(out)) == 12  # what `fdflare evaluate` reads
 
@@ -83,7 +83,7 @@ def test_joined_table(trained, tmp_path):
     np.testing.assert_array_equal(joined["fl_lon"], full["fl_lon"])
     np.testing.assert_array_equal(joined["fl_lat"], full["fl_lat"])
     assert joined["fl_start"].fillna("").tolist() == full["fl_start"].fillna("").tolist()
-    spatial = pytest.importorskip("fdflare.spatial")
+    spatial = pytest.importorskip("fdflare.analysis.spatial")
     assert (
         len(spatial.read_spatial_table(tmp_path / "p_joined.csv")) == 12
     )  # what `fdflare spatial` reads

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from fdflare.cli import main
-from fdflare.errors import InputError, MissingDataError
-from fdflare.jp2 import disk_geometry, read_jp2_header, write_helioviewer_jp2
-from fdflare.prepare import (
+from fdflare.core.errors import InputError, MissingDataError
+from fdflare.prepare.jp2 import disk_geometry, read_jp2_header, write_helioviewer_jp2
+from fdflare.prepare.pipeline import (
     BAD_FILES_COLUMNS,
     GEOMETRY_COLUMNS,
     _run_tasks,

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from fdflare.cli import main
-from fdflare.reproduce import find_models
+from fdflare.reports.reproduce import find_models
 
 
 @pytest.mark.reference

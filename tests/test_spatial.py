@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from fdflare.cli import main
-from fdflare.errors import InputError
-from fdflare.spatial import (
+from fdflare.core.errors import InputError
+from fdflare.analysis.spatial import (
     SpatialConfig,
     analyse,
     bin_indices,
@@ -153,7 +153,7 @@ def test_bad_location(tmp_path):
         'timestamp,flare_prob,goes_class,fl_location,flare_start\na,0.5,X1.0,"(east, 10)",2011-01-01\n'
     )
     with pytest.raises(InputError, match=r"line 2.*fl_location"):
-        from fdflare.spatial import read_spatial_table
+        from fdflare.analysis.spatial import read_spatial_table
 
         read_spatial_table(p)
 

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fdflare import synth
-from fdflare.catalog import read_catalog
+from fdflare.synth import generate as synth
+from fdflare.acquire.catalog import read_catalog
 from fdflare.cli import main
-from fdflare.errors import InputError
-from fdflare.evaluate import roc_auc
-from fdflare.goes import class_flux
+from fdflare.core.errors import InputError
+from fdflare.analysis.metrics import roc_auc
+from fdflare.acquire.goes import class_flux
 from fdflare.label import LabelConfig, make_labels, read_image_list
-from fdflare.paths import image_relpaths, scan_images
+from fdflare.core.paths import image_relpaths, scan_images
 
 SMALL = {
     "start": "2011-02-01T00:00",
@@ -133,7 +133,7 @@ def test_layout_of_images_geometry_and_catalog(small_run: synth.SynthResult) -> 
 
 
 def test_catalog_reads_with_the_catalog_stage(small_run: synth.SynthResult) -> None:
-    catalog_mod = pytest.importorskip("fdflare.catalog")
+    catalog_mod = pytest.importorskip("fdflare.acquire.catalog")
     read = catalog_mod.read_catalog(small_run.out / "catalog.csv")
     assert len(read) == len(small_run.catalog)
     np.testing.assert_allclose(read["flux"], class_flux(small_run.catalog["goes_class"]))
@@ -365,7 +365,7 @@ def test_other_settings_in_the_same_directory_are_refused(small_run: synth.Synth
 
 def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
     jp2 = pytest.importorskip(
-        "fdflare.jp2", reason="fdflare.jp2 (JPEG 2000 writer) is not part of this build"
+        "fdflare.prepare.jp2", reason="fdflare.prepare.jp2 (JPEG 2000 writer) is not part of this build"
     )
     result = synth.generate(
         tmp_path / "j",
@@ -410,9 +410,9 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
 
 def test_prepare_runs_on_the_jp2_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip(
-        "fdflare.jp2", reason="fdflare.jp2 (JPEG 2000 writer) is not part of this build"
+        "fdflare.prepare.jp2", reason="fdflare.prepare.jp2 (JPEG 2000 writer) is not part of this build"
     )
-    pytest.importorskip("fdflare.prepare", reason="the prepare stage is not part of this build")
+    pytest.importorskip("fdflare.prepare.pipeline", reason="the prepare stage is not part of this build")
     data, prepared = tmp_path / "data", tmp_path / "prepared"
     argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T01:00"]
     argv += ["--size", "64", "--jp2", "--jp2-size", "512", "--b0", "auto", "--quiet"]

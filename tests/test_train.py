@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from fdflare.cli import main
-from fdflare.data import class_weights
-from fdflare.errors import InputError
-from fdflare.train import (
+from fdflare.data.dataset import class_weights
+from fdflare.core.errors import InputError
+from fdflare.training.fit import (
     METRIC_COLUMNS,
     TrainConfig,
     default_config_path,

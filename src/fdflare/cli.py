@@ -2,18 +2,25 @@
 
 Each subcommand lives in ``fdflare.commands.<name>`` and provides ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only light
-modules at top level; the heavy work is imported inside ``run``.
+modules at top level; the heavy work is imported inside ``run``. A command module that does
+not import is a bug and fails loudly: no command is dropped from a build in silence.
+
+Every error the user can mend is one line on stderr, ``fdflare COMMAND: error: ...``, with
+the exit status of :mod:`fdflare.core.errors` (0 done, 1 some items failed, 2 bad arguments
+or input, 3 a run failed, 130 interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from fdflare import __version__
-from fdflare.errors import FdflareError
+from fdflare.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, FdflareError
 
 # Pipeline order; this is also the order of ``fdflare --help``.
 COMMANDS = (
@@ -32,21 +39,26 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``fdflare COMMAND: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the command and the problem; exit with status 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with every available subcommand."""
-    parser = argparse.ArgumentParser(
+    """Return the top-level parser with every subcommand."""
+    parser = Parser(
         prog="fdflare",
         description="Full-disk solar flare forecasting: one subcommand per pipeline stage.",
+        epilog="exit status: 0 done, 1 done but some items failed, 2 bad arguments or input, "
+        "3 a run failed, 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"fdflare {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fdflare.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"fdflare.commands.{name}":
-                continue  # stage not part of this build
-            raise
+        module = importlib.import_module(f"fdflare.commands.{name}")
         p = sub.add_parser(
             name,
             help=module.HELP,
@@ -68,11 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except FdflareError as exc:
-        print(f"fdflare {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"fdflare {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"fdflare {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of our output went away (``fdflare evaluate ... | head``): stop quietly
+        # and keep Python from complaining about the closed stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as the shell reports a process ended by a closed pipe
+    except OSError as exc:
+        # the system refused something the checks up front could not foresee (disk full,
+        # permissions changed during the run): one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"fdflare {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

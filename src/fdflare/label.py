@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import InputError
-from fdflare.goes import threshold_flux
-from fdflare.paths import parse_image_times, scan_images
+from fdflare.core.errors import InputError
+from fdflare.acquire.goes import threshold_flux
+from fdflare.core.paths import parse_image_times, scan_images
 
 STUDY_START = "2010-12-01 00:00:00"
 STUDY_END = "2018-12-31 00:00:00"  # last instance 2018-12-30 23:00, as the study's stop rule
@@ -231,7 +231,7 @@ def label_windows(
     """Label each instance time with the largest flare starting in ``(t, t + window - 1 s]``.
 
     Args:
-        catalog: flares in the schema of :func:`fdflare.catalog.read_catalog`.
+        catalog: flares in the schema of :func:`fdflare.acquire.catalog.read_catalog`.
         times: instance times.
         window: window length.
         threshold: peak flux at or above which the target is 1.
@@ -333,7 +333,7 @@ def make_labels(
     """Build the full label table and the per-fold train/validation tables.
 
     Args:
-        catalog: flares (see :func:`fdflare.catalog.read_catalog`).
+        catalog: flares (see :func:`fdflare.acquire.catalog.read_catalog`).
         image_names: relative image paths in the study layout.
         config: options; the study's defaults when None.
     """
@@ -397,7 +397,7 @@ def write_labels(
 
     Every file is written atomically, after all of them have been computed.
     """
-    from fdflare._io import write_text_atomic
+    from fdflare.core.io import write_text_atomic
 
     out = Path(out)
     texts: dict[str, str] = {}

@@ -97,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _time(value: str | None, flag: str) -> Any:
     import pandas as pd
 
-    from fdflare.errors import InputError
+    from fdflare.core.errors import InputError
 
     if value is None:
         return None
@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
     import pandas as pd
 
-    from fdflare.catalog import read_catalog, write_catalog
-    from fdflare.errors import InputError
-    from fdflare.goes import threshold_flux
+    from fdflare.acquire.catalog import read_catalog, write_catalog
+    from fdflare.core.errors import InputError
+    from fdflare.acquire.goes import threshold_flux
 
     start, end = _time(args.start, "--start"), _time(args.end, "--end")
     if start is not None and end is not None and end <= start:
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.retry_wait}, {args.timeout})",
                 field="--retries",
             )
-        from fdflare.hek import HEKFlareClient, fetch_hek_catalog
+        from fdflare.acquire.hek import HEKFlareClient, fetch_hek_catalog
 
         cache = Path(args.cache) if args.cache else out.with_name(out.name + ".parts")
         client = HEKFlareClient(retries=args.retries, backoff=args.retry_wait, timeout=args.timeout)
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         if any(left):
             lines.append("  records left out: " + ", ".join(x for x in left if x))
     else:
-        from fdflare.hek import select_flares
+        from fdflare.acquire.hek import select_flares
 
         parts = []
         for s in sources:

@@ -212,8 +212,8 @@ def _train_pair(args: argparse.Namespace, config: Any, run_dir: Path) -> None:
     """Train one pair: in this process, or in a fresh one when DDP launches several."""
     import subprocess
 
-    from fdflare.errors import FdflareError
-    from fdflare.train import fit
+    from fdflare.core.errors import FdflareError
+    from fdflare.training.fit import fit
 
     multi = (isinstance(config.devices, int) and config.devices > 1) or config.num_nodes > 1
     under_srun = "SLURM_PROCID" in os.environ  # srun started one process per device already
@@ -241,9 +241,9 @@ def _summarise_pair(
     import numpy as np
     import pandas as pd
 
-    from fdflare.data import fold_tables
-    from fdflare.evaluate import confusion, skill_scores
-    from fdflare.predict import predict
+    from fdflare.data.dataset import fold_tables
+    from fdflare.analysis.metrics import confusion, skill_scores
+    from fdflare.inference.predict import predict
 
     model, fold = config.model, config.fold
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
@@ -298,7 +298,7 @@ def _summarise_pair(
 def _write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
     import pandas as pd
 
-    from fdflare._io import atomic_open
+    from fdflare.core.io import atomic_open
 
     path = out / "cv_summary.csv"
     new = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -316,7 +316,7 @@ def _write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Run every model on every fold, or print the SLURM script."""
     from fdflare.commands.train import config_from_args, is_rank_zero
-    from fdflare.errors import InputError
+    from fdflare.core.errors import InputError
 
     base = config_from_args(args)
     if not base.labels or not base.images:

@@ -20,7 +20,7 @@ example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare demo``."""
-    from fdflare.demo import DemoConfig
+    from fdflare.reports.demo import DemoConfig
 
     d = DemoConfig()
     p.add_argument("--out", default="fdflare-demo", help="output folder (default %(default)s)")
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print its tables."""
     import json
 
-    from fdflare.demo import DemoConfig, run_demo
-    from fdflare.errors import InputError
-    from fdflare.evaluate import format_table as eval_table
-    from fdflare.spatial import format_table as spatial_table
+    from fdflare.reports.demo import DemoConfig, run_demo
+    from fdflare.core.errors import InputError
+    from fdflare.analysis.metrics import format_table as eval_table
+    from fdflare.analysis.spatial import format_table as spatial_table
 
     try:
         folds = tuple(int(f) for f in str(args.folds).split(",") if f.strip())

@@ -120,7 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the download and print a summary; 0 when nothing failed, 1 otherwise, 130 if stopped."""
-    from fdflare.download import download_range
+    from fdflare.acquire.helioviewer import download_range
 
     # Ctrl-C or a batch scheduler's SIGTERM (time limit, pre-emption) stops the run at a
     # safe point: nothing new starts, what completed is recorded, the manifest is written,

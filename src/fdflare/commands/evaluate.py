@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the files and print the result."""
-    from fdflare.evaluate import evaluate_files, format_table
+    from fdflare.analysis.metrics import evaluate_files, format_table
 
     result = evaluate_files(args.files, threshold=args.threshold)
     if args.json:

@@ -55,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
-    from fdflare.catalog import read_catalog
-    from fdflare.errors import InputError
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.core.errors import InputError
     from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
 
     config = LabelConfig(

@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and print what was written."""
-    from fdflare.predict import predict
+    from fdflare.inference.predict import predict
 
     result = predict(
         args.checkpoint,

@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; exit status 1 when some files could not be prepared."""
-    from fdflare.prepare import BAD_FILES_FILE, GEOMETRY_FILE, prepare
+    from fdflare.prepare.pipeline import BAD_FILES_FILE, GEOMETRY_FILE, prepare
 
     result = prepare(
         args.src,

@@ -26,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the reproduction and print where the report is."""
-    from fdflare.evaluate import format_table
-    from fdflare.reproduce import MODEL_NAMES, reproduce
-    from fdflare.spatial import format_table as spatial_table
+    from fdflare.analysis.metrics import format_table
+    from fdflare.reports.reproduce import MODEL_NAMES, reproduce
+    from fdflare.analysis.spatial import format_table as spatial_table
 
     res = reproduce(args.reference, args.out, threshold=args.threshold)
     if "labels" in res:

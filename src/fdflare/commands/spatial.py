@@ -64,7 +64,7 @@ def _geometry_for(image: str, geometry_csv: str) -> dict[str, float]:
 
     import pandas as pd
 
-    from fdflare.errors import InputError
+    from fdflare.core.errors import InputError
 
     geo = pd.read_csv(geometry_csv)
     for col in ("path", "center_x", "center_y", "radius_px"):
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the analysis and print the table or JSON."""
     from pathlib import Path
 
-    from fdflare.errors import InputError
-    from fdflare.spatial import (
+    from fdflare.core.errors import InputError
+    from fdflare.analysis.spatial import (
         SpatialConfig,
         analyse,
         disk_figure,

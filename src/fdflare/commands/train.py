@@ -44,7 +44,7 @@ def _devices(value: str) -> int | str:
     return n
 
 
-# the registry of fdflare.models (kept here so that building the parser imports no torch)
+# the registry of fdflare.models.networks (kept here so that building the parser imports no torch)
 MODELS = ("alexnet", "vgg16", "resnet34", "resnet18")
 
 # flag destination -> config field, for the flags that map one to one
@@ -187,7 +187,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> Any:
     """Resolve the config: package defaults, then ``--config``, then the flags given, then ``extra``."""
-    from fdflare.train import TrainConfig, load_config
+    from fdflare.training.fit import TrainConfig, load_config
 
     config = TrainConfig()
     if getattr(args, "config", None):
@@ -218,7 +218,7 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
-    from fdflare.train import fit
+    from fdflare.training.fit import fit
 
     config = config_from_args(args)
     result = fit(config, args.out, resume=args.resume, quiet=args.quiet)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import InputError
+from fdflare.core.errors import InputError
 
 ID_COLUMNS = ("timestamp", "label")
 
@@ -61,7 +61,7 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
         InputError: a missing column, or a probability outside [0, 1] / a target not 0 or 1,
             naming the file, line and field.
     """
-    from fdflare._io import read_csv_table
+    from fdflare.core.io import read_csv_table
 
     path = Path(path)
     df = read_csv_table(

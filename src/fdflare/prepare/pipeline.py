@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare._io import atomic_open, atomic_path
-from fdflare.errors import FdflareError, InputError, MissingDataError
-from fdflare.jp2 import JP2Info, disk_geometry, parse_helioviewer_xml, read_jp2_info, reduced_size
+from fdflare.core.io import atomic_open, atomic_path
+from fdflare.core.errors import FdflareError, InputError, MissingDataError
+from fdflare.prepare.jp2 import JP2Info, disk_geometry, parse_helioviewer_xml, read_jp2_info, reduced_size
 
 __all__ = [
     "BAD_FILES_COLUMNS",

@@ -61,16 +61,16 @@ def run_demo(
     """Run the pipeline into ``out`` and return ``{"evaluate": ..., "spatial": ...}``."""
     import pandas as pd
 
-    from fdflare._io import write_text_atomic
-    from fdflare.catalog import read_catalog
-    from fdflare.evaluate import evaluate_files
-    from fdflare.evaluate import format_table as eval_table
+    from fdflare.core.io import write_text_atomic
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.metrics import evaluate_files
+    from fdflare.analysis.metrics import format_table as eval_table
     from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
-    from fdflare.predict import joined_path, predict
-    from fdflare.spatial import SpatialConfig, analyse, read_spatial_tables
-    from fdflare.spatial import format_table as spatial_table
-    from fdflare.synth import generate
-    from fdflare.train import TrainConfig, fit
+    from fdflare.inference.predict import joined_path, predict
+    from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
+    from fdflare.analysis.spatial import format_table as spatial_table
+    from fdflare.synth.generate import generate
+    from fdflare.training.fit import TrainConfig, fit
 
     cfg = config or DemoConfig()
     out = Path(out)

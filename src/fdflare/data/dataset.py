@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from fdflare.errors import InputError, MissingDataError
+from fdflare.core.errors import InputError, MissingDataError
 
 # Augmentation kinds of one training sample.
 ORIGINAL, HFLIP, VFLIP, ROTATE, RANDOM_CHOICE = 0, 1, 2, 3, 4
@@ -164,7 +164,7 @@ def fold_tables(labels: str | os.PathLike[str], fold: int) -> FoldTables:
     if "fold" in table.columns:
         fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy()
     else:
-        from fdflare.paths import parse_image_times
+        from fdflare.core.paths import parse_image_times
 
         times, _ = parse_image_times(table["label"])
         fold_of = ((pd.DatetimeIndex(times).month.to_numpy() - 1) // 3 + 1).astype(float)
@@ -336,7 +336,7 @@ class ArrayStoreImages(_Renamer):
     """Images from the packed uint8 array of ``fdflare prepare --array-store``.
 
     The store is ``DIR/images.npy`` (``N x size x size`` uint8) with ``DIR/images_index.csv``
-    (``row``, ``path``), opened by ``fdflare.prepare.open_array_store``. It is memory-mapped:
+    (``row``, ``path``), opened by ``fdflare.prepare.pipeline.open_array_store``. It is memory-mapped:
     worker processes reopen the map instead of receiving a copy.
 
     Args:
@@ -345,7 +345,7 @@ class ArrayStoreImages(_Renamer):
     """
 
     def __init__(self, root: str | os.PathLike[str], ext: str | None = None) -> None:
-        from fdflare.prepare import open_array_store
+        from fdflare.prepare.pipeline import open_array_store
 
         self.root = Path(root)
         self.ext = None if ext is None else ext.lstrip(".")

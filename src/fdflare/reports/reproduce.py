@@ -7,8 +7,8 @@ The folder is laid out like the study's release (see ``docs/reproduce.md``)::
     predictions/fold{k}_{model}.csv            per-fold validation predictions
     predictions/{model}_{x,m,c}_class.csv      predictions joined with the largest flare
 
-For every model found it runs :mod:`fdflare.evaluate` on the fold files and
-:mod:`fdflare.spatial` on the X- and M-class files, and writes ``report.md`` (per-fold table,
+For every model found it runs :mod:`fdflare.analysis.metrics` on the fold files and
+:mod:`fdflare.analysis.spatial` on the X- and M-class files, and writes ``report.md`` (per-fold table,
 mean +- std, location table, heatmaps) and ``results.json``. When labels and the catalog are
 present it also rebuilds the fold files with :mod:`fdflare.label` and says whether they are
 byte-for-byte identical.
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fdflare.errors import MissingDataError
+from fdflare.core.errors import MissingDataError
 
 MODEL_NAMES = {
     "alex": "AlexNet",
@@ -79,7 +79,7 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     """Rebuild the fold files from the catalog and the list of their images; compare bytes."""
     import pandas as pd
 
-    from fdflare.catalog import read_catalog
+    from fdflare.acquire.catalog import read_catalog
     from fdflare.label import LabelConfig, make_labels, write_labels
 
     labels, catalog = ref / "labels", ref / "flare_catalog_partial.csv"
@@ -107,10 +107,10 @@ def reproduce(
     ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *, threshold: float = 0.5
 ) -> dict[str, Any]:
     """Evaluate and analyse every model in ``ref``; write ``report.md`` and ``results.json`` to ``out``."""
-    from fdflare._io import write_text_atomic
-    from fdflare.evaluate import evaluate_files, format_table
-    from fdflare.spatial import SpatialConfig, analyse, read_spatial_tables
-    from fdflare.spatial import format_table as spatial_table
+    from fdflare.core.io import write_text_atomic
+    from fdflare.analysis.metrics import evaluate_files, format_table
+    from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
+    from fdflare.analysis.spatial import format_table as spatial_table
 
     ref_dir = Path(ref) if ref is not None else default_reference_dir()
     if ref_dir is None or not ref_dir.is_dir():

@@ -2,7 +2,7 @@
 
 The recipe (STUDY.md section 4), every number a :class:`TrainConfig` field:
 
-* the study's augmented training set (:mod:`fdflare.data`), images in [0, 1], no normalisation;
+* the study's augmented training set (:mod:`fdflare.data.dataset`), images in [0, 1], no normalisation;
 * NLL loss with class weights ``[r, 1 - r]``, ``r = 1 - 2 N_nf / (4 N_fl + 2 N_nf)``;
 * SGD (lr 1e-4, weight decay 1e-3) with ``OneCycleLR`` (cosine, max_lr 1e-5) stepped every
   batch; as in the study the scheduler also cycles SGD's momentum (0.95 -> 0.85 -> 0.95);
@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
-from fdflare._io import atomic_open, write_text_atomic
-from fdflare.data import (
+from fdflare.core.io import atomic_open, write_text_atomic
+from fdflare.data.dataset import (
     EpochSampler,
     FlareDataset,
     check_images,
@@ -62,9 +62,9 @@ from fdflare.data import (
     fold_tables,
     open_images,
 )
-from fdflare.errors import FdflareError, InputError, MissingDataError
-from fdflare.evaluate import skill_scores
-from fdflare.models import FlareNet, create_model, list_models, weights_file
+from fdflare.core.errors import FdflareError, InputError, MissingDataError
+from fdflare.analysis.metrics import skill_scores
+from fdflare.models.networks import FlareNet, create_model, list_models, weights_file
 
 CHECKPOINT_FORMAT = 1
 METRIC_COLUMNS = (
@@ -90,7 +90,7 @@ class TrainConfig:
     Recipe fields (a resumed run must keep them):
 
     Attributes:
-        model: architecture (:func:`fdflare.models.list_models`).
+        model: architecture (:func:`fdflare.models.networks.list_models`).
         pretrained: start from ImageNet weights (read from the torch hub cache).
         input_adapter: ``conv`` (the study's extra 1->3 convolution) or ``sum`` (RGB kernels
             of the first convolution summed to one channel).
@@ -371,7 +371,7 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 class FlareClassifier(L.LightningModule):
-    """The study's training and validation steps around a :class:`~fdflare.models.FlareNet`.
+    """The study's training and validation steps around a :class:`~fdflare.models.networks.FlareNet`.
 
     Args:
         config: the run's config.
@@ -492,7 +492,7 @@ class FlareClassifier(L.LightningModule):
 
 
 class FlareDataModule(L.LightningDataModule):
-    """Loaders over prepared datasets, sharded by :class:`~fdflare.data.EpochSampler`.
+    """Loaders over prepared datasets, sharded by :class:`~fdflare.data.dataset.EpochSampler`.
 
     Args:
         train: the augmented training set.
@@ -762,7 +762,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict
     Raises:
         InputError: the file is missing, corrupt or not a dict.
     """
-    from fdflare.models import _torch_load
+    from fdflare.models.networks import _torch_load
 
     path = Path(path)
     if not path.is_file():
@@ -816,7 +816,7 @@ def holdout_split(
     Raises:
         InputError: a label whose time cannot be read from its name (naming file and line).
     """
-    from fdflare.paths import parse_image_times
+    from fdflare.core.paths import parse_image_times
 
     if "time" in table.columns:
         times = pd.to_datetime(table["time"], errors="coerce")
@@ -1107,7 +1107,7 @@ def _result_from_record(out: Path, rec: dict[str, Any], notes: list[str]) -> Tra
 def _clean_worker_error(exc: InputError) -> FdflareError:
     """Turn an error re-raised from a loader worker (message with a traceback) into its own message."""
     text = str(exc)
-    marker = "fdflare.errors.InputError: "
+    marker = "fdflare.core.errors.InputError: "
     if marker in text:
         return InputError(text.rsplit(marker, 1)[1].strip().splitlines()[0])
     return exc

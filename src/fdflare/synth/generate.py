@@ -66,10 +66,10 @@ import numpy as np
 import pandas as pd
 
 from fdflare import __version__
-from fdflare._io import atomic_path, write_text_atomic
-from fdflare.errors import InputError
-from fdflare.goes import LETTER_FLUX
-from fdflare.paths import image_relpaths
+from fdflare.core.io import atomic_path, write_text_atomic
+from fdflare.core.errors import InputError
+from fdflare.acquire.goes import LETTER_FLUX
+from fdflare.core.paths import image_relpaths
 
 __all__ = [
     "CATALOG_COLUMNS",
@@ -1105,7 +1105,7 @@ def window_fraction(
     Returns:
         ``(positive, total)``.
     """
-    from fdflare.goes import class_flux
+    from fdflare.acquire.goes import class_flux
 
     window = pd.Timedelta(window)
     t = pd.DatetimeIndex(pd.to_datetime(times)).as_unit("ns").to_numpy()
@@ -1378,10 +1378,10 @@ def generate(
     _check_previous(out, config)
     if config.jp2:
         try:
-            from fdflare.jp2 import write_helioviewer_jp2  # noqa: F401
+            from fdflare.prepare.jp2 import write_helioviewer_jp2  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the build
             raise InputError(
-                f"--jp2 needs fdflare.jp2, which cannot be imported: {exc}", field="jp2"
+                f"--jp2 needs fdflare.prepare.jp2, which cannot be imported: {exc}", field="jp2"
             ) from None
 
     requested = config.times()
@@ -1436,7 +1436,7 @@ def generate(
             data = _render_row(arrays, geometry.iloc[i], config.size, config, int(keys[i]))
             _write_raster(path, data, config.fmt)
         else:
-            from fdflare.jp2 import write_helioviewer_jp2
+            from fdflare.prepare.jp2 import write_helioviewer_jp2
 
             assert jp2_geometry is not None
             row = jp2_geometry.iloc[i]

@@ -17,10 +17,10 @@ released ``state_dict`` files load as they are.
 
 ImageNet weights come from torchvision's weights API (``AlexNet_Weights.IMAGENET1K_V1``
 etc.), read from the local torch hub cache; nothing is downloaded here. A missing file is a
-:class:`~fdflare.errors.MissingDataError` naming the file and the folder to put it in.
+:class:`~fdflare.core.errors.MissingDataError` naming the file and the folder to put it in.
 
 Example:
-    >>> from fdflare.models import create_model
+    >>> from fdflare.models.networks import create_model
     >>> net = create_model("resnet34", pretrained=False)
     >>> net.predict_proba(torch.rand(2, 1, 64, 64)).shape  # P(flare) of each image
     torch.Size([2])
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from fdflare.errors import InputError, MissingDataError
+from fdflare.core.errors import InputError, MissingDataError
 
 INPUT_ADAPTERS = ("conv", "sum")
 

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import InputError
+from fdflare.core.errors import InputError
 
 LETTER_FLUX = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
 CLASS_PATTERN = r"^\s*([ABCMXabcmx])\s*(\d+(?:\.\d*)?|\.\d+)\s*$"

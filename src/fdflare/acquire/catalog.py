@@ -21,7 +21,7 @@ Readers (chosen from the header by :func:`read_catalog`):
 * ``swpc``: NOAA SWPC event lists with ``date`` (YYYYMMDD), ``start_time`` (HHMM) and
   ``goes_class``, which carry no locations;
 * ``noaa``: NOAA NGDC's fixed-width yearly GOES XRS reports (``goes-xrs-report_YYYY.txt``),
-  recognised from the file content and read by :func:`fdflare.noaa.read_noaa_report`.
+  recognised from the file content and read by :func:`fdflare.acquire.noaa.read_noaa_report`.
 
 Unknown locations (empty, ``UNK``, ``nan``) and the ``(0, 0)`` placeholder some catalogs
 use for "no position" become NaN, never zero.
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import InputError
-from fdflare.goes import class_flux, normalise_class
-from fdflare.noaa import is_noaa_report, read_noaa_report
+from fdflare.core.errors import InputError
+from fdflare.acquire.goes import class_flux, normalise_class
+from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
 
 COLUMNS = ("start_time", "goes_class", "flux", "fl_lon", "fl_lat")
 STUDY_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
@@ -176,7 +176,7 @@ def write_catalog(catalog: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
     Times are written ``YYYY-MM-DD HH:MM:SS``; unknown locations are left empty.
     """
-    from fdflare._io import atomic_open
+    from fdflare.core.io import atomic_open
 
     out = pd.DataFrame(
         {

@@ -32,12 +32,12 @@ location (``[NS]dd[EW]dd``) are taken from the tokens after the peak time instea
 
 Conventions: latitude north positive; longitude (central-meridian distance, which is the
 Stonyhurst longitude) west positive, east negative. ``N00E00`` is a placeholder for "no
-position" and becomes unknown (NaN), as in :mod:`fdflare.catalog`.
+position" and becomes unknown (NaN), as in :mod:`fdflare.acquire.catalog`.
 
 Lines with a valid date and times but no X-ray class at all (a few optical-only reports
 per year) are not GOES flares: they are left out and counted. Byte-identical repeated
 lines (the files list some records twice) are left out and counted. Anything else that
-does not parse is an :class:`~fdflare.errors.InputError` naming the file and line.
+does not parse is an :class:`~fdflare.core.errors.InputError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import InputError
-from fdflare.goes import LETTER_FLUX
+from fdflare.core.errors import InputError
+from fdflare.acquire.goes import LETTER_FLUX
 
 __all__ = ["is_noaa_report", "parse_location", "read_noaa_report"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import InputError
+from fdflare.core.errors import InputError
 
 CLASSES = ("X", "M", "X+M")
 Z95 = 1.959963984540054
@@ -55,7 +55,7 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     Returns:
         A frame with ``id, flare_prob, goes_class, lon, lat`` (NaN for unknown locations).
     """
-    from fdflare._io import read_csv_table
+    from fdflare.core.io import read_csv_table
 
     path = Path(path)
     df = read_csv_table(path, dtype={"goes_class": "string", "fl_location": "string"})
@@ -234,7 +234,7 @@ def save_figure(fig: Any, out_base: str | os.PathLike[str], *, dpi: int = 150) -
     """Save ``fig`` as ``<out_base>.png`` and ``<out_base>.svg`` (atomically) and close it."""
     import matplotlib.pyplot as plt
 
-    from fdflare._io import atomic_path
+    from fdflare.core.io import atomic_path
 
     out_base = Path(out_base)
     paths = []
@@ -446,7 +446,7 @@ def analyse(
         ``{"classes": {...}, "limb_deg", "bin_deg", "threshold", "n", "other_classes",
         "figures"}``.
     """
-    from fdflare._io import atomic_open
+    from fdflare.core.io import atomic_open
 
     cfg = config or SpatialConfig()
     result: dict[str, Any] = {

@@ -5,7 +5,7 @@ The HEK (https://www.lmsal.com/hek/) lists the flares of NOAA SWPC's GOES event 
 for one calendar month at a time, so a failure costs one month and a long range shows
 progress per month; a failed month is retried with exponential back-off, finished months
 can be kept in a cache folder so that a rerun fetches only what is missing, and the
-records are turned into the common catalog schema of :mod:`fdflare.catalog`.
+records are turned into the common catalog schema of :mod:`fdflare.acquire.catalog`.
 
 Positions: HEK gives Stonyhurst ``hgs_x`` (longitude) / ``hgs_y`` (latitude) in degrees for
 SWPC flares, which are used as they are; where they are missing, the helioprojective
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.errors import DownloadError, InputError
-from fdflare.goes import CLASS_PATTERN, class_flux, normalise_class, threshold_flux
+from fdflare.core.errors import DownloadError, InputError
+from fdflare.acquire.goes import CLASS_PATTERN, class_flux, normalise_class, threshold_flux
 
 __all__ = [
     "DEFAULT_HEK_URL",
@@ -496,7 +496,7 @@ def fetch_hek_catalog(
         progress: show a per-month progress bar on stderr (only when it is a terminal).
 
     Returns:
-        The catalog in the common schema (see :mod:`fdflare.catalog`) with
+        The catalog in the common schema (see :mod:`fdflare.acquire.catalog`) with
         ``attrs["counts"]`` merging those of :func:`records_to_catalog` and
         :func:`select_flares`, plus ``months`` and ``months_cached``.
 
@@ -508,7 +508,7 @@ def fetch_hek_catalog(
     import httpx
 
     from fdflare import __version__
-    from fdflare._io import write_text_atomic
+    from fdflare.core.io import write_text_atomic
 
     t_start, t_end = _naive_utc(start, "start"), _naive_utc(end, "end")
     if t_end <= t_start:

@@ -27,7 +27,7 @@ Guarantees:
   SHA-256 checked against the manifest).
 
 Example:
-    >>> from fdflare.download import download_range
+    >>> from fdflare.acquire.helioviewer import download_range
     >>> summary = download_range(  # doctest: +SKIP
     ...     "2011-01-01T00:00", "2011-01-01T23:00", "data/hmi_jp2", cadence="1h"
     ... )
@@ -58,9 +58,9 @@ import numpy as np
 import pandas as pd
 
 from fdflare import __version__
-from fdflare._io import atomic_open, atomic_path
-from fdflare.errors import DownloadError, InputError
-from fdflare.paths import image_relpaths
+from fdflare.core.io import atomic_open, atomic_path
+from fdflare.core.errors import DownloadError, InputError
+from fdflare.core.paths import image_relpaths
 
 try:  # POSIX advisory locks; elsewhere two runs on one manifest are not detected
     import fcntl

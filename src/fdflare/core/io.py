@@ -79,7 +79,7 @@ def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs
     """
     import pandas as pd
 
-    from fdflare.errors import InputError
+    from fdflare.core.errors import InputError
 
     path = Path(path)
     if not path.is_file():

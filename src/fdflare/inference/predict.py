@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fdflare._io import atomic_open
-from fdflare.data import FlareDataset, check_images, open_images, read_label_csv
-from fdflare.errors import InputError
-from fdflare.models import FlareNet, create_model, flare_probability, list_models, load_model_state
+from fdflare.core.io import atomic_open
+from fdflare.data.dataset import FlareDataset, check_images, open_images, read_label_csv
+from fdflare.core.errors import InputError
+from fdflare.models.networks import FlareNet, create_model, flare_probability, list_models, load_model_state
 
 JOINED_COLUMNS = ("label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start")
 
@@ -68,7 +68,7 @@ def load_model(
         InputError: a corrupt or unknown file, a checkpoint of another architecture than
             ``model``, or weights that do not fit the architecture.
     """
-    from fdflare.train import checkpoint_record, read_checkpoint
+    from fdflare.training.fit import checkpoint_record, read_checkpoint
 
     path = Path(checkpoint)
     ckpt = read_checkpoint(path)
@@ -259,7 +259,7 @@ def predict(
     Args:
         checkpoint: model checkpoint (:func:`load_model`).
         labels: label table CSV (e.g. ``Fold1_val.csv`` or ``labels.csv``), or such a table
-            already read (:func:`fdflare.data.read_label_csv`).
+            already read (:func:`fdflare.data.dataset.read_label_csv`).
         images: image folder or array store.
         out: prediction CSV to write.
         table: ``fdflare label``'s full ``labels.csv``; also writes ``OUT_joined.csv``.

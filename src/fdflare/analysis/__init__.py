@@ -1,0 +1,1 @@
+"""Analysis: skill scores, spatial analytics and their figures."""

@@ -1,0 +1,1 @@
+"""Shared machinery of every stage: errors, crash-safe files and tables, image names."""

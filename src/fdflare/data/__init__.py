@@ -1,0 +1,1 @@
+"""Data: label tables, image sources and the study's augmented dataset (torch)."""

@@ -1,0 +1,1 @@
+"""Models: the registry of architectures, the networks and their weights."""

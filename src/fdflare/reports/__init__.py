@@ -1,0 +1,1 @@
+"""Reports: the study's reproduction and the end-to-end demo."""

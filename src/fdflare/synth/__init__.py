@@ -1,0 +1,1 @@
+"""Synthetic full-disk magnetograms with a matching flare catalog, for demos, tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""Training: the study's recipe on Lightning, checkpoints, cross-validation."""
