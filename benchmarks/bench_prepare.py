@@ -5,7 +5,7 @@ Helioviewer's files, or lossless with --lossless) to a temporary folder, then ti
 same run:
 
 * baseline: full decode + area (box) resize to --size, what the study did;
-* reduced:  ``fdflare.prepare.pipeline.decode_jp2`` (decode at 2**k reduced resolution + box);
+* reduced:  ``fdflare.prepare.decode.decode_jp2`` (decode at 2**k reduced resolution + box);
 * header:   ``fdflare.prepare.jp2.read_jp2_header`` (the geometry's input; nothing decoded).
 
 and prints a table of median times and the ratio to the baseline.

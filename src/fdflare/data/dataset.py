@@ -336,7 +336,7 @@ class ArrayStoreImages(_Renamer):
     """Images from the packed uint8 array of ``fdflare prepare --array-store``.
 
     The store is ``DIR/images.npy`` (``N x size x size`` uint8) with ``DIR/images_index.csv``
-    (``row``, ``path``), opened by ``fdflare.prepare.pipeline.open_array_store``. It is memory-mapped:
+    (``row``, ``path``), opened by ``fdflare.prepare.store.open_array_store``. It is memory-mapped:
     worker processes reopen the map instead of receiving a copy.
 
     Args:
@@ -345,7 +345,7 @@ class ArrayStoreImages(_Renamer):
     """
 
     def __init__(self, root: str | os.PathLike[str], ext: str | None = None) -> None:
-        from fdflare.prepare.pipeline import open_array_store
+        from fdflare.prepare.store import open_array_store
 
         self.root = Path(root)
         self.ext = None if ext is None else ext.lstrip(".")

@@ -33,8 +33,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from fdflare.core.io import atomic_path
 from fdflare.core.errors import InputError
+from fdflare.core.io import atomic_path
 
 __all__ = [
     "SOLAR_RADIUS_M",

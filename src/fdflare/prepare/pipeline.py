@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.io import atomic_open, atomic_path
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.prepare.jp2 import JP2Info, disk_geometry, parse_helioviewer_xml, read_jp2_info, reduced_size
+from fdflare.core.io import atomic_open, atomic_path
+from fdflare.prepare.decode import choose_reduce, decode_jp2
+from fdflare.prepare.jp2 import JP2Info, disk_geometry, parse_helioviewer_xml, read_jp2_info
+from fdflare.prepare.store import STORE_FILE, STORE_INDEX_FILE, open_array_store
 
 __all__ = [
     "BAD_FILES_COLUMNS",
@@ -67,8 +69,6 @@ GEOMETRY_COLUMNS = (
 BAD_FILES_COLUMNS = ("path", "reason")
 GEOMETRY_FILE = "geometry.csv"
 BAD_FILES_FILE = "bad_files.csv"
-STORE_FILE = "images.npy"
-STORE_INDEX_FILE = "images_index.csv"
 FORMATS = {"png": ".png", "jpg": ".jpg"}
 #: The study wrote its JPGs with OpenCV's default quality.
 DEFAULT_JPEG_QUALITY = 95
@@ -109,78 +109,6 @@ class PrepareResult:
     geometry: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=GEOMETRY_COLUMNS))
     store: Path | None = None
     store_excluded: int = 0
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def choose_reduce(width: int, height: int, size: int, levels: int) -> int:
-    """Return the largest ``k <= levels`` whose ``2**k`` reduction keeps both sides ``>= size``."""
-    k = 0
-    while k < levels and reduced_size(width, k + 1) >= size and reduced_size(height, k + 1) >= size:
-        k += 1
-    return k
-
-
-def decode_jp2(
-    path: str | os.PathLike[str],
-    size: int,
-    *,
-    full_decode: bool = False,
-    info: JP2Info | None = None,
-) -> tuple[np.ndarray, int]:
-    """Decode a grey 8-bit JPEG 2000 file to a ``size`` x ``size`` ``uint8`` array.
-
-    The file is decoded at ``2**k`` times reduced resolution (:func:`choose_reduce`), then
-    area-averaged (box filter) to ``size``. With ``full_decode`` (or if the reduced decode
-    fails, e.g. a tile has fewer levels than the main header says), the full image is decoded
-    and area-averaged, as the study did.
-
-    Returns:
-        ``(image, k)``: the image, row 0 at the top as stored, and the reduction used.
-
-    Raises:
-        InputError: the file is not a complete 8-bit single-component JPEG 2000 file.
-        OSError: the decoder failed on corrupt data.
-    """
-    from PIL import Image
-
-    path = Path(path)
-    if info is None:
-        info = read_jp2_info(path)
-    if not info.complete:
-        raise InputError("truncated file: the codestream has no end marker (EOC)", path=path)
-    if info.components != 1 or info.bit_depth != 8 or info.signed:
-        raise InputError(
-            f"expected one unsigned 8-bit component, found {info.components} component(s) of "
-            f"{'signed ' if info.signed else ''}{info.bit_depth} bits",
-            path=path,
-        )
-    k = 0
-    if not full_decode and info.offset_x == 0 and info.offset_y == 0:
-        k = choose_reduce(info.width, info.height, size, info.levels)
-    image = None
-    if k > 0:
-        try:
-            with Image.open(path) as im:
-                im.reduce = k
-                im.load()
-                image = im.copy() if im.size == (size, size) else _box(im, size)
-        except OSError:
-            k = 0  # fall back to the full decode below
-    if image is None:
-        with Image.open(path) as im:
-            im.load()
-            image = im.copy() if im.size == (size, size) else _box(im, size)
-    if image.mode != "L":
-        raise InputError(f"expected a grey image, decoded mode {image.mode!r}", path=path)
-    return np.asarray(image), k
-
-
-def _box(im: Any, size: int) -> Any:
-    from PIL import Image
-
-    return im.resize((size, size), Image.Resampling.BOX)
 
 
 def _write_image(path: Path, data: np.ndarray, fmt: str, jpeg_quality: int) -> None:
@@ -697,44 +625,3 @@ def build_array_store(
         index_path.unlink(missing_ok=True)
     _write_table(index_path, index)
     return store, excluded
-
-
-def open_array_store(out: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFrame]:
-    """Open the array store written by ``fdflare prepare --array-store``.
-
-    Returns:
-        ``(images, index)``: a read-only ``uint8`` memory map of shape ``(N, size, size)``
-        (row 0 of each image at the top, as in the image files) and the index table with
-        columns ``row`` (0 .. N-1) and ``path`` (the image's path relative to ``out``, the
-        key of ``geometry.csv``).
-
-    Raises:
-        MissingDataError: the store or its index is absent.
-        InputError: the index does not match the array.
-    """
-    out = Path(out)
-    store, index_path = out / STORE_FILE, out / STORE_INDEX_FILE
-    if not store.is_file() or not index_path.is_file():
-        missing = store if not store.is_file() else index_path
-        raise MissingDataError(
-            f"{missing} not found: run `fdflare prepare SRC_DIR --out {out} --array-store`"
-        )
-    images = np.load(store, mmap_mode="r")
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise InputError(
-            f"expected a 3-D uint8 array, found {images.ndim}-D {images.dtype}", path=store
-        )
-    index = pd.read_csv(index_path, dtype={"path": "string"}, keep_default_na=False)
-    for column in ("row", "path"):
-        if column not in index.columns:
-            raise InputError(f"missing column '{column}'", path=index_path, line=1)
-    if (
-        len(index) != images.shape[0]
-        or not (index["row"].to_numpy() == np.arange(len(index))).all()
-    ):
-        raise InputError(
-            f"index has {len(index)} rows numbered otherwise than the {images.shape[0]} images "
-            f"of {store.name}: rerun `fdflare prepare ... --array-store`",
-            path=index_path,
-        )
-    return images, index

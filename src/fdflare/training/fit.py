@@ -305,7 +305,7 @@ def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -
 
 def default_config_path() -> Path:
     """The packaged default config (the study's recipe), ``fdflare/configs/default.json``."""
-    return Path(__file__).parent / "configs" / "default.json"
+    return Path(__file__).parents[1] / "configs" / "default.json"
 
 
 # --------------------------------------------------------------------------- runtime
