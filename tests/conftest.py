@@ -46,3 +46,32 @@ def sunpy_test_data() -> Path:
     if not folder.is_dir():
         pytest.skip("this sunpy install ships no test data folder")
     return folder
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """An existing folder that this process cannot write into, even as root.
+
+    As an ordinary user, mode 0555 is enough; root ignores modes, so there the folder is
+    made immutable (``chattr +i``), which root cannot write into either. Skips where
+    neither works (a file system without the attribute).
+    """
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    immutable = False
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        res = subprocess.run([chattr, "+i", str(folder)], capture_output=True) if chattr else None
+        if res is None or res.returncode != 0:
+            pytest.skip("running as root where chattr +i is unavailable: no read-only folder")
+        immutable = True
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
+        os.chmod(folder, 0o755)

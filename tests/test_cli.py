@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from fdflare import __version__
 from fdflare.cli import COMMANDS, build_parser, main
 
@@ -15,8 +17,69 @@ def test_help_lists_the_stages(capsys):
 def test_every_listed_command_builds():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) <= set(COMMANDS)
-    assert {"label", "evaluate", "spatial", "reproduce"} <= set(sub.choices)
+    assert list(sub.choices) == list(COMMANDS)
+
+
+def test_a_command_module_that_does_not_import_is_an_error(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, *args, **kwargs):
+        if name == "fdflare.commands.spatial":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError, match=r"fdflare\.commands\.spatial"):
+        build_parser()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["label", "--bogus"],
+        ["evaluate"],
+        ["spatial", "--bin-deg", "x"],
+        ["nosuchcommand"],
+    ],
+)
+def test_argument_errors_are_one_line_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("fdflare") and ": error: " in err
+
+
+def test_exit_statuses_are_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 done, 1 done but some items failed, 2 bad arguments or input, 3 a run failed" in out
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import os
+
+    f = tmp_path / "fold1.csv"
+    rows = "\n".join(f"HMI.m2011.01.01_{h:02d}.00.00.jpg,0.{h % 9 + 1},{h % 2}" for h in range(24))
+    f.write_text("timestamp,flare_prob,target\n" + rows + "\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before a byte is written, like `| head -0`
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "fdflare", "evaluate", str(f)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+    assert res.stderr == ""
+    assert res.returncode == 141
 
 
 def test_python_dash_m_and_version():

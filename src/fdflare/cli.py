@@ -78,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return status
     except FdflareError as exc:
         print(f"fdflare {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_status

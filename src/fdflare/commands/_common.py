@@ -92,7 +92,9 @@ def fraction(text: str) -> float:
     """A number in [0, 1)."""
     value = _finite(text)
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to (not including) 1, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction from 0 up to (not including) 1, got {text}"
+        )
     return value
 
 

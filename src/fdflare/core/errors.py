@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from os import PathLike
 
-
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
