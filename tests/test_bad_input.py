@@ -1,0 +1,449 @@
+"""Every command, given bad input: a non-zero exit, one line on stderr, no traceback, nothing
+written, and every input file byte for byte as it was.
+
+Each row is an invocation a user could type. ``{in}`` is a folder of small, valid inputs
+(a flare catalog, images, labels, predictions, checkpoint-shaped files); ``{out}`` is an
+output path that does not exist yet and must still not exist afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdflare.cli import main
+
+HOURS = [f"2011/01/01/HMI.m2011.01.01_{h:02d}.00.00.png" for h in range(8)]
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "catalog.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n"
+        "2011-01-01 02:10:00,M1.2,30.0,-15.0\n"
+        "2011-01-01 05:00:00,C3.0,-80.0,10.0\n"
+    )
+    (root / "catalog_lon500.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n2011-01-01 02:10:00,M1.2,500.0,-15.0\n"
+    )
+    (root / "catalog_mixed_tz.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n"
+        "2011-02-01 00:39:00,M1.2,30.0,-15.0\n"
+        "2011-02-01T00:40:00Z,M1.3,31.0,-15.0\n"
+        "2011-02-01T00:41:00+05:00,Q1.0,32.0,-15.0\n"
+    )
+    images = root / "images"
+    rng = np.random.default_rng(0)
+    for rel in HOURS:
+        path = images / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(path)
+    (root / "images.txt").write_text("\n".join(HOURS) + "\n")
+    (root / "images_latin1.txt").write_bytes(
+        ("\n".join(HOURS) + "\n2011/01/01/\xe9.png\n").encode("latin-1")
+    )
+    labels = root / "labels"
+    labels.mkdir()
+    (labels / "Fold1_train.csv").write_text(
+        "label,goes_class\n" + "".join(f"{r},{i % 2}\n" for i, r in enumerate(HOURS[:6]))
+    )
+    (labels / "Fold1_val.csv").write_text(
+        "label,goes_class\n" + "".join(f"{r},{i % 2}\n" for i, r in enumerate(HOURS[6:]))
+    )
+    (labels / "Fold3_train.csv").write_text((labels / "Fold1_train.csv").read_text())
+    (labels / "Fold3_val.csv").write_text("label,goes_class\n")
+    preds = "timestamp,flare_prob,target\n" + "".join(
+        f"{r},{0.1 + 0.1 * i:.1f},{i % 2}\n" for i, r in enumerate(HOURS)
+    )
+    (root / "fold1.csv").write_text(preds)
+    (root / "header_only.csv").write_text("timestamp,flare_prob,target\n")
+    (root / "joined.csv").write_text(
+        "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
+        + "".join(
+            f'{r},0.{i + 1},M1.{i},"({10 * i - 30}.0, -10)",2011-01-01 0{i}:30:00\n'
+            for i, r in enumerate(HOURS)
+        )
+    )
+    (root / "joined_header_only.csv").write_text(
+        "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
+    )
+    (root / "random.pt").write_bytes(rng.integers(0, 255, 4096, dtype=np.uint8).tobytes())
+    (root / "empty.pt").write_bytes(b"")
+    (root / "not_really.jp2").write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
+    (root / "partial_reference" / "labels").mkdir(parents=True)
+    return root
+
+
+def _train(*extra: str) -> list[str]:
+    return [
+        "train",
+        "--labels",
+        "{in}/labels",
+        "--images",
+        "{in}/images",
+        "--out",
+        "{out}",
+        "--no-pretrained",
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        *extra,
+    ]
+
+
+def _predict(*extra: str, out: str = "{out}/p.csv", ckpt: str = "{in}/random.pt") -> list[str]:
+    return [
+        "predict",
+        "--checkpoint",
+        ckpt,
+        "--labels",
+        "{in}/labels/Fold1_val.csv",
+        "--images",
+        "{in}/images",
+        "--out",
+        out,
+        "--image-size",
+        "64",
+        *extra,
+    ]
+
+
+def _label(
+    *extra: str, catalog: str = "{in}/catalog.csv", images: str = "{in}/images"
+) -> list[str]:
+    return ["label", "--catalog", catalog, "--images", images, "--out", "{out}", *extra]
+
+
+SPAN = ["--start", "2011-01-01", "--end", "2011-01-02"]
+
+# each case: (argv, a regular expression the error line must match, so the case fails for
+# the reason it names and not for some other error)
+CASES: dict[str, tuple[list[str], str]] = {
+    # acquire
+    "download start garbage": (
+        [
+            "download",
+            "--start",
+            "garbage",
+            "--end",
+            "2011-01-02",
+            "--out",
+            "{out}",
+        ],
+        "--start",
+    ),
+    "download end before start": (
+        [
+            "download",
+            "--start",
+            "2011-01-02",
+            "--end",
+            "2011-01-01",
+            "--out",
+            "{out}",
+        ],
+        "--end",
+    ),
+    "download out is a file": (["download", *SPAN, "--out", "{in}/catalog.csv"], "is a file"),
+    "download concurrency 0": (
+        ["download", *SPAN, "--concurrency", "0", "--out", "{out}"],
+        "--concurrency",
+    ),
+    "catalog out is its source": (
+        [
+            "catalog",
+            "--source",
+            "{in}/catalog.csv",
+            "--out",
+            "{in}/catalog.csv",
+        ],
+        "input",
+    ),
+    "catalog out is a folder": (
+        ["catalog", "--source", "{in}/catalog.csv", "--out", "{in}"],
+        "folder",
+    ),
+    "catalog source missing": (
+        ["catalog", "--source", "{in}/nope.csv", "--out", "{out}/c.csv"],
+        "nope.csv",
+    ),
+    "catalog bad min class": (
+        [
+            "catalog",
+            "--source",
+            "{in}/catalog.csv",
+            "--out",
+            "{out}/c.csv",
+            "--min-class",
+            "Q1.0",
+        ],
+        "Q1.0",
+    ),
+    "catalog mixed time zones and bad class": (
+        [
+            "catalog",
+            "--source",
+            "{in}/catalog_mixed_tz.csv",
+            "--out",
+            "{out}/c.csv",
+        ],
+        "line 4",
+    ),
+    # synth
+    "synth out is a file": (["synth", "--out", "{in}/catalog.csv"], "is a file"),
+    "synth image size 0": (["synth", "--out", "{out}", "--image-size", "0"], "--image-size"),
+    "synth end before start": (
+        [
+            "synth",
+            "--out",
+            "{out}",
+            "--start",
+            "2011-01-02",
+            "--end",
+            "2011-01-01",
+        ],
+        "end",
+    ),
+    # prepare
+    "prepare source is a file": (
+        ["prepare", "--source", "{in}/not_really.jp2", "--out", "{out}"],
+        "is a file",
+    ),
+    "prepare source missing": (["prepare", "--source", "{in}/nope", "--out", "{out}"], "nope"),
+    "prepare out is a file": (
+        ["prepare", "--source", "{in}/images", "--out", "{in}/catalog.csv"],
+        "is a file",
+    ),
+    "prepare out is its source": (
+        ["prepare", "--source", "{in}/images", "--out", "{in}/images"],
+        "input",
+    ),
+    "prepare image size 0": (
+        [
+            "prepare",
+            "--source",
+            "{in}/images",
+            "--out",
+            "{out}",
+            "--image-size",
+            "0",
+        ],
+        "--image-size",
+    ),
+    # label
+    "label mode M0": (_label("--mode", "M0"), "A1.0"),
+    "label mode C0.0": (_label("--mode", "C0.0"), "A1.0"),
+    "label mode Q": (_label("--mode", "Q"), "--mode"),
+    "label start garbage": (_label("--start", "garbage"), "--start"),
+    "label gap hours negative": (_label("--gap-hours", "-5"), "--gap-hours"),
+    "label catalog missing": (_label(catalog="{in}/nope.csv"), "nope.csv"),
+    "label longitude 500": (_label(catalog="{in}/catalog_lon500.csv"), "fl_lon"),
+    "label image list not utf-8": (_label(images="{in}/images_latin1.txt"), "UTF-8"),
+    "label out is a file": (
+        [
+            "label",
+            "--catalog",
+            "{in}/catalog.csv",
+            "--images",
+            "{in}/images",
+            "--out",
+            "{in}/catalog.csv",
+        ],
+        "is a file",
+    ),
+    "label out is the image folder": (
+        [
+            "label",
+            "--catalog",
+            "{in}/catalog.csv",
+            "--images",
+            "{in}/images",
+            "--out",
+            "{in}/images",
+        ],
+        "input",
+    ),
+    # train and cv
+    "train accelerator gpu": (_train("--accelerator", "gpu"), "gpu"),
+    "train accelerator tpu": (_train("--accelerator", "tpu"), "tpu"),
+    "train precision bogus": (_train("--precision", "bogus"), "bogus"),
+    "train batch size 0": (_train("--batch-size", "0"), "batch"),
+    "train fold 9": (_train("--fold", "9"), "9"),
+    "train lr nan": (_train("--lr", "nan"), "(?<!max_)\\blr\\b"),
+    "train model typo": (_train("--model", "alexnett"), "alexnett"),
+    "train empty fold": (_train("--fold", "3"), "Fold3_val.csv"),
+    "train out is a file": (
+        [
+            "train",
+            "--labels",
+            "{in}/labels",
+            "--images",
+            "{in}/images",
+            "--out",
+            "{in}/catalog.csv",
+            "--no-pretrained",
+        ],
+        "is a file",
+    ),
+    "cv folds 9": (
+        [
+            "cv",
+            "--labels",
+            "{in}/labels",
+            "--images",
+            "{in}/images",
+            "--out",
+            "{out}",
+            "--folds",
+            "9",
+            "--no-pretrained",
+        ],
+        "9",
+    ),
+    "cv model typo": (
+        [
+            "cv",
+            "--labels",
+            "{in}/labels",
+            "--images",
+            "{in}/images",
+            "--out",
+            "{out}",
+            "--models",
+            "alexnett",
+            "--no-pretrained",
+        ],
+        "alexnett",
+    ),
+    "cv out is a file": (
+        [
+            "cv",
+            "--labels",
+            "{in}/labels",
+            "--images",
+            "{in}/images",
+            "--out",
+            "{in}/catalog.csv",
+            "--no-pretrained",
+        ],
+        "is a file",
+    ),
+    # predict
+    "predict checkpoint is random bytes": (_predict(), "checkpoint"),
+    "predict checkpoint is empty": (_predict(ckpt="{in}/empty.pt"), "empty"),
+    "predict out is the checkpoint": (_predict(out="{in}/random.pt"), "input"),
+    "predict out is the labels": (_predict(out="{in}/labels/Fold1_val.csv"), "input"),
+    "predict out is a folder": (_predict(out="{in}"), "folder"),
+    "predict device bogus": (_predict("--device", "bogus"), "bogus"),
+    "predict batch size 0": (_predict("--batch-size", "0"), "batch"),
+    # evaluate, spatial
+    "evaluate a folder": (["evaluate", "{in}/"], "folder"),
+    "evaluate missing file": (["evaluate", "{in}/nope.csv"], "nope.csv"),
+    "evaluate header only": (["evaluate", "{in}/header_only.csv"], "header"),
+    "evaluate threshold 2": (["evaluate", "--threshold", "2", "{in}/fold1.csv"], "--threshold"),
+    "spatial bin 0": (
+        ["spatial", "--bin-deg", "0", "--out", "{out}", "{in}/joined.csv"],
+        "--bin-deg",
+    ),
+    "spatial bin negative": (
+        ["spatial", "--bin-deg", "-5", "--out", "{out}", "{in}/joined.csv"],
+        "--bin-deg",
+    ),
+    "spatial bin does not divide": (
+        [
+            "spatial",
+            "--bin-deg",
+            "7",
+            "--limb-deg",
+            "70",
+            "--out",
+            "{out}",
+            "{in}/joined.csv",
+        ],
+        "divide",
+    ),
+    "spatial geometry missing": (
+        [
+            "spatial",
+            "--geometry",
+            "{in}/nope.csv",
+            "--disk-image",
+            "x.jp2",
+            "--out",
+            "{out}",
+            "{in}/joined.csv",
+        ],
+        "nope.csv",
+    ),
+    "spatial out is a file": (
+        ["spatial", "--out", "{in}/catalog.csv", "{in}/joined.csv"],
+        "is a file",
+    ),
+    "spatial header only": (["spatial", "--out", "{out}", "{in}/joined_header_only.csv"], "header"),
+    # reports
+    "reproduce reference missing": (
+        ["reproduce", "--reference", "{in}/nope", "--out", "{out}"],
+        "nope",
+    ),
+    "reproduce reference partial": (
+        [
+            "reproduce",
+            "--reference",
+            "{in}/partial_reference",
+            "--out",
+            "{out}",
+        ],
+        "predictions",
+    ),
+    "reproduce out is a file": (
+        [
+            "reproduce",
+            "--reference",
+            "{in}/partial_reference",
+            "--out",
+            "{in}/catalog.csv",
+        ],
+        "is a file",
+    ),
+    "demo model typo": (["demo", "--model", "alexnett", "--out", "{out}"], "alexnett"),
+    "demo out is a file": (["demo", "--out", "{in}/catalog.csv"], "is a file"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_invocation(case, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    template, pattern = CASES[case]
+    argv = [a.replace("{in}", str(inputs)).replace("{out}", str(out)) for a in template]
+    before = _digest(inputs)
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse
+        status = exc.code
+    captured = capsys.readouterr()
+    err = captured.err
+    assert status not in (0, None), f"exit {status}; stdout: {captured.out!r}"
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
+    assert lines[0].startswith(f"fdflare {argv[0]}: "), lines[0]
+    assert re.search(pattern, lines[0], re.IGNORECASE), f"{lines[0]!r} does not match {pattern!r}"
+    for noise in ("np.float64", "np.int64", "weights_only", "KeyError", "None"):
+        assert noise not in lines[0], lines[0]
+    assert _digest(inputs) == before, "an input file was changed"
+    assert not out.exists(), f"{out} was left behind"
