@@ -4,11 +4,11 @@ Times, in the same run, on one seeded synthetic Sun (``--seed``, a busy day by d
 
 * baseline: a plain Python loop over every pixel of the disk and, inside it, over every flux
   patch of the regions (the same Gaussian-on-the-sphere field, foreshortening and 8-bit
-  scaling as :func:`fdflare.synth.generate.render_magnetogram` and :func:`fdflare.synth.generate.to_uint8`),
+  scaling as :func:`fdflare.synth.render.render_magnetogram` and :func:`fdflare.synth.render.to_uint8`),
   measured on a small ``--baseline-size`` image and scaled by the pixel count to 512 and
   4096 pixels (its cost is pixels x patches); its output is checked against fdflare's;
-* ``render``: :func:`fdflare.synth.generate.render_magnetogram` + ``to_uint8`` at 512 pixels;
-* ``synth 512 PNG``: :func:`fdflare.synth.generate.generate` writing ``--n`` 512 x 512 PNGs (with
+* ``render``: :func:`fdflare.synth.render.render_magnetogram` + ``to_uint8`` at 512 pixels;
+* ``synth 512 PNG``: :func:`fdflare.synth.writer.generate` writing ``--n`` 512 x 512 PNGs (with
   one and with the default number of threads), everything included;
 * ``synth 4096 JP2``: ``generate(..., jp2=True)`` writing ``--n-jp2`` 4096 x 4096 JPEG 2000
   files with the Helioviewer header (rendering and encoding).
@@ -31,11 +31,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.synth import generate as synth
+from fdflare.synth.config import SynthConfig
+from fdflare.synth.regions import region_patches, simulate_regions
+from fdflare.synth.render import render_magnetogram, to_uint8
+from fdflare.synth.sun import RSUN_CM, DiskGeometry
+from fdflare.synth.writer import generate
 
 
 def naive_render(
-    patches: pd.DataFrame, geometry: synth.DiskGeometry, clip: float, stretch: float
+    patches: pd.DataFrame, geometry: DiskGeometry, clip: float, stretch: float
 ) -> np.ndarray:
     """The field of every patch summed at every pixel in plain Python, scaled to 8 bits."""
     n = geometry.size
@@ -49,7 +53,7 @@ def naive_render(
         zs = math.cos(lat) * math.cos(lon)
         sig = math.radians(p.sigma)
         sig = math.sqrt(sig * sig + 1.0 / (12.0 * rad * rad))
-        amp = p.flux / (2 * math.pi * (sig * synth.RSUN_CM) ** 2)
+        amp = p.flux / (2 * math.pi * (sig * RSUN_CM) ** 2)
         y = ys * math.cos(b0) - zs * math.sin(b0)
         z = ys * math.sin(b0) + zs * math.cos(b0)
         rows.append((xs, y, z, sig * sig, amp))
@@ -75,10 +79,10 @@ def busy_day(seed: int, start: str, days: int) -> pd.Timestamp:
     """The time in ``start`` .. ``start + days`` with the most visible flux: a worst case."""
     t0 = pd.Timestamp(start)
     times = pd.date_range(t0, t0 + pd.Timedelta(days=days), freq="1D")
-    regions = synth.simulate_regions(times[0], times[-1], seed=seed)
+    regions = simulate_regions(times[0], times[-1], seed=seed)
     best, when = -1.0, times[0]
     for t in times:
-        p = synth.region_patches(regions, t)
+        p = region_patches(regions, t)
         flux = float(np.abs(p.loc[p["lon"].abs() < 90, "flux"]).sum())
         if flux > best:
             best, when = flux, t
@@ -108,22 +112,22 @@ def main() -> None:
     args = ap.parse_args()
 
     when = busy_day(args.seed, args.start, 120)
-    regions = synth.simulate_regions(when - pd.Timedelta(days=1), when, seed=args.seed)
-    patches = synth.region_patches(regions, when)
-    clip, stretch = synth.SynthConfig.clip, synth.SynthConfig.stretch
+    regions = simulate_regions(when - pd.Timedelta(days=1), when, seed=args.seed)
+    patches = region_patches(regions, when)
+    clip, stretch = SynthConfig.clip, SynthConfig.stretch
 
     # Baseline: the naive loop on a small image, checked against fdflare's renderer.
-    small = synth.DiskGeometry.centred(args.baseline_size)
+    small = DiskGeometry.centred(args.baseline_size)
     t0 = time.perf_counter()
     slow = naive_render(patches, small, clip, stretch)
     base = time.perf_counter() - t0
-    fast = synth.to_uint8(synth.render_magnetogram(patches, small, noise=0.0), clip, stretch)
+    fast = to_uint8(render_magnetogram(patches, small, noise=0.0), clip, stretch)
     diff = int(np.abs(slow.astype(int) - fast.astype(int)).max())
     per_pixel = base / args.baseline_size**2
 
-    g512 = synth.DiskGeometry.centred(512)
+    g512 = DiskGeometry.centred(512)
     render = timed(
-        lambda: synth.to_uint8(synth.render_magnetogram(patches, g512, noise=0.0), clip, stretch),
+        lambda: to_uint8(render_magnetogram(patches, g512, noise=0.0), clip, stretch),
         args.repeat,
     )
 
@@ -131,7 +135,7 @@ def main() -> None:
         end = when + pd.Timedelta(hours=n - 1)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            synth.generate(
+            generate(
                 Path(tmp) / "out",
                 start=when.isoformat(),
                 end=end.isoformat(),

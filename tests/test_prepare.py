@@ -14,18 +14,14 @@ from PIL import Image
 
 from fdflare.cli import main
 from fdflare.core.errors import InputError, MissingDataError
-from fdflare.prepare.jp2 import disk_geometry, read_jp2_header, write_helioviewer_jp2
-from fdflare.prepare.pipeline import (
-    BAD_FILES_COLUMNS,
-    GEOMETRY_COLUMNS,
-    _run_tasks,
-    build_array_store,
-    choose_reduce,
-    decode_jp2,
-    open_array_store,
-    prepare,
-    read_geometry,
-)
+from fdflare.prepare.decode import choose_reduce, decode_jp2
+from fdflare.prepare.geometry import disk_geometry
+from fdflare.prepare.jp2 import read_jp2_header
+from fdflare.prepare.pack import build_array_store
+from fdflare.prepare.pipeline import BAD_FILES_COLUMNS, GEOMETRY_COLUMNS, prepare, read_geometry
+from fdflare.prepare.store import open_array_store
+from fdflare.prepare.workers import run_tasks
+from fdflare.synth.jp2 import write_helioviewer_jp2
 
 HMI = "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
 
@@ -367,7 +363,7 @@ def _die_on_crash(name: str) -> dict:
 
 def test_worker_crash_is_reported_and_batch_carries_on():
     results = {}
-    _run_tasks(_die_on_crash, ["a", "crash", "b", "c"], 2, results.__setitem__)
+    run_tasks(_die_on_crash, ["a", "crash", "b", "c"], 2, results.__setitem__)
     assert results["crash"] == {"bad": "the decoder crashed on this file (worker process died)"}
     assert {k: v for k, v in results.items() if k != "crash"} == {
         "a": {"row": "a"},

@@ -11,14 +11,28 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fdflare.synth import generate as synth
 from fdflare.acquire.catalog import read_catalog
+from fdflare.acquire.goes import class_flux
+from fdflare.analysis.metrics import roc_auc
 from fdflare.cli import main
 from fdflare.core.errors import InputError
-from fdflare.analysis.metrics import roc_auc
-from fdflare.acquire.goes import class_flux
-from fdflare.label import LabelConfig, make_labels, read_image_list
 from fdflare.core.paths import image_relpaths, scan_images
+from fdflare.label import LabelConfig, make_labels, read_image_list
+from fdflare.prepare.geometry import disk_geometry
+from fdflare.prepare.jp2 import read_jp2_header
+from fdflare.synth.config import GEOMETRY_COLUMNS
+from fdflare.synth.flares import draw_flares, flare_productivity, window_fraction
+from fdflare.synth.regions import region_patches, simulate_regions
+from fdflare.synth.render import render_magnetogram, to_uint8
+from fdflare.synth.sun import (
+    EARTH_ORBIT_DEG_PER_DAY,
+    DiskGeometry,
+    b0_angle,
+    disk_coordinates,
+    earth_sun_distance,
+    synodic_rotation_rate,
+)
+from fdflare.synth.writer import SynthResult, generate
 
 SMALL = {
     "start": "2011-02-01T00:00",
@@ -44,14 +58,14 @@ def assert_same_tree(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthResult:
-    return synth.generate(tmp_path_factory.mktemp("synth") / "run", seed=5, **SMALL)
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
+    return generate(tmp_path_factory.mktemp("synth") / "run", seed=5, **SMALL)
 
 
 @pytest.fixture(scope="module")
-def disk_run(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthResult:
+def disk_run(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     """A few 256-pixel images of an active Sun, for the image checks."""
-    return synth.generate(
+    return generate(
         tmp_path_factory.mktemp("synth") / "disk",
         start="2011-01-24T00:00",
         end="2011-01-24T12:00",
@@ -65,14 +79,14 @@ def disk_run(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthResult:
 # --------------------------------------------------------------------------- determinism
 
 
-def test_same_seed_gives_byte_identical_files(tmp_path: Path, small_run: synth.SynthResult) -> None:
-    again = synth.generate(tmp_path / "again", seed=5, **{**SMALL, "workers": 1})
+def test_same_seed_gives_byte_identical_files(tmp_path: Path, small_run: SynthResult) -> None:
+    again = generate(tmp_path / "again", seed=5, **{**SMALL, "workers": 1})
     assert again.written == len(again.geometry) == 7
     assert_same_tree(small_run.out, again.out)
 
 
-def test_other_seed_differs(tmp_path: Path, small_run: synth.SynthResult) -> None:
-    other = synth.generate(tmp_path / "other", seed=2, **SMALL)
+def test_other_seed_differs(tmp_path: Path, small_run: SynthResult) -> None:
+    other = generate(tmp_path / "other", seed=2, **SMALL)
     assert (other.out / "catalog.csv").read_bytes() != (small_run.out / "catalog.csv").read_bytes()
     assert (other.out / "regions.csv").read_bytes() != (small_run.out / "regions.csv").read_bytes()
     for rel in small_run.geometry["path"]:
@@ -82,14 +96,14 @@ def test_other_seed_differs(tmp_path: Path, small_run: synth.SynthResult) -> Non
 
 
 def test_a_seed_is_one_history_whatever_the_window() -> None:
-    long = synth.simulate_regions("2011-03-01", "2011-05-01", seed=9)
-    short = synth.simulate_regions("2011-04-01", "2011-04-10", seed=9)
+    long = simulate_regions("2011-03-01", "2011-05-01", seed=9)
+    short = simulate_regions("2011-04-01", "2011-04-10", seed=9)
     assert set(short["region"]) <= set(long["region"])
     joined = short.merge(long, on="region", suffixes=("", "_long"))
     for col in ("lon0", "lat", "flux_max", "complexity", "leading_sign"):
         np.testing.assert_array_equal(joined[col], joined[f"{col}_long"])
-    flares_long = synth.draw_flares(long, "2011-04-01", "2011-04-10", seed=9)
-    flares_short = synth.draw_flares(short, "2011-04-01", "2011-04-10", seed=9)
+    flares_long = draw_flares(long, "2011-04-01", "2011-04-10", seed=9)
+    flares_short = draw_flares(short, "2011-04-01", "2011-04-10", seed=9)
     assert len(flares_short) > 0
     pd.testing.assert_frame_equal(flares_long, flares_short)
 
@@ -97,7 +111,7 @@ def test_a_seed_is_one_history_whatever_the_window() -> None:
 # --------------------------------------------------------------------------- layout
 
 
-def test_layout_of_images_geometry_and_catalog(small_run: synth.SynthResult) -> None:
+def test_layout_of_images_geometry_and_catalog(small_run: SynthResult) -> None:
     out = small_run.out
     assert {"images", "geometry.csv", "catalog.csv", "regions.csv", "synth.json"} <= {
         p.name for p in out.iterdir()
@@ -109,7 +123,7 @@ def test_layout_of_images_geometry_and_catalog(small_run: synth.SynthResult) -> 
 
     geometry = pd.read_csv(out / "geometry.csv")
     assert list(geometry.columns[:5]) == ["path", "date_obs", "center_x", "center_y", "radius_px"]
-    assert list(geometry.columns) == list(synth.GEOMETRY_COLUMNS)
+    assert list(geometry.columns) == list(GEOMETRY_COLUMNS)
     assert list(geometry["path"]) == expected
     obs = pd.to_datetime(geometry["date_obs"], format="ISO8601")
     assert (abs(obs - times) <= pd.Timedelta(seconds=23)).all()
@@ -132,16 +146,15 @@ def test_layout_of_images_geometry_and_catalog(small_run: synth.SynthResult) -> 
     assert catalog["goes_class"].str.fullmatch(r"[CMX]\d+\.\d").all()
 
 
-def test_catalog_reads_with_the_catalog_stage(small_run: synth.SynthResult) -> None:
-    catalog_mod = pytest.importorskip("fdflare.acquire.catalog")
-    read = catalog_mod.read_catalog(small_run.out / "catalog.csv")
+def test_catalog_reads_with_the_catalog_stage(small_run: SynthResult) -> None:
+    read = read_catalog(small_run.out / "catalog.csv")
     assert len(read) == len(small_run.catalog)
     np.testing.assert_allclose(read["flux"], class_flux(small_run.catalog["goes_class"]))
 
 
 def test_flare_population_over_a_year() -> None:
-    regions = synth.simulate_regions("2012-01-01", "2012-12-31", seed=5)
-    flares = synth.draw_flares(regions, "2012-01-01", "2012-12-31", seed=5, truth=True)
+    regions = simulate_regions("2012-01-01", "2012-12-31", seed=5)
+    flares = draw_flares(regions, "2012-01-01", "2012-12-31", seed=5, truth=True)
     letters = flares["goes_class"].str[0]
     n_c, n_m, n_x = (int((letters == k).sum()) for k in "CMX")
     assert n_c > 300 and n_m > 20 and n_x > 0
@@ -159,12 +172,12 @@ def test_flare_population_over_a_year() -> None:
     assert (flares.loc[lon < 80, "flux"] == flares.loc[lon < 80, "true_flux"]).all()
     # the default rate gives a useful share of positive 24 h windows (>= M1.0)
     times = pd.date_range("2012-01-01", "2012-12-30", freq="1h")
-    pos, total = synth.window_fraction(times, flares, 1e-5)
+    pos, total = window_fraction(times, flares, 1e-5)
     assert 0.12 < pos / total < 0.45
 
 
 def test_unlocated_flares_are_written_empty(tmp_path: Path) -> None:
-    result = synth.generate(tmp_path / "u", seed=5, unlocated=0.5, **{**SMALL, "size": 32})
+    result = generate(tmp_path / "u", seed=5, unlocated=0.5, **{**SMALL, "size": 32})
     catalog = pd.read_csv(result.out / "catalog.csv", keep_default_na=False)
     empty = catalog["fl_lon"] == ""
     assert empty.any() and (~empty).any()
@@ -173,7 +186,7 @@ def test_unlocated_flares_are_written_empty(tmp_path: Path) -> None:
 
 
 def test_missing_times_are_left_out(tmp_path: Path) -> None:
-    result = synth.generate(tmp_path / "m", seed=1, missing=0.5, **{**SMALL, "size": 32})
+    result = generate(tmp_path / "m", seed=1, missing=0.5, **{**SMALL, "size": 32})
     assert 0 < result.missing < 7
     assert len(result.geometry) + result.missing == 7
     assert scan_images(result.out / "images") == list(result.geometry["path"])
@@ -183,7 +196,7 @@ def test_missing_times_are_left_out(tmp_path: Path) -> None:
 
 
 def test_regions_follow_hale_joy_and_the_activity_belts() -> None:
-    cycle24 = synth.simulate_regions("2011-01-01", "2014-12-31", seed=2)
+    cycle24 = simulate_regions("2011-01-01", "2014-12-31", seed=2)
     normal = cycle24[~cycle24["anti_hale"]]
     north = normal["lat"] > 0
     assert north.any() and (~north).any()
@@ -192,26 +205,26 @@ def test_regions_follow_hale_joy_and_the_activity_belts() -> None:
     assert 0 < cycle24["anti_hale"].mean() < 0.12
     assert cycle24["lat"].abs().between(4, 38).all()
     assert cycle24["tilt"].mean() > 3  # Joy: leading polarity nearer the equator
-    cycle25 = synth.simulate_regions("2021-01-01", "2022-12-31", seed=2)
+    cycle25 = simulate_regions("2021-01-01", "2022-12-31", seed=2)
     normal25 = cycle25[~cycle25["anti_hale"]]
     assert (normal25.loc[normal25["lat"] > 0, "leading_sign"] == 1).all()
     # Spörer: early-cycle regions lie at higher latitudes than late-cycle ones
-    early = synth.simulate_regions("2009-06-01", "2010-12-31", seed=2)["lat"].abs().mean()
-    late = synth.simulate_regions("2017-01-01", "2018-06-30", seed=2)["lat"].abs().mean()
+    early = simulate_regions("2009-06-01", "2010-12-31", seed=2)["lat"].abs().mean()
+    late = simulate_regions("2017-01-01", "2018-06-30", seed=2)["lat"].abs().mean()
     assert early > late + 8
 
 
 def test_regions_rotate_differentially() -> None:
-    regions = synth.simulate_regions("2011-06-01", "2011-06-02", seed=0)
+    regions = simulate_regions("2011-06-01", "2011-06-02", seed=0)
     t0 = pd.Timestamp("2011-06-01")
-    a = synth.region_patches(regions, t0).groupby("region")["lon"].first()
-    b = synth.region_patches(regions, t0 + pd.Timedelta(days=1)).groupby("region")["lon"].first()
+    a = region_patches(regions, t0).groupby("region")["lon"].first()
+    b = region_patches(regions, t0 + pd.Timedelta(days=1)).groupby("region")["lon"].first()
     common = a.index.intersection(b.index)
     lat = regions.set_index("region").loc[common, "lat"]
     step = ((b[common] - a[common] + 180) % 360) - 180
     # patches also move as the bipole separates; centres move at the synodic rate
     assert ((step > 9) & (step < 15)).mean() > 0.8
-    fast, slow = synth.synodic_rotation_rate(0.0), synth.synodic_rotation_rate(35.0)
+    fast, slow = synodic_rotation_rate(0.0), synodic_rotation_rate(35.0)
     assert fast - slow > 0.5
     assert np.corrcoef(np.abs(lat), step)[0, 1] < 0
 
@@ -224,25 +237,25 @@ def test_rotation_and_observer_agree_with_sunpy() -> None:
     from sunpy.sun.models import differential_rotation
 
     lat = np.array([0.0, 15.0, 30.0, 45.0])
-    sidereal = (synth.synodic_rotation_rate(lat) + synth.EARTH_ORBIT_DEG_PER_DAY) * 5
+    sidereal = (synodic_rotation_rate(lat) + EARTH_ORBIT_DEG_PER_DAY) * 5
     ref = differential_rotation(5 * u.day, lat * u.deg, model="snodgrass").to_value(u.deg)
     np.testing.assert_allclose(sidereal, ref, rtol=1e-9)
     ref_syn = differential_rotation(
         5 * u.day, lat * u.deg, model="snodgrass", frame_time="synodic"
     ).to_value(u.deg)
-    np.testing.assert_allclose(synth.synodic_rotation_rate(lat) * 5, ref_syn, atol=0.2)
+    np.testing.assert_allclose(synodic_rotation_rate(lat) * 5, ref_syn, atol=0.2)
 
     times = pd.date_range("2010-01-01", "2019-01-01", periods=40)
     astro = Time(list(times.to_pydatetime()))
-    np.testing.assert_allclose(synth.b0_angle(times), sun.B0(astro).to_value(u.deg), atol=0.02)
+    np.testing.assert_allclose(b0_angle(times), sun.B0(astro).to_value(u.deg), atol=0.02)
     np.testing.assert_allclose(
-        synth.earth_sun_distance(times), sun.earth_distance(astro).to_value(u.m), rtol=2e-4
+        earth_sun_distance(times), sun.earth_distance(astro).to_value(u.m), rtol=2e-4
     )
 
 
 def test_disk_coordinates() -> None:
-    g = synth.DiskGeometry(101, 50.0, 50.0, 40.0, b0_deg=7.0)
-    mu, lon, lat = synth.disk_coordinates(g)
+    g = DiskGeometry(101, 50.0, 50.0, 40.0, b0_deg=7.0)
+    mu, lon, lat = disk_coordinates(g)
     assert mu[50, 50] == pytest.approx(1.0)
     assert lon[50, 50] == pytest.approx(0.0, abs=1e-9)
     assert lat[50, 50] == pytest.approx(7.0)  # the sub-observer point
@@ -259,36 +272,36 @@ def test_disk_coordinates() -> None:
 def test_to_uint8_scaling() -> None:
     field = np.array([[0.0, 1500.0, -1500.0, 5000.0, -5000.0, np.nan, 11.8]], dtype=np.float32)
     # stretch 0: Helioviewer's linear scale
-    linear = synth.to_uint8(field, 1500.0, stretch=0)
+    linear = to_uint8(field, 1500.0, stretch=0)
     np.testing.assert_array_equal(linear, [[128, 255, 1, 255, 1, 0, 129]])
     # the default asinh stretch keeps 0 G, the ends and the outside of the disk
-    np.testing.assert_array_equal(synth.to_uint8(field)[0, :6], [128, 255, 1, 255, 1, 0])
+    np.testing.assert_array_equal(to_uint8(field)[0, :6], [128, 255, 1, 255, 1, 0])
     b = np.linspace(-1500, 1500, 3001, dtype=np.float32)[None]
-    v = synth.to_uint8(b).astype(int)[0]
+    v = to_uint8(b).astype(int)[0]
     assert (np.diff(v) >= 0).all() and (v + v[::-1] == 256).all()  # monotonic, odd about 0 G
     # weak fields about 8 / asinh(8) = 2.9 times brighter than linear, strong ones not clipped
-    weak = synth.to_uint8(np.array([[40.0]], dtype=np.float32))[0, 0] - 128
+    weak = to_uint8(np.array([[40.0]], dtype=np.float32))[0, 0] - 128
     assert weak == round(40 * 127 / 1500 * 8 / np.arcsinh(8))
-    strong = synth.to_uint8(np.array([[700.0, 1000.0, 1300.0]], dtype=np.float32))[0]
+    strong = to_uint8(np.array([[700.0, 1000.0, 1300.0]], dtype=np.float32))[0]
     assert 128 < strong[0] < strong[1] < strong[2] < 255
 
 
 def test_flux_is_foreshortened_towards_the_limb() -> None:
-    g = synth.DiskGeometry.centred(512)
+    g = DiskGeometry.centred(512)
     peaks = []
     for lon in (0.0, 45.0, 75.0):
         patch = pd.DataFrame({"lon": [lon], "lat": [0.0], "flux": [1e21], "sigma": [1.0]})
-        field = synth.render_magnetogram(patch, g, noise=0.0)
+        field = render_magnetogram(patch, g, noise=0.0)
         peaks.append(np.nanmax(field))
         assert np.nanmin(field) >= 0
     expected = peaks[0] * np.cos(np.radians([0.0, 45.0, 75.0]))
     np.testing.assert_allclose(peaks, expected, rtol=0.1)
     # a patch wholly behind the limb does not show; one just behind shows a little
     hidden = pd.DataFrame({"lon": [120.0], "lat": [0.0], "flux": [1e22], "sigma": [1.0]})
-    assert np.nanmax(np.abs(synth.render_magnetogram(hidden, g, noise=0.0))) == 0
+    assert np.nanmax(np.abs(render_magnetogram(hidden, g, noise=0.0))) == 0
 
 
-def test_images_are_8bit_disks(disk_run: synth.SynthResult) -> None:
+def test_images_are_8bit_disks(disk_run: SynthResult) -> None:
     geometry = pd.read_csv(disk_run.out / "geometry.csv")
     for _, row in geometry.iterrows():
         image = Image.open(disk_run.out / "images" / row["path"])
@@ -305,12 +318,12 @@ def test_images_are_8bit_disks(disk_run: synth.SynthResult) -> None:
         assert np.mean(np.abs(inside.astype(int) - 128) <= 8) > 0.95
 
 
-def test_flux_is_visible_at_active_regions(disk_run: synth.SynthResult) -> None:
+def test_flux_is_visible_at_active_regions(disk_run: SynthResult) -> None:
     row = disk_run.geometry.iloc[0]
-    g = synth.DiskGeometry(256, row["center_x"], row["center_y"], row["radius_px"], row["b0_deg"])
+    g = DiskGeometry(256, row["center_x"], row["center_y"], row["radius_px"], row["b0_deg"])
     a = np.asarray(Image.open(disk_run.out / "images" / row["path"])).astype(int) - 128
-    patches = synth.region_patches(disk_run.regions, row["date_obs"])
-    _mu, lon, lat = synth.disk_coordinates(g)
+    patches = region_patches(disk_run.regions, row["date_obs"])
+    _mu, lon, lat = disk_coordinates(g)
     strong = patches[
         (np.abs(patches["flux"]) > 2e21) & (patches["sigma"] < 1) & (patches["lon"].abs() < 60)
     ]
@@ -334,7 +347,7 @@ def test_flux_is_visible_at_active_regions(disk_run: synth.SynthResult) -> None:
 # --------------------------------------------------------------------------- resuming
 
 
-def test_resume_keeps_existing_images(tmp_path: Path, small_run: synth.SynthResult) -> None:
+def test_resume_keeps_existing_images(tmp_path: Path, small_run: SynthResult) -> None:
     out = tmp_path / "resume"
     seen: list[Path] = []
 
@@ -344,18 +357,18 @@ def test_resume_keeps_existing_images(tmp_path: Path, small_run: synth.SynthResu
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        synth.generate(out, seed=5, on_image=stop_after_three, **{**SMALL, "workers": 1})
+        generate(out, seed=5, on_image=stop_after_three, **{**SMALL, "workers": 1})
     assert not (out / "geometry.csv").exists()
     assert len(scan_images(out / "images")) == 3
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
-    result = synth.generate(out, seed=5, **SMALL)
+    result = generate(out, seed=5, **SMALL)
     assert (result.written, result.skipped) == (4, 3)
     assert_same_tree(small_run.out, out)
 
 
-def test_other_settings_in_the_same_directory_are_refused(small_run: synth.SynthResult) -> None:
+def test_other_settings_in_the_same_directory_are_refused(small_run: SynthResult) -> None:
     with pytest.raises(InputError) as info:
-        synth.generate(small_run.out, seed=4, **SMALL)
+        generate(small_run.out, seed=4, **SMALL)
     assert info.value.field == "seed"
     assert "synth.json" in str(info.value)
 
@@ -364,10 +377,7 @@ def test_other_settings_in_the_same_directory_are_refused(small_run: synth.Synth
 
 
 def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
-    jp2 = pytest.importorskip(
-        "fdflare.prepare.jp2", reason="fdflare.prepare.jp2 (JPEG 2000 writer) is not part of this build"
-    )
-    result = synth.generate(
+    result = generate(
         tmp_path / "j",
         start="2011-01-24T00:00",
         end="2011-01-24T06:00",
@@ -388,10 +398,10 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
         assert path.read_bytes()[4:8] == b"jP  "
         image = Image.open(path)
         assert image.size == (256, 256) and image.mode == "L"
-        header = jp2.read_jp2_header(path)
+        header = read_jp2_header(path)
         assert header["INSTRUME"].startswith("HMI") and float(header["WAVELNTH"]) == 6173.0
         assert header["CONTENT"] == "MAGNETOGRAM"
-        geo = jp2.disk_geometry(header, (256, 256), (64, 64))
+        geo = disk_geometry(header, (256, 256), (64, 64))
         assert geo["date_obs"] == pd.Timestamp(row["date_obs"]).isoformat(timespec="milliseconds")
         assert geo["center_x"] == pytest.approx(row["center_x"], abs=1e-6)
         assert geo["center_y"] == pytest.approx(row["center_y"], abs=1e-6)
@@ -401,7 +411,7 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
         image.reduce = 2
         a = np.asarray(image)
         assert a.shape == (64, 64)
-        small = jp2.disk_geometry(header, (256, 256), (64, 64), reduce=2)
+        small = disk_geometry(header, (256, 256), (64, 64), reduce=2)
         yy, xx = np.mgrid[:64, :64]
         r = np.hypot(xx - small["center_x"], yy - small["center_y"])
         assert (a[r > small["radius_px"] + 2] == 0).all()
@@ -409,10 +419,6 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
 
 
 def test_prepare_runs_on_the_jp2_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip(
-        "fdflare.prepare.jp2", reason="fdflare.prepare.jp2 (JPEG 2000 writer) is not part of this build"
-    )
-    pytest.importorskip("fdflare.prepare.pipeline", reason="the prepare stage is not part of this build")
     data, prepared = tmp_path / "data", tmp_path / "prepared"
     argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T01:00"]
     argv += ["--size", "64", "--jp2", "--jp2-size", "512", "--b0", "auto", "--quiet"]
@@ -486,7 +492,6 @@ def test_cli_rejects_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_synth_then_label_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("fdflare.label", reason="the label stage is not part of this build")
     data, labels = tmp_path / "data", tmp_path / "labels"
     argv = ["synth", "--out", str(data), "--start", "2011-01-01T00:00", "--end", "2011-12-31T12:00"]
     assert main([*argv, "--cadence", "12h", "--size", "16", "--quiet"]) == 0
@@ -525,10 +530,10 @@ def opposite_polarities_in_contact(b: np.ndarray, level: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def year_run(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[synth.SynthResult, pd.DataFrame, np.ndarray]:
+) -> tuple[SynthResult, pd.DataFrame, np.ndarray]:
     """The demo's data: a year of 64-pixel images every 12 h, labelled >= M1.0 in 24 h."""
     out = tmp_path_factory.mktemp("synth") / "year"
-    result = synth.generate(
+    result = generate(
         out,
         start="2011-01-01T00:00",
         end="2011-12-31T12:00",
@@ -545,7 +550,7 @@ def year_run(
 
 
 def test_simple_image_statistics_predict_the_flare_label(
-    year_run: tuple[synth.SynthResult, pd.DataFrame, np.ndarray],
+    year_run: tuple[SynthResult, pd.DataFrame, np.ndarray],
 ) -> None:
     _result, table, images = year_run
     assert len(table) == 730
@@ -571,7 +576,7 @@ def test_simple_image_statistics_predict_the_flare_label(
 
 def test_complexity_shows_in_the_image() -> None:
     """A complex region shows opposite polarities in contact; a simple one of equal flux not."""
-    rate = float(synth.synodic_rotation_rate(15.0))
+    rate = float(synodic_rotation_rate(15.0))
     rows = []
     for region, (lon, complexity) in enumerate([(-25.0, 0.0), (25.0, 1.0)]):
         rows.append(
@@ -593,11 +598,11 @@ def test_complexity_shows_in_the_image() -> None:
             }
         )
     regions = pd.DataFrame(rows)
-    patches = synth.region_patches(regions, "2011-01-03")
+    patches = region_patches(regions, "2011-01-03")
     for size, level in ((512, 20), (64, 10)):
-        g = synth.DiskGeometry.centred(size)
-        b = synth.to_uint8(synth.render_magnetogram(patches, g, noise=0.0)).astype(int) - 128
-        _mu, lon, _lat = synth.disk_coordinates(g)
+        g = DiskGeometry.centred(size)
+        b = to_uint8(render_magnetogram(patches, g, noise=0.0)).astype(int) - 128
+        _mu, lon, _lat = disk_coordinates(g)
         contact = opposite_polarities_in_contact(np.where(np.isnan(lon), 0, b), level)
         simple = int((contact & (lon < 0)).sum())
         complex_ = int((contact & (lon > 0)).sum())
@@ -608,22 +613,22 @@ def test_complexity_shows_in_the_image() -> None:
 
 def test_flare_productivity_is_super_linear_in_flux_and_rises_with_complexity() -> None:
     flux = np.array([3e21, 1e22, 2e22, 2e22])
-    rate, cap = synth.flare_productivity(flux, [0, 0, 0, 1.0])
+    rate, cap = flare_productivity(flux, [0, 0, 0, 1.0])
     raw = 1.2 * (flux / 1e22) ** 2.5 * np.array([1, 1, 1, 4])
     np.testing.assert_allclose(rate, raw / (1 + raw / 20))
     assert rate[2] / rate[1] > 4 and rate[1] / rate[0] > 15  # twice the flux, 4.5x the flares
     assert rate[3] / rate[2] > 2
-    assert 19 < synth.flare_productivity(1e23, 1.0)[0] < 20  # levels off
+    assert 19 < flare_productivity(1e23, 1.0)[0] < 20  # levels off
     assert cap[0] < 5e-6 and cap[1] == pytest.approx(3e-5)  # C5 at most, M3 at most
     assert cap[3] >= 1e-4 > cap[2]  # X flares need size and complexity
-    _, small = synth.flare_productivity(1e20, 0.0)
-    _, huge = synth.flare_productivity(1e24, 1.0)
+    _, small = flare_productivity(1e20, 0.0)
+    _, huge = flare_productivity(1e24, 1.0)
     assert small == pytest.approx(1.5e-6) and huge == pytest.approx(2e-3)
 
 
 def test_big_complex_regions_dominate_big_flares() -> None:
-    regions = synth.simulate_regions("2011-01-01", "2012-01-01", seed=0)
-    flares = synth.draw_flares(regions, "2011-01-01", "2012-01-01", seed=0, truth=True)
+    regions = simulate_regions("2011-01-01", "2012-01-01", seed=0)
+    flares = draw_flares(regions, "2011-01-01", "2012-01-01", seed=0, truth=True)
     big = flares[flares["flux"] >= 1e-5].merge(regions[["region", "complexity"]], on="region")
     assert len(big) > 50
     complex_regions = (regions["complexity"] > 0).mean()
@@ -636,13 +641,13 @@ def test_big_complex_regions_dominate_big_flares() -> None:
 
 
 def test_quiet_days_rarely_have_big_flares() -> None:
-    regions = synth.simulate_regions("2011-01-01", "2012-01-02", seed=0)
-    flares = synth.draw_flares(regions, "2011-01-01", "2012-01-02", seed=0)
+    regions = simulate_regions("2011-01-01", "2012-01-02", seed=0)
+    flares = draw_flares(regions, "2011-01-01", "2012-01-02", seed=0)
     complexity = regions.set_index("region")["complexity"]
     times = pd.date_range("2011-01-01", "2011-12-31 12:00", freq="12h")
     largest, big_complex, on_disk = [], [], []
     for t in times:
-        p = synth.region_patches(regions, t)
+        p = region_patches(regions, t)
         p = p[p["lon"].abs() < 80]
         flux = p["flux"].abs().groupby(p["region"]).sum()
         largest.append(flux.max() if len(flux) else 0.0)

@@ -136,7 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
-    from fdflare.synth.generate import generate
+    from fdflare.synth.writer import generate
 
     result = generate(
         args.out,

@@ -1,10 +1,11 @@
-"""JPEG 2000 files with Helioviewer headers: read the header, write such files, disk geometry.
+"""JPEG 2000 files with Helioviewer headers: the box structure, the codestream header, the XML.
 
 Helioviewer's JP2 files carry the FITS header of the observation in an XML box
 (``<meta><fits><DATE-OBS>...</DATE-OBS>...</fits><helioviewer>...</helioviewer></meta>``).
 This module walks the JP2 box structure directly (nothing is decoded), so reading the header
-of a 4096 x 4096 file costs a few small reads, and it writes files with the same structure
-for tests and synthetic data.
+of a 4096 x 4096 file costs a few small reads. The disk geometry computed from the header
+is in :mod:`fdflare.prepare.geometry`; files of the same structure are written by
+:func:`fdflare.synth.jp2.write_helioviewer_jp2` (re-exported here).
 
 Pixel conventions used throughout:
 
@@ -19,29 +20,20 @@ Pixel conventions used throughout:
 
 from __future__ import annotations
 
-import io
-import math
 import os
-import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from xml.etree import ElementTree
-from xml.sax.saxutils import escape
-
-import numpy as np
 
 from fdflare.core.errors import InputError
-from fdflare.core.io import atomic_path
+from fdflare.synth.jp2 import helioviewer_xml, write_helioviewer_jp2
 
 __all__ = [
-    "SOLAR_RADIUS_M",
     "JP2Info",
-    "disk_geometry",
     "helioviewer_xml",
-    "observation_time",
     "parse_helioviewer_xml",
     "read_jp2_header",
     "read_jp2_info",
@@ -53,20 +45,10 @@ __all__ = [
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 #: Start of a raw JPEG 2000 codestream: SOC then SIZ markers.
 CODESTREAM_START = b"\xff\x4f\xff\x51"
-#: Nominal solar radius (IAU 2015, the value sunpy uses when a header gives no RSUN_REF).
-SOLAR_RADIUS_M = 695_700_000.0
 #: Largest XML box read; Helioviewer's are a few kilobytes.
 MAX_XML_BYTES = 16 * 1024 * 1024
 
 _SUPERBOXES = {b"jp2h", b"res ", b"uinf"}
-_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_ISO_TIME = re.compile(
-    r"^\s*(\d{4})[-/](\d{2})[-/](\d{2})[T ](\d{2}):(\d{2}):(\d{2})(\.\d+)?\s*(Z|UTC)?\s*$",
-    re.IGNORECASE,
-)
-_DATE_ONLY = re.compile(r"^\d{4}[-/]\d{2}[-/]\d{2}$")
-_TAI_TIME = re.compile(r"^\s*(\d{4})\.(\d{2})\.(\d{2})_(\d{2}):(\d{2}):(\d{2})(\.\d+)?_TAI\s*$")
 _PROGRESSIONS = ("LRCP", "RLCP", "RPCL", "PCRL", "CPRL")
 
 
@@ -310,311 +292,19 @@ def read_jp2_header(path: str | os.PathLike[str]) -> dict[str, str]:
     return parse_helioviewer_xml(info.xml, path=path)
 
 
-def _format_value(key: str, value: str | int | float) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        text = "1" if value else "0"
-    elif isinstance(value, (float, np.floating)):
-        text = repr(float(value)) if math.isfinite(value) else str(float(value)).lower()
-    else:
-        text = str(value)
-    if _XML_INVALID.search(text):
-        raise ValueError(f"header keyword {key!r}: value contains characters XML cannot hold")
-    return escape(text)
-
-
-def helioviewer_xml(header: Mapping[str, str | int | float]) -> bytes:
-    """Return the XML box content of a Helioviewer JP2 for ``header``.
-
-    Keywords starting with ``HV_`` go to the ``<helioviewer>`` section, all others to
-    ``<fits>``, in the order given.
-
-    Raises:
-        ValueError: a keyword is not a valid XML element name, appears twice (ignoring
-            case), or a value holds control characters.
-    """
-    fits: list[str] = []
-    hv: list[str] = []
-    seen: set[str] = set()
-    for key, value in header.items():
-        if not _KEY_PATTERN.match(key) or key.lower().startswith("xml"):
-            raise ValueError(f"header keyword {key!r} cannot be an XML element name")
-        if key.upper() in seen:
-            raise ValueError(f"header keyword {key!r} appears twice")
-        seen.add(key.upper())
-        element = f"<{key}>{_format_value(key, value)}</{key}>"
-        (hv if key.upper().startswith("HV_") else fits).append(element)
-    text = (
-        '<?xml version="1.0" encoding="utf-8"?><meta><fits>'
-        + "".join(fits)
-        + "</fits><helioviewer>"
-        + "".join(hv)
-        + "</helioviewer></meta>"
-    )
-    return text.encode("utf-8")
-
-
-def _insert_xml_box(jp2: bytes, xml: bytes) -> bytes:
-    """Return ``jp2`` with an ``xml `` box inserted right after its ``jp2h`` box."""
-    fh = io.BytesIO(jp2)
-    for kind, start, length in _iter_boxes(fh, 0, len(jp2), Path("<encoded>")):
-        if kind == b"jp2h":
-            end = start + length
-            box = struct.pack(">I4s", 8 + len(xml), b"xml ") + xml
-            return jp2[:end] + box + jp2[end:]
-    raise RuntimeError("the encoder wrote no 'jp2h' box")  # pragma: no cover
-
-
-def write_helioviewer_jp2(
-    path: str | os.PathLike[str],
-    data: np.ndarray,
-    header: Mapping[str, str | int | float],
-    *,
-    num_resolutions: int = 6,
-    quality_layers: list[float] | tuple[float, ...] | None = None,
-) -> None:
-    """Write a JPEG 2000 file with a Helioviewer XML header box, atomically.
-
-    The file has the layout of Helioviewer's own JP2s: signature, ``ftyp``, ``jp2h``, then
-    an ``xml `` box ``<?xml ...?><meta><fits>...</fits><helioviewer>...</helioviewer></meta>``
-    and the codestream (resolution-major progression, ``RPCL``).
-
-    Args:
-        path: output file; written under a temporary name and renamed when complete.
-        data: 2-D ``uint8`` image, row 0 at the top as it will be stored (flip a FITS-ordered
-            array with ``data[::-1]`` first, as Helioviewer does).
-        header: FITS keywords and values (``DATE-OBS``, ``CRPIX1``, ...); keywords starting
-            with ``HV_`` go to the ``<helioviewer>`` section.
-        num_resolutions: resolution levels (wavelet decomposition levels + 1); a reader can
-            decode at up to ``2**(num_resolutions - 1)`` times reduced size.
-        quality_layers: compression rates of the quality layers (e.g. ``[20]`` for about
-            20:1, lossy 9/7 wavelet); ``None`` (default) writes a lossless file.
-
-    Raises:
-        ValueError: ``data`` is not a 2-D ``uint8`` array, ``num_resolutions`` does not fit
-            the image size, or a header keyword cannot be written.
-    """
-    from PIL import Image
-
-    data = np.asarray(data)
-    if data.ndim != 2 or data.dtype != np.uint8:
-        raise ValueError(f"data must be a 2-D uint8 array, got {data.ndim}-D {data.dtype}")
-    if num_resolutions < 1 or 2 ** (num_resolutions - 1) > min(data.shape):
-        raise ValueError(
-            f"num_resolutions={num_resolutions} does not fit a {data.shape[1]} x "
-            f"{data.shape[0]} image (need 1 <= num_resolutions and 2**(n-1) <= smallest side)"
-        )
-    xml = helioviewer_xml(header)
-    options: dict[str, Any] = {
-        "num_resolutions": num_resolutions,
-        "progression": "RPCL",
-        "no_jp2": False,
-    }
-    if quality_layers is not None:
-        options.update(irreversible=True, quality_mode="rates", quality_layers=list(quality_layers))
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(data)).save(buffer, format="JPEG2000", **options)
-    content = _insert_xml_box(buffer.getvalue(), xml)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(content)
-
-
-def _upper(header: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k).upper(): v for k, v in header.items()}
-
-
-def _number(h: Mapping[str, Any], key: str, default: float | None = None) -> float:
-    value = h.get(key)
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        if default is None:
-            raise InputError(f"header keyword {key} is missing", field=key)
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"header keyword {key} is not a number: {value!r}", field=key) from None
-    if not math.isfinite(number):
-        raise InputError(f"header keyword {key} is not finite: {value!r}", field=key)
-    return number
-
-
-def observation_time(header: Mapping[str, Any]) -> str:
-    """Return the observation time as ISO 8601 UTC with milliseconds.
-
-    Uses ``DATE-OBS``, else ``DATE_OBS``, else ``T_OBS``: ISO 8601 (``2013-06-24T17:31:30.84``,
-    a trailing ``Z`` allowed), a date alone (``2013-05-13`` or ``2013/05/13``) completed by
-    ``TIME-OBS``/``TIME_OBS``, or JSOC's ``2023.01.31_03:40:22.661_TAI`` (converted from TAI
-    with astropy).
-
-    Raises:
-        InputError: none of the keywords is present or the time cannot be parsed.
-    """
-    h = _upper(header)
-    for key in ("DATE-OBS", "DATE_OBS", "T_OBS"):
-        value = h.get(key)
-        if value is None or str(value).strip() == "":
-            continue
-        text = str(value).strip()
-        if _DATE_ONLY.match(text):
-            clock = str(h.get("TIME-OBS", h.get("TIME_OBS", "")) or "").strip()
-            if clock:
-                text = f"{text}T{clock}"
-        m = _ISO_TIME.match(text)
-        if m:
-            frac = (m.group(7) or ".0")[1:]
-            millis = round(float("0." + frac) * 1000)
-            stamp = "{}-{}-{}T{}:{}:{}".format(*m.groups()[:6])
-            try:
-                return str(np.datetime64(stamp, "ms") + np.timedelta64(millis, "ms"))
-            except ValueError:
-                raise InputError(f"invalid observation time {text!r}", field=key) from None
-        m = _TAI_TIME.match(text)
-        if m:
-            try:
-                from astropy.time import Time
-            except ImportError:  # pragma: no cover - astropy comes with the 'solar' extra
-                raise InputError(
-                    f"observation time {text!r} is in TAI; converting it needs astropy "
-                    "(pip install 'fdflare[solar]')",
-                    field=key,
-                ) from None
-            iso = "{}-{}-{}T{}:{}:{}{}".format(*m.groups(default=""))
-            return str(Time(iso, scale="tai").utc.isot)
-        raise InputError(f"cannot parse observation time {text!r}", field=key)
-    raise InputError(
-        "no observation time (DATE-OBS, DATE_OBS or T_OBS) in the header", field="DATE-OBS"
-    )
-
-
 def reduced_size(full: int, reduce: int, offset: int = 0) -> int:
     """Return the size of an image axis decoded at ``2**reduce`` times reduced resolution."""
     step = 1 << reduce
     return -(-(full + offset) // step) - (-(-offset // step))
 
 
-def _angle_units(h: Mapping[str, Any], axis: int) -> float:
-    """Return the factor from the axis' CUNIT to arcseconds."""
-    unit = str(h.get(f"CUNIT{axis}", "arcsec") or "arcsec").strip().lower()
-    factors = {"arcsec": 1.0, "deg": 3600.0, "arcmin": 60.0, "rad": 180 / math.pi * 3600}
-    if unit not in factors:
-        raise InputError(f"unsupported angle unit {unit!r}", field=f"CUNIT{axis}")
-    return factors[unit]
+_MOVED_TO_GEOMETRY = ("SOLAR_RADIUS_M", "disk_geometry", "observation_time")
 
 
-def disk_geometry(
-    header: Mapping[str, Any],
-    shape_in: tuple[int, int],
-    shape_out: tuple[int, int],
-    *,
-    reduce: int = 0,
-    path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Return the solar disk's observation time, centre and radius in output pixels.
+def __getattr__(name: str) -> Any:
+    """Keep ``fdflare.prepare.jp2.disk_geometry`` (now in :mod:`fdflare.prepare.geometry`)."""
+    if name in _MOVED_TO_GEOMETRY:
+        from fdflare.prepare import geometry
 
-    The centre is where the helioprojective origin (0", 0") falls, through the header's
-    TAN projection (``CRVAL1/2``), pixel scale (``CDELT1/2``, ``CUNIT1/2``) and rotation
-    (``PCi_j`` or ``CROTA2``); the radius is ``RSUN_OBS`` (else ``SOLAR_R``, else computed
-    as ``arcsin(RSUN_REF / DSUN_OBS)``) over the pixel scale.
-
-    Coordinates are 0-based stored pixels of the output image: ``center_x`` is the column,
-    ``center_y`` the row counted from the **top** row as stored, and pixel ``(i, j)`` is
-    centred on ``(y=i, x=j)``. The output image is taken to be the input decoded at
-    ``2**reduce`` times reduced resolution (a JPEG 2000 low-pass band samples the even
-    pixels, so reduced pixel ``u`` lies on full pixel ``2**reduce * u``), then area-resized
-    to ``shape_out``. When the header's ``NAXIS1/2`` differ from ``shape_in``, the header is
-    taken to describe the same field of view at ``NAXIS`` resolution.
-
-    Args:
-        header: FITS keywords (any case), as from :func:`read_jp2_header`.
-        shape_in: ``(height, width)`` of the JP2 at full resolution.
-        shape_out: ``(height, width)`` of the output image.
-        reduce: resolution reduction of the decode step (0 for a full decode).
-        path: the file the header came from, named in error messages.
-
-    Returns:
-        ``date_obs`` (ISO 8601 UTC), ``center_x``, ``center_y``, ``radius_px`` (geometric
-        mean of the x and y radii, which agree unless the resize changes the aspect ratio),
-        ``crota2`` (degrees) and ``rsun_obs`` (arcsec).
-
-    Raises:
-        InputError: a required keyword (``CRPIX1/2``, ``CDELT1/2``, the time, the solar
-        radius) is missing or not a number; ``field`` names it.
-    """
-    try:
-        return _disk_geometry(_upper(header), shape_in, shape_out, reduce)
-    except InputError as exc:
-        if path is None or exc.path is not None:
-            raise
-        raise InputError(exc.message, path=path, line=exc.line, field=exc.field) from None
-
-
-def _disk_geometry(
-    h: dict[str, Any], shape_in: tuple[int, int], shape_out: tuple[int, int], reduce: int
-) -> dict[str, Any]:
-    date_obs = observation_time(h)
-    crpix1, crpix2 = _number(h, "CRPIX1"), _number(h, "CRPIX2")
-    ux, uy = _angle_units(h, 1), _angle_units(h, 2)
-    cdelt1, cdelt2 = _number(h, "CDELT1") * ux, _number(h, "CDELT2") * uy
-    if cdelt1 == 0 or cdelt2 == 0:
-        raise InputError("pixel scale is zero", field="CDELT1" if cdelt1 == 0 else "CDELT2")
-    crval1, crval2 = _number(h, "CRVAL1", 0.0) * ux, _number(h, "CRVAL2", 0.0) * uy
-    crota2 = _number(h, "CROTA2", _number(h, "CROTA", 0.0))
-
-    if "RSUN_OBS" in h or "SOLAR_R" in h or "RADIUS" in h:
-        key = next(k for k in ("RSUN_OBS", "SOLAR_R", "RADIUS") if k in h)
-        rsun = _number(h, key)
-    elif "DSUN_OBS" in h:
-        ratio = _number(h, "RSUN_REF", SOLAR_RADIUS_M) / _number(h, "DSUN_OBS")
-        if not 0 < ratio < 1:
-            raise InputError("RSUN_REF / DSUN_OBS is not between 0 and 1", field="DSUN_OBS")
-        rsun = math.degrees(math.asin(ratio)) * 3600.0
-    else:
-        raise InputError("no solar radius (RSUN_OBS, or DSUN_OBS)", field="RSUN_OBS")
-
-    # Sun centre (0", 0") in intermediate world coordinates: the gnomonic (TAN) projection
-    # about the reference point (CRVAL1, CRVAL2), default LONPOLE of 180 deg.
-    a0, d0 = math.radians(crval1 / 3600.0), math.radians(crval2 / 3600.0)
-    x_world = math.degrees(-math.tan(a0) / math.cos(d0)) * 3600.0
-    y_world = math.degrees(-math.tan(d0)) * 3600.0
-    # Intermediate world -> pixel offsets through the inverse of CDELT * PC.
-    if any(f"PC{i}_{j}" in h for i in (1, 2) for j in (1, 2)):
-        pc = np.array(
-            [
-                [_number(h, "PC1_1", 1.0), _number(h, "PC1_2", 0.0)],
-                [_number(h, "PC2_1", 0.0), _number(h, "PC2_2", 1.0)],
-            ]
-        )
-    else:
-        rho = math.radians(crota2)
-        lam = cdelt2 / cdelt1
-        pc = np.array([[math.cos(rho), -lam * math.sin(rho)], [math.sin(rho) / lam, math.cos(rho)]])
-    try:
-        dx, dy = np.linalg.solve(pc, [x_world / cdelt1, y_world / cdelt2])
-    except np.linalg.LinAlgError:
-        raise InputError("the PC rotation matrix is singular", field="PC1_1") from None
-    fits_x, fits_y = crpix1 + dx, crpix2 + dy  # 1-based, row 1 at the bottom
-
-    height, width = (int(v) for v in shape_in)
-    naxis1 = int(_number(h, "NAXIS1", float(width)))
-    naxis2 = int(_number(h, "NAXIS2", float(height)))
-    # Stored 0-based coordinates in the header's own grid, then in the JP2's grid.
-    col = (fits_x - 1 + 0.5) * (width / naxis1) - 0.5
-    row = (naxis2 - fits_y + 0.5) * (height / naxis2) - 0.5
-    rx = rsun / abs(cdelt1) * (width / naxis1)
-    ry = rsun / abs(cdelt2) * (height / naxis2)
-
-    # Decode at reduced resolution: reduced pixel u sits on full pixel 2**reduce * u.
-    step = float(1 << reduce)
-    red_w, red_h = reduced_size(width, reduce), reduced_size(height, reduce)
-    if reduce:
-        col, row, rx, ry = col / step, row / step, rx / step, ry / step
-    # Area resize of the (reduced) image to the output shape.
-    out_h, out_w = (int(v) for v in shape_out)
-    sx, sy = out_w / red_w, out_h / red_h
-    return {
-        "date_obs": date_obs,
-        "center_x": float((col + 0.5) * sx - 0.5),
-        "center_y": float((row + 0.5) * sy - 0.5),
-        "radius_px": float(math.sqrt(rx * sx * ry * sy)),
-        "crota2": crota2,
-        "rsun_obs": rsun,
-    }
+        return getattr(geometry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

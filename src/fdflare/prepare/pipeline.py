@@ -16,14 +16,9 @@ it packs all images into one memory-mapped array for fast training
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import struct
-import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +27,13 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.core.io import atomic_open, atomic_path
+from fdflare.core.io import atomic_path
 from fdflare.prepare.decode import choose_reduce, decode_jp2
-from fdflare.prepare.jp2 import JP2Info, disk_geometry, parse_helioviewer_xml, read_jp2_info
+from fdflare.prepare.geometry import disk_geometry
+from fdflare.prepare.jp2 import JP2Info, parse_helioviewer_xml, read_jp2_info
+from fdflare.prepare.pack import _mtimes, _write_table, build_array_store
 from fdflare.prepare.store import STORE_FILE, STORE_INDEX_FILE, open_array_store
+from fdflare.prepare.workers import default_workers, progress_bar, run_tasks
 
 __all__ = [
     "BAD_FILES_COLUMNS",
@@ -209,80 +207,6 @@ def _reason(exc: BaseException, src: str) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-# --------------------------------------------------------------------------- parallel runner
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _run_tasks(
-    fn: Callable[[Any], dict[str, Any]],
-    tasks: Sequence[Any],
-    workers: int,
-    on_result: Callable[[Any, dict[str, Any]], None],
-) -> None:
-    """Run ``fn`` over ``tasks`` in ``workers`` processes, calling ``on_result(task, result)``.
-
-    A task whose worker process dies (a decoder crash) is retried alone in a fresh process;
-    if it kills that one too, it is reported as ``{"bad": "the decoder crashed ..."}``.
-    """
-    if min(workers, len(tasks)) <= 1:
-        for task in tasks:
-            on_result(task, fn(task))
-        return
-    context = multiprocessing.get_context("spawn")
-    queue: deque[Any] = deque(tasks)
-    window = 4 * workers
-    while queue:
-        suspects: list[Any] = []
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            inflight: dict[cf.Future[dict[str, Any]], Any] = {}
-            broken = False
-            while (queue or inflight) and not broken:
-                while queue and len(inflight) < window:
-                    task = queue.popleft()
-                    inflight[pool.submit(fn, task)] = task
-                done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    task = inflight.pop(future)
-                    try:
-                        result = future.result()
-                    except cf.process.BrokenProcessPool:
-                        suspects.append(task)
-                        broken = True
-                        continue
-                    on_result(task, result)
-            if broken:
-                for future, task in inflight.items():
-                    future.cancel()
-                    suspects.append(task)
-        for task in suspects:
-            with cf.ProcessPoolExecutor(max_workers=1, mp_context=context) as alone:
-                try:
-                    result = alone.submit(fn, task).result()
-                except cf.process.BrokenProcessPool:
-                    result = {"bad": "the decoder crashed on this file (worker process died)"}
-            if "bad" in result and not _workers_start(context):
-                raise FdflareError(
-                    "worker processes cannot start (see the messages above); "
-                    "run with one worker (--workers 1)"
-                )
-            on_result(task, result)
-
-
-def _workers_start(context: Any) -> bool:
-    """Whether a fresh worker process can run a trivial task (tells a crash from a setup fault)."""
-    try:
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            return pool.submit(os.getpid).result() > 0
-    except cf.process.BrokenProcessPool:
-        return False
-
-
 # --------------------------------------------------------------------------- the batch
 
 
@@ -321,17 +245,6 @@ def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str]]:
     return found, others
 
 
-def _mtimes(root: Path, rels: Iterable[str]) -> np.ndarray:
-    """Modification times (ns) of ``root/rel``; -1 where the file is missing."""
-    out = []
-    for rel in rels:
-        try:
-            out.append(os.stat(root / rel).st_mtime_ns)
-        except FileNotFoundError:
-            out.append(-1)
-    return np.asarray(out, dtype=np.int64)
-
-
 def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ``OUT/geometry.csv`` written by :func:`prepare`.
 
@@ -353,11 +266,6 @@ def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", path=path, line=1)
     return table
-
-
-def _write_table(path: Path, table: pd.DataFrame) -> None:
-    with atomic_open(path, "w") as fh:
-        table.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n")
 
 
 def prepare(
@@ -420,7 +328,7 @@ def prepare(
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a directory", path=out)
     out.mkdir(parents=True, exist_ok=True)
-    workers = _default_workers() if workers is None else max(1, int(workers))
+    workers = default_workers() if workers is None else max(1, int(workers))
     result = PrepareResult(out=out)
 
     sources, others = _scan_sources(src, out)
@@ -490,7 +398,7 @@ def prepare(
         _write_table(out / GEOMETRY_FILE, geometry.reset_index(drop=True))
         return geometry
 
-    bar = _progress_bar(len(tasks), enabled=progress)
+    bar = progress_bar(len(tasks), enabled=progress)
     last_save = time.monotonic()
 
     def on_result(task: _Task, res: dict[str, Any]) -> None:
@@ -509,7 +417,7 @@ def prepare(
             last_save = time.monotonic()
 
     try:
-        _run_tasks(_prepare_one, tasks, workers, on_result)
+        run_tasks(_prepare_one, tasks, workers, on_result)
     finally:
         bar.close()
         result.geometry = save_geometry().reset_index(drop=True)
@@ -523,105 +431,3 @@ def prepare(
             out, result.geometry, size, workers=workers, progress=progress
         )
     return result
-
-
-def _progress_bar(total: int, *, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="img",
-        desc="prepare",
-        file=sys.stderr,
-        disable=not enabled or not sys.stderr.isatty() or total == 0,
-    )
-
-
-# --------------------------------------------------------------------------- array store
-
-
-def _fill_store(args: tuple[str, str, int, list[str], int]) -> dict[str, Any]:
-    """Decode images ``paths`` into rows ``start ..`` of the ``.npy`` array at ``store``."""
-    from PIL import Image
-
-    store, out, start, paths, size = args
-    array = np.load(store, mmap_mode="r+")
-    try:
-        for i, rel in enumerate(paths):
-            with Image.open(Path(out) / rel) as im:
-                if im.size != (size, size) or im.mode != "L":
-                    return {"bad": f"{rel}: expected a {size} x {size} grey image"}
-                array[start + i] = np.asarray(im)
-        array.flush()
-    finally:
-        del array
-    return {"done": len(paths)}
-
-
-def build_array_store(
-    out: str | os.PathLike[str],
-    geometry: pd.DataFrame,
-    size: int,
-    *,
-    workers: int = 1,
-    progress: bool = True,
-    chunk: int = 256,
-) -> tuple[Path, int]:
-    """Pack the images listed in ``geometry`` into ``out/images.npy`` and its index.
-
-    The store is rebuilt only when the list of images changed or an image is newer than
-    it. Rows of another size than ``size`` are left out (and counted).
-
-    Returns:
-        ``(path of images.npy, rows left out)``.
-    """
-    out = Path(out)
-    store, index_path = out / STORE_FILE, out / STORE_INDEX_FILE
-    same = (pd.to_numeric(geometry["width"]) == size) & (pd.to_numeric(geometry["height"]) == size)
-    paths = geometry.loc[same, "path"].astype(str).sort_values(kind="stable").tolist()
-    excluded = int((~same).sum())
-    index = pd.DataFrame({"row": np.arange(len(paths), dtype=np.int64), "path": paths})
-
-    if store.exists() and index_path.exists():
-        try:
-            old_index = pd.read_csv(index_path, dtype={"path": "string"}, keep_default_na=False)
-            old = np.load(store, mmap_mode="r")
-            current = (
-                old.shape == (len(paths), size, size)
-                and old_index["path"].astype(str).tolist() == paths
-                and int(_mtimes(out, paths).max(initial=0)) <= store.stat().st_mtime_ns
-            )
-            del old
-        except (OSError, ValueError, KeyError):
-            current = False
-        if current:
-            return store, excluded
-
-    with atomic_path(store) as tmp:
-        array = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
-        )
-        array.flush()
-        del array
-        jobs = [
-            (str(tmp), str(out), i, paths[i : i + chunk], size) for i in range(0, len(paths), chunk)
-        ]
-        failures: list[str] = []
-        bar = _progress_bar(len(paths), enabled=progress)
-        bar.set_description("array store")
-
-        def on_result(job: tuple[str, str, int, list[str], int], res: dict[str, Any]) -> None:
-            if "bad" in res:
-                failures.append(res["bad"])
-            bar.update(len(job[3]))
-
-        try:
-            _run_tasks(_fill_store, jobs, min(workers, max(1, len(jobs))), on_result)
-        finally:
-            bar.close()
-        if failures:
-            raise InputError(f"cannot pack the array store: {failures[0]}", path=out)
-        # the old index must not pair with the new array, even if we stop right here
-        index_path.unlink(missing_ok=True)
-    _write_table(index_path, index)
-    return store, excluded

@@ -69,7 +69,7 @@ def run_demo(
     from fdflare.inference.predict import joined_path, predict
     from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
     from fdflare.analysis.spatial import format_table as spatial_table
-    from fdflare.synth.generate import generate
+    from fdflare.synth.writer import generate
     from fdflare.training.fit import TrainConfig, fit
 
     cfg = config or DemoConfig()

@@ -1,0 +1,232 @@
+"""The solar disk in an image, from a Helioviewer JP2's FITS header: time, centre, radius.
+
+Pixel conventions (as in :mod:`fdflare.prepare.jp2`):
+
+* *Stored* pixel coordinates are 0-based, with pixel ``(row i, column j)`` centred on
+  ``(y=i, x=j)`` and row 0 at the **top** of the image as stored in the JP2 (what Pillow and
+  ``numpy.asarray(Image.open(...))`` give). Helioviewer JP2s are stored flipped relative to
+  their FITS data: FITS row 1 (the bottom) is the last stored row.
+* FITS pixel coordinates (``CRPIX1/2``) are 1-based with row 1 at the bottom, so the FITS
+  pixel ``(px, py)`` is stored column ``px - 1``, stored row ``NAXIS2 - py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fdflare.core.errors import InputError
+from fdflare.prepare.jp2 import reduced_size
+
+__all__ = ["SOLAR_RADIUS_M", "disk_geometry", "observation_time"]
+
+#: Nominal solar radius (IAU 2015, the value sunpy uses when a header gives no RSUN_REF).
+SOLAR_RADIUS_M = 695_700_000.0
+
+_ISO_TIME = re.compile(
+    r"^\s*(\d{4})[-/](\d{2})[-/](\d{2})[T ](\d{2}):(\d{2}):(\d{2})(\.\d+)?\s*(Z|UTC)?\s*$",
+    re.IGNORECASE,
+)
+_DATE_ONLY = re.compile(r"^\d{4}[-/]\d{2}[-/]\d{2}$")
+_TAI_TIME = re.compile(r"^\s*(\d{4})\.(\d{2})\.(\d{2})_(\d{2}):(\d{2}):(\d{2})(\.\d+)?_TAI\s*$")
+
+
+def _upper(header: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).upper(): v for k, v in header.items()}
+
+
+def _number(h: Mapping[str, Any], key: str, default: float | None = None) -> float:
+    value = h.get(key)
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if default is None:
+            raise InputError(f"header keyword {key} is missing", field=key)
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"header keyword {key} is not a number: {value!r}", field=key) from None
+    if not math.isfinite(number):
+        raise InputError(f"header keyword {key} is not finite: {value!r}", field=key)
+    return number
+
+
+def observation_time(header: Mapping[str, Any]) -> str:
+    """Return the observation time as ISO 8601 UTC with milliseconds.
+
+    Uses ``DATE-OBS``, else ``DATE_OBS``, else ``T_OBS``: ISO 8601 (``2013-06-24T17:31:30.84``,
+    a trailing ``Z`` allowed), a date alone (``2013-05-13`` or ``2013/05/13``) completed by
+    ``TIME-OBS``/``TIME_OBS``, or JSOC's ``2023.01.31_03:40:22.661_TAI`` (converted from TAI
+    with astropy).
+
+    Raises:
+        InputError: none of the keywords is present or the time cannot be parsed.
+    """
+    h = _upper(header)
+    for key in ("DATE-OBS", "DATE_OBS", "T_OBS"):
+        value = h.get(key)
+        if value is None or str(value).strip() == "":
+            continue
+        text = str(value).strip()
+        if _DATE_ONLY.match(text):
+            clock = str(h.get("TIME-OBS", h.get("TIME_OBS", "")) or "").strip()
+            if clock:
+                text = f"{text}T{clock}"
+        m = _ISO_TIME.match(text)
+        if m:
+            frac = (m.group(7) or ".0")[1:]
+            millis = round(float("0." + frac) * 1000)
+            stamp = "{}-{}-{}T{}:{}:{}".format(*m.groups()[:6])
+            try:
+                return str(np.datetime64(stamp, "ms") + np.timedelta64(millis, "ms"))
+            except ValueError:
+                raise InputError(f"invalid observation time {text!r}", field=key) from None
+        m = _TAI_TIME.match(text)
+        if m:
+            try:
+                from astropy.time import Time
+            except ImportError:  # pragma: no cover - astropy comes with the 'solar' extra
+                raise InputError(
+                    f"observation time {text!r} is in TAI; converting it needs astropy "
+                    "(pip install 'fdflare[solar]')",
+                    field=key,
+                ) from None
+            iso = "{}-{}-{}T{}:{}:{}{}".format(*m.groups(default=""))
+            return str(Time(iso, scale="tai").utc.isot)
+        raise InputError(f"cannot parse observation time {text!r}", field=key)
+    raise InputError(
+        "no observation time (DATE-OBS, DATE_OBS or T_OBS) in the header", field="DATE-OBS"
+    )
+
+
+def _angle_units(h: Mapping[str, Any], axis: int) -> float:
+    """Return the factor from the axis' CUNIT to arcseconds."""
+    unit = str(h.get(f"CUNIT{axis}", "arcsec") or "arcsec").strip().lower()
+    factors = {"arcsec": 1.0, "deg": 3600.0, "arcmin": 60.0, "rad": 180 / math.pi * 3600}
+    if unit not in factors:
+        raise InputError(f"unsupported angle unit {unit!r}", field=f"CUNIT{axis}")
+    return factors[unit]
+
+
+def disk_geometry(
+    header: Mapping[str, Any],
+    shape_in: tuple[int, int],
+    shape_out: tuple[int, int],
+    *,
+    reduce: int = 0,
+    path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Return the solar disk's observation time, centre and radius in output pixels.
+
+    The centre is where the helioprojective origin (0", 0") falls, through the header's
+    TAN projection (``CRVAL1/2``), pixel scale (``CDELT1/2``, ``CUNIT1/2``) and rotation
+    (``PCi_j`` or ``CROTA2``); the radius is ``RSUN_OBS`` (else ``SOLAR_R``, else computed
+    as ``arcsin(RSUN_REF / DSUN_OBS)``) over the pixel scale.
+
+    Coordinates are 0-based stored pixels of the output image: ``center_x`` is the column,
+    ``center_y`` the row counted from the **top** row as stored, and pixel ``(i, j)`` is
+    centred on ``(y=i, x=j)``. The output image is taken to be the input decoded at
+    ``2**reduce`` times reduced resolution (a JPEG 2000 low-pass band samples the even
+    pixels, so reduced pixel ``u`` lies on full pixel ``2**reduce * u``), then area-resized
+    to ``shape_out``. When the header's ``NAXIS1/2`` differ from ``shape_in``, the header is
+    taken to describe the same field of view at ``NAXIS`` resolution.
+
+    Args:
+        header: FITS keywords (any case), as from :func:`read_jp2_header`.
+        shape_in: ``(height, width)`` of the JP2 at full resolution.
+        shape_out: ``(height, width)`` of the output image.
+        reduce: resolution reduction of the decode step (0 for a full decode).
+        path: the file the header came from, named in error messages.
+
+    Returns:
+        ``date_obs`` (ISO 8601 UTC), ``center_x``, ``center_y``, ``radius_px`` (geometric
+        mean of the x and y radii, which agree unless the resize changes the aspect ratio),
+        ``crota2`` (degrees) and ``rsun_obs`` (arcsec).
+
+    Raises:
+        InputError: a required keyword (``CRPIX1/2``, ``CDELT1/2``, the time, the solar
+        radius) is missing or not a number; ``field`` names it.
+    """
+    try:
+        return _disk_geometry(_upper(header), shape_in, shape_out, reduce)
+    except InputError as exc:
+        if path is None or exc.path is not None:
+            raise
+        raise InputError(exc.message, path=path, line=exc.line, field=exc.field) from None
+
+
+def _disk_geometry(
+    h: dict[str, Any], shape_in: tuple[int, int], shape_out: tuple[int, int], reduce: int
+) -> dict[str, Any]:
+    date_obs = observation_time(h)
+    crpix1, crpix2 = _number(h, "CRPIX1"), _number(h, "CRPIX2")
+    ux, uy = _angle_units(h, 1), _angle_units(h, 2)
+    cdelt1, cdelt2 = _number(h, "CDELT1") * ux, _number(h, "CDELT2") * uy
+    if cdelt1 == 0 or cdelt2 == 0:
+        raise InputError("pixel scale is zero", field="CDELT1" if cdelt1 == 0 else "CDELT2")
+    crval1, crval2 = _number(h, "CRVAL1", 0.0) * ux, _number(h, "CRVAL2", 0.0) * uy
+    crota2 = _number(h, "CROTA2", _number(h, "CROTA", 0.0))
+
+    if "RSUN_OBS" in h or "SOLAR_R" in h or "RADIUS" in h:
+        key = next(k for k in ("RSUN_OBS", "SOLAR_R", "RADIUS") if k in h)
+        rsun = _number(h, key)
+    elif "DSUN_OBS" in h:
+        ratio = _number(h, "RSUN_REF", SOLAR_RADIUS_M) / _number(h, "DSUN_OBS")
+        if not 0 < ratio < 1:
+            raise InputError("RSUN_REF / DSUN_OBS is not between 0 and 1", field="DSUN_OBS")
+        rsun = math.degrees(math.asin(ratio)) * 3600.0
+    else:
+        raise InputError("no solar radius (RSUN_OBS, or DSUN_OBS)", field="RSUN_OBS")
+
+    # Sun centre (0", 0") in intermediate world coordinates: the gnomonic (TAN) projection
+    # about the reference point (CRVAL1, CRVAL2), default LONPOLE of 180 deg.
+    a0, d0 = math.radians(crval1 / 3600.0), math.radians(crval2 / 3600.0)
+    x_world = math.degrees(-math.tan(a0) / math.cos(d0)) * 3600.0
+    y_world = math.degrees(-math.tan(d0)) * 3600.0
+    # Intermediate world -> pixel offsets through the inverse of CDELT * PC.
+    if any(f"PC{i}_{j}" in h for i in (1, 2) for j in (1, 2)):
+        pc = np.array(
+            [
+                [_number(h, "PC1_1", 1.0), _number(h, "PC1_2", 0.0)],
+                [_number(h, "PC2_1", 0.0), _number(h, "PC2_2", 1.0)],
+            ]
+        )
+    else:
+        rho = math.radians(crota2)
+        lam = cdelt2 / cdelt1
+        pc = np.array([[math.cos(rho), -lam * math.sin(rho)], [math.sin(rho) / lam, math.cos(rho)]])
+    try:
+        dx, dy = np.linalg.solve(pc, [x_world / cdelt1, y_world / cdelt2])
+    except np.linalg.LinAlgError:
+        raise InputError("the PC rotation matrix is singular", field="PC1_1") from None
+    fits_x, fits_y = crpix1 + dx, crpix2 + dy  # 1-based, row 1 at the bottom
+
+    height, width = (int(v) for v in shape_in)
+    naxis1 = int(_number(h, "NAXIS1", float(width)))
+    naxis2 = int(_number(h, "NAXIS2", float(height)))
+    # Stored 0-based coordinates in the header's own grid, then in the JP2's grid.
+    col = (fits_x - 1 + 0.5) * (width / naxis1) - 0.5
+    row = (naxis2 - fits_y + 0.5) * (height / naxis2) - 0.5
+    rx = rsun / abs(cdelt1) * (width / naxis1)
+    ry = rsun / abs(cdelt2) * (height / naxis2)
+
+    # Decode at reduced resolution: reduced pixel u sits on full pixel 2**reduce * u.
+    step = float(1 << reduce)
+    red_w, red_h = reduced_size(width, reduce), reduced_size(height, reduce)
+    if reduce:
+        col, row, rx, ry = col / step, row / step, rx / step, ry / step
+    # Area resize of the (reduced) image to the output shape.
+    out_h, out_w = (int(v) for v in shape_out)
+    sx, sy = out_w / red_w, out_h / red_h
+    return {
+        "date_obs": date_obs,
+        "center_x": float((col + 0.5) * sx - 0.5),
+        "center_y": float((row + 0.5) * sy - 0.5),
+        "radius_px": float(math.sqrt(rx * sx * ry * sy)),
+        "crota2": crota2,
+        "rsun_obs": rsun,
+    }
