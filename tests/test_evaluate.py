@@ -4,9 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fdflare.analysis.metrics import (
+    best_threshold,
+    brier,
+    confusion,
+    evaluate_files,
+    roc_auc,
+    skill_scores,
+)
 from fdflare.cli import main
 from fdflare.core.errors import InputError
-from fdflare.analysis.metrics import best_threshold, brier, confusion, evaluate_files, roc_auc, skill_scores
 
 PUBLISHED_TSS = [0.5621, 0.5010, 0.4722, 0.5683]
 PUBLISHED_HSS2 = [0.4385, 0.3379, 0.3241, 0.3890]

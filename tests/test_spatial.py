@@ -6,17 +6,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fdflare.cli import main
-from fdflare.core.errors import InputError
+from fdflare.analysis.figures import disk_figure
 from fdflare.analysis.spatial import (
     SpatialConfig,
     analyse,
     bin_indices,
-    disk_figure,
     location_recall,
     recall_grid,
     wilson_interval,
 )
+from fdflare.cli import main
+from fdflare.core.errors import InputError
 
 
 @pytest.mark.reference

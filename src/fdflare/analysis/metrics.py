@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
+from fdflare.core.table import fmt_number, plain, render_table
 
 ID_COLUMNS = ("timestamp", "label")
 
@@ -54,19 +55,38 @@ class Scores:
         return asdict(self)
 
 
+def _shown(raw: Any) -> str:
+    """A cell of a CSV table as written, for a message (``'high'``, ``1.5``, ``empty``)."""
+    raw = plain(raw)
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() == "":
+        return "empty"
+    if isinstance(raw, str):
+        try:
+            float(raw)
+        except ValueError:
+            return repr(raw)
+        return raw.strip()
+    return str(raw)
+
+
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a prediction CSV: ``timestamp`` (or ``label``), ``flare_prob``, ``target``.
 
+    A file with a header and no rows is read as an empty table (the command warns about it).
+
     Raises:
-        InputError: a missing column, or a probability outside [0, 1] / a target not 0 or 1,
-            naming the file, line and field.
+        InputError: the path is a folder, a column is missing, or a probability is outside
+            [0, 1] / a target is not 0 or 1, naming the file, line and field.
     """
     from fdflare.core.io import read_csv_table
 
     path = Path(path)
-    df = read_csv_table(
-        path, what="prediction file", dtype={"timestamp": "string", "label": "string"}
-    )
+    if path.is_dir():
+        raise InputError(
+            "is a folder; expected a prediction CSV file (timestamp, flare_prob, target)",
+            path=path,
+        )
+    df = read_csv_table(path, what="prediction file", dtype=str, keep_default_na=False)
     for col in ("flare_prob", "target"):
         if col not in df.columns:
             raise InputError(
@@ -75,22 +95,25 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
                 path=path,
                 field=col,
             )
-    prob = pd.to_numeric(df["flare_prob"], errors="coerce")
+    prob = pd.to_numeric(df["flare_prob"].str.strip(), errors="coerce")
     bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"probability {df['flare_prob'].iloc[i]!r} is not a number in [0, 1]",
+            f"probability {_shown(df['flare_prob'].iloc[i])} is not a number in [0, 1]",
             path=path,
             line=i + 2,
             field="flare_prob",
         )
-    target = pd.to_numeric(df["target"], errors="coerce")
+    target = pd.to_numeric(df["target"].str.strip(), errors="coerce")
     bad = ~target.isin([0, 1]).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"target {df['target'].iloc[i]!r} is not 0 or 1", path=path, line=i + 2, field="target"
+            f"target {_shown(df['target'].iloc[i])} is not 0 or 1",
+            path=path,
+            line=i + 2,
+            field="target",
         )
     df["flare_prob"] = prob.astype(float)
     df["target"] = target.astype(np.int64)
@@ -216,10 +239,15 @@ def evaluate_files(
 ) -> dict[str, Any]:
     """Score each file and summarise across files (mean and population std).
 
+    A score that is undefined in a file (``None``) is left out of the mean and std;
+    ``covered`` says how many files each mean covers.
+
     Returns:
-        ``{"files": [...], "mean": {"tss", "hss2"}, "std": {"tss", "hss2"}, "threshold"}``
-        where each file entry has ``path, n, tp, fp, tn, fn, tss, hss2, auc, brier, bss``
-        and also ``best_threshold``, ``best_tss`` and ``notes``.
+        ``{"files": [...], "mean": {"tss", "hss2"}, "std": {"tss", "hss2"},
+        "covered": {"tss", "hss2"}, "empty": [paths], "threshold"}`` where each file entry
+        has ``path, n, tp, fp, tn, fn, tss, hss2, auc, brier, bss`` and also
+        ``best_threshold``, ``best_tss`` and ``notes``; ``empty`` lists the files with a
+        header and no rows.
     """
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}", field="--threshold")
@@ -230,16 +258,35 @@ def evaluate_files(
         "files": [s.to_dict() for s in scores],
         "mean": {"tss": mean_tss, "hss2": mean_hss},
         "std": {"tss": std_tss, "hss2": std_hss},
+        "covered": {
+            "tss": sum(s.tss is not None for s in scores),
+            "hss2": sum(s.hss2 is not None for s in scores),
+        },
+        "empty": [s.path for s in scores if s.n == 0],
         "threshold": threshold,
     }
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return fmt_number(x, digits)
+
+
+def _mean_cell(result: dict[str, Any], key: str) -> str:
+    m, s = result["mean"][key], result["std"][key]
+    cell = f"{_fmt(m)} ± {_fmt(s)}"
+    n_files = len(result["files"])
+    covered = result.get("covered", {}).get(key, n_files)
+    if covered < n_files:
+        cell += f" ({covered} of {n_files})"
+    return cell
 
 
 def format_table(result: dict[str, Any], markdown: bool = False) -> str:
-    """Render :func:`evaluate_files` output as a text (or markdown) table."""
+    """Render :func:`evaluate_files` output as a text (or markdown) table.
+
+    When a score is undefined in some files, its mean ± std cell says how many files it
+    covers (``0.5100 ± 0.0300 (3 of 4)``) and a note names the files left out.
+    """
     head = [
         "file",
         "n",
@@ -274,34 +321,17 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
                 _fmt(f["best_tss"]),
             ]
         )
-    m, s = result["mean"], result["std"]
     rows.append(
-        [
-            "mean ± std",
-            "",
-            "",
-            "",
-            "",
-            "",
-            f"{_fmt(m['tss'])} ± {_fmt(s['tss'])}",
-            f"{_fmt(m['hss2'])} ± {_fmt(s['hss2'])}",
-            "",
-            "",
-            "",
-            "",
-            "",
-        ]
+        ["mean ± std", "", "", "", "", "", _mean_cell(result, "tss"), _mean_cell(result, "hss2")]
+        + [""] * 5
     )
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
-        fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-        lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]
-        lines += [fmt.format(*r) for r in rows]
     notes = [f"{Path(f['path']).name}: {n}" for f in result["files"] for n in f["notes"]]
-    if notes:
-        lines.append("")
-        lines += [("- " if markdown else "note: ") + n for n in notes]
-    return "\n".join(lines)
+    n_files = len(result["files"])
+    for key, title in (("tss", "TSS"), ("hss2", "HSS2")):
+        left_out = [Path(f["path"]).name for f in result["files"] if f[key] is None]
+        if left_out:
+            notes.append(
+                f"mean ± std of {title} covers {n_files - len(left_out)} of {n_files} files "
+                f"({title} is undefined in {', '.join(left_out)})"
+            )
+    return render_table(head, rows, markdown=markdown, notes=notes)

@@ -7,6 +7,11 @@ positive (TP), otherwise a false negative (FN). Recall TP/(TP+FN) is reported pe
 class with a Wilson 95 % interval; instances with an unknown location are counted and left
 out. As in the study, longitudes are rounded to 0.01 deg before they are compared.
 
+Input is checked, never silently mis-counted: a class that is not a GOES class, a
+location outside the sphere's range and a half-given location are errors naming the file,
+line and field; instances whose largest flare is below M, or that hold no flare, are counted
+and reported. Figures live in :mod:`fdflare.analysis.figures`.
+
 Heatmaps bin recall in ``bin_deg`` boxes over longitude -90..90 and latitude -35..35, mark
 bins with FN > 0 and TP = 0 with a red X, and draw lines at ``+-limb_deg``. A flare exactly
 on an upper edge that is also a boundary (``+limb_deg``, ``+90``, ``+35``) goes into the bin
@@ -25,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import InputError
+from fdflare.acquire.goes import CLASS_PATTERN
+from fdflare.core.errors import InputError, UsageError
+from fdflare.core.table import fmt_number, render_table
 
 CLASSES = ("X", "M", "X+M")
 Z95 = 1.959963984540054
@@ -42,7 +49,98 @@ class SpatialConfig:
     threshold: float = 0.5
 
 
+def _divides(step: float, span: float) -> bool:
+    ratio = span / step
+    return abs(ratio - round(ratio)) <= 1e-9 * max(1.0, ratio)
+
+
+def check_config(config: SpatialConfig) -> None:
+    """Check the options before any work.
+
+    ``--limb-deg`` must lie in (0, 90); ``--bin-deg`` must be positive and divide
+    ``--limb-deg``, the 180 deg of longitude and the 70 deg of latitude of the grid, so that
+    the limb lines fall on bin edges and the grid has whole bins; ``--threshold`` must lie
+    in [0, 1].
+
+    Raises:
+        UsageError: naming the option.
+    """
+    limb, step = config.limb_deg, config.bin_deg
+    if not (math.isfinite(limb) and 0 < limb < 90):
+        raise UsageError(f"--limb-deg {limb:g}: expected a longitude above 0 and below 90")
+    if not (math.isfinite(step) and step > 0):
+        raise UsageError(f"--bin-deg {step:g}: expected a bin size above 0 degrees")
+    lon_span = LON_RANGE[1] - LON_RANGE[0]
+    lat_span = LAT_RANGE[1] - LAT_RANGE[0]
+    for span, what in ((limb, f"--limb-deg {limb:g}"), (lon_span, "180"), (lat_span, "70")):
+        if not _divides(step, span):
+            raise UsageError(
+                f"--bin-deg {step:g} does not divide {what}: the bins must divide --limb-deg, "
+                "the 180 deg of longitude and the 70 deg of latitude (e.g. 5, 2.5, 10)"
+            )
+    if not (math.isfinite(config.threshold) and 0 <= config.threshold <= 1):
+        raise UsageError(f"--threshold {config.threshold:g}: expected a number from 0 to 1")
+
+
 # --------------------------------------------------------------------------- input
+
+
+def _check_classes(cls: pd.Series, path: Path) -> None:
+    """Refuse a class that is neither empty (no flare) nor a GOES class such as ``M1.3``."""
+    text = cls.fillna("")
+    bad = ((text != "") & ~text.str.match(CLASS_PATTERN).fillna(False)).to_numpy(dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"not a GOES class: {str(text.iloc[i])!r} (expected a letter A, B, C, M or X and a "
+            f"number, e.g. M1.3, or empty for no flare); {int(bad.sum())} such value(s) in all",
+            path=path,
+            line=i + 2,
+            field="goes_class",
+        )
+
+
+def _parse_coords(
+    lon_raw: pd.Series, lat_raw: pd.Series, fields: tuple[str, str], path: Path
+) -> list[np.ndarray]:
+    coords, known = [], []
+    for raw, fld, limit, what in (
+        (lon_raw, fields[0], 180.0, "longitude"),
+        (lat_raw, fields[1], 90.0, "latitude"),
+    ):
+        s = raw.astype("string").str.strip()
+        unknown = s.isna() | s.str.lower().isin(["", "nan", "unk", "none"])
+        num = pd.to_numeric(s.where(~unknown), errors="coerce")
+        bad = (num.isna() & ~unknown).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"not a location: {str(s.iloc[i])!r}", path=path, line=i + 2, field=fld
+            )
+        values = num.to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            out = ~unknown.to_numpy(dtype=bool) & ~(np.abs(values) <= limit)
+        if out.any():
+            i = int(np.flatnonzero(out)[0])
+            raise InputError(
+                f"{what} {s.iloc[i]!s} is not a number from -{limit:g} to {limit:g} degrees",
+                path=path,
+                line=i + 2,
+                field=fld,
+            )
+        coords.append(values)
+        known.append(~unknown.to_numpy(dtype=bool))
+    half = known[0] != known[1]
+    if half.any():
+        i = int(np.flatnonzero(half)[0])
+        missing = fields[1] if known[0][i] else fields[0]
+        raise InputError(
+            "a location needs both longitude and latitude (or neither, for an unknown one)",
+            path=path,
+            line=i + 2,
+            field=missing,
+        )
+    return coords
 
 
 def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -50,7 +148,10 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Accepts the study's ``*_{x,m,c}_class.csv`` (``timestamp, flare_prob, goes_class,
     fl_location = "(lon, lat)", flare_start``) or fdflare's joined table (``label,
-    flare_prob, goes_class, fl_lon, fl_lat, ...``).
+    flare_prob, goes_class, fl_lon, fl_lat, ...``). An empty class means the window held
+    no flare. A class that is not a GOES class (``Q1.0``, ``yes``), a longitude outside
+    -180..180 or a latitude outside -90..90 (or infinite), and a location with one
+    coordinate only are errors naming the file, line and field.
 
     Returns:
         A frame with ``id, flare_prob, goes_class, lon, lat`` (NaN for unknown locations).
@@ -58,7 +159,17 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     from fdflare.core.io import read_csv_table
 
     path = Path(path)
-    df = read_csv_table(path, dtype={"goes_class": "string", "fl_location": "string"})
+    if path.is_dir():
+        raise InputError(
+            "is a folder; expected a CSV of predictions joined with the largest flare "
+            "(flare_prob, goes_class, fl_location or fl_lon/fl_lat)",
+            path=path,
+        )
+    df = read_csv_table(
+        path,
+        what="prediction file",
+        dtype={"goes_class": "string", "fl_location": "string", "flare_prob": "string"},
+    )
     for col in ("flare_prob", "goes_class"):
         if col not in df.columns:
             raise InputError(
@@ -71,40 +182,34 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     if "fl_location" in df.columns:
         loc = df["fl_location"].astype("string").str.strip().str.strip("()[]")
         parts = loc.str.split(",", n=1, expand=True).reindex(columns=[0, 1])
-        lon_raw, lat_raw, lon_field, lat_field = parts[0], parts[1], "fl_location", "fl_location"
+        lon_raw, lat_raw, fields = parts[0], parts[1], ("fl_location", "fl_location")
     elif {"fl_lon", "fl_lat"} <= set(df.columns):
-        lon_raw, lat_raw, lon_field, lat_field = df["fl_lon"], df["fl_lat"], "fl_lon", "fl_lat"
+        lon_raw, lat_raw, fields = df["fl_lon"], df["fl_lat"], ("fl_lon", "fl_lat")
     else:
         raise InputError(
             'missing location columns: need fl_location "(lon, lat)" or fl_lon and fl_lat',
             path=path,
             field="fl_location",
         )
-    coords = []
-    for raw, fld in ((lon_raw, lon_field), (lat_raw, lat_field)):
-        s = raw.astype("string").str.strip()
-        unknown = s.isna() | s.str.lower().isin(["", "nan", "unk", "none"])
-        num = pd.to_numeric(s.where(~unknown), errors="coerce")
-        bad = (num.isna() & ~unknown).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(
-                f"not a location: {str(s.iloc[i])!r}", path=path, line=i + 2, field=fld
-            )
-        coords.append(num.to_numpy(dtype=float))
-    prob = pd.to_numeric(df["flare_prob"], errors="coerce")
+    coords = _parse_coords(lon_raw, lat_raw, fields, path)
+    cls = df["goes_class"].astype("string").str.strip()
+    _check_classes(cls, path)
+    prob = pd.to_numeric(df["flare_prob"].astype("string").str.strip(), errors="coerce")
     bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            "probability is not a number in [0, 1]", path=path, line=i + 2, field="flare_prob"
+            f"probability {df['flare_prob'].iloc[i]} is not a number in [0, 1]",
+            path=path,
+            line=i + 2,
+            field="flare_prob",
         )
     id_col = next((c for c in ("timestamp", "label") if c in df.columns), None)
     return pd.DataFrame(
         {
             "id": df[id_col].astype(str) if id_col else pd.Series(range(len(df))).astype(str),
             "flare_prob": prob.to_numpy(dtype=float),
-            "goes_class": df["goes_class"].astype("string").str.strip(),
+            "goes_class": cls,
             "lon": coords[0],
             "lat": coords[1],
         }
@@ -112,10 +217,17 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def read_spatial_tables(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """Read and concatenate several joined tables (e.g. the X- and M-class files of a model)."""
+    """Read and concatenate several joined tables (e.g. the X- and M-class files of a model).
+
+    The result's ``attrs["rows"]`` maps each path to its number of rows, so that a file
+    with a header and no rows can be reported.
+    """
     if not paths:
         raise InputError("no input files given")
-    return pd.concat([read_spatial_table(p) for p in paths], ignore_index=True)
+    tables = [read_spatial_table(p) for p in paths]
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["rows"] = {str(p): len(t) for p, t in zip(paths, tables, strict=True)}
+    return out
 
 
 # --------------------------------------------------------------------------- statistics
@@ -227,209 +339,6 @@ def grid_table(grid: dict[str, Any]) -> pd.DataFrame:
     )
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def save_figure(fig: Any, out_base: str | os.PathLike[str], *, dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``<out_base>.png`` and ``<out_base>.svg`` (atomically) and close it."""
-    import matplotlib.pyplot as plt
-
-    from fdflare.core.io import atomic_path
-
-    out_base = Path(out_base)
-    paths = []
-    for ext in ("png", "svg"):
-        target = out_base.with_name(out_base.name + f".{ext}")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext, dpi=dpi)
-        paths.append(target)
-    plt.close(fig)
-    return paths
-
-
-def plot_heatmap(
-    grid: dict[str, Any],
-    out_base: str | os.PathLike[str],
-    *,
-    title: str = "",
-    limb_deg: float = 70.0,
-) -> list[Path]:
-    """Draw the recall heatmap and save it as ``<out_base>.png`` and ``<out_base>.svg``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    tp, fn = grid["tp"], grid["fn"]
-    n = tp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
-    xe, ye = grid["lon_edges"], grid["lat_edges"]
-    fig, ax = plt.subplots(figsize=(10, 5.2))
-    finite = recall[np.isfinite(recall)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if vmin == vmax:
-        vmin, vmax = min(vmin, 0.0), max(vmax, 1.0)
-    im = ax.imshow(
-        np.ma.masked_invalid(recall),
-        extent=(xe[0], xe[-1], ye[0], ye[-1]),
-        origin="lower",
-        cmap="Blues",
-        vmin=vmin,
-        vmax=vmax,
-        aspect="equal",
-    )
-    iy, ix = np.nonzero((tp == 0) & (fn > 0))
-    step = xe[1] - xe[0]
-    ax.scatter(xe[ix] + step / 2, ye[iy] + step / 2, marker="X", s=60, color="red", zorder=3)
-    for x in (-limb_deg, limb_deg):
-        ax.axvline(x, color="red", linewidth=1.5)
-    ax.set_xticks(np.arange(xe[0], xe[-1] + 1, 10))
-    ax.set_xticks(xe, minor=True)
-    ax.set_yticks(np.arange(ye[0], ye[-1] + 1, 10))
-    ax.set_yticks(ye, minor=True)
-    ax.grid(which="minor", alpha=0.2)
-    ax.grid(which="major", alpha=0.5)
-    ax.set_xlabel("Heliographic longitude (central-meridian distance), deg")
-    ax.set_ylabel("Latitude, deg")
-    if title:
-        ax.set_title(title)
-    ax.legend(
-        handles=[
-            Line2D(
-                [], [], marker="X", color="red", linestyle="None", label="no correct predictions"
-            )
-        ],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.2),
-        frameon=False,
-    )
-    fig.colorbar(im, ax=ax, orientation="vertical", label="Recall", fraction=0.025, pad=0.02)
-    fig.tight_layout()
-    paths = save_figure(fig, out_base, dpi=150)
-    return paths
-
-
-def disk_geometry_from_map(smap: Any) -> dict[str, float]:
-    """Disk centre and radius in pixels (0-based, FITS orientation) of a sunpy map."""
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
-    centre = SkyCoord(0 * u.arcsec, 0 * u.arcsec, frame=smap.coordinate_frame)
-    cx, cy = smap.wcs.world_to_pixel(centre)
-    radius = (smap.rsun_obs / smap.scale.axis1).to_value(u.pix)
-    return {"center_x": float(cx), "center_y": float(cy), "radius_px": float(radius)}
-
-
-def disk_figure(
-    image: str | os.PathLike[str],
-    out_base: str | os.PathLike[str],
-    *,
-    limb_deg: float = 70.0,
-    geometry: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """Draw a magnetogram with the ``limb_deg`` circle computed from its disk geometry.
-
-    A FITS or JP2 file with a solar header is read with sunpy: the disk centre and radius
-    come from its WCS, and the two ``+-limb_deg`` Stonyhurst meridians are drawn with
-    ``sunpy.coordinates``. A plain image (PNG/JPG from ``fdflare prepare``) needs
-    ``geometry`` (``center_x, center_y, radius_px`` in pixels, row 0 at the top).
-    The circle has radius ``R sin(limb_deg)``: the projected distance from disk centre at
-    which central-meridian distance ``limb_deg`` lies on the equator.
-
-    Returns:
-        The geometry used, the circle radius in pixels and the paths written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
-
-    image = Path(image)
-    if not image.is_file():
-        raise InputError("no such image", path=image)
-    meridians: list[tuple[np.ndarray, np.ndarray]] = []
-    if image.suffix.lower() in {".png", ".jpg", ".jpeg"}:
-        if geometry is None:
-            raise InputError(
-                "a plain image needs its disk geometry (center_x, center_y, radius_px): "
-                "pass --geometry geometry.csv from `fdflare prepare`",
-                path=image,
-            )
-        from PIL import Image
-
-        with Image.open(image) as im:
-            data = np.asarray(im.convert("L"), dtype=float)
-        origin = "upper"
-        geo = dict(geometry)
-        title = image.name
-    else:
-        import astropy.units as u
-        import sunpy.map
-        from astropy.coordinates import SkyCoord
-        from sunpy.coordinates import HeliographicStonyhurst
-
-        try:
-            smap = sunpy.map.Map(str(image))
-        except Exception as exc:  # sunpy raises many types for unreadable files
-            raise InputError(f"not a solar image sunpy can read ({exc})", path=image) from exc
-        data = np.asarray(smap.data, dtype=float)
-        origin = "lower"
-        geo = disk_geometry_from_map(smap)
-        title = f"{smap.name}"
-        lat = np.linspace(-89.5, 89.5, 181) * u.deg
-        for sign in (-1, 1):
-            mer = SkyCoord(
-                np.full(lat.shape, sign * limb_deg) * u.deg,
-                lat,
-                frame=HeliographicStonyhurst(obstime=smap.date, rsun=smap.rsun_meters),
-            )
-            hpc = mer.transform_to(smap.coordinate_frame)
-            # on the near side of the sphere as seen by the observer (mu > 0)
-            obs = smap.observer_coordinate.transform_to(HeliographicStonyhurst(obstime=smap.date))
-            b0, l0 = obs.lat.to_value(u.rad), obs.lon.to_value(u.rad)
-            la, lo = lat.to_value(u.rad), math.radians(sign * limb_deg)
-            mu = np.cos(la) * np.cos(b0) * np.cos(lo - l0) + np.sin(la) * np.sin(b0)
-            visible = mu > 0
-            px, py = smap.wcs.world_to_pixel(hpc)
-            meridians.append((np.where(visible, px, np.nan), np.where(visible, py, np.nan)))
-    circle_r = geo["radius_px"] * math.sin(math.radians(limb_deg))
-    fig, ax = plt.subplots(figsize=(7, 7))
-    finite = data[np.isfinite(data)]
-    lim = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
-    if origin == "upper":
-        ax.imshow(data, cmap="gray", origin="upper")
-    else:
-        ax.imshow(data, cmap="gray", origin="lower", vmin=-lim, vmax=lim)
-    ax.add_patch(
-        Circle((geo["center_x"], geo["center_y"]), circle_r, fill=False, color="red", linewidth=1.5)
-    )
-    ax.add_patch(
-        Circle(
-            (geo["center_x"], geo["center_y"]),
-            geo["radius_px"],
-            fill=False,
-            color="yellow",
-            linewidth=0.8,
-            linestyle=":",
-        )
-    )
-    for px, py in meridians:
-        ax.plot(px, py, color="red", linestyle="--", linewidth=1.0)
-    ax.set_title(f"{title}: |lon| = {limb_deg:g} deg")
-    ax.set_axis_off()
-    fig.tight_layout()
-    paths = save_figure(fig, out_base, dpi=120)
-    return {
-        **geo,
-        "circle_radius_px": circle_r,
-        "limb_deg": limb_deg,
-        "paths": [str(p) for p in paths],
-    }
-
-
 # --------------------------------------------------------------------------- stage
 
 
@@ -442,13 +351,18 @@ def analyse(
 ) -> dict[str, Any]:
     """Location recall per class and, with ``out``, heatmaps (PNG + SVG) and bin tables.
 
+    Every class entry has ``outside_grid``: instances with a known location outside the
+    heatmap grid (|lat| > 35 or |lon| > 90), with or without ``out``.
+
     Returns:
         ``{"classes": {...}, "limb_deg", "bin_deg", "threshold", "n", "other_classes",
-        "figures"}``.
+        "no_flare", "figures"}``: ``other_classes`` counts instances whose largest flare is
+        below M (C, B, A), ``no_flare`` those with an empty class.
     """
     from fdflare.core.io import atomic_open
 
     cfg = config or SpatialConfig()
+    check_config(cfg)
     result: dict[str, Any] = {
         "classes": location_recall(df, cfg),
         "limb_deg": cfg.limb_deg,
@@ -457,14 +371,20 @@ def analyse(
         "n": len(df),
     }
     masks = class_masks(df["goes_class"])
-    result["other_classes"] = int((~masks["X+M"]).sum())
+    no_flare = df["goes_class"].astype("string").fillna("").str.strip().eq("").to_numpy(bool)
+    result["other_classes"] = int((~masks["X+M"] & ~no_flare).sum())
+    result["no_flare"] = int(no_flare.sum())
     figures: list[str] = []
+    grids = {cls: recall_grid(df, mask, cfg) for cls, mask in masks.items()}
+    for cls, grid in grids.items():
+        result["classes"][cls]["outside_grid"] = grid["outside"]
     if out is not None:
+        from fdflare.analysis.figures import plot_heatmap
+
         out = Path(out)
         prefix = f"{name}_" if name else ""
         for cls, mask in masks.items():
-            grid = recall_grid(df, mask, cfg)
-            result["classes"][cls]["outside_grid"] = grid["outside"]
+            grid = grids[cls]
             tag = cls.replace("+", "")
             label = f"{name} " if name else ""
             paths = plot_heatmap(
@@ -481,12 +401,17 @@ def analyse(
 
 
 def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
+    return fmt_number(x, 4)
 
 
 def format_table(result: dict[str, Any], markdown: bool = False) -> str:
-    """Render the location table: class x (central, near-limb) with TP, FN, recall, 95 % CI."""
-    head = ["class", "location", "TP", "FN", "recall", "95% CI", "unknown loc."]
+    """Render the location table: class x (central, near-limb) with TP, FN, recall, 95 % CI.
+
+    The last two columns count, per class, the instances with an unknown location and those
+    outside the heatmap grid (the ``unknown`` and ``outside_grid`` of the JSON); notes say
+    how many instances were neither X nor M.
+    """
+    head = ["class", "location", "TP", "FN", "recall", "95% CI", "unknown loc.", "outside grid"]
     rows = []
     for cls in CLASSES:
         c = result["classes"][cls]
@@ -497,6 +422,7 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
             g = c[key]
             lo, hi = g["recall_ci95"]
             ci = "n/a" if lo is None else f"[{lo:.3f}, {hi:.3f}]"
+            first = key == "central"
             rows.append(
                 [
                     cls,
@@ -505,15 +431,15 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
                     str(g["fn"]),
                     _fmt(g["recall"]),
                     ci,
-                    str(c["unknown"]) if key == "central" else "",
+                    str(c["unknown"]) if first else "",
+                    str(c.get("outside_grid", 0)) if first else "",
                 ]
             )
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
-    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join(
-        [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]
-    )
+    notes = []
+    if result.get("other_classes"):
+        notes.append(
+            f"{result['other_classes']} instance(s) with a largest flare below M were left out"
+        )
+    if result.get("no_flare"):
+        notes.append(f"{result['no_flare']} instance(s) without a flare were left out")
+    return render_table(head, rows, markdown=markdown, left=2, notes=notes)

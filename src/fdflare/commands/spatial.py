@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from fdflare.commands._common import positive_float, probability
+
 HELP = "central vs near-limb recall of X/M flares, recall heatmaps and a disk figure"
 DESCRIPTION = """\
 Read predictions joined with the largest flare of each instance's window (the study's
 *_{x,m,c}_class.csv files, or fdflare's joined prediction table), and report per class (X, M,
 X+M) the TP, FN and recall of central (|lon| <= --limb-deg) and near-limb flares with a Wilson
-95 % interval, and how many had no location. With --out, also write recall heatmaps (PNG and
-SVG) and bin tables per class; with --disk-image, a magnetogram with the --limb-deg circle.
+95 % interval, how many had no location and how many lay outside the heatmap grid. A class
+that is not a GOES class, a longitude outside -180..180 or a latitude outside -90..90 is an
+error naming the file, line and field; a file with a header and no rows is a warning and
+exit status 1. With --out, also write recall heatmaps (PNG and
+SVG) and bin tables per class; with --disk-image, a magnetogram with the --limb-deg circle
+(a Helioviewer JPEG 2000 file is read with fdflare's own decoder; FITS needs sunpy).
 
 example:
   fdflare spatial --out figures/ --name alex predictions/alex_x_class.csv predictions/alex_m_class.csv
@@ -33,26 +39,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
         "--limb-deg",
-        type=float,
+        type=positive_float,
         default=70.0,
-        help="near-limb if |lon| > this (default %(default)s)",
+        help="near-limb if |lon| > this, below 90 (default %(default)s)",
     )
     p.add_argument(
         "--bin-deg",
-        type=float,
+        type=positive_float,
         default=5.0,
-        help="heatmap bin size in degrees (default %(default)s)",
+        help="heatmap bin size in degrees; must divide --limb-deg, 180 and 70 "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=0.5,
         help="P(flare) >= threshold is a hit (default %(default)s)",
     )
     p.add_argument("--name", default="", help="model name for figure titles and file names")
     p.add_argument(
         "--disk-image",
-        help="FITS/JP2 magnetogram (or a prepared PNG with --geometry) for the disk figure",
+        help="JPEG 2000 (Helioviewer) or FITS magnetogram, or a prepared PNG with --geometry, "
+        "for the disk figure",
     )
     p.add_argument(
         "--geometry", help="geometry.csv from `fdflare prepare`, for a PNG/JPG --disk-image"
@@ -60,55 +68,99 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _geometry_for(image: str, geometry_csv: str) -> dict[str, float]:
+    import math
     from pathlib import Path
 
     import pandas as pd
 
     from fdflare.core.errors import InputError
+    from fdflare.core.io import read_csv_table
 
-    geo = pd.read_csv(geometry_csv)
+    if Path(geometry_csv).is_dir():
+        raise InputError(
+            "is a folder; expected geometry.csv from `fdflare prepare`", path=geometry_csv
+        )
+    geo = read_csv_table(geometry_csv, what="geometry file (--geometry)", dtype={"path": str})
     for col in ("path", "center_x", "center_y", "radius_px"):
         if col not in geo.columns:
             raise InputError(f"missing column {col!r}", path=geometry_csv, field=col)
     name = Path(image).as_posix()
-    match = geo[[name.endswith(str(p)) for p in geo["path"]]]
-    if match.empty:
+    hits = [i for i, p in enumerate(geo["path"].astype(str)) if name.endswith(p)]
+    if not hits:
         raise InputError(f"no row for {image}", path=geometry_csv, field="path")
-    row = match.iloc[0]
-    return {k: float(row[k]) for k in ("center_x", "center_y", "radius_px")}
+    row = geo.iloc[hits[0]]
+    out = {}
+    for k in ("center_x", "center_y", "radius_px"):
+        value = pd.to_numeric(pd.Series([row[k]]), errors="coerce").iloc[0]
+        if not math.isfinite(value) or (k == "radius_px" and value <= 0):
+            raise InputError(
+                f"not a usable {k}: {row[k]!s}", path=geometry_csv, line=hits[0] + 2, field=k
+            )
+        out[k] = float(value)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the analysis and print the table or JSON."""
+    import contextlib
+    import sys
     from pathlib import Path
 
-    from fdflare.core.errors import InputError
+    from fdflare.analysis.figures import disk_figure
     from fdflare.analysis.spatial import (
         SpatialConfig,
         analyse,
-        disk_figure,
+        check_config,
         format_table,
         read_spatial_tables,
     )
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.core.outputs import check_output_dir, output_lock
 
     if not args.files and not args.disk_image:
-        raise InputError("give prediction files, --disk-image, or both")
+        raise UsageError("give prediction files, --disk-image, or both")
     if args.disk_image and not args.out:
-        raise InputError("--disk-image needs --out for the figure")
+        raise UsageError("--disk-image needs --out for the figure")
+    if args.geometry and not args.disk_image:
+        raise UsageError("--geometry is for a --disk-image; give one")
     cfg = SpatialConfig(limb_deg=args.limb_deg, bin_deg=args.bin_deg, threshold=args.threshold)
-    result: dict = {}
-    if args.files:
-        df = read_spatial_tables(args.files)
-        result = analyse(df, cfg, out=args.out, name=args.name)
-    if args.disk_image:
-        geometry = _geometry_for(args.disk_image, args.geometry) if args.geometry else None
-        prefix = f"{args.name}_" if args.name else ""
-        result["disk"] = disk_figure(
-            args.disk_image,
-            Path(args.out) / f"{prefix}disk",
-            limb_deg=args.limb_deg,
-            geometry=geometry,
+    check_config(cfg)
+    prefix = f"{args.name}_" if args.name else ""
+    if args.out:
+        writes = [
+            f"{prefix}{kind}_{c}.{ext}"
+            for kind, ext in (("heatmap", "png"), ("heatmap", "svg"), ("bins", "csv"))
+            for c in ("X", "M", "XM")
+        ]
+        writes += [f"{prefix}disk.png", f"{prefix}disk.svg"]
+        inputs = [*args.files, args.disk_image, args.geometry]
+        check_output_dir(args.out, inputs=inputs, writes=writes)
+    geometry = _geometry_for(args.disk_image, args.geometry) if args.geometry else None
+    if args.disk_image and not Path(args.disk_image).is_file():
+        what = (
+            "is a folder; expected an image file"
+            if Path(args.disk_image).is_dir()
+            else "no such image"
         )
+        raise InputError(what, path=args.disk_image)
+    df = read_spatial_tables(args.files) if args.files else None
+    empty = [p for p, n in (df.attrs["rows"].items() if df is not None else ()) if n == 0]
+    analysed = df is not None and len(df) > 0
+    result: dict = {}
+    writing = args.out and (analysed or args.disk_image)
+    lock = output_lock(args.out, command="spatial") if writing else contextlib.nullcontext()
+    with lock:
+        if analysed:
+            result = analyse(df, cfg, out=args.out, name=args.name)
+        if args.disk_image:
+            result["disk"] = disk_figure(
+                args.disk_image,
+                Path(args.out) / f"{prefix}disk",
+                limb_deg=args.limb_deg,
+                geometry=geometry,
+            )
+    if df is not None and not analysed:
+        result = {"n": 0, **result}
     if args.json:
         print(json.dumps(result))
     else:
@@ -119,7 +171,13 @@ def run(args: argparse.Namespace) -> int:
         if "disk" in result:
             d = result["disk"]
             print(
-                f"disk centre ({d['center_x']:.1f}, {d['center_y']:.1f}) px, radius {d['radius_px']:.1f} px, "
-                f"{args.limb_deg:g} deg circle radius {d['circle_radius_px']:.1f} px; wrote {', '.join(d['paths'])}"
+                f"disk centre ({d['center_x']:.1f}, {d['center_y']:.1f}) px, radius "
+                f"{d['radius_px']:.1f} px, {args.limb_deg:g} deg circle radius "
+                f"{d['circle_radius_px']:.1f} px; wrote {', '.join(d['paths'])}"
             )
-    return 0
+    for path in empty:
+        print(
+            f"fdflare spatial: warning: {path} holds a header and no predictions (n = 0)",
+            file=sys.stderr,
+        )
+    return 1 if empty else 0
