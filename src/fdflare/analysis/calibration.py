@@ -1,0 +1,370 @@
+"""Calibrated probabilities: a monotone map from a model's scores to observed frequencies.
+
+A deep model trained with a class-weighted loss outputs scores, not probabilities: on the
+study's release every fold of AlexNet has a Brier score worse than, or hardly better than,
+climatology. A map fitted on predictions the model did not see during its own fold's
+validation mends that:
+
+* ``isotonic`` (scikit-learn's :class:`~sklearn.isotonic.IsotonicRegression`): the
+  non-decreasing step function closest to the outcomes; no shape assumed, needs thousands
+  of instances;
+* ``platt``: a logistic curve on the logit of the score (scikit-learn's
+  :class:`~sklearn.linear_model.LogisticRegression`, unregularised); two parameters, stable
+  on small calibration sets.
+
+Both maps are stored as plain numbers (the isotonic knots, the two Platt coefficients) in
+JSON, so applying one needs no scikit-learn and no pickle.
+
+Where the calibration data come from decides whether the result can be trusted:
+
+* ``cross_fold``: each fold is calibrated with a map fitted on the *other* folds'
+  validation predictions. For a published release (predictions only), these are the only
+  out-of-sample predictions there are.
+* ``fit`` / ``apply``: fit on one set (fdflare's own runs: the held-out slice of the
+  training data, ``train --holdout``) and apply to another.
+
+The decision threshold that maximises TSS is chosen on the calibration data only and the
+validation data are scored at it, next to 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fdflare.core.errors import InputError
+
+METHODS = ("isotonic", "platt")
+#: probabilities are clipped to [EPS, 1 - EPS] before the logit of Platt scaling
+EPS = 1e-6
+#: reliability diagram bins
+N_BINS = 10
+
+
+@dataclass
+class Calibrator:
+    """A fitted calibration map.
+
+    Attributes:
+        method: ``isotonic`` or ``platt``.
+        x: isotonic knots (scores), increasing.
+        y: isotonic values at the knots (probabilities), non-decreasing.
+        a: Platt slope on ``logit(score)``.
+        b: Platt intercept.
+        n: instances the map was fitted on.
+        positives: positive instances among them.
+        sources: files the map was fitted on.
+    """
+
+    method: str
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    a: float = 1.0
+    b: float = 0.0
+    n: int = 0
+    positives: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    def __call__(self, prob: np.ndarray) -> np.ndarray:
+        """Map scores to calibrated probabilities."""
+        p = np.asarray(prob, dtype=float)
+        if self.method == "isotonic":
+            return np.interp(p, self.x, self.y)
+        z = _logit(p)
+        return 1.0 / (1.0 + np.exp(-(self.a * z + self.b)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``calibration.json`` and ``ensemble.json`` hold)."""
+        d = asdict(self)
+        if self.method == "isotonic":
+            d.pop("a"), d.pop("b")
+        else:
+            d.pop("x"), d.pop("y")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, path: str | None = None) -> Calibrator:
+        """Read a map written by :meth:`to_dict`, checking it."""
+        method = d.get("method")
+        if method not in METHODS:
+            raise InputError(f"calibration method {method!r} is not one of {METHODS}", path=path)
+        cal = cls(
+            method=str(method),
+            x=[float(v) for v in d.get("x", [])],
+            y=[float(v) for v in d.get("y", [])],
+            a=float(d.get("a", 1.0)),
+            b=float(d.get("b", 0.0)),
+            n=int(d.get("n", 0)),
+            positives=int(d.get("positives", 0)),
+            sources=[str(s) for s in d.get("sources", [])],
+        )
+        if method == "isotonic":
+            x, y = np.asarray(cal.x), np.asarray(cal.y)
+            if len(x) < 1 or len(x) != len(y) or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
+                raise InputError(
+                    "isotonic map: knots must be non-empty and non-decreasing", path=path
+                )
+            if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                raise InputError("isotonic map: knots must be finite", path=path)
+        elif not (math.isfinite(cal.a) and math.isfinite(cal.b)):
+            raise InputError("platt map: coefficients must be finite", path=path)
+        return cal
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    return np.log(q / (1 - q))
+
+
+def fit_calibrator(
+    prob: np.ndarray, target: np.ndarray, method: str, *, sources: Sequence[str] = ()
+) -> Calibrator:
+    """Fit a calibration map of ``method`` to scores ``prob`` and outcomes ``target``."""
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(target).astype(int)
+    if len(p) == 0 or len(np.unique(y)) < 2:
+        raise InputError(
+            "calibration needs flare and no-flare instances in the data it is fitted on "
+            f"({len(p)} instance(s), {int(y.sum())} positive)"
+        )
+    common = {"n": len(p), "positives": int(y.sum()), "sources": [str(s) for s in sources]}
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        return Calibrator(
+            method,
+            x=[float(v) for v in iso.X_thresholds_],
+            y=[float(v) for v in iso.y_thresholds_],
+            **common,
+        )
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p).reshape(-1, 1), y)
+    return Calibrator(method, a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]), **common)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def reliability_table(prob: np.ndarray, target: np.ndarray, n_bins: int = N_BINS) -> pd.DataFrame:
+    """Per equal-width probability bin: count, mean forecast and observed frequency."""
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(target, dtype=float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(idx, weights=p, minlength=n_bins) / count
+        freq = np.bincount(idx, weights=y, minlength=n_bins) / count
+    return pd.DataFrame(
+        {
+            "bin_lo": edges[:-1],
+            "bin_hi": edges[1:],
+            "count": count.astype(np.int64),
+            "mean_forecast": np.where(count > 0, mean_p, np.nan),
+            "observed": np.where(count > 0, freq, np.nan),
+        }
+    )
+
+
+def probability_scores(
+    prob: np.ndarray, target: np.ndarray, *, reference_rate: float
+) -> dict[str, float | None]:
+    """Brier score, Brier skill score against ``reference_rate`` and the reliability term."""
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(target, dtype=float)
+    if len(p) == 0:
+        return {"brier": None, "bss": None, "reference_rate": reference_rate}
+    bs = float(np.mean((p - y) ** 2))
+    ref = float(np.mean((reference_rate - y) ** 2))
+    return {
+        "brier": bs,
+        "bss": None if ref == 0 else 1.0 - bs / ref,
+        "reference_rate": reference_rate,
+    }
+
+
+def categorical_scores(prob: np.ndarray, target: np.ndarray, threshold: float) -> dict[str, Any]:
+    """TSS, HSS2 and the false-alarm ratio FP / (TP + FP) at ``threshold``."""
+    from fdflare.analysis.metrics import confusion, skill_scores
+
+    tp, fp, tn, fn = confusion(prob, target, threshold)
+    tss, hss2, _ = skill_scores(tp, fp, tn, fn)
+    far = fp / (tp + fp) if tp + fp else None
+    return {
+        "threshold": threshold,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "tss": tss,
+        "hss2": hss2,
+        "far": far,
+    }
+
+
+def tss_threshold(prob: np.ndarray, target: np.ndarray) -> float | None:
+    """The threshold that maximises TSS on these (calibration) data."""
+    from fdflare.analysis.metrics import best_threshold
+
+    thr, _ = best_threshold(prob, target)
+    return thr
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclass
+class CalibratedFile:
+    """One prediction file, calibrated, and how it scores before and after."""
+
+    source: Path
+    table: pd.DataFrame
+    raw: np.ndarray  # the probabilities before calibration
+    calibrator: Calibrator
+    threshold: float | None  # chosen on the calibration data
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+def _read(path: str | os.PathLike[str]) -> pd.DataFrame:
+    from fdflare.analysis.metrics import read_predictions
+
+    return read_predictions(path)
+
+
+def _score(
+    prob: np.ndarray, target: np.ndarray, *, reference_rate: float, threshold: float | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = probability_scores(prob, target, reference_rate=reference_rate)
+    out["at_0.5"] = categorical_scores(prob, target, 0.5)
+    out["at_threshold"] = None if threshold is None else categorical_scores(prob, target, threshold)
+    return out
+
+
+def _calibrate_one(
+    path: Path,
+    table: pd.DataFrame,
+    fit_tables: Sequence[tuple[Path, pd.DataFrame]],
+    method: str,
+    reference_rate: float | None,
+) -> CalibratedFile:
+    fit_p = np.concatenate([t["flare_prob"].to_numpy(float) for _, t in fit_tables])
+    fit_y = np.concatenate([t["target"].to_numpy(int) for _, t in fit_tables])
+    cal = fit_calibrator(fit_p, fit_y, method, sources=[str(p) for p, _ in fit_tables])
+    thr = tss_threshold(cal(fit_p), fit_y)
+    raw_thr = tss_threshold(fit_p, fit_y)
+    rate = float(fit_y.mean()) if reference_rate is None else reference_rate
+    p, y = table["flare_prob"].to_numpy(float), table["target"].to_numpy(int)
+    q = cal(p)
+    out = table.copy()
+    out["flare_prob"] = q
+    return CalibratedFile(
+        source=path,
+        table=out,
+        raw=p,
+        calibrator=cal,
+        threshold=thr,
+        before=_score(p, y, reference_rate=rate, threshold=raw_thr),
+        after=_score(q, y, reference_rate=rate, threshold=thr),
+    )
+
+
+def cross_fold(
+    paths: Sequence[str | os.PathLike[str]],
+    method: str,
+    *,
+    reference_rates: Sequence[float | None] | None = None,
+) -> list[CalibratedFile]:
+    """Calibrate each file with a map fitted on all the other files.
+
+    Args:
+        paths: one prediction file per fold (at least two).
+        method: ``isotonic`` or ``platt``.
+        reference_rates: per file, the climatological rate of the Brier skill score (the
+            fold's training positive rate); default the calibration data's rate.
+    """
+    if len(paths) < 2:
+        raise InputError("--cross-fold needs the prediction files of two or more folds")
+    tables = [(Path(p), _read(p)) for p in paths]
+    rates = list(reference_rates) if reference_rates is not None else [None] * len(tables)
+    return [
+        _calibrate_one(p, t, [pt for j, pt in enumerate(tables) if j != i], method, rates[i])
+        for i, (p, t) in enumerate(tables)
+    ]
+
+
+def fit_apply(
+    fit: Sequence[str | os.PathLike[str]],
+    apply: Sequence[str | os.PathLike[str]],
+    method: str,
+    *,
+    reference_rates: Sequence[float | None] | None = None,
+) -> list[CalibratedFile]:
+    """Fit one map on the ``fit`` files and apply it to each of the ``apply`` files."""
+    fit_tables = [(Path(p), _read(p)) for p in fit]
+    rates = list(reference_rates) if reference_rates is not None else [None] * len(apply)
+    return [
+        _calibrate_one(Path(p), _read(p), fit_tables, method, rates[i]) for i, p in enumerate(apply)
+    ]
+
+
+def write_calibrated(
+    results: Sequence[CalibratedFile], out: str | os.PathLike[str], *, figures: bool = True
+) -> dict[str, Any]:
+    """Write the calibrated files (same names), ``calibration.json`` and the figures.
+
+    Returns:
+        The ``calibration.json`` content.
+    """
+    from fdflare.core.io import atomic_open, write_text_atomic
+
+    out = Path(out)
+    names = [r.source.name for r in results]
+    if len(set(names)) != len(names):
+        raise InputError("two prediction files share a name; calibrated files keep their names")
+    record: dict[str, Any] = {"files": []}
+    for r in results:
+        with atomic_open(out / r.source.name) as fh:
+            r.table.to_csv(fh, index=False, lineterminator="\n", float_format="%.6g")
+        record["files"].append(
+            {
+                "source": str(r.source),
+                "file": r.source.name,
+                "map": r.calibrator.to_dict(),
+                "threshold": r.threshold,
+                "before": r.before,
+                "after": r.after,
+            }
+        )
+    if figures and results:
+        from fdflare.analysis.reliability import reliability_figure
+        from fdflare.core.io import atomic_path
+
+        raw = np.concatenate([r.raw for r in results])
+        cal = np.concatenate([r.table["flare_prob"].to_numpy(float) for r in results])
+        y = np.concatenate([r.table["target"].to_numpy(int) for r in results])
+        fig = reliability_figure({"before": raw, f"after ({results[0].calibrator.method})": cal}, y)
+        for ext in ("png", "svg"):
+            with atomic_path(out / f"reliability.{ext}") as tmp:
+                fig.savefig(tmp, format=ext, dpi=120)
+        record["figures"] = ["reliability.png", "reliability.svg"]
+    write_text_atomic(out / "calibration.json", json.dumps(record, indent=2, default=_plain) + "\n")
+    return record
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
