@@ -19,15 +19,15 @@ from PIL import Image
 from fdflare import cli
 from fdflare.acquire.helioviewer import (
     MANIFEST_COLUMNS,
-    _ManifestStore,
     download_range,
     is_jpeg2000,
-    parse_duration,
-    parse_retry_after,
     read_manifest,
     requested_times,
 )
-from fdflare.core.errors import DownloadError, InputError
+from fdflare.acquire.helioviewer.manifest import ManifestStore
+from fdflare.core.errors import BusyError, InputError
+from fdflare.core.http import HttpPolicy, parse_retry_after
+from fdflare.core.timeparse import parse_duration
 from fdflare.core.paths import image_relpaths, parse_image_times
 from helioviewer_server import CLOSEST, JP2, FakeHelioviewer, Fault, too_many_requests
 
@@ -543,8 +543,8 @@ def test_manifest_of_another_source_is_refused(hv, tmp_path):
 
 def test_a_manifest_in_use_is_refused(hv, tmp_path):
     server = hv()
-    with _ManifestStore(tmp_path / "manifest.csv"):
-        with pytest.raises(DownloadError, match="another download is using"):
+    with ManifestStore(tmp_path / "manifest.csv"):
+        with pytest.raises(BusyError, match="another download is using"):
             download_range(
                 f"{DAY}T00:00", f"{DAY}T00:00", tmp_path, base_url=server.base_url, **FAST
             )

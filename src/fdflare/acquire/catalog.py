@@ -24,20 +24,40 @@ Readers (chosen from the header by :func:`read_catalog`):
   recognised from the file content and read by :func:`fdflare.acquire.noaa.read_noaa_report`.
 
 Unknown locations (empty, ``UNK``, ``nan``) and the ``(0, 0)`` placeholder some catalogs
-use for "no position" become NaN, never zero.
+use for "no position" become NaN, never zero. Times without a zone are UTC; notations may be
+mixed in one file (``2011-02-01 00:39:00`` beside ``2011-02-01T00:40:00Z``).
+
+Duplicates: one rule, :data:`DUPLICATE_KEY`, everywhere. Two rows are the same flare when
+their start time, peak flux and location are equal (unknown locations compare equal).
+:func:`read_catalog` keeps the first of each and says how many it dropped
+(``attrs["duplicates_dropped"]``); :func:`select_flares` applies the same rule across files
+and monthly queries.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import InputError
-from fdflare.acquire.goes import class_flux, normalise_class
+from fdflare.acquire.goes import class_flux, normalise_class, threshold_flux
 from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
+from fdflare.core.errors import InputError
+from fdflare.core.timeparse import parse_utc_series
+
+__all__ = [
+    "COLUMNS",
+    "DUPLICATE_KEY",
+    "FORMATS",
+    "detect_format",
+    "drop_duplicate_flares",
+    "read_catalog",
+    "select_flares",
+    "write_catalog",
+]
 
 COLUMNS = ("start_time", "goes_class", "flux", "fl_lon", "fl_lat")
 STUDY_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
@@ -47,6 +67,18 @@ FORMATS = {
     "swpc": ("date", "start_time", "goes_class"),
 }
 _UNKNOWN_TOKENS = {"", "unk", "unknown", "nan", "none", "null", "na", "n/a", "--"}
+DUPLICATE_KEY = ("start_time", "flux", "fl_lon", "fl_lat")
+"""The columns that make two catalog rows the same flare."""
+
+
+def drop_duplicate_flares(catalog: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the first row of each flare (same :data:`DUPLICATE_KEY`); return it and the count dropped."""
+    dup = catalog.duplicated(subset=list(DUPLICATE_KEY)).to_numpy(dtype=bool)
+    if not dup.any():
+        return catalog, 0
+    kept = catalog[~dup].reset_index(drop=True)
+    kept.attrs = dict(catalog.attrs)
+    return kept, int(dup.sum())
 
 
 def detect_format(columns: list[str] | pd.Index) -> str | None:
@@ -62,10 +94,7 @@ def detect_format(columns: list[str] | pd.Index) -> str | None:
 
 def _parse_times(values: pd.Series, *, path: Path, field: str, fmt: str | None = None) -> pd.Series:
     s = values.astype("string").str.strip()
-    if fmt is None:
-        times = pd.to_datetime(s, format="ISO8601", errors="coerce")
-    else:
-        times = pd.to_datetime(s, format=fmt, errors="coerce")
+    times = parse_utc_series(s, fmt=fmt)
     bad = times.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -78,8 +107,6 @@ def _parse_times(values: pd.Series, *, path: Path, field: str, fmt: str | None =
             line=i + 2,
             field=field,
         )
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
     return times.astype("datetime64[ns]")
 
 
@@ -113,6 +140,36 @@ def _missing_columns(path: Path, columns: pd.Index, fmt: str | None) -> InputErr
     )
 
 
+def _check_field_counts(path: Path) -> None:
+    """Refuse a row with more (or fewer) fields than the others, naming its line.
+
+    A file whose data rows all hold one field more than the header has an unnamed index
+    column first (as pandas writes it) and is read as such.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh, skipinitialspace=True)
+            header = next(reader, None)
+            if header is None:
+                return
+            rows = [(reader.line_num, len(row)) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"not a readable CSV table ({exc})", path=path) from None
+    n = len(header)
+    counts = np.array([k for _line, k in rows], dtype=int)
+    expected = n + 1 if (counts == n + 1).sum() > (counts == n).sum() else n
+    bad = np.flatnonzero(counts != expected)
+    if len(bad):
+        line, k = rows[int(bad[0])]
+        what = "too many" if k > expected else "too few"
+        raise InputError(
+            f"{what} fields: {k} where the header has {n} ({', '.join(header)}); "
+            f"{len(bad)} such row(s) in all",
+            path=path,
+            line=line,
+        )
+
+
 def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFrame:
     """Read a flare catalog file into the common schema (see module docstring).
 
@@ -120,15 +177,27 @@ def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFram
         path: CSV file in one of the supported formats.
         fmt: ``auto`` (detect from the content), ``study``, ``hek``, ``swpc`` or ``noaa``.
 
+    Returns:
+        The catalog, sorted by start time, each flare once (see :data:`DUPLICATE_KEY`);
+        ``attrs`` holds ``source``, ``format``, ``placeholder_locations`` and
+        ``duplicates_dropped`` (rows left out as repeats of an earlier row, counting the
+        repeated lines of a NOAA report).
+
     Raises:
-        InputError: naming the file, line and field of the first bad value, or the missing
-            columns. Nothing is dropped silently: a bad row is an error, not a skip.
+        InputError: naming the file, line and field of the first bad value, the line of a
+            row with too many or too few fields, or the missing columns. Nothing else is
+            dropped: a bad row is an error, not a skip.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError("no such file", path=path)
+        what = "is a folder; expected a catalog file" if path.is_dir() else "no such file"
+        raise InputError(what, path=path)
     if fmt == "noaa" or (fmt == "auto" and is_noaa_report(path)):
-        return read_noaa_report(path)
+        report = read_noaa_report(path)
+        out, n_dup = drop_duplicate_flares(report)
+        out.attrs["duplicates_dropped"] = int(report.attrs.get("duplicates", 0)) + n_dup
+        return out
+    _check_field_counts(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -165,9 +234,59 @@ def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFram
     )
     out["goes_class"] = out["goes_class"].astype("string")
     out = out.sort_values("start_time", kind="stable").reset_index(drop=True)
+    out, n_dup = drop_duplicate_flares(out)
     out.attrs["source"] = str(path)
     out.attrs["format"] = found
     out.attrs["placeholder_locations"] = int(placeholder.sum())
+    out.attrs["duplicates_dropped"] = n_dup
+    return out
+
+
+def select_flares(
+    catalog: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    min_class: str | None = None,
+) -> pd.DataFrame:
+    """Keep the flares starting in ``[start, end)`` at or above ``min_class``, once each.
+
+    Duplicates (:data:`DUPLICATE_KEY`: e.g. a flare listed by two monthly queries or by
+    two overlapping files) are removed and counted, by the rule :func:`read_catalog` uses.
+
+    Args:
+        catalog: flares in the common schema.
+        start: first start time kept (None: no lower bound).
+        end: start times strictly before this are kept (None: no upper bound).
+        min_class: lowest class kept, e.g. ``C1.0`` or ``M`` (None: all).
+
+    Returns:
+        The selection, sorted by start time, with ``attrs["counts"]``: ``in_catalog``,
+        ``outside_range``, ``below_min_class``, ``duplicates``, ``kept``,
+        ``unknown_location``.
+    """
+    t = catalog["start_time"]
+    in_range = np.ones(len(catalog), dtype=bool)
+    if start is not None:
+        in_range &= (t >= start).to_numpy(dtype=bool)
+    if end is not None:
+        in_range &= (t < end).to_numpy(dtype=bool)
+    above = np.ones(len(catalog), dtype=bool)
+    if min_class:
+        # Relative tolerance: "C1.0" parsed twice must compare equal.
+        above = catalog["flux"].to_numpy(dtype=float) >= threshold_flux(min_class) * (1 - 1e-9)
+    chosen = catalog[in_range & above]
+    dup = chosen.duplicated(subset=list(DUPLICATE_KEY)).to_numpy(dtype=bool)
+    out = chosen[~dup].sort_values("start_time", kind="stable").reset_index(drop=True)
+    out.attrs = {
+        "counts": {
+            "in_catalog": len(catalog),
+            "outside_range": int((~in_range).sum()),
+            "below_min_class": int((in_range & ~above).sum()),
+            "duplicates": int(dup.sum()),
+            "kept": len(out),
+            "unknown_location": int(out["fl_lon"].isna().sum()),
+        }
+    }
     return out
 
 

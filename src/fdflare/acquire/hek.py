@@ -44,8 +44,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import DownloadError, InputError
+from fdflare.acquire.catalog import select_flares
 from fdflare.acquire.goes import CLASS_PATTERN, class_flux, normalise_class, threshold_flux
+from fdflare.core.errors import DownloadError, InputError
+from fdflare.core.http import GaveUp, HttpPolicy, Retryable
 
 __all__ = [
     "DEFAULT_HEK_URL",
@@ -57,7 +59,7 @@ __all__ = [
     "month_intervals",
     "records_to_catalog",
     "resolve_hek_url",
-    "select_flares",
+    "select_flares",  # from fdflare.acquire.catalog, kept here for old imports
 ]
 
 DEFAULT_HEK_URL = "https://www.lmsal.com/hek/her"
@@ -124,14 +126,6 @@ def month_intervals(
     return list(itertools.pairwise(edges))
 
 
-def _is_retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-class _TransientError(Exception):
-    """A failure worth retrying (server error, timeout, malformed reply)."""
-
-
 @dataclass
 class HEKFlareClient:
     """Query HEK's JSON API for flare records, one time interval at a time.
@@ -141,21 +135,39 @@ class HEKFlareClient:
         timeout: seconds to wait for a connection or a read.
         retries: further attempts after a failed one (server errors, timeouts and
             malformed replies are retried; 4xx errors other than 429 are not).
-        backoff: seconds before the first retry; doubled each time.
+        backoff: seconds before the first retry; doubled each time, with jitter, up to
+            ``backoff_max``; a server's ``Retry-After`` is honoured instead.
+        backoff_max: longest back-off in seconds.
         page_size: records per page (HEK's ``result_limit``).
         max_pages: pages per interval before giving up (bounds the paging loop).
         frm_name: the feature recognition method whose flares to list.
-        sleep: the function to wait with (tests pass a fast one).
+        sleep: the function to wait with (tests pass one that records the waits).
+
+    Timeouts, retries, back-off and ``Retry-After`` follow :class:`fdflare.core.http.HttpPolicy`,
+    the same policy as the Helioviewer downloader's (:meth:`policy`).
     """
 
     url: str = DEFAULT_HEK_URL
     timeout: float = 60.0
     retries: int = 3
     backoff: float = 2.0
+    backoff_max: float = 60.0
     page_size: int = 500
     max_pages: int = 200
     frm_name: str = "SWPC"
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def policy(self) -> HttpPolicy:
+        """The HTTP policy of this client (one request in flight)."""
+        return HttpPolicy(
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
+            backoff_max=self.backoff_max,
+            concurrency=1,
+            sleep=self.sleep,
+        )
 
     def params(
         self, t0: pd.Timestamp, t1: pd.Timestamp, min_letter: str | None = None, page: int = 1
@@ -184,31 +196,43 @@ class HEKFlareClient:
         p.update({"result_limit": str(self.page_size), "page": str(page)})
         return p
 
-    def _page(self, client: Any, params: dict[str, str]) -> tuple[list[dict[str, Any]], bool]:
+    def _page(
+        self, client: Any, params: dict[str, str], policy: HttpPolicy
+    ) -> tuple[list[dict[str, Any]], bool]:
         import httpx
 
         try:
-            response = client.get(self.url, params=params)
-        except httpx.TransportError as exc:  # connect/read errors and timeouts
-            raise _TransientError(f"{type(exc).__name__}: {exc}") from exc
+            with policy.slot():
+                response = client.get(self.url, params=params)
+        except httpx.HTTPError as exc:  # connect/read errors and timeouts
+            classified = policy.transport_error(exc)
+            if isinstance(classified, Retryable):
+                raise classified from None
+            raise DownloadError(f"{type(exc).__name__}: {exc}") from None
+        policy.check_status(response, "HEK")  # 429 and 5xx are retried
         if response.status_code != 200:
-            msg = f"HTTP {response.status_code} from {response.request.url}"
-            if _is_retryable_status(response.status_code):
-                raise _TransientError(msg)
-            raise DownloadError(f"{msg}: {response.text[:200]!r}")
+            raise DownloadError(
+                f"HTTP {response.status_code} from {response.request.url}: {response.text[:200]!r}"
+            )
         try:
             body = response.json()
-        except ValueError as exc:
-            raise _TransientError(f"reply is not JSON: {response.text[:120]!r}") from exc
+        except ValueError:
+            raise Retryable(f"reply is not JSON: {response.text[:120]!r}") from None
         if not isinstance(body, dict) or not isinstance(body.get("result"), list):
-            raise _TransientError(f"reply has no 'result' list: {str(body)[:120]!r}")
+            raise Retryable(f"reply has no 'result' list: {str(body)[:120]!r}")
         records = [r for r in body["result"] if isinstance(r, dict)]
         if len(records) != len(body["result"]):
-            raise _TransientError("reply has 'result' entries that are not records")
+            raise Retryable("reply has 'result' entries that are not records")
         return records, bool(body.get("overmax", False))
 
     def search(
-        self, client: Any, t0: pd.Timestamp, t1: pd.Timestamp, min_letter: str | None = None
+        self,
+        client: Any,
+        t0: pd.Timestamp,
+        t1: pd.Timestamp,
+        min_letter: str | None = None,
+        *,
+        policy: HttpPolicy | None = None,
     ) -> list[dict[str, Any]]:
         """Return the records (reduced to :data:`RECORD_FIELDS`) of one interval, retrying.
 
@@ -217,32 +241,31 @@ class HEKFlareClient:
             t0: interval start.
             t1: interval end.
             min_letter: lowest class letter to ask the server for, or None for all.
+            policy: the HTTP policy (default :meth:`policy`).
 
         Raises:
             DownloadError: after ``retries`` further failed attempts, or at once for a
                 client error (4xx other than 429) or more than ``max_pages`` pages.
         """
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                out: list[dict[str, Any]] = []
-                for page in range(1, self.max_pages + 1):
-                    records, overmax = self._page(client, self.params(t0, t1, min_letter, page))
-                    out.extend({k: r.get(k) for k in RECORD_FIELDS} for r in records)
-                    if not overmax:
-                        return out
-                raise DownloadError(
-                    f"HEK still reports more results after {self.max_pages} pages of "
-                    f"{self.page_size} for {t0:%Y-%m-%d}..{t1:%Y-%m-%d}"
-                )
-            except _TransientError as exc:
-                last = exc
-        raise DownloadError(
-            f"HEK query for {t0:%Y-%m-%d %H:%M}..{t1:%Y-%m-%d %H:%M} failed after "
-            f"{self.retries + 1} attempt(s): {last}"
-        )
+        policy = policy or self.policy()
+
+        def attempt() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for page in range(1, self.max_pages + 1):
+                records, overmax = self._page(client, self.params(t0, t1, min_letter, page), policy)
+                out.extend({k: r.get(k) for k in RECORD_FIELDS} for r in records)
+                if not overmax:
+                    return out
+            raise DownloadError(
+                f"HEK still reports more results after {self.max_pages} pages of "
+                f"{self.page_size} for {t0:%Y-%m-%d}..{t1:%Y-%m-%d}"
+            )
+
+        what = f"HEK query for {t0:%Y-%m-%d %H:%M}..{t1:%Y-%m-%d %H:%M}"
+        try:
+            return policy.call(what, attempt)
+        except GaveUp as exc:
+            raise DownloadError(exc.reason) from None
 
 
 def hpc_to_hgs(
@@ -390,54 +413,6 @@ def records_to_catalog(records: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def select_flares(
-    catalog: pd.DataFrame,
-    start: pd.Timestamp | None = None,
-    end: pd.Timestamp | None = None,
-    min_class: str | None = None,
-) -> pd.DataFrame:
-    """Keep the flares starting in ``[start, end)`` at or above ``min_class``, once each.
-
-    Duplicates (same start time, peak flux and location, e.g. a flare listed by two
-    monthly queries or by two overlapping files) are removed and counted.
-
-    Args:
-        catalog: flares in the common schema.
-        start: first start time kept (None: no lower bound).
-        end: start times strictly before this are kept (None: no upper bound).
-        min_class: lowest class kept, e.g. ``C1.0`` or ``M`` (None: all).
-
-    Returns:
-        The selection, sorted by start time, with ``attrs["counts"]``: ``in_catalog``,
-        ``outside_range``, ``below_min_class``, ``duplicates``, ``kept``,
-        ``unknown_location``.
-    """
-    t = catalog["start_time"]
-    in_range = np.ones(len(catalog), dtype=bool)
-    if start is not None:
-        in_range &= (t >= start).to_numpy(dtype=bool)
-    if end is not None:
-        in_range &= (t < end).to_numpy(dtype=bool)
-    above = np.ones(len(catalog), dtype=bool)
-    if min_class:
-        # Relative tolerance: "C1.0" parsed twice must compare equal.
-        above = catalog["flux"].to_numpy(dtype=float) >= threshold_flux(min_class) * (1 - 1e-9)
-    chosen = catalog[in_range & above]
-    dup = chosen.duplicated(subset=["start_time", "flux", "fl_lon", "fl_lat"]).to_numpy()
-    out = chosen[~dup].sort_values("start_time", kind="stable").reset_index(drop=True)
-    out.attrs = {
-        "counts": {
-            "in_catalog": len(catalog),
-            "outside_range": int((~in_range).sum()),
-            "below_min_class": int((in_range & ~above).sum()),
-            "duplicates": int(dup.sum()),
-            "kept": len(out),
-            "unknown_location": int(out["fl_lon"].isna().sum()),
-        }
-    }
-    return out
-
-
 def _cache_file(
     cache_dir: Path, client: HEKFlareClient, t0: pd.Timestamp, t1: pd.Timestamp, letter: str | None
 ) -> Path:
@@ -505,8 +480,6 @@ def fetch_hek_catalog(
         DownloadError: some months could not be fetched; the message lists them, and the
             months that were fetched stay in ``cache_dir``.
     """
-    import httpx
-
     from fdflare import __version__
     from fdflare.core.io import write_text_atomic
 
@@ -526,9 +499,11 @@ def fetch_hek_catalog(
     chunks: list[list[dict[str, Any]]] = []
     failed: list[tuple[pd.Timestamp, str]] = []
     n_cached = 0
+    n_kept = 0  # months whose records are in the cache folder (read from it or written)
+    policy = base.policy()
     headers = {"User-Agent": f"fdflare/{__version__} (+https://github.com/fdflare)"}
     with (
-        httpx.Client(timeout=base.timeout, headers=headers, follow_redirects=True) as http,
+        policy.client(headers=headers) as http,
         contextlib.closing(_progress(len(months), progress)) as bar,
     ):
         for t0, t1 in months:
@@ -536,26 +511,28 @@ def fetch_hek_catalog(
             records = _read_cached(path) if path is not None and path.is_file() else None
             if records is not None:
                 n_cached += 1
+                n_kept += 1
             else:
                 try:
-                    records = base.search(http, t0, t1, letter)
+                    records = base.search(http, t0, t1, letter, policy=policy)
                 except DownloadError as exc:
                     failed.append((t0, str(exc)))
                     bar.update(1)
+                    if not policy.reached.is_set():
+                        break  # not one answer: the service cannot be reached at all
                     continue
                 if path is not None and t1 < now - _SETTLE:
                     body = {"url": base.url, "start": str(t0), "end": str(t1), "records": records}
                     write_text_atomic(path, json.dumps(body))
+                    n_kept += 1
             chunks.append(records)
             bar.set_postfix_str(f"{t0:%Y-%m}: {len(records)} records")
             bar.update(1)
 
+    if failed and not policy.reached.is_set() and n_cached == 0:
+        raise DownloadError(f"cannot reach HEK at {base.url}: {failed[0][1]}")
     if failed:
-        where = (
-            f"; the {len(months) - len(failed)} month(s) fetched are kept in {cache}"
-            if cache
-            else ""
-        )
+        where = f"; the {n_kept} month(s) fetched are kept in {cache}" if cache and n_kept else ""
         raise DownloadError(
             f"HEK query failed for {len(failed)} of {len(months)} month(s) "
             f"({', '.join(f'{t:%Y-%m}' for t, _ in failed)}){where}; rerun the same command "

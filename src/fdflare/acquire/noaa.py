@@ -49,8 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import InputError
 from fdflare.acquire.goes import LETTER_FLUX
+from fdflare.core.errors import InputError
 
 __all__ = ["is_noaa_report", "parse_location", "read_noaa_report"]
 

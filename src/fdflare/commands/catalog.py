@@ -7,9 +7,12 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from fdflare.commands._common import nonnegative_float, nonnegative_int, positive_float
+
 HELP = "make a GOES flare catalog (start_time,goes_class,fl_lon,fl_lat) from HEK or flare lists"
 DESCRIPTION = """\
-Write the GOES flares that start in [--start, --end) to --out in the study's catalog
+Write the GOES flares that start in [--start, --end) (--start included, --end excluded,
+as in every fdflare command) to --out in the study's catalog
 schema start_time,goes_class,fl_lon,fl_lat (Stonyhurst degrees, west and north positive,
 empty when unknown).
 
@@ -17,7 +20,11 @@ empty when unknown).
 of NOAA SWPC's reports (retrying a failed month; finished months are kept in --cache so
 a rerun resumes). --source FILE [FILE ...] reads flare lists instead: the study's CSV,
 HEK-style CSV, NOAA SWPC CSV or NOAA's fixed-width goes-xrs-report_YYYY.txt files, in any
-mix; duplicates across files are removed.
+mix. A flare listed twice (same start time, peak flux and location), within a file or across
+files, is kept once, and the summary says how many repeats were dropped.
+
+exit status: 0 done; 2 bad arguments or input (nothing written); 3 HEK could not be queried
+(after the retries; the months fetched stay in --cache for the rerun).
 
 examples:
   fdflare catalog --start 2011-01-01 --end 2011-03-01 --source hek --min-class C1.0 \\
@@ -72,46 +79,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     hek.add_argument(
         "--retries",
-        type=int,
+        type=nonnegative_int,
         default=3,
         metavar="N",
         help="further attempts for a failed month (default %(default)s)",
     )
     hek.add_argument(
         "--retry-wait",
-        type=float,
+        type=nonnegative_float,
         default=2.0,
         metavar="S",
-        help="seconds before the first retry, doubled for each further one (default %(default)s)",
+        help="seconds before the first retry, doubled for each further one, with jitter; a "
+        "server's Retry-After is honoured (default %(default)s)",
     )
     hek.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=60.0,
         metavar="S",
         help="seconds to wait for the server (default %(default)s)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar; the final summary still prints"
+    )
 
 
 def _time(value: str | None, flag: str) -> Any:
-    import pandas as pd
+    from fdflare.core.timeparse import option_time
 
-    from fdflare.core.errors import InputError
-
-    if value is None:
-        return None
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise InputError(
-            f"not a time: {value!r} (use e.g. 2011-01-01 or 2011-01-01T12:00)", field=flag
-        ) from exc
-    if t is pd.NaT:
-        raise InputError(f"not a time: {value!r}", field=flag)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t
+    return None if value is None else option_time(value, flag, whole_seconds=False)
 
 
 def _remove_cache(cache: Path) -> None:
@@ -125,33 +121,36 @@ def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
     import pandas as pd
 
-    from fdflare.acquire.catalog import read_catalog, write_catalog
-    from fdflare.core.errors import InputError
+    from fdflare.acquire.catalog import read_catalog, select_flares, write_catalog
     from fdflare.acquire.goes import threshold_flux
+    from fdflare.core.errors import UsageError
+    from fdflare.core.outputs import check_output_dir, check_output_file
 
     start, end = _time(args.start, "--start"), _time(args.end, "--end")
     if start is not None and end is not None and end <= start:
-        raise InputError(f"--end {args.end} is not after --start {args.start}", field="--end")
+        raise UsageError(
+            f"--end {args.end} is not after --start {args.start} (the range is [--start, --end): "
+            "--start included, --end excluded)"
+        )
     if args.min_class:
         threshold_flux(args.min_class)  # a malformed class is an InputError here
     sources = list(args.source)
+    use_hek = any(s.lower() == "hek" for s in sources)
+    if use_hek and len(sources) != 1:
+        raise UsageError("--source hek cannot be combined with files")
+    if use_hek and (start is None or end is None):
+        raise UsageError("--source hek needs both --start and --end")
+    files = [] if use_hek else sources
+    check_output_file(args.out, inputs=files, option="--out")
     out = Path(args.out)
+    cache = Path(args.cache) if args.cache else out.with_name(out.name + ".parts")
+    if use_hek:
+        check_output_dir(cache, inputs=[args.out], option="--cache")
     lines: list[str] = []
 
-    if any(s.lower() == "hek" for s in sources):
-        if len(sources) != 1:
-            raise InputError("--source hek cannot be combined with files", field="--source")
-        if start is None or end is None:
-            raise InputError("--source hek needs both --start and --end", field="--start")
-        if args.retries < 0 or args.retry_wait < 0 or args.timeout <= 0:
-            raise InputError(
-                f"need --retries >= 0, --retry-wait >= 0 and --timeout > 0 (got {args.retries}, "
-                f"{args.retry_wait}, {args.timeout})",
-                field="--retries",
-            )
+    if use_hek:
         from fdflare.acquire.hek import HEKFlareClient, fetch_hek_catalog
 
-        cache = Path(args.cache) if args.cache else out.with_name(out.name + ".parts")
         client = HEKFlareClient(retries=args.retries, backoff=args.retry_wait, timeout=args.timeout)
         catalog = fetch_hek_catalog(
             start,
@@ -180,18 +179,14 @@ def run(args: argparse.Namespace) -> int:
         if any(left):
             lines.append("  records left out: " + ", ".join(x for x in left if x))
     else:
-        from fdflare.acquire.hek import select_flares
-
         parts = []
         for s in sources:
             cat = read_catalog(s, fmt=args.source_format)
             extra = []
-            for key, what in (
-                ("duplicates", "repeated lines"),
-                ("unclassified", "records without an X-ray class"),
-            ):
-                if cat.attrs.get(key):
-                    extra.append(f"{cat.attrs[key]} {what} left out")
+            if cat.attrs.get("duplicates_dropped"):
+                extra.append(f"{cat.attrs['duplicates_dropped']} duplicate rows dropped")
+            if cat.attrs.get("unclassified"):
+                extra.append(f"{cat.attrs['unclassified']} records without an X-ray class left out")
             note = f" ({'; '.join(extra)})" if extra else ""
             lines.append(f"  {s}: {len(cat)} flares, format {cat.attrs.get('format')}{note}")
             parts.append(cat)
@@ -200,11 +195,19 @@ def run(args: argparse.Namespace) -> int:
         if args.cache:
             lines.append("  note: --cache applies to --source hek only")
         c = catalog.attrs["counts"]
+        within = sum(int(p.attrs.get("duplicates_dropped", 0)) for p in parts)
+        if within or c["duplicates"]:
+            lines.append(
+                f"  duplicates dropped: {within + c['duplicates']} ({within} within files, "
+                f"{c['duplicates']} across files)"
+            )
 
     summary = [
         f"{c['outside_range']} outside the time range" if c["outside_range"] else "",
         f"{c['below_min_class']} below {args.min_class}" if c["below_min_class"] else "",
-        f"{c['duplicates']} duplicates removed" if c["duplicates"] else "",
+        f"{c['duplicates']} duplicates removed" + (" across files" if files else "")
+        if c["duplicates"]
+        else "",
     ]
     if any(summary):
         lines.append("  " + ", ".join(x for x in summary if x))

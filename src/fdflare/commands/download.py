@@ -8,25 +8,38 @@ import sys
 import threading
 from typing import Any
 
+from fdflare.commands._common import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+
 HELP = "download HMI magnetograms (JPEG 2000) from the Helioviewer API, resumable"
 DESCRIPTION = """\
-For every requested time from --start to --end (inclusive, every --cadence), ask the
+For every requested time in [--start, --end) (--start included, --end excluded, every
+--cadence; the same half-open range as every fdflare command), ask the
 Helioviewer API for the closest observation (getClosestImage) and download its JPEG 2000
 file (getJP2Image) when it lies within --tolerance of the requested time; otherwise record a
 gap. Files go to DIR/YYYY/MM/DD/HMI.mYYYY.MM.DD_HH.MM.SS.jp2, named after the requested
 time, and every outcome to DIR/manifest.csv (requested_time, observation_time, source_id,
 image_id, path, bytes, sha256, status ok/gap/failed, reason).
 
+Timeouts, HTTP 429/5xx, broken connections, truncated bodies and HTML pages where a JPEG 2000
+file was expected are retried (--retries, back-off with jitter, Retry-After honoured).
 Rerunning the same command resumes: complete files (size and SHA-256 as in the manifest) are
-skipped, failed items are tried again, gaps are kept. Exit status 0 when nothing failed, 1
-when some items failed (see the manifest's reason column), 2 on bad arguments.
+skipped, failed items are tried again, gaps are kept (--retry-gaps asks again about them).
+
+exit status: 0 nothing failed; 1 some items failed (listed, and in the manifest's reason
+column); 2 bad arguments or input, or the manifest is in use by another run; 3 the service
+cannot be reached at all; 130 interrupted (rerun to finish).
 
 The API base URL is --base-url, else $FDFLARE_HELIOVIEWER_URL, else the public API
 (https://api.helioviewer.org/v2/); the IAS mirror is https://helioviewer-api.ias.u-psud.fr/v2/.
 
 examples:
-  fdflare download --start 2011-01-01T00:00 --end 2011-01-31T23:00 --out data/hmi_jp2
-  fdflare download --start 2010-12-01T00:00 --end 2010-12-31T23:48 --cadence 12min \\
+  fdflare download --start 2011-01-01T00:00 --end 2011-02-01T00:00 --out data/hmi_jp2
+  fdflare download --start 2010-12-01T00:00 --end 2011-01-01T00:00 --cadence 12min \\
       --out data/hmi_jp2 --manifest data/hmi_jp2/manifests/2010-12.csv
 """
 
@@ -36,7 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--start", required=True, help="first requested time, UTC (e.g. 2011-01-01T00:00)"
     )
-    p.add_argument("--end", required=True, help="last requested time, UTC, inclusive")
+    p.add_argument(
+        "--end", required=True, help="end of the range, UTC, excluded (e.g. 2011-01-02T00:00)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="download directory")
     p.add_argument(
         "--cadence",
@@ -50,13 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--source-id",
-        type=int,
+        type=nonnegative_int,
         default=19,
         help="Helioviewer sourceId (default %(default)s: HMI magnetogram)",
     )
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         default=4,
         metavar="N",
         help="most requests in flight (default %(default)s)",
@@ -74,32 +89,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="manifest file (default DIR/manifest.csv); one per job when jobs share DIR",
     )
     p.add_argument(
-        "--connect-timeout", type=float, default=10.0, metavar="SECONDS", help="default %(default)s"
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="default %(default)s",
     )
     p.add_argument(
         "--read-timeout",
-        type=float,
+        type=positive_float,
         default=60.0,
         metavar="SECONDS",
         help="longest wait for each read from the server (default %(default)s)",
     )
     p.add_argument(
         "--retries",
-        type=int,
+        type=nonnegative_int,
         default=5,
         metavar="N",
-        help="retries per request on timeouts, HTTP 429/5xx and broken connections (default %(default)s)",
+        help="retries per request on timeouts, HTTP 429/5xx, broken connections, truncated "
+        "bodies and HTML pages instead of images (default %(default)s)",
     )
     p.add_argument(
         "--backoff",
-        type=float,
+        type=nonnegative_float,
         default=1.0,
         metavar="SECONDS",
         help="first back-off, doubled per retry, with jitter (default %(default)s)",
     )
     p.add_argument(
         "--backoff-max",
-        type=float,
+        type=nonnegative_float,
         default=60.0,
         metavar="SECONDS",
         help="longest back-off (default %(default)s)",
@@ -115,12 +135,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="sha256",
         help="check of files already on disk against the manifest (default %(default)s)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar; the final summary still prints"
+    )
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Validate every option before any work, naming the option in the error."""
+    from pathlib import Path
+
+    from fdflare.acquire.helioviewer.client import resolve_base_url
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.core.outputs import check_output_dir, check_output_file
+    from fdflare.core.timeparse import option_duration, option_time
+
+    start = option_time(args.start, "--start")
+    end = option_time(args.end, "--end")
+    if end <= start:
+        raise UsageError(
+            f"--end {args.end} is not after --start {args.start} (the range is [--start, --end): "
+            "--start included, --end excluded)"
+        )
+    step = option_duration(args.cadence, "--cadence")
+    if step.total_seconds() < 1 or step.total_seconds() != round(step.total_seconds()):
+        raise UsageError(f"--cadence must be a whole number of seconds, at least 1s (got {step})")
+    option_duration(args.tolerance, "--tolerance")
+    try:
+        resolve_base_url(args.base_url, option="--base-url")
+    except InputError as exc:
+        raise UsageError(f"--base-url: {exc.message}") from None
+    check_output_dir(args.out, writes=["manifest.csv"], option="--out")
+    if args.manifest is not None:
+        check_output_file(args.manifest, option="--manifest")
+        if Path(args.manifest).exists() and not Path(args.manifest).is_file():
+            raise UsageError(f"--manifest {args.manifest} is not a file")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the download and print a summary; 0 when nothing failed, 1 otherwise, 130 if stopped."""
+    """Run the download and print a summary.
+
+    Returns 0 when nothing failed, 1 when some items failed, 130 when stopped; raises
+    :class:`~fdflare.core.errors.DownloadError` (exit status 3) when the service cannot be
+    reached at all.
+    """
     from fdflare.acquire.helioviewer import download_range
+    from fdflare.core.errors import DownloadError
+
+    _check_arguments(args)
 
     # Ctrl-C or a batch scheduler's SIGTERM (time limit, pre-emption) stops the run at a
     # safe point: nothing new starts, what completed is recorded, the manifest is written,
@@ -168,6 +229,11 @@ def run(args: argparse.Namespace) -> int:
         for signum, previous in installed.items():
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
     print(summary.format(), flush=True)
+    if summary.unreachable:
+        raise DownloadError(
+            f"the service cannot be reached ({summary.unreachable}); nothing was recorded for "
+            "the times not asked, rerun when it is back"
+        )
     if summary.interrupted:
         return 130
     return 0 if summary.failed == 0 else 1
