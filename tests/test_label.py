@@ -7,9 +7,9 @@ import pytest
 
 from fdflare.acquire.catalog import read_catalog
 from fdflare.cli import main
-from fdflare.core.errors import InputError
-from fdflare.label import LabelConfig, assign_folds, label_windows, make_labels, purge_mask
+from fdflare.core.errors import InputError, UsageError
 from fdflare.core.paths import image_relpaths
+from fdflare.label import LabelConfig, assign_folds, label_windows, make_labels, purge_mask
 
 FOLD_FILES = [f"Fold{k}_{s}.csv" for k in range(1, 5) for s in ("train", "val")]
 
@@ -353,5 +353,191 @@ def test_no_matching_images_is_an_error(tmp_path):
                 catalog_format="auto",
             )
         )
-    with pytest.raises(InputError, match="must be after"):
+    with pytest.raises(UsageError, match="must be after"):
         make_labels(_catalog([]), [], LabelConfig(start="2012-01-02", end="2012-01-01"))
+
+
+# ---------------------------------------------------------------- issue 11: bad input, through the CLI
+
+
+def _inputs(tmp_path, catalog_rows, hours=48, start="2011-01-01"):
+    times = pd.date_range(start, periods=hours, freq="1h")
+    (tmp_path / "list.txt").write_text("\n".join(image_relpaths(times)) + "\n")
+    (tmp_path / "cat.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n" + "".join(r + "\n" for r in catalog_rows)
+    )
+    return str(tmp_path / "cat.csv"), str(tmp_path / "list.txt")
+
+
+def _run_label(cat, images, out, *extra):
+    return main(["label", "--catalog", cat, "--images", images, "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("mode", ["M0", "A0", "C0.0", "A0.5"])
+def test_cli_mode_below_a1_is_refused(tmp_path, capsys, mode):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,C1.0,1,1"])
+    out = tmp_path / "o"
+    assert _run_label(cat, images, out, "--mode", mode) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--mode" in err and "A1.0" in err
+    assert not out.exists()
+
+
+def test_cli_lowest_mode_marks_only_windows_with_a_flare(tmp_path, capsys):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,A1.0,1,1"], hours=48)
+    out = tmp_path / "o"
+    assert (
+        _run_label(
+            cat, images, out, "--mode", "A1.0", "--start", "2011-01-01", "--end", "2011-01-03"
+        )
+        == 0
+    )
+    table = pd.read_csv(out / "labels.csv")
+    # the windows (t, t + 24 h) holding the 05:00 flare: t = 2010-12-31 05:00 .. 04:00
+    assert table["target"].tolist() == [1] * 5 + [0] * 43
+    assert (table.loc[table["n_flares"] == 0, "target"] == 0).all()
+
+
+def test_cli_mode_q_names_the_option_and_no_line(tmp_path, capsys):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,C1.0,1,1"])
+    assert _run_label(cat, images, tmp_path / "o", "--mode", "Q") == 2
+    err = capsys.readouterr().err
+    assert "--mode 'Q'" in err and "line" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--start", "garbage"), ("--end", "tomorrowish"), ("--cadence", "often"), ("--window", "0s")],
+)
+def test_cli_bad_time_options_name_the_option(tmp_path, capsys, option, value):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,C1.0,1,1"])
+    assert _run_label(cat, images, tmp_path / "o", option, value) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fdflare label: error: ") and f"{option} {value!r}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_negative_gap_hours_is_refused(tmp_path, capsys):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,C1.0,1,1"])
+    with pytest.raises(SystemExit) as exc:
+        _run_label(cat, images, tmp_path / "o", "--gap-hours", "-5")
+    assert exc.value.code == 2 and "--gap-hours" in capsys.readouterr().err
+
+
+def test_cli_duplicate_catalog_rows_are_dropped_and_counted(tmp_path, capsys):
+    rows = [
+        "2011-01-01 05:00:00,M2.0,10,10",
+        "2011-01-01 06:00:00,C3.0,,",
+        "2011-01-01 07:00:00,X1.0,-20,5",
+    ]
+    cat, images = _inputs(tmp_path, rows)
+    assert (
+        _run_label(cat, images, tmp_path / "once", "--start", "2011-01-01", "--end", "2011-01-03")
+        == 0
+    )
+    once = capsys.readouterr().out
+    assert "duplicate catalog rows" not in once
+    (tmp_path / "twice.csv").write_text(
+        "start_time,goes_class,fl_lon,fl_lat\n" + "".join(r + "\n" for r in rows + rows)
+    )
+    assert (
+        _run_label(
+            str(tmp_path / "twice.csv"),
+            images,
+            tmp_path / "twice",
+            "--start",
+            "2011-01-01",
+            "--end",
+            "2011-01-03",
+        )
+        == 0
+    )
+    assert "3 duplicate catalog rows dropped" in capsys.readouterr().out
+    a = (tmp_path / "once" / "labels.csv").read_bytes()
+    b = (tmp_path / "twice" / "labels.csv").read_bytes()
+    assert a == b  # n_flares and the rest_* lists as for the catalog without repeats
+    table = pd.read_csv(tmp_path / "twice" / "labels.csv")
+    assert table["n_flares"].max() == 3 and table.loc[0, "rest_fl"] == "M2.0;C3.0"
+    summary = json.loads((tmp_path / "twice" / "summary.json").read_text())
+    assert summary["counts"]["duplicate_flares_dropped"] == 3
+    assert summary["counts"]["flares_in_catalog"] == 3
+
+
+def test_duplicates_already_dropped_by_the_reader_are_reported(tmp_path):
+    cat = _catalog([(pd.Timestamp("2011-01-01 05:00"), "M2.0", 1, 1)])
+    cat.attrs["duplicates_dropped"] = 4
+    res = make_labels(
+        cat,
+        list(image_relpaths(pd.date_range("2011-01-01", periods=3, freq="1h"))),
+        LabelConfig(start="2011-01-01", end="2011-01-02"),
+    )
+    assert res.counts["duplicate_flares_dropped"] == 4
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "words"),
+    [
+        ("2011-01-01 06:00:00,M1.0,500,10", "fl_lon", "longitude 500"),
+        ("2011-01-01 06:00:00,M1.0,inf,10", "fl_lon", "longitude inf"),
+        ("2011-01-01 06:00:00,M1.0,-181,10", "fl_lon", "longitude -181"),
+        ("2011-01-01 06:00:00,M1.0,10,95", "fl_lat", "latitude 95"),
+        ("2011-01-01 06:00:00,M1.0,10,", "fl_lat", "without a latitude"),
+        ("2011-01-01 06:00:00,M1.0,UNK,12", "fl_lon", "without a longitude"),
+    ],
+)
+def test_cli_impossible_locations_name_file_line_field(tmp_path, capsys, row, field, words):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,C1.0,1,1", row])
+    out = tmp_path / "o"
+    assert _run_label(cat, images, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cat.csv" in err and "line 3" in err and f"field '{field}'" in err and words in err
+    assert not out.exists()
+
+
+def test_cli_short_range_warns_about_empty_folds(tmp_path, capsys):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,M1.0,1,1"])
+    out = tmp_path / "o"
+    assert _run_label(cat, images, out, "--start", "2011-01-01", "--end", "2011-01-03") == 0
+    err = capsys.readouterr().err
+    for k in (2, 3, 4):
+        assert f"warning: fold {k} has no validation instances" in err
+        assert f"Fold{k}_val.csv holds a header only" in err
+    assert "fold 1 has no training instances" in err
+    assert (out / "Fold3_val.csv").read_text() == "label,goes_class\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["warnings"]) == 4 and any("fold 3" in w for w in summary["warnings"])
+
+
+def test_cli_image_list_not_utf8_names_file_and_line(tmp_path, capsys):
+    cat, _images = _inputs(tmp_path, ["2011-01-01 05:00:00,M1.0,1,1"])
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"2011/01/01/HMI.m2011.01.01_00.00.00.jpg\n# caf\xe9\n")
+    assert _run_label(cat, str(bad), tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "latin1.txt, line 2" in err and "UTF-8" in err
+    assert "Traceback" not in err
+
+
+def test_cli_out_is_an_existing_file(tmp_path, capsys):
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,M1.0,1,1"])
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me\n")
+    assert _run_label(cat, images, target) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err and "--out" in err
+    assert target.read_text() == "keep me\n"
+
+
+def test_cli_second_run_into_a_locked_folder_refuses(tmp_path, capsys):
+    from fdflare.core.outputs import output_lock
+
+    cat, images = _inputs(tmp_path, ["2011-01-01 05:00:00,M1.0,1,1"])
+    out = tmp_path / "o"
+    with output_lock(out, command="label"):  # the first run, still writing
+        assert _run_label(cat, images, out, "--mode", "C") == 2
+        err = capsys.readouterr().err
+        assert "in use" in err and "fdflare label" in err
+        assert sorted(p.name for p in out.iterdir()) == [".fdflare.lock"]
+    assert _run_label(cat, images, out, "--mode", "C") == 0  # free again
+    assert (out / "Fold1_train.csv").is_file()

@@ -18,13 +18,21 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import InputError
-from fdflare.acquire.goes import threshold_flux
+from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
+from fdflare.core.errors import InputError, UsageError
 from fdflare.core.paths import parse_image_times, scan_images
+
+#: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
+#: positive whatever it holds.
+MIN_THRESHOLD_FLUX = LETTER_FLUX["A"]
+#: Columns that identify a flare for duplicate removal: the rule ``fdflare catalog`` uses.
+DUPLICATE_KEY = ["start_time", "flux", "fl_lon", "fl_lat"]
+_UNKNOWN_TOKENS = {"", "unk", "unknown", "nan", "none", "null", "na", "n/a", "--"}
 
 STUDY_START = "2010-12-01 00:00:00"
 STUDY_END = "2018-12-31 00:00:00"  # last instance 2018-12-30 23:00, as the study's stop rule
@@ -82,6 +90,177 @@ class LabelResult:
     counts: dict[str, int] = field(default_factory=dict)
     purged: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def parse_mode(mode: str) -> float:
+    """Return the flux threshold of ``--mode``: a letter (``M`` = M1.0) or a class (``M5``).
+
+    Raises:
+        UsageError: ``mode`` is not a class, or lies below A1.0 (``M0``, ``A0``, ``C0.0``),
+            which would mark every window positive.
+    """
+    text = str(mode).strip()
+    if text.upper() in LETTER_FLUX:
+        return LETTER_FLUX[text.upper()]
+    import re
+
+    m = re.match(CLASS_PATTERN, text)
+    if m is None:
+        raise UsageError(
+            f"--mode {text!r}: expected M, C or a GOES class threshold such as M5.0 "
+            "(a letter A, B, C, M or X and a number)"
+        )
+    flux = LETTER_FLUX[m.group(1).upper()] * float(m.group(2))
+    if flux < MIN_THRESHOLD_FLUX * (1 - 1e-9):
+        raise UsageError(
+            f"--mode {text}: the threshold is below A1.0, the smallest GOES class, so every "
+            "window would be positive; use A1.0 or above (M and C are the study's)"
+        )
+    return flux
+
+
+def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timedelta, pd.Timedelta]:
+    """Check the options before any work; return ``(start, end, cadence, window)``.
+
+    Raises:
+        UsageError: naming the option that is wrong.
+    """
+    parsed: dict[str, Any] = {}
+    for option, value, kind in (
+        ("--start", cfg.start, pd.Timestamp),
+        ("--end", cfg.end, pd.Timestamp),
+        ("--cadence", cfg.cadence, pd.Timedelta),
+        ("--window", cfg.window, pd.Timedelta),
+    ):
+        try:
+            parsed[option] = kind(value)
+        except (ValueError, TypeError, OverflowError):
+            expected = (
+                "a time such as 2011-01-01 00:00:00"
+                if kind is pd.Timestamp
+                else ("a duration such as 1h or 24h")
+            )
+            raise UsageError(f"{option} {value!r}: expected {expected}") from None
+        if parsed[option] is pd.NaT:
+            raise UsageError(f"{option} {value!r}: expected a time, not NaT")
+    start, end = parsed["--start"], parsed["--end"]
+    cadence, window = parsed["--cadence"], parsed["--window"]
+    if start.tzinfo is not None or end.tzinfo is not None:
+        start = start.tz_convert("UTC").tz_localize(None) if start.tzinfo else start
+        end = end.tz_convert("UTC").tz_localize(None) if end.tzinfo else end
+    if end <= start:
+        raise UsageError(f"--end ({end}) must be after --start ({start})")
+    if cadence <= pd.Timedelta(0):
+        raise UsageError(f"--cadence {cfg.cadence!r}: expected a duration above 0")
+    if window <= pd.Timedelta(seconds=1):
+        raise UsageError(f"--window {cfg.window!r}: expected a duration above 1 s")
+    if cfg.gap_hours is not None and not (np.isfinite(cfg.gap_hours) and cfg.gap_hours >= 0):
+        raise UsageError(f"--gap-hours {cfg.gap_hours}: expected 0 or more hours")
+    if cfg.n_folds < 1 or 12 % cfg.n_folds:
+        raise UsageError(f"n_folds must divide 12, got {cfg.n_folds}")
+    parse_mode(cfg.mode)
+    return start, end, cadence, window
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def _coords(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers of a coordinate column as written: ``(value, known)``; unparsable -> known NaN."""
+    s = values.astype("string").str.strip()
+    unknown = (s.isna() | s.str.lower().isin(_UNKNOWN_TOKENS)).to_numpy(dtype=bool)
+    num = pd.to_numeric(s.where(~unknown), errors="coerce").to_numpy(dtype=float)
+    return num, ~unknown
+
+
+def _location_problem(
+    lon: np.ndarray, lat: np.ndarray, lon_known: np.ndarray, lat_known: np.ndarray
+) -> tuple[int, str, bool] | None:
+    """First row with an impossible location: ``(row, message, on_longitude)``."""
+    with np.errstate(invalid="ignore"):
+        bad_lon = lon_known & ~(np.abs(lon) <= 180)
+        bad_lat = lat_known & ~(np.abs(lat) <= 90)
+    half = lon_known != lat_known
+    # (0, 0) is the "no position" placeholder of some catalogs, as read_catalog treats it
+    rows = np.flatnonzero(bad_lon | bad_lat | half)
+    if not len(rows):
+        return None
+    i = int(rows[0])
+    if bad_lon[i]:
+        return i, f"longitude {lon[i]:g} is not a number from -180 to 180 degrees", True
+    if bad_lat[i]:
+        return i, f"latitude {lat[i]:g} is not a number from -90 to 90 degrees", False
+    if lon_known[i]:
+        return i, "a longitude without a latitude (give both, or neither for an unknown one)", False
+    return i, "a latitude without a longitude (give both, or neither for an unknown one)", True
+
+
+def check_catalog_locations(path: str | os.PathLike[str], fmt: str = "auto") -> None:
+    """Refuse impossible flare locations in a catalog file, naming the file, line and field.
+
+    A longitude outside -180..180 (``500``, ``inf``), a latitude outside -90..90, or one
+    coordinate without the other is an error; unknown locations (empty, ``UNK``, ``nan``)
+    are fine. Catalog formats without locations (SWPC, NOAA reports) pass.
+
+    Raises:
+        InputError: with the file, the 1-based line (header = line 1) and the field.
+    """
+    from fdflare.acquire.catalog import FORMATS, detect_format
+    from fdflare.acquire.noaa import is_noaa_report
+
+    path = Path(path)
+    if not path.is_file() or fmt in ("noaa", "swpc"):
+        return
+    if fmt == "auto" and is_noaa_report(path):
+        return
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return  # read_catalog names the problem
+    raw.columns = [str(c).strip() for c in raw.columns]
+    found = detect_format(raw.columns) if fmt == "auto" else fmt
+    if found not in ("study", "hek") or not set(FORMATS[found]) <= set(raw.columns):
+        return
+    _time, _cls, lon_col, lat_col = FORMATS[found]
+    lon, lon_known = _coords(raw[lon_col])
+    lat, lat_known = _coords(raw[lat_col])
+    problem = _location_problem(lon, lat, lon_known, lat_known)
+    if problem is not None:
+        i, message, on_lon = problem
+        raise InputError(message, path=path, line=i + 2, field=lon_col if on_lon else lat_col)
+
+
+def _check_frame_locations(catalog: pd.DataFrame) -> None:
+    """The same rule on a catalog already read (no line numbers: NOAA reports, frames)."""
+    lon = catalog["fl_lon"].to_numpy(dtype=float)
+    lat = catalog["fl_lat"].to_numpy(dtype=float)
+    problem = _location_problem(lon, lat, ~np.isnan(lon), ~np.isnan(lat))
+    if problem is not None:
+        i, message, on_lon = problem
+        when = pd.Timestamp(catalog["start_time"].iloc[i])
+        raise InputError(
+            f"flare starting {when}: {message}",
+            path=catalog.attrs.get("source"),
+            field="fl_lon" if on_lon else "fl_lat",
+        )
+
+
+def drop_duplicate_flares(catalog: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop repeated flares (same start, peak flux and location), the rule of ``catalog``.
+
+    Returns:
+        ``(catalog, n_dropped)``; the first of each group of identical rows is kept.
+    """
+    dup = catalog.duplicated(subset=DUPLICATE_KEY).to_numpy(dtype=bool)
+    if not dup.any():
+        return catalog, 0
+    out = catalog[~dup].reset_index(drop=True)
+    out.attrs = dict(catalog.attrs)
+    return out, int(dup.sum())
 
 
 # --------------------------------------------------------------------------- images
@@ -98,7 +277,18 @@ def read_image_list(images: str | os.PathLike[str]) -> list[str]:
         return scan_images(p)
     if not p.is_file():
         raise InputError("no such image directory or list file", path=p)
-    lines = p.read_text(encoding="utf-8-sig").splitlines()
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x}); an image list holds one UTF-8 "
+            "path per line",
+            path=p,
+            line=line,
+        ) from None
+    lines = text.splitlines()
     names = [ln.strip() for ln in lines]
     names = [n for n in names if n and not n.startswith("#")]
     if names and "," in names[0]:  # a CSV table such as a fold file: its first column
@@ -256,7 +446,8 @@ def label_windows(
     cls = cat["goes_class"].astype(str).to_numpy(dtype=object)
     out = pd.DataFrame({"time": pd.DatetimeIndex(times)})
     best_flux = np.where(has, flux[b] if len(flux) else np.nan, np.nan)
-    out["target"] = (np.nan_to_num(best_flux, nan=0.0) >= threshold).astype(np.int64)
+    # positive only where the window holds a flare, whatever the threshold
+    out["target"] = (has & (np.nan_to_num(best_flux, nan=0.0) >= threshold)).astype(np.int64)
     best_cls = np.full(len(t), None, dtype=object)
     best_cls[has] = cls[b[has]]
     out["goes_class"] = pd.array(best_cls, dtype="string")
@@ -338,17 +529,12 @@ def make_labels(
         config: options; the study's defaults when None.
     """
     cfg = config or LabelConfig()
-    try:
-        start, end = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
-        cadence, window = pd.Timedelta(cfg.cadence), pd.Timedelta(cfg.window)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"bad time option: {exc}") from exc
-    if end <= start:
-        raise InputError(f"--end ({end}) must be after --start ({start})")
-    if cadence <= pd.Timedelta(0) or window <= pd.Timedelta(seconds=1):
-        raise InputError("--cadence and --window must be positive (window > 1 s)")
+    start, end, cadence, window = check_config(cfg)
     times = pd.date_range(start, end, freq=cadence, inclusive="left").as_unit("ns")
-    threshold = threshold_flux(cfg.mode)
+    threshold = parse_mode(cfg.mode)
+    _check_frame_locations(catalog)
+    dropped_on_read = int(catalog.attrs.get("duplicates_dropped", 0) or 0)
+    catalog, dropped_here = drop_duplicate_flares(catalog)
 
     inst, names, counts, notes = match_images(image_names, times)
     kept = times[inst]
@@ -361,6 +547,7 @@ def make_labels(
     counts["instances"] = len(kept)
     counts["positives"] = int(table["target"].sum())
     counts["flares_in_catalog"] = len(catalog)
+    counts["duplicate_flares_dropped"] = dropped_on_read + dropped_here
     counts["flares_without_location"] = int(catalog["fl_lon"].isna().sum())
 
     folds: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
@@ -381,7 +568,17 @@ def make_labels(
             purged[k] = int(drop.sum())
             train_mask &= ~drop
         folds[k] = (table[train_mask], table[val_mask])
-    return LabelResult(table=table, folds=folds, counts=counts, purged=purged, notes=notes)
+    warnings = [
+        f"fold {k} has no {part} instances: {start} .. {end} holds "
+        + ("no month of its quarter" if part == "validation" else "only its own quarter")
+        + f"; Fold{k}_{'val' if part == 'validation' else 'train'}.csv holds a header only"
+        for k, (train, val) in folds.items()
+        for part, rows in (("training", train), ("validation", val))
+        if len(rows) == 0
+    ]
+    return LabelResult(
+        table=table, folds=folds, counts=counts, purged=purged, notes=notes, warnings=warnings
+    )
 
 
 def _fold_csv(df: pd.DataFrame) -> str:
@@ -422,6 +619,7 @@ def write_labels(
             for k, (tr, va) in result.folds.items()
         },
         "notes": result.notes,
+        "warnings": result.warnings,
     }
     texts["summary.json"] = json.dumps(summary, indent=2) + "\n"
     written = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fdflare.commands._common import nonnegative_float
+
 HELP = "label image instances from a GOES flare catalog and split them into quarterly folds"
 DESCRIPTION = """\
 Label every instance time t (from --start, every --cadence, before --end) that has an image
@@ -11,6 +13,9 @@ with the largest flare starting in (t, t + window - 1 s], and split the instance
 by calendar quarter. Writes DIR/Fold{k}_train.csv and DIR/Fold{k}_val.csv (the study's format:
 label,goes_class with the binary target), DIR/labels.csv (the full table) and
 DIR/summary.json. The defaults reproduce the study (2010-12-01 .. 2018-12-30 23:00, >= M1.0).
+A window is positive only when it holds a flare at or above --mode (A1.0 at the lowest).
+Repeated catalog rows (same start, peak flux and location) are dropped and counted; a fold
+left empty by a short range is a warning, also written to summary.json.
 
 example:
   fdflare label --catalog flares.csv --images hmi_jpgs_512/ --mode M --out labels/
@@ -30,7 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
-        "--mode", default=d.mode, help="M: >= M1.0 is positive; C: >= C1.0 (default %(default)s)"
+        "--mode",
+        default=d.mode,
+        help="M: >= M1.0 is positive; C: >= C1.0; or any class from A1.0 up, e.g. M5 "
+        "(default %(default)s)",
     )
     p.add_argument("--start", default=d.start, help="first instance time (default %(default)s)")
     p.add_argument(
@@ -42,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--gap-hours",
-        type=float,
+        type=nonnegative_float,
         default=None,
         metavar="N",
         help="purge training instances whose window overlaps the validation quarter or that lie "
@@ -53,11 +61,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _fold_names(n_folds: int) -> list[str]:
+    return [f"Fold{k}_{part}.csv" for k in range(1, n_folds + 1) for part in ("train", "val")]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
+    import sys
+
     from fdflare.acquire.catalog import read_catalog
     from fdflare.core.errors import InputError
-    from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
+    from fdflare.core.outputs import check_output_dir, output_lock
+    from fdflare.label import (
+        LabelConfig,
+        check_catalog_locations,
+        check_config,
+        make_labels,
+        read_image_list,
+        write_labels,
+    )
 
     config = LabelConfig(
         start=args.start,
@@ -67,22 +89,32 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         gap_hours=args.gap_hours,
     )
-    catalog = read_catalog(args.catalog, fmt=args.catalog_format)
-    names = read_image_list(args.images)
-    result = make_labels(catalog, names, config)
-    if result.counts["instances"] == 0:
-        raise InputError(
-            f"no image matches an instance time between {config.start} and {config.end} "
-            f"({len(names)} image name(s) found)",
-            path=args.images,
-        )
-    write_labels(result, args.out, config)
+    check_config(config)
+    check_output_dir(
+        args.out,
+        inputs=[args.catalog, args.images],
+        writes=[*_fold_names(config.n_folds), "labels.csv", "summary.json"],
+    )
+    with output_lock(args.out, command="label"):
+        catalog = read_catalog(args.catalog, fmt=args.catalog_format)
+        check_catalog_locations(args.catalog, fmt=args.catalog_format)
+        names = read_image_list(args.images)
+        result = make_labels(catalog, names, config)
+        if result.counts["instances"] == 0:
+            raise InputError(
+                f"no image matches an instance time between {config.start} and {config.end} "
+                f"({len(names)} image name(s) found)",
+                path=args.images,
+            )
+        write_labels(result, args.out, config)
     c = result.counts
     print(
         f"labelled {c['instances']} instances ({c['positives']} positive, >= {config.mode}) "
         f"from {c['flares_in_catalog']} flares; {c['instances_without_image']} instance times "
         f"had no image"
     )
+    if c.get("duplicate_flares_dropped"):
+        print(f"  {c['duplicate_flares_dropped']} duplicate catalog rows dropped")
     for k, (train, val) in result.folds.items():
         extra = f", {result.purged[k]} training instances purged" if k in result.purged else ""
         print(
@@ -94,4 +126,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}/Fold{{1..{len(result.folds)}}}_{{train,val}}.csv, labels.csv, summary.json"
     )
+    for warning in result.warnings:
+        print(f"fdflare label: warning: {warning}", file=sys.stderr)
     return 0
