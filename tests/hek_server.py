@@ -282,8 +282,10 @@ class FakeHEK:
 
     Args:
         records: the records to serve (default :func:`make_records`).
-        fail: month (``YYYY-MM`` of ``event_starttime``) -> HTTP statuses (or the string
-            ``"garbage"`` for a non-JSON 200 reply) to answer the next requests for it with.
+        fail: month (``YYYY-MM`` of ``event_starttime``) -> HTTP statuses to answer the next
+            requests for it with, or ``"garbage"`` (a non-JSON 200 reply), ``"hold"`` (no
+            answer until the server stops, so the client's timeout always fires first) or
+            ``"429:N"`` (HTTP 429 with ``Retry-After: N``).
         delay: month -> seconds to sleep before answering the next requests for it.
         max_requests: the server stops after this many requests.
 
@@ -320,8 +322,8 @@ class FakeHEK:
         return [q.get("event_starttime", "")[:7] for q in self.requests]
 
     # -- the service ----------------------------------------------------------------------
-    def answer(self, query: dict[str, str]) -> tuple[int, str]:
-        """Return (status, body) for one search query."""
+    def answer(self, query: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+        """Return (status, body, extra headers) for one search query."""
         month = query.get("event_starttime", "")[:7]
         with self._lock:
             self.requests.append(query)
@@ -329,20 +331,25 @@ class FakeHEK:
             wait = self.delay[month].pop(0) if self.delay[month] else 0.0
         if wait:
             time.sleep(wait)
+        if plan == "hold":
+            self._stop.wait()
+            return 503, "<html><body>stopped</body></html>", {}
         if plan == "garbage":
-            return 200, "<html><body>Proxy error</body></html>"
+            return 200, "<html><body>Proxy error</body></html>", {}
+        if isinstance(plan, str) and plan.startswith("429:"):
+            return 429, "<html><body>Too many requests</body></html>", {"Retry-After": plan[4:]}
         if plan is not None:
-            return int(plan), f"<html><body>Error {plan}</body></html>"
+            return int(plan), f"<html><body>Error {plan}</body></html>", {}
         for key, want in (("cosec", "2"), ("cmd", "search"), ("type", "column")):
             if query.get(key) != want:
-                return 400, f"bad or missing {key}"
+                return 400, f"bad or missing {key}", {}
         try:
             q0 = datetime.fromisoformat(query["event_starttime"])
             q1 = datetime.fromisoformat(query["event_endtime"])
             limit = int(query.get("result_limit", "100"))
             page = int(query.get("page", "1"))
         except (KeyError, ValueError) as exc:
-            return 400, f"bad query: {exc}"
+            return 400, f"bad query: {exc}", {}
         event_type = query.get("event_type", "**").lower()
         hits = []
         for r in self.records:
@@ -368,7 +375,7 @@ class FakeHEK:
                 hits.append(r)
         hits.sort(key=lambda r: r["event_starttime"])
         chunk = hits[(page - 1) * limit : page * limit]
-        return 200, json.dumps({"result": chunk, "overmax": len(hits) > page * limit})
+        return 200, json.dumps({"result": chunk, "overmax": len(hits) > page * limit}), {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> FakeHEK:
@@ -377,17 +384,20 @@ class FakeHEK:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
+                extra: dict[str, str] = {}
                 if parts.path != "/hek/her":
                     status, body = 404, "not found"
                 else:
                     q = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-                    status, body = owner.answer(q)
+                    status, body, extra = owner.answer(q)
                 data = body.encode()
                 self.send_response(status)
                 self.send_header(
                     "Content-Type", "application/json" if status == 200 else "text/html"
                 )
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

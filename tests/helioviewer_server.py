@@ -12,10 +12,12 @@ It answers the two calls the downloader makes, with the shapes of the real API:
 Observations lie on a regular grid (``cadence`` from ``start + offset``) minus the ``gaps``.
 Faults are injected per request key (the requested date of ``getClosestImage``, the image id
 of ``getJP2Image``) and consumed one per request: HTTP 500/503, 429 with ``Retry-After`` in
-seconds or as an HTTP-date, a stall longer than the client's timeout, a truncated body
+seconds or as an HTTP-date, a held answer (sent only when the test sets ``release`` or the
+server stops, so the client's read timeout always fires first), a truncated body
 (``Content-Length`` larger than what is sent, then the connection closes) and an HTML error
 page with status 200. The server counts requests per key and the largest number of requests
-in flight at once.
+in flight at once, and can prove that ``rendezvous`` requests were in flight together: the
+first ``rendezvous`` requests wait at a barrier until all of them have arrived.
 
 The server binds 127.0.0.1 only and refuses requests beyond ``max_requests``, so a runaway
 client loop ends.
@@ -50,8 +52,9 @@ class Fault:
 
     Kinds: ``"500"``, ``"503"``, ``"429"`` (``retry_after`` header value, or ``seconds``
     from now as an HTTP-date when ``http_date``), ``"stall"`` (wait ``seconds`` before
-    answering), ``"truncate"`` (send half the body under the full ``Content-Length``, then
-    close), ``"html"`` (an HTML error page with status 200).
+    answering), ``"hold"`` (answer only once the server's ``release`` event is set or the
+    server stops), ``"truncate"`` (send half the body under the full ``Content-Length``,
+    then close), ``"html"`` (an HTML error page with status 200).
     """
 
     kind: str
@@ -96,6 +99,9 @@ class FakeHelioviewer:
         disposition: ``Content-Disposition`` file name sent with images (default the real
             Helioviewer style ``YYYY_MM_DD__HH_MM_SS_000__SDO_HMI_HMI_magnetogram.jp2``).
         max_requests: requests answered before the server refuses with 410.
+        rendezvous: the first this many requests wait until all of them are in flight at
+            once (``rendezvous_met`` is set then); if they never are, the barrier breaks
+            after ``rendezvous_timeout`` seconds and those requests get HTTP 410.
     """
 
     def __init__(
@@ -112,6 +118,8 @@ class FakeHelioviewer:
         drip: float = 0.0,
         disposition: str | None = None,
         max_requests: int = 5000,
+        rendezvous: int = 0,
+        rendezvous_timeout: float = 60.0,
     ) -> None:
         grid = pd.date_range(start, end, freq=pd.Timedelta(cadence)) + pd.Timedelta(offset)
         keep = np.ones(len(grid), dtype=bool)
@@ -132,6 +140,13 @@ class FakeHelioviewer:
         # Cleared, image bodies stop after their first half until it is set again.
         self.gate = threading.Event()
         self.gate.set()
+        # "hold" faults answer once this is set (or the server stops).
+        self.release = threading.Event()
+        self.rendezvous = rendezvous
+        self.rendezvous_timeout = rendezvous_timeout
+        self._barrier = threading.Barrier(rendezvous) if rendezvous else None
+        self._arrived = 0
+        self.rendezvous_met = threading.Event()
         self.faults: dict[tuple[str, Any], collections.deque[Fault]] = {}
         self.hits: collections.Counter[tuple[str, Any]] = collections.Counter()
         self.log: list[tuple[float, str, Any, int]] = []  # (time, endpoint, key, status)
@@ -158,8 +173,11 @@ class FakeHelioviewer:
         return self
 
     def stop(self) -> None:
-        """Stop serving; stalled handlers are released."""
+        """Stop serving; stalled and held handlers are released."""
         self.closing.set()
+        self.release.set()
+        if self._barrier is not None:
+            self._barrier.abort()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -269,7 +287,16 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+            meet = fake._barrier is not None and fake._arrived < fake.rendezvous
+            fake._arrived += 1
         try:
+            if meet and fake._barrier is not None:
+                try:
+                    fake._barrier.wait(timeout=fake.rendezvous_timeout)
+                    fake.rendezvous_met.set()
+                except threading.BrokenBarrierError:
+                    self._json(410, {"error": "rendezvous not met"})
+                    return
             self._serve(fake)
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client went away (e.g. after its timeout)
@@ -326,6 +353,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return 429
             if fault.kind == "stall":
                 fake.closing.wait(fault.seconds)
+            elif fault.kind == "hold":
+                while not (fake.release.wait(0.05) or fake.closing.is_set()):
+                    pass
             elif fault.kind == "html":
                 page = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Server busy</body></html>"
                 self._send(200, page, "text/html; charset=utf-8")

@@ -27,8 +27,8 @@ from fdflare.acquire.helioviewer import (
 from fdflare.acquire.helioviewer.manifest import ManifestStore
 from fdflare.core.errors import BusyError, InputError
 from fdflare.core.http import HttpPolicy, parse_retry_after
-from fdflare.core.timeparse import parse_duration
 from fdflare.core.paths import image_relpaths, parse_image_times
+from fdflare.core.timeparse import parse_duration
 from helioviewer_server import CLOSEST, JP2, FakeHelioviewer, Fault, too_many_requests
 
 # Tiny back-offs keep the retry tests fast; timeouts stay generous unless a test stalls.
@@ -110,13 +110,21 @@ def test_parse_retry_after_both_forms():
     assert parse_retry_after(None) is None
 
 
-def test_requested_times_inclusive_and_checked():
+def test_requested_times_half_open_and_checked():
+    # [start, end): start included, end excluded, as in every command
     times = requested_times("2011-01-01T00:00", "2011-01-01T01:00", "12min")
-    assert list(times.strftime("%H:%M")) == ["00:00", "00:12", "00:24", "00:36", "00:48", "01:00"]
+    assert list(times.strftime("%H:%M")) == ["00:00", "00:12", "00:24", "00:36", "00:48"]
+    assert list(requested_times(DAY, "2011-01-01T00:30", "12min").strftime("%M")) == [
+        "00",
+        "12",
+        "24",
+    ]
     # zone-aware input is converted to UTC
-    assert requested_times("2011-01-01T01:00+01:00", "2011-01-01T00:00Z")[0] == pd.Timestamp(DAY)
-    with pytest.raises(InputError, match=r"field 'end'.*before start"):
+    assert requested_times("2011-01-01T01:00+01:00", "2011-01-01T01:00Z")[0] == pd.Timestamp(DAY)
+    with pytest.raises(InputError, match=r"field 'end'.*not after start"):
         requested_times("2011-01-02", "2011-01-01")
+    with pytest.raises(InputError, match=r"field 'end'.*not after start"):
+        requested_times("2011-01-01", "2011-01-01")
     with pytest.raises(InputError, match=r"field 'start'.*invalid time"):
         requested_times("yesterday-ish", "2011-01-01")
     with pytest.raises(InputError, match=r"field 'cadence'"):
@@ -138,7 +146,7 @@ def test_happy_path_layout_and_manifest(hv, tmp_path, codestream):
     server = hv(codestream=codestream)
     out = tmp_path / "hmi"
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T03:00", out, base_url=server.base_url, concurrency=2, **FAST
+        f"{DAY}T00:00", f"{DAY}T04:00", out, base_url=server.base_url, concurrency=2, **FAST
     )
     assert (summary.requested, summary.downloaded, summary.gaps, summary.failed) == (4, 4, 0, 0)
     times = pd.date_range(f"{DAY}T00:00", periods=4, freq="h")
@@ -169,7 +177,7 @@ def test_real_helioviewer_jp2_from_sunpy(hv, tmp_path, sunpy_test_data):
     source = sunpy_test_data / "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
     server = hv(jp2_file=source)
     out = tmp_path / "hmi"
-    summary = download_range(f"{DAY}T00:00", f"{DAY}T01:00", out, base_url=server.base_url, **FAST)
+    summary = download_range(f"{DAY}T00:00", f"{DAY}T02:00", out, base_url=server.base_url, **FAST)
     assert summary.downloaded == 2
     for rel in jp2_files(out):
         assert (out / rel).read_bytes() == source.read_bytes()
@@ -181,7 +189,7 @@ def test_real_helioviewer_jp2_from_sunpy(hv, tmp_path, sunpy_test_data):
 def test_server_file_name_is_never_used(hv, tmp_path):
     server = hv(disposition="../../escaped.jp2")
     out = tmp_path / "nested" / "hmi"
-    download_range(f"{DAY}T00:00", f"{DAY}T01:00", out, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T02:00", out, base_url=server.base_url, **FAST)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert written == [
         "nested/hmi/2011/01/01/HMI.m2011.01.01_00.00.00.jp2",
@@ -194,7 +202,7 @@ def test_server_file_name_is_never_used(hv, tmp_path):
 def test_base_url_from_environment(hv, tmp_path, monkeypatch):
     server = hv()
     monkeypatch.setenv("FDFLARE_HELIOVIEWER_URL", server.base_url)
-    summary = download_range(f"{DAY}T00:00", f"{DAY}T00:00", tmp_path, **FAST)
+    summary = download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, **FAST)
     assert summary.downloaded == 1 and server.count() == 2
 
 
@@ -205,7 +213,7 @@ def test_gaps_recorded_then_reconsidered_with_a_wider_tolerance(hv, tmp_path):
     # observations every 12 min at :00:42, :12:42, ...; none from 00:50 to 05:10
     server = hv(gaps=[(f"{DAY}T00:50", f"{DAY}T05:10")])
     out = tmp_path / "hmi"
-    summary = download_range(f"{DAY}T00:00", f"{DAY}T06:00", out, base_url=server.base_url, **FAST)
+    summary = download_range(f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, **FAST)
     table = read_manifest(out).set_index("requested_time")
     status = table["status"]
     # 01:00 takes the 00:48:42 image (11 min 18 s away); 05:00 is 12 min 42 s from 05:12:42
@@ -228,14 +236,14 @@ def test_gaps_recorded_then_reconsidered_with_a_wider_tolerance(hv, tmp_path):
     # A rerun keeps the known gaps without asking again, unless the tolerance now admits one.
     before = server.count(CLOSEST)
     again = download_range(
-        f"{DAY}T00:00", f"{DAY}T06:00", out, base_url=server.base_url, tolerance="15min", **FAST
+        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, tolerance="15min", **FAST
     )
     assert server.count(CLOSEST) == before + 1  # only 05:00 was asked again
     assert (again.skipped, again.downloaded, again.gaps) == (3, 1, 3)
     assert read_manifest(out).set_index("requested_time").loc[f"{DAY}T05:00", "status"] == "ok"
     # --retry-gaps asks again for every gap
     download_range(
-        f"{DAY}T00:00", f"{DAY}T06:00", out, base_url=server.base_url, retry_gaps=True, **FAST
+        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, retry_gaps=True, **FAST
     )
     assert server.count(CLOSEST) == before + 1 + 3
 
@@ -243,7 +251,7 @@ def test_gaps_recorded_then_reconsidered_with_a_wider_tolerance(hv, tmp_path):
 def test_no_images_at_all_is_a_gap(hv, tmp_path):
     server = hv(gaps=[("2000-01-01", "2030-01-01")])
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST
+        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST
     )
     assert (summary.gaps, summary.failed) == (2, 0)
     table = read_manifest(tmp_path)
@@ -254,6 +262,12 @@ def test_no_images_at_all_is_a_gap(hv, tmp_path):
 # -- faults ----------------------------------------------------------------------------
 
 
+# A held answer never comes before the client's read timeout: the timeout fires on the
+# held request, whatever the machine's load. The other requests are answered at once, far
+# inside the 1 s read timeout.
+HOLD_TIMEOUT = 1.0
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -261,9 +275,10 @@ def test_no_images_at_all_is_a_gap(hv, tmp_path):
         Fault("503"),
         too_many_requests(0),
         Fault("truncate"),
-        Fault("stall", seconds=1.0),
+        Fault("html"),
+        Fault("hold"),
     ],
-    ids=["500", "503", "429", "truncated", "stall"],
+    ids=["500", "503", "429", "truncated", "html", "stall"],
 )
 @pytest.mark.parametrize("endpoint", [CLOSEST, JP2])
 def test_transient_faults_are_retried(hv, tmp_path, fault, endpoint):
@@ -271,9 +286,9 @@ def test_transient_faults_are_retried(hv, tmp_path, fault, endpoint):
     target = pd.Timestamp(f"{DAY}T01:00")
     key = target if endpoint == CLOSEST else server.image_id(target)
     server.inject(endpoint, key, fault)
-    options = {**FAST, "read_timeout": 0.3} if fault.kind == "stall" else FAST
+    options = {**FAST, "read_timeout": HOLD_TIMEOUT} if fault.kind == "hold" else FAST
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **options
+        f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **options
     )
     assert (summary.downloaded, summary.failed) == (3, 0)
     assert server.count(endpoint, key) == 2  # the fault, then the retry
@@ -281,20 +296,71 @@ def test_transient_faults_are_retried(hv, tmp_path, fault, endpoint):
     assert parts_under(tmp_path) == []
 
 
-def test_retry_after_is_honoured_in_both_forms(hv, tmp_path):
+def _recording_policy(waits: list[float], **kwargs) -> HttpPolicy:
+    """A policy that records each back-off instead of waiting, on a fixed clock."""
+    settings = {"retries": 3, "backoff": 0.01, "backoff_max": 0.02, "read_timeout": 5.0}
+    return HttpPolicy(**{**settings, **kwargs}, sleep=waits.append, clock=lambda: 1_700_000_000.0)
+
+
+def test_retry_after_is_honoured_in_both_forms_and_capped(hv, tmp_path):
     server = hv()
     seconds_id = server.image_id(f"{DAY}T00:00")
     date_id = server.image_id(f"{DAY}T01:00")
-    server.inject(JP2, seconds_id, too_many_requests(1))
-    server.inject(JP2, date_id, too_many_requests(2, http_date=True))
+    huge_id = server.image_id(f"{DAY}T02:00")
+    server.inject(JP2, seconds_id, too_many_requests(7))
+    # 30 s after the injected clock (1_700_000_000 is 2023-11-14T22:13:20Z)
+    server.inject(JP2, date_id, Fault("429", retry_after="Tue, 14 Nov 2023 22:13:50 GMT"))
+    server.inject(JP2, huge_id, too_many_requests(86400))
+    waits: list[float] = []
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, concurrency=2, **FAST
+        f"{DAY}T00:00",
+        f"{DAY}T03:00",
+        tmp_path,
+        base_url=server.base_url,
+        progress=False,
+        policy=_recording_policy(waits, concurrency=2, retry_after_max=600.0),
     )
-    assert summary.downloaded == 2
-    first, second = server.times_of(JP2, seconds_id)
-    assert second - first >= 0.95  # back-off alone would be 0.02 s
-    first, second = server.times_of(JP2, date_id)
-    assert second - first >= 0.95  # an HTTP-date 2 s ahead, at one-second resolution
+    assert summary.downloaded == 3
+    assert sorted(waits) == [7.0, 30.0, 600.0]  # seconds, HTTP-date, capped
+    assert server.count(JP2, seconds_id) == server.count(JP2, date_id) == 2
+
+
+def test_back_off_doubles_with_jitter_up_to_the_cap(hv, tmp_path):
+    server = hv()
+    bad = server.image_id(f"{DAY}T00:00")
+    server.inject(JP2, bad, *[Fault("503")] * 5)
+    waits: list[float] = []
+    policy = _recording_policy(waits, retries=4, backoff=1.0, backoff_max=3.0)
+    summary = download_range(
+        f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, progress=False,
+        policy=policy,
+    )  # fmt: skip
+    assert summary.failed == 1 and "gave up after 5 attempt(s)" in summary.failures[0][1]
+    assert len(waits) == 4
+    for wait, cap in zip(waits, [1.0, 2.0, 3.0, 3.0], strict=True):
+        assert cap / 2 <= wait <= cap
+
+
+def test_policy_bounds_requests_in_flight():
+    policy = HttpPolicy(concurrency=2)
+    entered = [threading.Event() for _ in range(2)]
+    leave = threading.Event()
+
+    def hold(i: int) -> None:
+        with policy.slot():
+            entered[i].set()
+            leave.wait(30)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for e in entered:
+        assert e.wait(30)
+    assert not policy._slots.acquire(blocking=False)  # a third request must wait
+    leave.set()
+    for t in threads:
+        t.join(30)
+    assert policy._slots.acquire(blocking=False)
 
 
 @pytest.mark.parametrize(
@@ -307,8 +373,13 @@ def test_retry_after_is_honoured_in_both_forms(hv, tmp_path):
             3,
         ),
         ([Fault("truncate")] * 3, 2, r"incomplete body", 3),
-        ([Fault("html")], 2, r"answered text/html.*'<!DOCTYPE html>.*not a JPEG 2000 file", 1),
-        ([Fault("stall", seconds=0.6)] * 2, 1, r"timed out \(ReadTimeout\) \(gave up after 2", 2),
+        (
+            [Fault("html")] * 3,
+            2,
+            r"answered text/html.*'<!DOCTYPE html>.*not a JPEG 2000 file \(gave up after 3",
+            3,
+        ),
+        ([Fault("hold")] * 2, 1, r"timed out \(ReadTimeout\) \(gave up after 2", 2),
     ],
     ids=["500", "truncated", "html", "stall"],
 )
@@ -318,9 +389,11 @@ def test_persistent_faults_are_failures_with_reasons(
     server = hv()
     bad = pd.Timestamp(f"{DAY}T01:00")
     server.inject(JP2, server.image_id(bad), *faults)
-    options = {**FAST, "retries": retries, "read_timeout": 0.25}
+    options = {**FAST, "retries": retries}
+    if faults[0].kind == "hold":
+        options["read_timeout"] = HOLD_TIMEOUT
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **options
+        f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **options
     )
     assert (summary.downloaded, summary.failed) == (2, 1)
     assert summary.failures[0][0] == "2011-01-01T01:00:00"
@@ -335,7 +408,7 @@ def test_persistent_faults_are_failures_with_reasons(
     # the rerun tries the failed item again (and only that one)
     before = server.count(JP2)
     again = download_range(
-        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **options
+        f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **options
     )
     assert (again.downloaded, again.skipped, again.failed) == (1, 2, 0)
     assert server.count(JP2) == before + 1
@@ -343,19 +416,27 @@ def test_persistent_faults_are_failures_with_reasons(
 
 def test_closest_image_answers_that_are_not_usable(hv, tmp_path):
     server = hv()
-    server.inject(CLOSEST, f"{DAY}T00:00", Fault("html"))
+    server.inject(CLOSEST, f"{DAY}T00:00", Fault("html"))  # once: retried, mended
+    server.inject(CLOSEST, f"{DAY}T01:00", *[Fault("html")] * 4)  # every attempt
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST
+        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST
     )
     assert (summary.downloaded, summary.failed) == (1, 1)
-    assert "getClosestImage answered text/html; charset=utf-8, not JSON" in summary.failures[0][1]
+    assert server.count(CLOSEST, f"{DAY}T00:00") == 2
+    assert server.count(CLOSEST, f"{DAY}T01:00") == 4
+    reason = summary.failures[0][1]
+    assert "getClosestImage answered text/html; charset=utf-8, not JSON" in reason
+    assert "gave up after 4 attempt(s)" in reason
 
 
-def test_concurrency_bound_is_kept(hv, tmp_path):
-    server = hv(delay=0.1)
+def test_concurrency_bound_is_used_in_full_and_kept(hv, tmp_path):
+    # The first three requests wait at a barrier until all three are in flight together:
+    # the server proves the overlap instead of hoping the scheduler makes it.
+    server = hv(rendezvous=3)
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T11:00", tmp_path, base_url=server.base_url, concurrency=3, **FAST
+        f"{DAY}T00:00", f"{DAY}T12:00", tmp_path, base_url=server.base_url, concurrency=3, **FAST
     )
+    assert server.rendezvous_met.is_set()
     assert summary.downloaded == 12
     assert server.max_in_flight == 3  # used in full, never exceeded
 
@@ -365,7 +446,7 @@ def test_concurrency_bound_is_kept(hv, tmp_path):
 
 def test_rerun_skips_complete_files_and_refetches_damaged_ones(hv, tmp_path):
     server = hv()
-    args = (f"{DAY}T00:00", f"{DAY}T04:00", tmp_path)
+    args = (f"{DAY}T00:00", f"{DAY}T05:00", tmp_path)
     download_range(*args, base_url=server.base_url, **FAST)
     assert server.count() == 10
 
@@ -424,7 +505,7 @@ def _wait_for(condition, timeout: float = 30.0) -> None:
 def test_killed_run_loses_nothing_and_the_rerun_finishes(hv, tmp_path, capsys):
     server = hv(drip=0.05)
     out = tmp_path / "hmi"
-    end = f"{DAY}T09:00"
+    end = f"{DAY}T10:00"
     journal = out / "manifest.csv.journal"
     proc = _start_cli(server, out, end)
     try:
@@ -487,7 +568,7 @@ def test_cancel_before_start_does_nothing(hv, tmp_path):
     cancel = threading.Event()
     cancel.set()
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, cancel=cancel, **FAST
+        f"{DAY}T00:00", f"{DAY}T04:00", tmp_path, base_url=server.base_url, cancel=cancel, **FAST
     )
     assert summary.interrupted and summary.downloaded == 0
     assert server.count() == 0 and jp2_files(tmp_path) == []
@@ -495,7 +576,7 @@ def test_cancel_before_start_does_nothing(hv, tmp_path):
 
 def test_torn_journal_line_is_left_out_and_refetched(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
     journal = tmp_path / "manifest.csv.journal"
     gap = {c: "" for c in MANIFEST_COLUMNS} | {
         "requested_time": f"{DAY}T02:00:00",
@@ -505,7 +586,7 @@ def test_torn_journal_line_is_left_out_and_refetched(hv, tmp_path):
     }
     journal.write_text(json.dumps(gap) + "\n" + '{"requested_time": "2011-01-01T03:00:00", "sta')
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **FAST
+        f"{DAY}T00:00", f"{DAY}T04:00", tmp_path, base_url=server.base_url, **FAST
     )
     assert summary.torn_journal_lines == 1
     assert (summary.skipped, summary.gaps, summary.downloaded) == (2, 1, 1)
@@ -521,23 +602,23 @@ def test_torn_journal_line_is_left_out_and_refetched(hv, tmp_path):
 
 def test_malformed_manifest_names_file_line_and_field(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **FAST)
     manifest = tmp_path / "manifest.csv"
     lines = manifest.read_text().splitlines()
     lines[2] = lines[2].replace(",ok,", ",done,")
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError) as info:
-        download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+        download_range(f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **FAST)
     assert (info.value.path, info.value.line, info.value.field) == (str(manifest), 3, "status")
     assert "'done'" in str(info.value)
 
 
 def test_manifest_of_another_source_is_refused(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T00:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST)
     with pytest.raises(InputError, match="holds images of source 19, not 20"):
         download_range(
-            f"{DAY}T00:00", f"{DAY}T00:00", tmp_path, base_url=server.base_url, source_id=20, **FAST
+            f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, source_id=20, **FAST
         )
 
 
@@ -546,7 +627,7 @@ def test_a_manifest_in_use_is_refused(hv, tmp_path):
     with ManifestStore(tmp_path / "manifest.csv"):
         with pytest.raises(BusyError, match="another download is using"):
             download_range(
-                f"{DAY}T00:00", f"{DAY}T00:00", tmp_path, base_url=server.base_url, **FAST
+                f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST
             )
     assert server.count() == 0
 
@@ -564,7 +645,7 @@ def test_a_manifest_in_use_is_refused(hv, tmp_path):
 def test_bad_arguments(tmp_path, options, message):
     args = {**FAST, "base_url": "http://127.0.0.1:9/v2/", **options}
     with pytest.raises(InputError, match=message):
-        download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path / "out", **args)
+        download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path / "out", **args)
     assert not (tmp_path / "out").exists()
 
 
@@ -573,10 +654,10 @@ def test_bad_arguments(tmp_path, options, message):
 
 def test_cli_download_and_exit_status(hv, tmp_path, capsys):
     server = hv()
-    base = ["download", "--start", f"{DAY}T00:00", "--end", f"{DAY}T02:00", "--out", str(tmp_path),
+    base = ["download", "--start", f"{DAY}T00:00", "--end", f"{DAY}T03:00", "--out", str(tmp_path),
             "--base-url", server.base_url, "--quiet", "--backoff", "0.01", "--retries", "1"]  # fmt: skip
-    server.inject(JP2, server.image_id(f"{DAY}T02:00"), Fault("html"))
-    assert cli.main(base) == 1  # one item failed
+    server.inject(JP2, server.image_id(f"{DAY}T02:00"), Fault("html"), Fault("html"))
+    assert cli.main(base) == 1  # one item failed (an HTML page on both attempts)
     out = capsys.readouterr().out
     assert "3 requested: 2 downloaded" in out and "1 failed" in out and "not a JPEG 2000" in out
     assert cli.main(base) == 0  # the rerun mends it
@@ -588,27 +669,135 @@ def test_cli_download_and_exit_status(hv, tmp_path, capsys):
     [
         (
             ["--start", "2011-01-02", "--end", "2011-01-01"],
-            "field 'end': end 2011-01-01T00:00:00 is before start",
+            "--end 2011-01-01 is not after --start 2011-01-02",
         ),
         (
             ["--start", "2011-01-01", "--end", "2011-01-02", "--cadence", "1x"],
-            "invalid duration '1x'",
+            "--cadence: invalid duration '1x'",
         ),
         (
             ["--start", "2011-01-01", "--end", "2011-01-02", "--tolerance", "12"],
-            "invalid duration '12'",
+            "--tolerance: invalid duration '12'",
         ),
         (
             ["--start", "2011-13-01", "--end", "2011-01-02"],
-            "field 'start': invalid time '2011-13-01'",
+            "--start: invalid time '2011-13-01'",
         ),
+        (["--start", "garbage", "--end", "2011-01-02"], "--start: invalid time 'garbage'"),
+        (["--start", "2011-01-01", "--end", "garbage"], "--end: invalid time 'garbage'"),
+        (["--start", "2011-01-01", "--end", "2011-01-01"], "--end 2011-01-01 is not after"),
+        (["--start", "2011-01-01", "--end", "2011-01-02", "--concurrency", "0"], "--concurrency"),
+        (["--start", "2011-01-01", "--end", "2011-01-02", "--retries", "-1"], "--retries"),
+        (["--start", "2011-01-01", "--end", "2011-01-02", "--read-timeout", "0"], "--read-timeout"),
     ],
 )
 def test_cli_bad_arguments_exit_2(tmp_path, capsys, extra, message):
-    status = cli.main(
-        ["download", "--out", str(tmp_path / "out"), "--base-url", "http://127.0.0.1:9/v2/", *extra]
-    )
+    try:
+        status = cli.main(
+            ["download", "--out", str(tmp_path / "out"), "--base-url", "http://127.0.0.1:9/v2/"]
+            + extra
+        )
+    except SystemExit as exc:  # argparse's own checks (types) exit from the parser
+        status = exc.code
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("fdflare download: error: ") and message in err
     assert not (tmp_path / "out").exists()
+
+
+def _cli(capsys, server_url: str, out: Path, start: str, end: str, *extra: str):
+    status = cli.main([
+        "download", "--start", start, "--end", end, "--out", str(out), "--base-url", server_url,
+        "--backoff", "0.01", "--retries", "1", "--quiet", *extra,
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_end_is_excluded(hv, tmp_path, capsys):
+    server = hv()
+    status, out, err = _cli(capsys, server.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T03:00")
+    assert status == 0, err
+    assert out.startswith("3 requested: 3 downloaded")
+    assert list(read_manifest(tmp_path)["requested_time"].dt.strftime("%H")) == ["00", "01", "02"]
+    assert server.count(CLOSEST, f"{DAY}T03:00") == 0  # --end itself is not asked for
+
+
+def test_cli_quiet_keeps_the_summary_and_drops_the_progress(hv, tmp_path, capsys):
+    server = hv()
+    status, out, err = _cli(capsys, server.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T02:00")
+    assert status == 0 and err == ""
+    assert "2 requested: 2 downloaded" in out and "manifest:" in out
+
+
+def test_cli_retry_gaps_asks_again_about_recorded_gaps(hv, tmp_path, capsys):
+    # The archive first has nothing from 00:40 to 02:20, then fills the gap late.
+    early = hv(gaps=[(f"{DAY}T00:40", f"{DAY}T02:20")])
+    status, out, _ = _cli(capsys, early.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T04:00")
+    assert status == 0 and "2 gap(s)" in out
+    late = hv()
+    status, out, _ = _cli(capsys, late.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T04:00")
+    assert status == 0 and late.count() == 0  # a plain rerun keeps the gaps, asks nothing
+    assert "2 gap(s)" in out
+    status, out, _ = _cli(
+        capsys, late.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T04:00", "--retry-gaps"
+    )
+    assert status == 0, out
+    assert out.startswith("4 requested: 2 downloaded") and "0 gap(s)" in out
+    assert late.count(CLOSEST) == 2  # only the two gaps were asked again
+    table = read_manifest(tmp_path)
+    assert set(table["status"]) == {"ok"}
+    assert_files_match_server(tmp_path, late, table.iloc[1:3])
+
+
+def test_cli_manifest_in_use_is_busy_exit_2(hv, tmp_path, capsys):
+    server = hv()
+    with ManifestStore(tmp_path / "manifest.csv"):
+        status, out, err = _cli(capsys, server.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T01:00")
+    assert status == 2 and out == ""
+    assert err.startswith("fdflare download: error: another download is using")
+    assert len(err.splitlines()) == 1 and server.count() == 0
+
+
+def test_cli_read_only_out_is_refused_up_front(hv, read_only_dir, capsys):
+    server = hv()
+    status, out, err = _cli(capsys, server.base_url, read_only_dir, f"{DAY}T00:00", f"{DAY}T01:00")
+    assert status == 2 and out == ""
+    assert err == f"fdflare download: error: --out {read_only_dir} is not writable\n"
+    assert server.count() == 0
+
+
+def test_cli_out_is_a_file_is_refused(hv, tmp_path, capsys):
+    server = hv()
+    target = tmp_path / "catalog.csv"
+    target.write_text("keep me\n")
+    status, _, err = _cli(capsys, server.base_url, target, f"{DAY}T00:00", f"{DAY}T01:00")
+    assert status == 2 and "--out" in err and "is a file" in err
+    assert target.read_text() == "keep me\n" and server.count() == 0
+
+
+def test_cli_service_unreachable_exits_3_and_records_nothing(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out_dir = tmp_path / "hmi"
+    status, out, err = _cli(
+        capsys, f"http://127.0.0.1:{port}/v2/", out_dir, f"{DAY}T00:00", f"{DAY}T12:00",
+        "--concurrency", "1",
+    )  # fmt: skip
+    assert status == 3, err
+    assert err.startswith("fdflare download: error: the service cannot be reached")
+    assert "cannot connect" in err and len(err.splitlines()) == 1
+    assert "12 requested: 0 downloaded" in out  # the summary still prints
+    assert len(read_manifest(out_dir)) == 0  # nothing recorded: a rerun asks for every time
+
+
+def test_cli_some_hours_failed_exit_1_and_listed(hv, tmp_path, capsys):
+    server = hv()
+    bad = server.image_id(f"{DAY}T01:00")
+    server.inject(JP2, bad, Fault("500"), Fault("500"))
+    status, out, _ = _cli(capsys, server.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T03:00")
+    assert status == 1
+    assert "1 failed" in out and "failed 2011-01-01T01:00:00: getJP2Image" in out
