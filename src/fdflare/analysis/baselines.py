@@ -38,6 +38,8 @@ from fdflare.core.paths import parse_image_times
 KINDS = ("persistence", "climatology", "flux")
 #: grey levels from the disk median above which a pixel counts as strong field
 STRONG_LEVEL = 32
+#: share of the disk radius left out at the limb by the flux features
+LIMB_MARGIN = 0.02
 #: the persistence window
 WINDOW = pd.Timedelta(hours=24)
 
@@ -119,23 +121,35 @@ def disk_features(
 
     Args:
         images: ``(N, H, W)`` uint8 images.
-        centre: ``(N, 2)`` disk centres ``(x, y)`` in pixels; default the image centre.
-        radius: ``(N,)`` disk radii in pixels; default 0.47 of the side (HMI at 512 px).
+        centre: ``(N, 2)`` disk centres ``(x, y)`` in pixels (``geometry.csv``); default
+            the centroid of the image's non-zero pixels (the sky is 0).
+        radius: ``(N,)`` disk radii in pixels; default from the area of the non-zero pixels.
+
+    The disk is shrunk by :data:`LIMB_MARGIN` of its radius plus half a pixel, so that no
+    sky pixel at the limb counts as strong field (which would make the features follow the
+    disk's apparent size, hence the season, instead of the active regions).
 
     Returns:
         ``(N, 2)``: mean absolute departure from the on-disk median (grey levels), and the
         share of on-disk pixels departing by more than :data:`STRONG_LEVEL`.
     """
     n, h, w = images.shape
-    if centre is None:
-        centre = np.tile([(w - 1) / 2, (h - 1) / 2], (n, 1))
-    if radius is None:
-        radius = np.full(n, 0.47 * min(h, w))
     yy, xx = np.mgrid[0:h, 0:w]
     out = np.zeros((n, 2))
     for i in range(n):
-        mask = (xx - centre[i, 0]) ** 2 + (yy - centre[i, 1]) ** 2 <= radius[i] ** 2
-        pix = images[i][mask].astype(np.int16)
+        img = images[i]
+        if centre is None or radius is None:
+            lit = img > 0
+            area = int(lit.sum())
+            if area == 0:
+                continue
+            cx, cy = float(xx[lit].mean()), float(yy[lit].mean())
+            r = float(np.sqrt(area / np.pi))
+        else:
+            cx, cy, r = float(centre[i, 0]), float(centre[i, 1]), float(radius[i])
+        r = r * (1 - LIMB_MARGIN) - 0.5
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        pix = img[mask].astype(np.int16)
         if pix.size == 0:
             continue
         dev = np.abs(pix - int(np.median(pix)))
@@ -179,20 +193,34 @@ class ImageFeatures:
     beside the images where it has a row for the image.
     """
 
-    def __init__(self, images: str | os.PathLike[str], image_ext: str | None = None) -> None:
+    def __init__(
+        self,
+        images: str | os.PathLike[str],
+        image_ext: str | None = None,
+        geometry: str | os.PathLike[str] | None = None,
+    ) -> None:
         from fdflare.data.sources import open_images
 
         self.root = Path(images)
         self.source = open_images(self.root, ext=image_ext)
         self.geometry: pd.DataFrame | None = None
-        geo = self.root / "geometry.csv"
-        if geo.is_file():
+        if geometry is None:  # prepare writes it among the images, synth beside them
+            found = [
+                p
+                for p in (self.root / "geometry.csv", self.root.parent / "geometry.csv")
+                if p.is_file()
+            ]
+            geometry = found[0] if found else None
+        if geometry is not None:
             from fdflare.core.io import read_csv_table
 
-            g = read_csv_table(geo, what="geometry table")
-            if {"path", "center_x", "center_y", "radius_px"} <= set(g.columns):
-                g["stem"] = g["path"].astype(str).str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
-                self.geometry = g.drop_duplicates("stem").set_index("stem")
+            g = read_csv_table(geometry, what="geometry table")
+            need = {"path", "center_x", "center_y", "radius_px"}
+            if not need <= set(g.columns):
+                missing = sorted(need - set(g.columns))
+                raise InputError(f"missing column(s) {', '.join(missing)}", path=geometry, line=1)
+            g["stem"] = g["path"].astype(str).str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
+            self.geometry = g.drop_duplicates("stem").set_index("stem")
         self._cache: dict[str, np.ndarray] = {}
 
     def __call__(self, labels: Sequence[str], chunk: int = 256) -> np.ndarray:
@@ -222,6 +250,7 @@ def baseline_predictions(
     mode: str = "M",
     images: str | os.PathLike[str] | None = None,
     image_ext: str | None = None,
+    geometry: str | os.PathLike[str] | None = None,
     folds: Sequence[int] | None = None,
 ) -> list[FoldPredictions]:
     """Forecast every validation instance of every fold with each baseline in ``kinds``.
@@ -234,6 +263,7 @@ def baseline_predictions(
             class such as ``M5.0``).
         images: image folder or array store, for the flux baseline.
         image_ext: image extension to use instead of the labels' (e.g. ``png``).
+        geometry: ``geometry.csv`` of the images (default: found among or beside them).
         folds: folds to forecast (default: every fold the labels hold).
 
     Raises:
@@ -249,7 +279,7 @@ def baseline_predictions(
     if "flux" in kinds and images is None:
         raise InputError("the flux baseline needs the images (--images)")
     thr = threshold_flux(mode)
-    features = ImageFeatures(images, image_ext) if "flux" in kinds and images else None
+    features = ImageFeatures(images, image_ext, geometry) if "flux" in kinds and images else None
     out: list[FoldPredictions] = []
     for k in folds if folds is not None else list_folds(labels):
         tables = fold_tables(labels, k)

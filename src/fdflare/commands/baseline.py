@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", metavar="DIR", help="image folder or array store (for flux)")
     p.add_argument("--image-ext", metavar="EXT", help="image extension instead of the labels'")
     p.add_argument(
+        "--geometry",
+        metavar="FILE",
+        help="disk geometry of the images (default: geometry.csv among or beside --images)",
+    )
+    p.add_argument(
         "--mode",
         default="M",
         help="persistence threshold: M (>= M1.0), C (>= C1.0) or a class such as M5.0 "
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         threshold_flux(args.mode)
     except Exception as exc:
         raise UsageError(f"argument --mode: {exc}") from None
-    inputs = [args.labels, args.catalog, args.images]
+    inputs = [args.labels, args.catalog, args.images, args.geometry]
     if args.out:
         check_output_dir(args.out, inputs=inputs)
 
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         images=args.images,
         image_ext=args.image_ext,
+        geometry=args.geometry,
     )
     if args.out:
         with output_lock(args.out, command="baseline"):
