@@ -80,3 +80,71 @@ def test_write_catalog_round_trip(tmp_path):
     back = read_catalog(tmp_path / "c.csv")
     assert back["goes_class"].tolist() == ["M1.0", "X10"]
     assert back["fl_lon"].isna().tolist() == [False, True]
+
+
+HEADER = "start_time,goes_class,fl_lon,fl_lat\n"
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path):
+    p = _write(
+        tmp_path,
+        HEADER + "2011-01-01 00:10:00,M1.0,10,5\n"
+        "2011-01-01 00:10:00,M1.0,10,5\n"
+        "2011-01-01 00:10:00,M1.0,,\n"  # another location: another flare
+        "2011-01-01 00:10:00,M1.0,UNK,UNK\n"  # unknown equals unknown: a repeat
+        "2011-01-01 00:10:00,M1.1,10,5\n",  # another class: another flare
+    )
+    cat = read_catalog(p)
+    assert cat.attrs["duplicates_dropped"] == 2
+    assert list(cat["goes_class"]) == ["M1.0", "M1.0", "M1.1"]
+    assert (
+        read_catalog(_write(tmp_path, HEADER + "2011-01-01 00:10:00,M1.0,1,1\n", "one.csv")).attrs[
+            "duplicates_dropped"
+        ]
+        == 0
+    )
+
+
+def test_mixed_time_zone_notations_parse_as_utc(tmp_path):
+    p = _write(
+        tmp_path,
+        HEADER + "2011-02-01 00:39:00,M1.2,30,-15\n"
+        "2011-02-01T00:40:00Z,M1.3,31,-15\n"
+        "2011-02-01T05:41:00+05:00,M1.4,32,-15\n",
+    )
+    cat = read_catalog(p)
+    assert list(cat["start_time"]) == list(
+        pd.to_datetime(["2011-02-01 00:39", "2011-02-01 00:40", "2011-02-01 00:41"])
+    )
+    assert cat["start_time"].dtype == "datetime64[ns]"
+
+
+def test_bad_time_among_mixed_zones_names_its_line(tmp_path):
+    p = _write(
+        tmp_path, HEADER + "2011-02-01 00:39:00,M1.2,30,-15\n2011-02-01T25:40:00Z,M1.3,1,1\n"
+    )
+    with pytest.raises(InputError) as err:
+        read_catalog(p)
+    assert (err.value.path, err.value.line, err.value.field) == (str(p), 3, "start_time")
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "words"),
+    [
+        ("2011-01-01 00:10:00,M1.0,1,1,extra\n2011-01-01 00:20:00,M1.0,1,1\n", 2, "too many"),
+        ("2011-01-01 00:10:00,M1.0,1,1\n2011-01-01 00:20:00,M1.0,1,1,2\n", 3, "too many"),
+        ("2011-01-01 00:10:00,M1.0,1,1\n2011-01-01 00:20:00,M1.0\n", 3, "too few"),
+    ],
+)
+def test_row_with_the_wrong_number_of_fields_is_named(tmp_path, rows, line, words):
+    p = _write(tmp_path, HEADER + rows)
+    with pytest.raises(InputError) as err:
+        read_catalog(p)
+    assert err.value.line == line and err.value.field is None
+    assert f"{words} fields" in str(err.value) and str(p) in str(err.value)
+
+
+def test_unnamed_index_column_is_still_read(tmp_path):
+    # every row one field longer than the header: pandas' unnamed index column
+    p = _write(tmp_path, HEADER + "0,2011-01-01 00:10:00,M1.0,1,1\n1,2011-01-01 00:20:00,C1.0,,\n")
+    assert list(read_catalog(p)["goes_class"]) == ["M1.0", "C1.0"]

@@ -11,8 +11,6 @@ import pandas as pd
 import pytest
 
 from fdflare.acquire.catalog import read_catalog
-from fdflare.cli import main
-from fdflare.core.errors import DownloadError, InputError
 from fdflare.acquire.hek import (
     HEKFlareClient,
     fetch_hek_catalog,
@@ -22,6 +20,8 @@ from fdflare.acquire.hek import (
     resolve_hek_url,
 )
 from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
+from fdflare.cli import main
+from fdflare.core.errors import DownloadError, InputError
 from hek_server import FakeHEK, expected_rows
 
 # Records in the documented goes-xrs-report layout (class letter in column 60, intensity
@@ -280,12 +280,14 @@ def test_fetch_hek_without_min_class_keeps_b_flares_and_counts_unclassified() ->
 
 
 def test_fetch_hek_timeout_is_retried() -> None:
-    with FakeHEK(delay={"2011-02": [1.5]}) as hek:
+    # The first answer is held until the server stops: the timeout fires on it whatever the
+    # load; the retry is answered at once, far inside the timeout.
+    with FakeHEK(fail={"2011-02": ["hold"]}) as hek:
         cat = fetch_hek_catalog(
             "2011-02-01",
             "2011-03-01",
             url=hek.url,
-            client=HEKFlareClient(timeout=0.3, backoff=0.01),
+            client=HEKFlareClient(timeout=1.0, backoff=0.01),
             progress=False,
         )
     assert hek.months_requested() == ["2011-02", "2011-02"]
@@ -347,8 +349,9 @@ def test_cli_hek_failed_month_resumes(tmp_path: Path, capsys: pytest.CaptureFixt
     ]  # fmt: skip
     with FakeHEK(fail={"2011-02": [500, 500]}) as hek:
         rc, _, err = run_cli(capsys, *args, "--hek-url", hek.url)
-        assert rc == 2
+        assert rc == 3  # a run failed (nothing written), not bad input
         assert "2011-02" in err and "1 of 3 month(s)" in err and "rerun" in err
+        assert "the 2 month(s) fetched are kept in" in err
         assert not out.exists()
         cache = tmp_path / "flares.csv.parts"
         assert len(list(cache.glob("hek-*.json"))) == 2  # January and March kept
@@ -381,7 +384,10 @@ def test_cli_hek_url_from_environment(
     [
         (["--start", "2011-03-01", "--end", "2011-01-01", "--source", "hek"], "--end"),
         (["--start", "2011-01-01", "--source", "hek"], "needs both --start and --end"),
-        (["--start", "yesterday-ish", "--end", "2011-01-01", "--source", "hek"], "not a time"),
+        (
+            ["--start", "yesterday-ish", "--end", "2011-01-01", "--source", "hek"],
+            "--start: invalid time 'yesterday-ish'",
+        ),
         (
             [
                 "--start",
@@ -464,7 +470,9 @@ def test_cli_noaa_files_merge_filter_and_dedupe(
     # X1.5 is in both files; 1989 is outside the range; B4.5 below C1.0.
     assert "1 duplicates removed" in stdout
     assert "1 outside the time range" in stdout and "1 below C1.0" in stdout
-    assert "1 repeated lines" in stdout and "1 records without an X-ray class" in stdout
+    assert "1 duplicate rows dropped" in stdout  # the repeated line of the NOAA report
+    assert "1 records without an X-ray class" in stdout
+    assert "duplicates dropped: 2 (1 within files, 1 across files)" in stdout
 
 
 @pytest.mark.reference
@@ -519,3 +527,139 @@ def test_real_hek_lists_the_x2_flare_of_2011_02_15() -> None:
     row = cat[cat["goes_class"] == "X2.2"].iloc[0]
     assert row["start_time"] == pd.Timestamp("2011-02-15 01:44:00")
     assert abs(row["fl_lon"] - 12) < 3 and abs(row["fl_lat"] + 20) < 3
+
+
+# -- bad input and the half-open range through the CLI ------------------------------------
+
+STUDY_HEADER = "start_time,goes_class,fl_lon,fl_lat\n"
+
+
+def _study(tmp_path: Path, name: str, rows: str) -> Path:
+    path = tmp_path / name
+    path.write_text(STUDY_HEADER + rows)
+    return path
+
+
+def test_cli_range_is_half_open(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _study(
+        tmp_path,
+        "c.csv",
+        "2011-01-01 00:00:00,M1.0,1,1\n2011-01-01 12:00:00,M2.0,1,1\n2011-01-02 00:00:00,M3.0,1,1\n",
+    )
+    out = tmp_path / "out.csv"
+    rc, stdout, err = run_cli(
+        capsys, "--source", str(src), "--start", "2011-01-01", "--end", "2011-01-02",
+        "--out", str(out),
+    )  # fmt: skip
+    assert rc == 0, err
+    assert list(pd.read_csv(out)["goes_class"]) == ["M1.0", "M2.0"]  # --end excluded
+    assert "1 outside the time range" in stdout
+
+
+def test_cli_out_equal_to_source_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _study(tmp_path, "c.csv", "2011-01-01 00:10:00,C1.0,1,1\n2011-01-02 00:10:00,M1.0,1,1\n")
+    before = src.read_bytes()
+    rc, stdout, err = run_cli(
+        capsys, "--source", str(src), "--out", str(src), "--min-class", "M1.0"
+    )
+    assert rc == 2 and stdout == ""
+    assert (
+        err
+        == f"fdflare catalog: error: --out {src} is the input {src}; refusing to overwrite an input\n"
+    )
+    assert src.read_bytes() == before
+
+
+def test_cli_out_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _study(tmp_path, "c.csv", "2011-01-01 00:10:00,C1.0,1,1\n")
+    rc, _, err = run_cli(capsys, "--source", str(src), "--out", str(tmp_path))
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "is a folder; expected the path of a file" in err
+
+
+def test_cli_duplicates_are_dropped_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "2011-01-01 00:10:00,C1.0,1,1\n2011-01-02 00:10:00,M1.0,,\n"
+    src = _study(tmp_path, "c.csv", rows * 3)
+    out = tmp_path / "out.csv"
+    rc, stdout, err = run_cli(capsys, "--source", str(src), "--out", str(out))
+    assert rc == 0, err
+    assert len(pd.read_csv(out)) == 2
+    assert "4 duplicate rows dropped" in stdout and "wrote" in stdout
+    assert read_catalog(src).attrs["duplicates_dropped"] == 4  # the label stage sees the same
+
+
+def test_cli_mixed_time_zones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _study(
+        tmp_path, "c.csv", "2011-02-01 00:39:00,M1.2,30,-15\n2011-02-01T00:40:00Z,M1.3,31,-15\n"
+    )
+    out = tmp_path / "out.csv"
+    rc, _, err = run_cli(capsys, "--source", str(src), "--out", str(out))
+    assert rc == 0, err
+    assert list(pd.read_csv(out)["start_time"]) == ["2011-02-01 00:39:00", "2011-02-01 00:40:00"]
+    bad = _study(
+        tmp_path, "bad.csv", "2011-02-01 00:39:00,M1.2,30,-15\n2011-02-01T00:40:00Z,Q1.3,31,-15\n"
+    )
+    rc, _, err = run_cli(capsys, "--source", str(bad), "--out", str(out))
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert f"{bad}, line 3, field 'goes_class'" in err and "Mixed timezones" not in err
+
+
+def test_cli_row_with_too_many_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _study(
+        tmp_path, "c.csv", "2011-01-01 00:10:00,C1.0,1,1,oops\n2011-01-02 00:10:00,M1.0,1,1\n"
+    )
+    out = tmp_path / "out.csv"
+    rc, _, err = run_cli(capsys, "--source", str(src), "--out", str(out))
+    assert rc == 2 and not out.exists()
+    assert f"{src}, line 2: too many fields: 5 where the header has 4" in err
+    assert "start_time" not in err.split("header has 4")[0]
+
+
+def test_cli_hek_garbage_until_retries_run_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "flares.csv"
+    with FakeHEK(fail={"2011-02": ["garbage"] * 2}) as hek:
+        rc, _, err = run_cli(
+            capsys, "--start", "2011-02-01", "--end", "2011-03-01", "--source", "hek",
+            "--hek-url", hek.url, "--retries", "1", "--retry-wait", "0.01", "--out", str(out),
+        )  # fmt: skip
+    assert rc == 3 and len(err.splitlines()) == 1
+    assert "reply is not JSON" in err and "gave up after 2 attempt(s)" in err
+    assert ".parts" not in err  # nothing was kept, so no folder is pointed at
+    assert not (tmp_path / "flares.csv.parts").exists() and not out.exists()
+
+
+def test_cli_hek_unreachable_exits_3_after_one_month(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rc, _, err = run_cli(
+        capsys, "--start", "2011-01-01", "--end", "2011-07-01", "--source", "hek",
+        "--hek-url", f"http://127.0.0.1:{port}/hek/her", "--retries", "1",
+        "--retry-wait", "0.01", "--out", str(tmp_path / "f.csv"),
+    )  # fmt: skip
+    assert rc == 3
+    assert err.startswith(f"fdflare catalog: error: cannot reach HEK at http://127.0.0.1:{port}")
+    assert "2011-01-01 00:00..2011-02-01 00:00" in err  # stopped after the first month
+
+
+def test_hek_honours_retry_after_with_the_shared_policy() -> None:
+    waits: list[float] = []
+    with FakeHEK(fail={"2011-02": ["429:17", 503]}) as hek:
+        cat = fetch_hek_catalog(
+            "2011-02-01", "2011-03-01", url=hek.url,
+            client=HEKFlareClient(backoff=4.0, sleep=waits.append), progress=False,
+        )  # fmt: skip
+    assert "X2.2" in set(cat["goes_class"])
+    assert waits[0] == 17.0  # the server's Retry-After
+    assert 4.0 <= waits[1] <= 8.0  # second back-off: 2 * 4 s with jitter in [cap/2, cap]
+    assert hek.months_requested() == ["2011-02"] * 3
