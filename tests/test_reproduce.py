@@ -50,3 +50,80 @@ def test_reproduce_without_reference_says_what_to_do(tmp_path, monkeypatch, caps
     assert main(["reproduce"]) == 2
     err = capsys.readouterr().err
     assert "no reference data found" in err and "--reference" in err
+
+
+# ---------------------------------------------------------------- issue 11: what is missing, nothing left behind
+
+
+def test_reproduce_missing_reference_names_it_and_leaves_no_out(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["reproduce", "--reference", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--reference" in err and "nope" in err
+    assert not out.exists()
+
+
+def test_reproduce_reference_with_nothing_usable_names_what_is_missing(tmp_path, capsys):
+    ref = tmp_path / "ref"
+    (ref / "labels").mkdir(parents=True)
+    out = tmp_path / "o"
+    assert main(["reproduce", "--reference", str(ref), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "predictions/ is missing" in err and "flare_catalog_partial.csv is missing" in err
+    assert "Fold1_train.csv" in err
+    assert not out.exists()
+
+
+def test_reproduce_partial_reference_lists_each_missing_piece(reference_dir, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    (ref / "labels").mkdir(parents=True)
+    (ref / "predictions").mkdir()
+    shutil.copy(reference_dir / "labels" / "Fold1_val.csv", ref / "labels")
+    for k in (1, 2):
+        shutil.copy(reference_dir / "predictions" / f"fold{k}_alex.csv", ref / "predictions")
+    shutil.copy(reference_dir / "predictions" / "alex_x_class.csv", ref / "predictions")
+    out = tmp_path / "o"
+    assert main(["reproduce", "--reference", str(ref), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "missing: flare_catalog_partial.csv is missing, so the labels are not rebuilt" in printed
+    assert "labels/ lacks Fold1_train.csv" in printed
+    assert "alex: predictions/fold{3,4}_alex.csv missing; the mean covers folds 1, 2" in printed
+    assert "alex: predictions/alex_m_class.csv missing" in printed
+    report = (out / "report.md").read_text()
+    assert "## Missing from the reference" in report and "alex_m_class.csv missing" in report
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["missing"]) == 4
+
+
+def test_reproduce_out_is_a_file(reference_dir, tmp_path, capsys):
+    target = tmp_path / "report.txt"
+    target.write_text("mine\n")
+    assert main(["reproduce", "--reference", str(reference_dir), "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err
+    assert target.read_text() == "mine\n"
+
+
+def test_reproduce_failing_midway_leaves_no_out_folder(tmp_path, capsys):
+    ref = tmp_path / "ref"
+    (ref / "predictions").mkdir(parents=True)
+    (ref / "predictions" / "fold1_m.csv").write_text(
+        "timestamp,flare_prob,target\na,0.2,0\nb,oops,1\n"
+    )
+    out = tmp_path / "deep" / "o"
+    assert main(["reproduce", "--reference", str(ref), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "fold1_m.csv, line 3, field 'flare_prob'" in err
+    assert not out.exists() and not (tmp_path / "deep").exists()
+
+
+def test_report_says_what_is_reproduced(tmp_path, reference_dir):
+    pred = tmp_path / "ref" / "predictions"
+    pred.mkdir(parents=True)
+    shutil.copy(reference_dir / "predictions" / "fold1_alex.csv", pred)
+    assert (
+        main(["reproduce", "--reference", str(tmp_path / "ref"), "--out", str(tmp_path / "o")]) == 0
+    )
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "rebuilt byte for byte" in report and "does not retrain" in report

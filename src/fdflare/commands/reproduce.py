@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fdflare.commands._common import probability
+
 HELP = "reproduce the study's skill scores, location table and heatmaps from its released data"
 DESCRIPTION = """\
 Given a folder laid out like the study's release (labels/, predictions/fold{k}_{model}.csv,
@@ -11,6 +13,10 @@ predictions/{model}_{x,m,c}_class.csv, flare_catalog_partial.csv), rebuild the l
 check them byte for byte, run evaluate and spatial for every model found, and write a
 markdown report with the per-fold table, mean ± std, the location table and the heatmaps.
 Without --reference it looks at $FDFLARE_REFERENCE, ../shared/reference and shared/reference.
+
+What is reproduced: the study's labels (byte for byte) and its tables from its released
+predictions. Retraining the study's models is not. The reference folder is checked before
+anything is written, and whatever it lacks is named.
 
 example:
   fdflare reproduce --reference path/to/reference --out reproduction/
@@ -21,16 +27,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare reproduce``."""
     p.add_argument("--reference", help="folder laid out like the study's release")
     p.add_argument("--out", default="fdflare-reproduce", help="output folder (default %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="P(flare) >= threshold is a positive forecast (default %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the reproduction and print where the report is."""
     from fdflare.analysis.metrics import format_table
-    from fdflare.reports.reproduce import MODEL_NAMES, reproduce
     from fdflare.analysis.spatial import format_table as spatial_table
+    from fdflare.core.outputs import check_output_dir, output_lock
+    from fdflare.reports.reproduce import MODEL_NAMES, find_reference, plan_reference, reproduce
 
-    res = reproduce(args.reference, args.out, threshold=args.threshold)
+    ref_dir = find_reference(args.reference)
+    check_output_dir(args.out, inputs=[ref_dir], writes=["report.md", "results.json"])
+    plan = plan_reference(ref_dir)
+    with output_lock(args.out, command="reproduce"):
+        res = reproduce(ref_dir, args.out, threshold=args.threshold, plan=plan)
+    for note in res["missing"]:
+        print(f"missing: {note}")
     if "labels" in res:
         lab = res["labels"]
         print(

@@ -12,6 +12,12 @@ For every model found it runs :mod:`fdflare.analysis.metrics` on the fold files 
 mean +- std, location table, heatmaps) and ``results.json``. When labels and the catalog are
 present it also rebuilds the fold files with :mod:`fdflare.label` and says whether they are
 byte-for-byte identical.
+
+What is reproduced, precisely: the study's labels (rebuilt byte for byte from its catalog and
+image list) and its tables (computed from its released predictions). Retraining the study's
+models is not reproduced: training on other hardware and software gives other weights.
+
+The folder is checked before anything is written, and every piece it lacks is named.
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     from fdflare.acquire.catalog import read_catalog
     from fdflare.label import LabelConfig, make_labels, write_labels
 
-    labels, catalog = ref / "labels", ref / "flare_catalog_partial.csv"
+    labels, catalog = ref / "labels", ref / CATALOG_FILE
     files = sorted(labels.glob("Fold*_*.csv")) if labels.is_dir() else []
     if not files or not catalog.is_file():
         return None
@@ -103,37 +109,150 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     }
 
 
-def reproduce(
-    ref: str | os.PathLike[str] | None, out: str | os.PathLike[str], *, threshold: float = 0.5
-) -> dict[str, Any]:
-    """Evaluate and analyse every model in ``ref``; write ``report.md`` and ``results.json`` to ``out``."""
-    from fdflare.core.io import write_text_atomic
-    from fdflare.analysis.metrics import evaluate_files, format_table
-    from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
-    from fdflare.analysis.spatial import format_table as spatial_table
+LABEL_FILES = tuple(f"Fold{k}_{part}.csv" for k in range(1, 5) for part in ("train", "val"))
+CATALOG_FILE = "flare_catalog_partial.csv"
+LAYOUT = (
+    "labels/Fold{1..4}_{train,val}.csv with flare_catalog_partial.csv, "
+    "predictions/fold{k}_{model}.csv, predictions/{model}_{x,m}_class.csv"
+)
 
-    ref_dir = Path(ref) if ref is not None else default_reference_dir()
-    if ref_dir is None or not ref_dir.is_dir():
+
+def find_reference(ref: str | os.PathLike[str] | None) -> Path:
+    """The reference folder: ``ref`` when given, else :func:`default_reference_dir`.
+
+    Raises:
+        MissingDataError: ``ref`` does not exist or is a file, or none was given and none
+            of the default places holds one; the message names the path.
+    """
+    if ref is not None:
+        path = Path(ref)
+        if not path.exists():
+            raise MissingDataError(
+                f"--reference {ref}: no such folder (expected a folder laid out like the "
+                f"study's release: {LAYOUT})"
+            )
+        if not path.is_dir():
+            raise MissingDataError(
+                f"--reference {ref} is a file; expected a folder laid out like the study's "
+                f"release ({LAYOUT})"
+            )
+        return path
+    found = default_reference_dir()
+    if found is None:
         raise MissingDataError(
             "no reference data found: pass --reference DIR (a folder laid out like the study's "
             "release: labels/, predictions/fold{k}_{model}.csv, predictions/{model}_{x,m}_class.csv), "
             "set FDFLARE_REFERENCE, or run `fdflare demo` to make data of your own"
         )
-    models = find_models(ref_dir / "predictions")
-    label_check = check_labels(ref_dir)
-    if not models and label_check is None:
-        raise MissingDataError(
-            f"{ref_dir} holds no predictions/fold*_<model>.csv and no labels to check"
+    return found
+
+
+def plan_reference(ref_dir: Path) -> dict[str, Any]:
+    """What ``ref_dir`` holds, and what it lacks; nothing is read but folder listings.
+
+    Returns:
+        ``{"models": find_models(...), "labels": bool (the fold files and the catalog are
+        there to rebuild the labels), "missing": [sentences naming each absent piece]}``.
+
+    Raises:
+        MissingDataError: nothing in ``ref_dir`` can be reproduced; the message names what
+            is missing.
+    """
+    pred_dir, labels_dir, catalog = (
+        ref_dir / "predictions",
+        ref_dir / "labels",
+        ref_dir / CATALOG_FILE,
+    )
+    models = find_models(pred_dir)
+    missing: list[str] = []
+    fold_files = [f for f in LABEL_FILES if (labels_dir / f).is_file()]
+    can_label = bool(fold_files) and catalog.is_file()
+    if labels_dir.is_dir() or catalog.is_file():
+        if not fold_files:
+            missing.append(f"labels/ holds none of the fold files {', '.join(LABEL_FILES)}")
+        elif len(fold_files) < len(LABEL_FILES):
+            absent = [f for f in LABEL_FILES if f not in fold_files]
+            missing.append(
+                f"labels/ lacks {', '.join(absent)}: only {len(fold_files)} of "
+                f"{len(LABEL_FILES)} fold files are rebuilt and compared"
+            )
+        if not catalog.is_file():
+            missing.append(f"{CATALOG_FILE} is missing, so the labels are not rebuilt")
+    if not pred_dir.is_dir():
+        missing.append(
+            "predictions/ is missing: no skill scores or location table "
+            "(expected predictions/fold{k}_{model}.csv and predictions/{model}_{x,m}_class.csv)"
         )
+    elif not models:
+        missing.append(
+            "predictions/ holds no fold{k}_{model}.csv and no {model}_x_class.csv: "
+            "no skill scores or location table"
+        )
+    for model, files in models.items():
+        folds = sorted(files["folds"])
+        if not folds:
+            missing.append(f"{model}: no predictions/fold{{k}}_{model}.csv, so no skill scores")
+        elif len(folds) < 4 and max(folds) <= 4:
+            absent = [str(k) for k in range(1, 5) if k not in folds]
+            missing.append(
+                f"{model}: predictions/fold{{{','.join(absent)}}}_{model}.csv missing; the mean "
+                f"covers folds {', '.join(map(str, folds))}"
+            )
+        for cls in ("x", "m"):
+            if cls not in files:
+                missing.append(
+                    f"{model}: predictions/{model}_{cls}_class.csv missing, so the location "
+                    f"table has no {cls.upper()}-class rows"
+                )
+    if not models and not can_label:
+        raise MissingDataError(f"{ref_dir}: nothing to reproduce; " + "; ".join(missing))
+    return {"models": models, "labels": can_label, "missing": missing}
+
+
+def reproduce(
+    ref: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str],
+    *,
+    threshold: float = 0.5,
+    plan: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate and analyse every model in ``ref``; write ``report.md`` and ``results.json`` to ``out``.
+
+    The reference is checked (:func:`find_reference`, :func:`plan_reference`) before
+    anything is written; ``plan`` passes a plan already made.
+    """
+    from fdflare.analysis.metrics import evaluate_files, format_table
+    from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
+    from fdflare.analysis.spatial import format_table as spatial_table
+    from fdflare.core.io import write_text_atomic
+
+    ref_dir = find_reference(ref)
+    if plan is None:
+        plan = plan_reference(ref_dir)
+    models = plan["models"]
+    label_check = check_labels(ref_dir) if plan["labels"] else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"reference": str(ref_dir), "threshold": threshold, "models": {}}
+    results: dict[str, Any] = {
+        "reference": str(ref_dir),
+        "threshold": threshold,
+        "missing": plan["missing"],
+        "models": {},
+    }
     lines = [
         "# fdflare reproduction report",
         "",
         f"Reference data: `{ref_dir}`; threshold {threshold}.",
         "",
+        "What this reproduces: the study's labels, rebuilt byte for byte from its flare "
+        "catalog and image list, and its tables (skill scores, location counts, heatmaps) "
+        "computed from its released predictions. It does not retrain the study's models.",
+        "",
     ]
+    if plan["missing"]:
+        lines += ["## Missing from the reference", ""]
+        lines += [f"- {m}" for m in plan["missing"]]
+        lines.append("")
     if label_check is not None:
         results["labels"] = label_check
         n_same = sum(label_check["files"].values())
