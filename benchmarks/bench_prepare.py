@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image
 
 from fdflare.prepare.decode import decode_jp2
-from fdflare.prepare.jp2 import read_jp2_header
-from fdflare.synth.jp2 import write_helioviewer_jp2
+from fdflare.prepare.jp2 import read_jp2_header, write_helioviewer_jp2
 
 
 def synthetic_jp2(path: Path, n: int, lossless: bool) -> None:

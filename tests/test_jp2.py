@@ -13,8 +13,14 @@ from PIL import Image
 
 from fdflare.core.errors import InputError
 from fdflare.prepare.geometry import disk_geometry, observation_time
-from fdflare.prepare.jp2 import parse_helioviewer_xml, read_jp2_header, read_jp2_info, reduced_size
-from fdflare.synth.jp2 import helioviewer_xml, write_helioviewer_jp2
+from fdflare.prepare.jp2 import (
+    helioviewer_xml,
+    parse_helioviewer_xml,
+    read_jp2_header,
+    read_jp2_info,
+    reduced_size,
+    write_helioviewer_jp2,
+)
 
 HMI = "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
 AIA = "2013_06_24__17_31_30_84__SDO_AIA_AIA_193.jp2"

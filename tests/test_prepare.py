@@ -16,12 +16,11 @@ from fdflare.cli import main
 from fdflare.core.errors import InputError, MissingDataError
 from fdflare.prepare.decode import choose_reduce, decode_jp2
 from fdflare.prepare.geometry import disk_geometry
-from fdflare.prepare.jp2 import read_jp2_header
+from fdflare.prepare.jp2 import read_jp2_header, write_helioviewer_jp2
 from fdflare.prepare.pack import build_array_store
 from fdflare.prepare.pipeline import BAD_FILES_COLUMNS, GEOMETRY_COLUMNS, prepare, read_geometry
 from fdflare.prepare.store import open_array_store
 from fdflare.prepare.workers import run_tasks
-from fdflare.synth.jp2 import write_helioviewer_jp2
 
 HMI = "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
 
@@ -435,22 +434,185 @@ def test_array_store_round_trip(tree, tmp_path, small_jp2s):
 # --------------------------------------------------------------------------- CLI
 
 
+def cli(argv: list[str]) -> int:
+    """Run the real CLI; an argparse error (SystemExit) gives its status like any other."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 def test_cli(tree, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["prepare", str(tree), "--out", str(out), "--size", "64", "--workers", "1"]) == 0
+    argv = ["prepare", "--source", str(tree), "--out", str(out), "--image-size", "64"]
+    assert main([*argv, "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "4 JP2 file(s): 4 prepared, 0 up to date, 0 failed" in printed
     assert len(read_geometry(out)) == 4
 
     (tree / "broken.jp2").write_bytes(b"\x00" * 10)
-    args = ["prepare", str(tree), "--out", str(out), "--size", "64", "--quiet", "--array-store"]
-    assert main(args) == 1
+    assert main([*argv, "--quiet", "--array-store"]) == 1
     captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "1 file(s) could not be prepared" in captured.err and "bad_files.csv" in captured.err
+    # --quiet hides the progress bar only: the summary still prints
+    assert "5 JP2 file(s): 0 prepared, 4 up to date, 1 failed" in captured.out
+    assert "1 file(s) or folder(s) could not be prepared" in captured.err
+    assert "bad_files.csv" in captured.err
     assert open_array_store(out)[0].shape == (4, 64, 64)
 
-    assert main(["prepare", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["prepare", "--source", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["prepare", str(tree), "--out", str(out), "--size", "0"])
+    assert cli(["prepare", "--source", str(tree), "--out", str(out), "--image-size", "0"]) == 2
+    assert "--image-size" in capsys.readouterr().err
+
+
+def test_cli_old_spellings_still_work_and_warn(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prepare", str(tree), "--out", str(out), "--size", "64", "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "4 prepared" in captured.out
+    assert "positional SRC_DIR is deprecated" in captured.err and "--source" in captured.err
+    assert "--size is deprecated" in captured.err and "--image-size" in captured.err
+    assert read_geometry(out)["width"].tolist() == [64] * 4
+    # both spellings of the source at once: one line, nothing done
+    assert main(["prepare", str(tree), "--source", str(tree), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give the source once" in err
+    assert not (tmp_path / "b").exists()
+    assert cli(["prepare", "--out", str(tmp_path / "c")]) == 2
+    assert "--source" in capsys.readouterr().err
+
+
+def test_cli_source_is_a_file(tree, tmp_path, capsys):
+    jp2 = tree / "2011/01/01/HMI.m2011.01.01_00.00.00.jp2"
+    for argv in (["--source", str(jp2)], [str(jp2)]):
+        assert main(["prepare", *argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "is a file; expected a folder of JP2 files" in err, err
+        assert "not found" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_folder_without_jp2_warns_and_exits_1(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "2011").mkdir(parents=True)
+    (src / "2011" / "notes.txt").write_text("no images here\n")
+    assert main(["prepare", "--source", str(src), "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "0 JP2 file(s)" in captured.out
+    assert "warning: no .jp2 file under" in captured.err and "1 other file(s)" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_cli_warns_when_it_upsamples(tree, tmp_path, capsys):
+    real = tree / "real"  # sunpy's Helioviewer JP2, 512 x 512 pixels
+    assert main(["prepare", "--source", str(real), "--out", str(tmp_path / "o"), "--workers", "1",
+                 "--image-size", "1024", "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "warning: 1 image(s) come from JP2s smaller than --image-size 1024" in err
+    assert "512 x 512" in err and "upsampled" in err
+    assert main(["prepare", "--source", str(real), "--out", str(tmp_path / "p"), "--workers", "1",
+                 "--image-size", "256", "--quiet"]) == 0  # fmt: skip
+    assert "upsampled" not in capsys.readouterr().err
+
+
+def test_cli_output_checks(tree, tmp_path, capsys, read_only_dir):
+    before = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*"))
+    # --out is the source: refused before any work (nothing written into the source)
+    assert main(["prepare", "--source", str(tree), "--out", str(tree)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err and "input" in err
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == before
+    # an existing file as --out
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["prepare", "--source", str(tree), "--out", str(tmp_path / "file.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file" in err
+    # a read-only --out: one line up front
+    assert main(["prepare", "--source", str(tree), "--out", str(read_only_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not writable" in err
+    # a second run into a folder in use refuses
+    from fdflare.core.outputs import output_lock
+
+    busy = tmp_path / "busy"
+    with output_lock(busy, command="prepare"):
+        assert main(["prepare", "--source", str(tree), "--out", str(busy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use" in err
+    assert not (busy / "geometry.csv").exists()
+
+
+# Run as an unprivileged user: the CLI in a fresh interpreter that drops root (where it runs
+# as root) only after everything it needs is imported and warmed up, since the interpreter
+# itself may live where that user cannot read (a root-only home).
+_UNPRIVILEGED_RUN = r"""
+import json, os, sys
+from fdflare.cli import main
+warm_src, warm_out, argv, uid, gid = json.loads(sys.argv[1])
+assert main(["prepare", "--source", warm_src, "--out", warm_out, "--workers", "1", "--quiet",
+             "--image-size", "64"]) == 0
+if uid is not None:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:
+        raise SystemExit("could not drop root")
+sys.exit(main(argv))
+"""
+
+
+def test_cli_reports_unreadable_folders(tmp_path, small_jp2s):
+    import json
+    import pwd
+    import subprocess
+    import sys
+    import tempfile
+
+    uid = gid = None
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("running as root and there is no user 'nobody' to run prepare as")
+        uid, gid = user.pw_uid, user.pw_gid
+    # a tree the unprivileged user can read (pytest's tmp folders are private to root)
+    root = Path(tempfile.mkdtemp(prefix="fdflare-unreadable-"))
+    locked = root / "src" / "2011" / "01" / "02"
+    try:
+        os.chmod(root, 0o755)
+        for rel, path in small_jp2s.items():
+            (root / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / "src" / rel)
+        (root / "warm").mkdir()
+        shutil.copy(next(iter(small_jp2s.values())), root / "warm" / "HMI.m2011.01.01_00.00.00.jp2")
+        for p in [root / "src", *(root / "src").rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        (root / "out").mkdir(mode=0o777)
+        os.chmod(root / "out", 0o777)
+        os.chmod(locked, 0o000)  # holds HMI.m2011.01.02_00.00.00.jp2
+        argv = ["prepare", "--source", str(root / "src"), "--out", str(root / "out"),
+                "--workers", "1", "--image-size", "64", "--quiet"]  # fmt: skip
+        config = json.dumps([str(root / "warm"), str(tmp_path / "warm_out"), argv, uid, gid])
+        res = subprocess.run(
+            [sys.executable, "-c", _UNPRIVILEGED_RUN, config],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        assert "1 folder(s) under" in res.stderr and "2011/01/02/" in res.stderr
+        assert "2 prepared" in res.stdout and "1 failed" in res.stdout
+        bad = pd.read_csv(root / "out" / "bad_files.csv")
+        assert bad["path"].tolist() == ["2011/01/02/"]
+        assert "cannot read this folder" in bad["reason"].iloc[0]
+        assert len(pd.read_csv(root / "out" / "geometry.csv")) == 2
+    finally:
+        if locked.exists():
+            os.chmod(locked, 0o755)
+        shutil.rmtree(root, ignore_errors=True)

@@ -420,10 +420,10 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
 
 def test_prepare_runs_on_the_jp2_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, prepared = tmp_path / "data", tmp_path / "prepared"
-    argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T01:00"]
-    argv += ["--size", "64", "--jp2", "--jp2-size", "512", "--b0", "auto", "--quiet"]
+    argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T02:00"]
+    argv += ["--image-size", "64", "--jp2", "--jp2-size", "512", "--b0", "auto", "--quiet"]
     assert main(argv) == 0
-    argv = ["prepare", str(data / "jp2"), "--out", str(prepared), "--size", "64"]
+    argv = ["prepare", "--source", str(data / "jp2"), "--out", str(prepared), "--image-size", "64"]
     assert main([*argv, "--workers", "1", "--quiet"]) == 0, capsys.readouterr().err
     ours = pd.read_csv(data / "geometry.csv")
     theirs = pd.read_csv(prepared / "geometry.csv")
@@ -445,8 +445,8 @@ def test_prepare_runs_on_the_jp2_files(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_cli_writes_a_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    argv = ["synth", "--out", str(out), "--start", "2011-02-01T00:00", "--end", "2011-02-01T18:00"]
-    argv += ["--cadence", "6h", "--size", "48", "--seed", "2", "--format", "jpg", "--quiet"]
+    argv = ["synth", "--out", str(out), "--start", "2011-02-01T00:00", "--end", "2011-02-02T00:00"]
+    argv += ["--cadence", "6h", "--image-size", "48", "--seed", "2", "--format", "jpg", "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "4 image(s)" in printed and "flares" in printed
@@ -458,30 +458,116 @@ def test_cli_writes_a_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "0 written, 4 already there" in capsys.readouterr().out
 
 
+def cli(argv: list[str]) -> int:
+    """Run the real CLI; an argparse error (SystemExit) gives its status like any other."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--start", "2011-02-05", "--end", "2011-02-01"], "before start"),
-        (["--size", "0"], "size must be between"),
-        (["--size", "-5"], "size must be between"),
-        (["--cadence=-1h"], "cadence must be positive"),
-        (["--cadence", "0min"], "cadence must be positive"),
-        (["--cadence", "soon"], "cannot read cadence"),
-        (["--start", "yesterday-ish"], "cannot read start"),
-        (["--b0", "north"], "b0 must be"),
-        (["--flare-rate", "-1"], "flare_rate must be"),
-        (["--missing", "2"], "missing must be a fraction"),
-        (["--jp2", "--jp2-size", "10"], "jp2_size must be between"),
+        (
+            ["--start", "2011-02-05", "--end", "2011-02-01"],
+            "--end: end 2011-02-01 00:00:00 is not after start",
+        ),
+        (["--start", "2011-02-01", "--end", "2011-02-01"], "holds no image time"),
+        (["--image-size", "0"], "--image-size: expected 1 or more"),
+        (["--image-size", "-5"], "--image-size: expected 1 or more"),
+        (["--image-size", "8"], "--image-size: size must be between 16 and 16384"),
+        (["--image-size", "big"], "--image-size: expected a whole number"),
+        (["--cadence=-1h"], "--cadence: cadence must be positive"),
+        (["--cadence", "0min"], "--cadence: cadence must be positive"),
+        (["--cadence", "soon"], "--cadence: cannot read cadence"),
+        (["--start", "yesterday-ish"], "--start: cannot read start"),
+        (["--end", "soon"], "--end: cannot read end"),
+        (["--b0", "north"], "--b0: b0 must be"),
+        (["--b0", "100"], "--b0: b0 must be degrees in [-90, 90]"),
+        (["--flare-rate", "-1"], "--flare-rate: expected 0 or more"),
+        (["--region-rate", "nan"], "--region-rate: expected a finite number"),
+        (["--noise", "-0.5"], "--noise: expected 0 or more"),
+        (["--clip", "0"], "--clip: expected a number above 0"),
+        (["--stretch", "2000"], "--stretch: stretch must be a number in [0, 1000]"),
+        (["--missing", "2"], "--missing: expected a number from 0 to 1"),
+        (["--unlocated", "-0.1"], "--unlocated: expected a number from 0 to 1"),
+        (["--seed", "-1"], "--seed: expected 0 or more"),
+        (["--workers", "0"], "--workers: expected 1 or more"),
+        (["--jp2", "--jp2-size", "10"], "--jp2-size: jp2_size must be between"),
     ],
 )
 def test_cli_rejects_bad_arguments(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
     out = tmp_path / "bad"
-    assert main(["synth", "--out", str(out), "--quiet", *extra]) == 2
+    assert cli(["synth", "--out", str(out), "--quiet", *extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("fdflare synth: error:") and message in err
+    assert err.startswith("fdflare synth: error:") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_cli_end_is_excluded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["synth", "--start", "2011-01-01T00:00", "--cadence", "1h", "--image-size", "16"]
+    assert main([*base, "--end", "2011-01-01T03:00", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert "3 image(s) 2011-01-01T00:00:00 .. 2011-01-01T02:00:00" in capsys.readouterr().out
+    names = scan_images(tmp_path / "a" / "images")
+    assert names == list(image_relpaths(pd.date_range("2011-01-01", periods=3, freq="1h"), "png"))
+    # an --end between two image times: the images before it
+    assert main([*base, "--end", "2011-01-01T02:30", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert len(scan_images(tmp_path / "b" / "images")) == 3
+    # the default --end is START + 28 days, excluded: 28 x 24 hourly images
+    assert _settings_of(["--start", "2011-01-01T00:00"])["end"] == "2011-01-28T23:00:00"
+
+
+def _settings_of(extra: list[str]) -> dict:
+    import argparse
+
+    from fdflare.commands import synth as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return command._settings(parser.parse_args(["--out", "x", *extra]))
+
+
+def test_cli_old_size_spelling_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["synth", "--out", str(tmp_path / "s"), "--end", "2011-01-01T01:00", "--size", "32"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "--size is deprecated" in captured.err and "--image-size" in captured.err
+    image = scan_images(tmp_path / "s" / "images")[0]
+    assert Image.open(tmp_path / "s" / "images" / image).size == (32, 32)
+
+
+def test_cli_quiet_keeps_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["synth", "--out", str(tmp_path / "q"), "--end", "2011-01-01T02:00", "--image-size"]
+    assert main([*argv, "16", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "synthetic data in" in captured.out and "catalog:" in captured.out
+    assert captured.err == ""
+
+
+def test_cli_output_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], read_only_dir: Path
+) -> None:
+    from fdflare.core.outputs import output_lock
+
+    base = ["synth", "--end", "2011-01-01T01:00", "--image-size", "16", "--quiet"]
+    (tmp_path / "file.txt").write_text("x")
+    assert main([*base, "--out", str(tmp_path / "file.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file" in err
+    assert (tmp_path / "file.txt").read_text() == "x"
+    assert main([*base, "--out", str(read_only_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not writable" in err
+    busy = tmp_path / "busy"
+    with output_lock(busy, command="synth"):
+        assert main([*base, "--out", str(busy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use" in err
+    assert not (busy / "synth.json").exists()
 
 
 def test_cli_rejects_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -493,8 +579,8 @@ def test_cli_rejects_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path
 
 def test_synth_then_label_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, labels = tmp_path / "data", tmp_path / "labels"
-    argv = ["synth", "--out", str(data), "--start", "2011-01-01T00:00", "--end", "2011-12-31T12:00"]
-    assert main([*argv, "--cadence", "12h", "--size", "16", "--quiet"]) == 0
+    argv = ["synth", "--out", str(data), "--start", "2011-01-01T00:00", "--end", "2012-01-01T00:00"]
+    assert main([*argv, "--cadence", "12h", "--image-size", "16", "--quiet"]) == 0
     argv = ["label", "--catalog", str(data / "catalog.csv"), "--images", str(data / "images")]
     argv += ["--out", str(labels), "--start", "2011-01-01", "--end", "2012-01-01"]
     assert main(argv) == 0, capsys.readouterr().err
@@ -669,10 +755,10 @@ def test_quiet_days_rarely_have_big_flares() -> None:
 def test_cli_stretch_option(tmp_path, capsys):
     from fdflare.cli import main as cli_main
 
-    base = ["synth", "--end", "2011-01-01T01:00", "--size", "64", "--quiet"]
+    base = ["synth", "--end", "2011-01-01T01:00", "--image-size", "64", "--quiet"]
     assert cli_main([*base, "--out", str(tmp_path / "lin"), "--stretch", "0"]) == 0
     assert cli_main([*base, "--out", str(tmp_path / "asinh")]) == 0
     rel = "images/2011/01/01/HMI.m2011.01.01_00.00.00.png"
     assert (tmp_path / "lin" / rel).read_bytes() != (tmp_path / "asinh" / rel).read_bytes()
-    assert cli_main([*base, "--out", str(tmp_path / "bad"), "--stretch", "-1"]) == 2
+    assert cli([*base, "--out", str(tmp_path / "bad"), "--stretch", "-1"]) == 2
     assert "stretch" in capsys.readouterr().err

@@ -3,43 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+from fdflare.commands._common import add_deprecated_alias, positive_int
 
 HELP = "decode a JP2 tree to small PNG/JPG images and read each image's disk geometry"
 DESCRIPTION = """\
-Convert every SRC_DIR/<rel>/<name>.jp2 to --size x --size 8-bit images at DIR/<rel>/<name>.png
-(or .jpg: the study's layout), decoding at reduced resolution and area-averaging the rest of
-the way. Writes DIR/geometry.csv (observation time, disk centre and radius in output pixels,
-from each JP2's Helioviewer XML header) and DIR/bad_files.csv (files that could not be read;
-the batch carries on and the exit status is 1). Re-running skips up-to-date images.
-With --array-store, also packs all images into DIR/images.npy (N x size x size, uint8) with
-DIR/images_index.csv (row -> path) for fast training. See docs/prepare.md.
+Convert every SRC/<rel>/<name>.jp2 to --image-size x --image-size 8-bit images at
+DIR/<rel>/<name>.png (or .jpg: the study's layout), decoding at reduced resolution and
+area-averaging the rest of the way. Writes DIR/geometry.csv (observation time, disk centre
+and radius in output pixels, from each JP2's Helioviewer XML header) and DIR/bad_files.csv
+(files and folders that could not be read; the batch carries on and the exit status is 1).
+Re-running skips up-to-date images. With --array-store, also packs all images into
+DIR/images.npy (N x size x size, uint8) with DIR/images_index.csv (row -> path) for fast
+training. See docs/prepare.md.
+
+exit status: 0 done; 1 done, but some files or folders could not be read (listed in
+DIR/bad_files.csv), or SRC holds no .jp2 file; 2 bad arguments.
 
 example:
-  fdflare prepare hmi_jp2/ --out hmi_512/ --format jpg
-  fdflare prepare hmi_jp2/ --out hmi_256/ --size 256 --array-store --workers 8
+  fdflare prepare --source hmi_jp2/ --out hmi_512/ --format jpg
+  fdflare prepare --source hmi_jp2/ --out hmi_256/ --image-size 256 --array-store --workers 8
 """
 
+#: What prepare writes inside --out besides the images (an input there would be overwritten).
+WRITES = ("geometry.csv", "bad_files.csv", "images.npy", "images_index.csv")
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+
+def _jpeg_quality(text: str) -> int:
+    value = positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected 1 to 100, got {value}")
     return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare prepare``."""
     p.add_argument(
-        "src", metavar="SRC_DIR", help="root of the JP2 tree (e.g. from fdflare download)"
+        "--source",
+        metavar="SRC",
+        default=None,
+        help="folder of the JP2 tree (e.g. from fdflare download); required",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (may be SRC_DIR)")
+    # the old spelling: `fdflare prepare SRC_DIR --out DIR` (deprecated, warns)
+    p.add_argument("src", nargs="?", default=None, metavar="SRC_DIR", help=argparse.SUPPRESS)
     p.add_argument(
-        "--size",
-        type=_positive_int,
-        default=512,
-        help="output side in pixels (default %(default)s)",
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (another than --source; it may lie inside it)",
     )
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="output width and height in pixels (default %(default)s)",
+    )
+    add_deprecated_alias(p, "--size", "--image-size", dest="image_size", type=positive_int)
     p.add_argument(
         "--format",
         choices=["png", "jpg"],
@@ -48,10 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
-        help="processes to use (default: all available CPUs)",
+        help="worker processes (default: all available CPUs)",
     )
     p.add_argument(
         "--array-store",
@@ -65,53 +88,104 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--jpeg-quality",
-        type=int,
+        type=_jpeg_quality,
         default=95,
         metavar="Q",
-        help="JPEG quality for --format jpg (default %(default)s, the study's)",
+        help="JPEG quality for --format jpg, 1 to 100 (default %(default)s, the study's)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; the summary still prints")
+
+
+def _source(args: argparse.Namespace) -> Path:
+    """The source folder, from --source or the deprecated positional, checked."""
+    from fdflare.core.errors import MissingDataError, UsageError
+
+    if args.src is not None and args.source is not None:
+        raise UsageError(
+            f"give the source once: --source {args.source} (the positional {args.src} is the "
+            "deprecated spelling of --source)"
+        )
+    if args.src is not None:
+        print(
+            "fdflare prepare: warning: the positional SRC_DIR is deprecated and will be removed "
+            "in the next release; use --source SRC_DIR",
+            file=sys.stderr,
+        )
+    given = args.source if args.source is not None else args.src
+    if given is None:
+        raise UsageError("the following argument is required: --source SRC")
+    src = Path(given)
+    if src.is_file():
+        raise UsageError(f"--source {given} is a file; expected a folder of JP2 files")
+    if not src.is_dir():
+        raise MissingDataError(f"--source {given}: folder not found")
+    if not os.access(src, os.R_OK | os.X_OK):
+        raise UsageError(f"--source {given}: the folder cannot be read (permission denied)")
+    return src
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the stage; exit status 1 when some files could not be prepared."""
+    """Run the stage; exit status 1 when some files could not be prepared or none was found."""
+    from fdflare.core.outputs import check_output_dir, output_lock
     from fdflare.prepare.pipeline import BAD_FILES_FILE, GEOMETRY_FILE, prepare
 
-    result = prepare(
-        args.src,
-        args.out,
-        size=args.size,
-        fmt=args.format,
-        workers=args.workers,
-        full_decode=args.full_decode,
-        jpeg_quality=args.jpeg_quality,
-        array_store=args.array_store,
-        progress=not args.quiet,
-    )
-    if not args.quiet:
-        print(
-            f"{result.total} JP2 file(s): {result.prepared} prepared, {result.up_to_date} up to "
-            f"date, {result.failed} failed; {len(result.geometry)} image(s) in "
-            f"{result.out / GEOMETRY_FILE}"
+    src = _source(args)
+    check_output_dir(args.out, inputs=[src], writes=WRITES)
+    with output_lock(args.out, command="prepare"):
+        result = prepare(
+            src,
+            args.out,
+            size=args.image_size,
+            fmt=args.format,
+            workers=args.workers,
+            full_decode=args.full_decode,
+            jpeg_quality=args.jpeg_quality,
+            array_store=args.array_store,
+            progress=not args.quiet,
         )
-        if result.ignored:
-            print(f"ignored {result.ignored} file(s) that are not .jp2 under {args.src}")
-        if result.kept:
-            print(
-                f"kept {result.kept} geometry row(s) of images whose JP2 is no longer in {args.src}"
-            )
-        if result.store is not None:
-            extra = (
-                f" ({result.store_excluded} of another size left out)"
-                if result.store_excluded
-                else ""
-            )
-            print(f"array store: {result.store}{extra}")
+    print(
+        f"{result.total} JP2 file(s): {result.prepared} prepared, {result.up_to_date} up to "
+        f"date, {result.failed} failed; {len(result.geometry)} image(s) in "
+        f"{result.out / GEOMETRY_FILE}"
+    )
+    if result.ignored:
+        print(f"ignored {result.ignored} file(s) that are not .jp2 under {src}")
+    if result.kept:
+        print(f"kept {result.kept} geometry row(s) of images whose JP2 is no longer in {src}")
+    if result.store is not None:
+        extra = (
+            f" ({result.store_excluded} of another size left out)" if result.store_excluded else ""
+        )
+        print(f"array store: {result.store}{extra}")
+    if result.upsampled:
+        print(
+            f"fdflare prepare: warning: {result.upsampled} image(s) come from JP2s smaller than "
+            f"--image-size {args.image_size} (the smallest {result.smallest_source}): they were "
+            "upsampled, which adds no detail",
+            file=sys.stderr,
+        )
+    status = 0
+    if result.unreadable:
+        shown = ", ".join(result.unreadable[:5]) + (" ..." if len(result.unreadable) > 5 else "")
+        print(
+            f"fdflare prepare: {len(result.unreadable)} folder(s) under {src} could not be read, "
+            f"so any JP2 in them is missing: {shown}",
+            file=sys.stderr,
+        )
+        status = 1
     if result.failed:
         print(
-            f"fdflare prepare: {result.failed} file(s) could not be prepared; see "
+            f"fdflare prepare: {result.failed} file(s) or folder(s) could not be prepared; see "
             f"{result.out / BAD_FILES_FILE}",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        status = 1
+    if result.total == 0 and not result.unreadable:
+        print(
+            f"fdflare prepare: warning: no .jp2 file under {src}"
+            + (f" ({result.ignored} other file(s) ignored)" if result.ignored else "")
+            + "; nothing prepared",
+            file=sys.stderr,
+        )
+        status = 1
+    return status

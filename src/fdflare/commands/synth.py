@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from fdflare.commands._common import (
+    add_deprecated_alias,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 HELP = "write SYNTHETIC magnetograms and a matching flare catalog (demos, tests, benchmarks)"
 DESCRIPTION = """\
@@ -19,12 +29,37 @@ Write a synthetic data set in the layout of prepared data, so that every later s
 The data are SYNTHETIC: bipolar active regions that emerge, rotate differentially and
 decay, flaring at rates that rise with their flux and complexity. They are for demos,
 tests and benchmarks, never for science. The same --seed always gives the same Sun and
-byte-identical files. See docs/synth.md.
+byte-identical files. --start is included and --end excluded, as in every fdflare command:
+--start 2011-01-01 --end 2011-01-29 --cadence 1h gives 28 x 24 = 672 images.
+See docs/synth.md.
 
 example:
   fdflare synth --out synth/ --start 2011-01-01T00:00 --end 2011-01-29T00:00 --cadence 1h
   fdflare label --catalog synth/catalog.csv --images synth/images --out synth/labels
 """
+
+
+#: Settings of :class:`~fdflare.synth.config.SynthConfig` -> the option that sets them.
+OPTIONS = {
+    "start": "--start",
+    "end": "--end",
+    "cadence": "--cadence",
+    "size": "--image-size",
+    "fmt": "--format",
+    "seed": "--seed",
+    "flare_rate": "--flare-rate",
+    "region_rate": "--region-rate",
+    "b0": "--b0",
+    "noise": "--noise",
+    "stretch": "--stretch",
+    "clip": "--clip",
+    "missing": "--missing",
+    "unlocated": "--unlocated",
+    "jp2_size": "--jp2-size",
+}
+
+#: What synth writes inside --out (an input there would be overwritten).
+WRITES = ("synth.json", "regions.csv", "catalog.csv", "geometry.csv", "images", "jp2")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,18 +69,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--start", default="2011-01-01T00:00", help="first image time, UTC (default %(default)s)"
     )
     p.add_argument(
-        "--end", default=None, help="last image time, inclusive (default: START + 28 days)"
+        "--end",
+        default=None,
+        help="end of the time range, EXCLUDED: images at START, START + CADENCE, ... before "
+        "END (default: START + 28 days)",
     )
     p.add_argument(
         "--cadence", default="1h", help="image spacing, e.g. 1h, 12min (default %(default)s)"
     )
     p.add_argument(
-        "--size",
-        type=int,
+        "--image-size",
+        type=positive_int,
         default=512,
         metavar="N",
-        help="image width and height (default %(default)s)",
+        help="image width and height in pixels, 16 to 16384 (default %(default)s)",
     )
+    add_deprecated_alias(p, "--size", "--image-size", dest="image_size", type=positive_int)
     p.add_argument(
         "--format",
         dest="fmt",
@@ -53,10 +92,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["png", "jpg"],
         help="image format (default %(default)s; jpg is lossy, quality 95)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the synthetic Sun (default %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="the synthetic Sun (default %(default)s)",
+    )
     p.add_argument(
         "--flare-rate",
-        type=float,
+        type=nonnegative_float,
         default=1.0,
         metavar="X",
         help="multiplies every region's flare rate; 1 gives roughly 15-40 %% of 24 h windows "
@@ -64,7 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--region-rate",
-        type=float,
+        type=nonnegative_float,
         default=1.5,
         metavar="X",
         help="active regions emerging per day over the whole Sun (default %(default)s)",
@@ -78,35 +122,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--noise",
-        type=float,
+        type=nonnegative_float,
         default=10.0,
         metavar="G",
         help="white noise, gauss per pixel (default %(default)s)",
     )
     p.add_argument(
         "--stretch",
-        type=float,
+        type=nonnegative_float,
         default=8.0,
         metavar="S",
         help="asinh stretch of the 8-bit scale, 0 = Helioviewer's linear scale (default %(default)s)",
     )
     p.add_argument(
         "--clip",
-        type=float,
+        type=positive_float,
         default=1500.0,
         metavar="G",
         help="gauss mapped to 1 and 255 (default %(default)s)",
     )
     p.add_argument(
         "--missing",
-        type=float,
+        type=probability,
         default=0.0,
         metavar="FRACTION",
         help="fraction of image times left out, as data gaps (default %(default)s)",
     )
     p.add_argument(
         "--unlocated",
-        type=float,
+        type=probability,
         default=0.02,
         metavar="FRACTION",
         help="fraction of catalog flares without a location, as in real catalogs "
@@ -119,46 +163,67 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--jp2-size",
-        type=int,
+        type=positive_int,
         default=4096,
         metavar="N",
-        help="JPEG 2000 width and height (default %(default)s)",
+        help="JPEG 2000 width and height, 64 to 16384 (default %(default)s)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
-        help="rendering threads (default: up to 4)",
+        help="worker processes rendering images (default: up to 4, fewer for small runs)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; the summary still prints")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings, validated before anything is written (errors name the option)."""
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.synth.config import SynthConfig, last_image_time
+
+    settings: dict[str, Any] = {
+        "start": args.start,
+        "cadence": args.cadence,
+        "size": args.image_size,
+        "seed": args.seed,
+        "flare_rate": args.flare_rate,
+        "region_rate": args.region_rate,
+        "fmt": args.fmt,
+        "b0": args.b0,
+        "noise": args.noise,
+        "clip": args.clip,
+        "stretch": args.stretch,
+        "missing": args.missing,
+        "unlocated": args.unlocated,
+        "jp2": args.jp2,
+        "jp2_size": args.jp2_size,
+    }
+    try:
+        settings["end"] = last_image_time(args.start, args.end, args.cadence)
+        SynthConfig(**settings).resolved()
+    except InputError as exc:
+        if exc.path is None and exc.field in OPTIONS:
+            raise UsageError(f"{OPTIONS[exc.field]}: {exc.message}") from None
+        raise
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
+    from fdflare.core.outputs import check_output_dir, output_lock
     from fdflare.synth.writer import generate
 
-    result = generate(
-        args.out,
-        start=args.start,
-        end=args.end,
-        cadence=args.cadence,
-        size=args.size,
-        seed=args.seed,
-        flare_rate=args.flare_rate,
-        region_rate=args.region_rate,
-        fmt=args.fmt,
-        b0=args.b0,
-        noise=args.noise,
-        clip=args.clip,
-        stretch=args.stretch,
-        missing=args.missing,
-        unlocated=args.unlocated,
-        jp2=args.jp2,
-        jp2_size=args.jp2_size,
-        workers=args.workers,
-        progress=False if args.quiet else None,
-    )
+    settings = _settings(args)
+    check_output_dir(args.out, writes=WRITES)
+    with output_lock(args.out, command="synth"):
+        result = generate(
+            args.out,
+            **settings,
+            workers=args.workers,
+            progress=False if args.quiet else None,
+        )
     c = result.counts
     cfg = result.config
     n_img = len(result.geometry)

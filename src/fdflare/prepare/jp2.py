@@ -4,8 +4,8 @@ Helioviewer's JP2 files carry the FITS header of the observation in an XML box
 (``<meta><fits><DATE-OBS>...</DATE-OBS>...</fits><helioviewer>...</helioviewer></meta>``).
 This module walks the JP2 box structure directly (nothing is decoded), so reading the header
 of a 4096 x 4096 file costs a few small reads. The disk geometry computed from the header
-is in :mod:`fdflare.prepare.geometry`; files of the same structure are written by
-:func:`fdflare.synth.jp2.write_helioviewer_jp2` (re-exported here).
+is in :mod:`fdflare.prepare.geometry`. :func:`write_helioviewer_jp2` writes files of the
+same structure, for tests and synthetic data (``fdflare synth --jp2``).
 
 Pixel conventions used throughout:
 
@@ -20,16 +20,22 @@ Pixel conventions used throughout:
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+import numpy as np
 
 from fdflare.core.errors import InputError
-from fdflare.synth.jp2 import helioviewer_xml, write_helioviewer_jp2
+from fdflare.core.io import atomic_path
 
 __all__ = [
     "JP2Info",
@@ -49,6 +55,8 @@ CODESTREAM_START = b"\xff\x4f\xff\x51"
 MAX_XML_BYTES = 16 * 1024 * 1024
 
 _SUPERBOXES = {b"jp2h", b"res ", b"uinf"}
+_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _PROGRESSIONS = ("LRCP", "RLCP", "RPCL", "PCRL", "CPRL")
 
 
@@ -290,6 +298,114 @@ def read_jp2_header(path: str | os.PathLike[str]) -> dict[str, str]:
             "no Helioviewer XML box (<meta><fits>...) in this JPEG 2000 file", path=path
         )
     return parse_helioviewer_xml(info.xml, path=path)
+
+
+def _format_value(key: str, value: str | int | float) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        text = "1" if value else "0"
+    elif isinstance(value, (float, np.floating)):
+        text = repr(float(value)) if math.isfinite(value) else str(float(value)).lower()
+    else:
+        text = str(value)
+    if _XML_INVALID.search(text):
+        raise ValueError(f"header keyword {key!r}: value contains characters XML cannot hold")
+    return escape(text)
+
+
+def helioviewer_xml(header: Mapping[str, str | int | float]) -> bytes:
+    """Return the XML box content of a Helioviewer JP2 for ``header``.
+
+    Keywords starting with ``HV_`` go to the ``<helioviewer>`` section, all others to
+    ``<fits>``, in the order given.
+
+    Raises:
+        ValueError: a keyword is not a valid XML element name, appears twice (ignoring
+            case), or a value holds control characters.
+    """
+    fits: list[str] = []
+    hv: list[str] = []
+    seen: set[str] = set()
+    for key, value in header.items():
+        if not _KEY_PATTERN.match(key) or key.lower().startswith("xml"):
+            raise ValueError(f"header keyword {key!r} cannot be an XML element name")
+        if key.upper() in seen:
+            raise ValueError(f"header keyword {key!r} appears twice")
+        seen.add(key.upper())
+        element = f"<{key}>{_format_value(key, value)}</{key}>"
+        (hv if key.upper().startswith("HV_") else fits).append(element)
+    text = (
+        '<?xml version="1.0" encoding="utf-8"?><meta><fits>'
+        + "".join(fits)
+        + "</fits><helioviewer>"
+        + "".join(hv)
+        + "</helioviewer></meta>"
+    )
+    return text.encode("utf-8")
+
+
+def _insert_xml_box(jp2: bytes, xml: bytes) -> bytes:
+    """Return ``jp2`` with an ``xml `` box inserted right after its ``jp2h`` box."""
+    fh = io.BytesIO(jp2)
+    for kind, start, length in _iter_boxes(fh, 0, len(jp2), Path("<encoded>")):
+        if kind == b"jp2h":
+            end = start + length
+            box = struct.pack(">I4s", 8 + len(xml), b"xml ") + xml
+            return jp2[:end] + box + jp2[end:]
+    raise RuntimeError("the encoder wrote no 'jp2h' box")  # pragma: no cover
+
+
+def write_helioviewer_jp2(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    header: Mapping[str, str | int | float],
+    *,
+    num_resolutions: int = 6,
+    quality_layers: list[float] | tuple[float, ...] | None = None,
+) -> None:
+    """Write a JPEG 2000 file with a Helioviewer XML header box, atomically.
+
+    The file has the layout of Helioviewer's own JP2s: signature, ``ftyp``, ``jp2h``, then
+    an ``xml `` box ``<?xml ...?><meta><fits>...</fits><helioviewer>...</helioviewer></meta>``
+    and the codestream (resolution-major progression, ``RPCL``).
+
+    Args:
+        path: output file; written under a temporary name and renamed when complete.
+        data: 2-D ``uint8`` image, row 0 at the top as it will be stored (flip a FITS-ordered
+            array with ``data[::-1]`` first, as Helioviewer does).
+        header: FITS keywords and values (``DATE-OBS``, ``CRPIX1``, ...); keywords starting
+            with ``HV_`` go to the ``<helioviewer>`` section.
+        num_resolutions: resolution levels (wavelet decomposition levels + 1); a reader can
+            decode at up to ``2**(num_resolutions - 1)`` times reduced size.
+        quality_layers: compression rates of the quality layers (e.g. ``[20]`` for about
+            20:1, lossy 9/7 wavelet); ``None`` (default) writes a lossless file.
+
+    Raises:
+        ValueError: ``data`` is not a 2-D ``uint8`` array, ``num_resolutions`` does not fit
+            the image size, or a header keyword cannot be written.
+    """
+    from PIL import Image
+
+    data = np.asarray(data)
+    if data.ndim != 2 or data.dtype != np.uint8:
+        raise ValueError(f"data must be a 2-D uint8 array, got {data.ndim}-D {data.dtype}")
+    if num_resolutions < 1 or 2 ** (num_resolutions - 1) > min(data.shape):
+        raise ValueError(
+            f"num_resolutions={num_resolutions} does not fit a {data.shape[1]} x "
+            f"{data.shape[0]} image (need 1 <= num_resolutions and 2**(n-1) <= smallest side)"
+        )
+    xml = helioviewer_xml(header)
+    options: dict[str, Any] = {
+        "num_resolutions": num_resolutions,
+        "progression": "RPCL",
+        "no_jp2": False,
+    }
+    if quality_layers is not None:
+        options.update(irreversible=True, quality_mode="rates", quality_layers=list(quality_layers))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(data)).save(buffer, format="JPEG2000", **options)
+    content = _insert_xml_box(buffer.getvalue(), xml)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(content)
 
 
 def reduced_size(full: int, reduce: int, offset: int = 0) -> int:

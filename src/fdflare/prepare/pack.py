@@ -19,12 +19,12 @@ __all__ = ["build_array_store"]
 
 
 def _mtimes(root: Path, rels: Iterable[str]) -> np.ndarray:
-    """Modification times (ns) of ``root/rel``; -1 where the file is missing."""
+    """Modification times (ns) of ``root/rel``; -1 where the file is missing or unreadable."""
     out = []
     for rel in rels:
         try:
             out.append(os.stat(root / rel).st_mtime_ns)
-        except FileNotFoundError:
+        except OSError:
             out.append(-1)
     return np.asarray(out, dtype=np.int64)
 

@@ -87,13 +87,17 @@ class PrepareResult:
         total: JP2 files found under the source directory.
         prepared: images decoded and written in this run.
         up_to_date: images skipped because their output was already complete and newer.
-        failed: files that could not be prepared (listed in ``bad_files.csv``).
+        failed: files (and folders) that could not be prepared (listed in ``bad_files.csv``).
         ignored: other files under the source directory (not ``.jp2``), not read.
         kept: geometry rows kept for images whose JP2 is no longer in the source tree.
         bad: the ``bad_files.csv`` table of this run.
         geometry: the ``geometry.csv`` table.
         store: path of the array store, when one was written or is up to date.
         store_excluded: geometry rows left out of the array store (image of another size).
+        unreadable: folders under the source that could not be listed (``rel/``); they are
+            also rows of ``bad_files.csv`` and counted in ``failed``.
+        upsampled: images made from a JP2 smaller than ``size`` (upsampled, no detail added).
+        smallest_source: ``"W x H"`` of the smallest such JP2.
     """
 
     out: Path
@@ -107,6 +111,9 @@ class PrepareResult:
     geometry: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=GEOMETRY_COLUMNS))
     store: Path | None = None
     store_excluded: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    upsampled: int = 0
+    smallest_source: str = ""
 
 
 def _write_image(path: Path, data: np.ndarray, fmt: str, jpeg_quality: int) -> None:
@@ -219,16 +226,27 @@ def _relative_prefix(out: Path, src: Path) -> str | None:
     return "" if rel == "." else rel + "/"
 
 
-def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str]]:
-    """Return the ``.jp2`` files under ``src`` and the other files (relative POSIX paths).
+def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """Return the ``.jp2`` files under ``src``, the other files, and the unreadable folders.
 
-    Hidden files and folders are skipped, and so is ``out`` when it lies inside ``src``
-    (but not when it *is* ``src``).
+    Paths are relative POSIX paths. Hidden files and folders are skipped, and so is ``out``
+    when it lies inside ``src`` (but not when it *is* ``src``). A folder that cannot be
+    listed (permissions) is returned with the reason, never skipped in silence.
     """
     found: list[str] = []
     others: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     out_resolved = out.resolve()
-    for dirpath, dirnames, filenames in os.walk(src):
+
+    def note(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else src
+        try:
+            rel = where.relative_to(src).as_posix()
+        except ValueError:
+            rel = str(where)
+        unreadable.append((rel + "/", f"cannot read this folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(src, onerror=note):
         here = Path(dirpath)
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_resolved
@@ -242,7 +260,8 @@ def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str]]:
             else:
                 others.append((rel / name).as_posix())
     found.sort()
-    return found, others
+    unreadable.sort()
+    return found, others, unreadable
 
 
 def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
@@ -313,8 +332,10 @@ def prepare(
         InputError: an argument is out of range, or an existing ``geometry.csv`` is malformed.
     """
     src, out = Path(src), Path(out)
+    if src.is_file():
+        raise InputError("is a file; expected a folder of JP2 files", path=src)
     if not src.is_dir():
-        raise MissingDataError(f"source directory {src} not found")
+        raise MissingDataError(f"source folder {src} not found")
     if fmt not in FORMATS:
         raise InputError(
             f"unknown image format {fmt!r}: use one of {', '.join(FORMATS)}", field="format"
@@ -331,7 +352,8 @@ def prepare(
     workers = default_workers() if workers is None else max(1, int(workers))
     result = PrepareResult(out=out)
 
-    sources, others = _scan_sources(src, out)
+    sources, others, unreadable = _scan_sources(src, out)
+    result.unreadable = [rel for rel, _ in unreadable]
     table = pd.DataFrame({"source": pd.Series(sources, dtype="object")})
     table["path"] = table["source"].str.slice(0, -4) + FORMATS[fmt]
     # files of ours found under src (when out is src or inside it) are not "ignored"
@@ -355,7 +377,9 @@ def prepare(
         on="path",
         how="left",
     )
-    up_to_date = (current["out_mtime"] >= current["src_mtime"]).to_numpy()
+    up_to_date = (
+        (current["out_mtime"] >= current["src_mtime"]) & (current["src_mtime"] >= 0)
+    ).to_numpy()
     same_row = (
         (current["prev_source"].astype("object") == current["source"]).to_numpy(dtype=bool)
         & (pd.to_numeric(current["width"], errors="coerce") == size).to_numpy()
@@ -366,7 +390,8 @@ def prepare(
     header_only = up_to_date & ~same_row & ~duplicate
 
     rows: dict[str, dict[str, Any]] = {}
-    bad: list[dict[str, str]] = [
+    bad: list[dict[str, str]] = [{"path": rel, "reason": why} for rel, why in unreadable]
+    bad += [
         {"path": s, "reason": f"same output path as another file: {p}"}
         for s, p in zip(current["source"][duplicate], current["path"][duplicate], strict=True)
     ]
@@ -426,6 +451,14 @@ def prepare(
         result.failed = len(result.bad)
         _write_table(out / BAD_FILES_FILE, result.bad)
 
+    small = result.geometry[
+        (pd.to_numeric(result.geometry["src_width"]) < pd.to_numeric(result.geometry["width"]))
+        | (pd.to_numeric(result.geometry["src_height"]) < pd.to_numeric(result.geometry["height"]))
+    ]
+    result.upsampled = len(small)
+    if len(small):
+        least = small.iloc[int(np.argmin(pd.to_numeric(small["src_width"]).to_numpy()))]
+        result.smallest_source = f"{int(least['src_width'])} x {int(least['src_height'])}"
     if array_store:
         result.store, result.store_excluded = build_array_store(
             out, result.geometry, size, workers=workers, progress=progress

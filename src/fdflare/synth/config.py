@@ -12,7 +12,13 @@ import pandas as pd
 
 from fdflare.core.errors import InputError
 
-__all__ = ["CATALOG_COLUMNS", "GEOMETRY_COLUMNS", "REGION_COLUMNS", "SynthConfig"]
+__all__ = [
+    "CATALOG_COLUMNS",
+    "GEOMETRY_COLUMNS",
+    "REGION_COLUMNS",
+    "SynthConfig",
+    "last_image_time",
+]
 
 #: The study's catalog schema.
 CATALOG_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
@@ -108,20 +114,7 @@ class SynthConfig:
         """
         start = _parse_time(self.start, "start")
         end = start + pd.Timedelta(days=28) if self.end is None else _parse_time(self.end, "end")
-        try:
-            cadence = pd.Timedelta(str(self.cadence))
-        except (ValueError, TypeError):
-            raise InputError(
-                f"cannot read cadence {self.cadence!r} (expected e.g. 1h, 12min, 1D)",
-                field="cadence",
-            ) from None
-        if pd.isna(cadence) or cadence <= pd.Timedelta(0):
-            raise InputError(f"cadence must be positive, got {self.cadence!r}", field="cadence")
-        if cadence < pd.Timedelta(seconds=1) or cadence % pd.Timedelta(seconds=1):
-            raise InputError(
-                f"cadence must be a whole number of seconds, got {self.cadence!r}",
-                field="cadence",
-            )
+        cadence = _parse_cadence(self.cadence)
         if end < start:
             raise InputError(f"end {end} is before start {start}", field="end")
         _check_int(self.size, "size", 16, 16384)
@@ -212,6 +205,46 @@ def _parse_time(value: Any, name: str) -> pd.Timestamp:
     if not pd.Timestamp("1900-01-01") <= t <= pd.Timestamp("2200-01-01"):
         raise InputError(f"{name} time {t} is outside 1900 .. 2200", field=name)
     return t.as_unit("ns")
+
+
+def _parse_cadence(value: Any) -> pd.Timedelta:
+    try:
+        cadence = pd.Timedelta(str(value))
+    except (ValueError, TypeError):
+        raise InputError(
+            f"cannot read cadence {value!r} (expected e.g. 1h, 12min, 1D)", field="cadence"
+        ) from None
+    if pd.isna(cadence) or cadence <= pd.Timedelta(0):
+        raise InputError(f"cadence must be positive, got {value!r}", field="cadence")
+    if cadence < pd.Timedelta(seconds=1) or cadence % pd.Timedelta(seconds=1):
+        raise InputError(
+            f"cadence must be a whole number of seconds, got {value!r}", field="cadence"
+        )
+    return cadence
+
+
+def last_image_time(start: Any, until: Any = None, cadence: Any = "1h") -> str:
+    """Return the last image time of the half-open range ``[start, until)`` every ``cadence``.
+
+    This is how the CLI's ``--end`` (excluded, as everywhere in fdflare) becomes
+    :attr:`SynthConfig.end` (the last image time, included): the last ``start + k cadence``
+    before ``until``. ``until`` ``None`` means ``start`` + 28 days.
+
+    Raises:
+        InputError: a time or the cadence cannot be read, or the range holds no image time
+            (``until`` is not after ``start``); ``field`` names the setting.
+    """
+    first = _parse_time(start, "start")
+    step = _parse_cadence(cadence)
+    stop = first + pd.Timedelta(days=28) if until is None else _parse_time(until, "end")
+    if stop <= first:
+        raise InputError(
+            f"end {stop} is not after start {first}: the range start .. end (end excluded) "
+            "holds no image time",
+            field="end",
+        )
+    steps = (stop - first - pd.Timedelta(1, "ns")) // step
+    return _iso(first + steps * step)
 
 
 def _parse_b0(value: Any) -> float | str:

@@ -1,4 +1,4 @@
-"""Rendering: the line-of-sight field of flux patches on the visible disk, and its 8-bit scale.
+"""Rendering: the line-of-sight field on the visible disk, its 8-bit scale, its FITS header.
 
 ``B_los = B_r * mu`` on the visible hemisphere, averaged over each pixel, plus white noise;
 scaled to 8 bits with 128 = 0 G and an ``asinh`` stretch so that weak fields show.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fdflare.synth.sun import RSUN_CM, DiskGeometry, _observer_xyz
+from fdflare.synth.sun import AU_M, RSUN_CM, RSUN_REF_M, DiskGeometry, _observer_xyz
 
-__all__ = ["render_magnetogram", "to_uint8"]
+__all__ = ["helioviewer_header", "render_magnetogram", "to_uint8"]
 
 _PATCH_EXTENT_SIGMAS = 4.0
 _PATCH_FLOOR_GAUSS = 0.5  # patches are cut where they fall below this
@@ -120,3 +121,57 @@ def to_uint8(field: np.ndarray, clip: float = 1500.0, stretch: float = 8.0) -> n
     out = np.clip(np.nan_to_num(v, nan=0.0), 1, 255).astype(np.uint8)
     out[np.isnan(field)] = 0
     return out
+
+
+def helioviewer_header(row: pd.Series | dict[str, Any], size: int) -> dict[str, str | int | float]:
+    """Return the FITS keywords of a Helioviewer HMI magnetogram JP2 for one geometry row.
+
+    ``row`` is a row of :func:`disk_geometry` computed for ``size`` (``date_obs``,
+    ``center_x``, ``center_y``, ``rsun_obs``, ``cdelt_arcsec``, ``dsun_m``, ``b0_deg``).
+    ``CRPIX1/2`` are 1-based FITS pixels with row 1 at the bottom, so the stored (top-down)
+    centre row ``center_y`` is ``CRPIX2 = size - center_y``.
+    """
+    t = pd.Timestamp(row["date_obs"])
+    date_obs = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+    tai = (t + pd.Timedelta(seconds=34)).strftime(
+        "%Y.%m.%d_%H:%M:%S."
+    ) + f"{t.microsecond // 1000:03d}_TAI"
+    b0 = float(row["b0_deg"])
+    return {
+        "SIMPLE": 1,
+        "BITPIX": 8,
+        "NAXIS": 2,
+        "NAXIS1": int(size),
+        "NAXIS2": int(size),
+        "DATE-OBS": date_obs,
+        "DATE_OBS": date_obs,
+        "T_OBS": tai,
+        "TELESCOP": "SDO/HMI",
+        "INSTRUME": "HMI_SIDE1",
+        "WAVELNTH": 6173.0,
+        "WAVEUNIT": "angstrom",
+        "CONTENT": "MAGNETOGRAM",
+        "BUNIT": "Mx/cm^2",
+        "ORIGIN": "fdflare synth (synthetic data, not an observation)",
+        "CTYPE1": "HPLN-TAN",
+        "CTYPE2": "HPLT-TAN",
+        "CRPIX1": float(row["center_x"]) + 1.0,
+        "CRPIX2": float(size) - float(row["center_y"]),
+        "CRVAL1": 0.0,
+        "CRVAL2": 0.0,
+        "CDELT1": float(row["cdelt_arcsec"]),
+        "CDELT2": float(row["cdelt_arcsec"]),
+        "CUNIT1": "arcsec",
+        "CUNIT2": "arcsec",
+        "CROTA2": 0.0,
+        "DSUN_OBS": float(row["dsun_m"]),
+        "DSUN_REF": AU_M,
+        "RSUN_REF": RSUN_REF_M,
+        "RSUN_OBS": float(row["rsun_obs"]),
+        "HGLN_OBS": 0.0,
+        "HGLT_OBS": b0,
+        "CRLT_OBS": b0,
+        "COMMENT": "Synthetic magnetogram made by fdflare synth for demos, tests and benchmarks.",
+        "HV_SOURCE": "fdflare synth",
+        "HV_ROTATION": 0.0,
+    }

@@ -5,9 +5,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import json
+import multiprocessing
 import os
+import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,11 @@ from fdflare import __version__
 from fdflare.core.errors import InputError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
-from fdflare.synth.config import CATALOG_COLUMNS, GEOMETRY_COLUMNS, SynthConfig
+from fdflare.prepare.jp2 import write_helioviewer_jp2
+from fdflare.synth.config import CATALOG_COLUMNS, GEOMETRY_COLUMNS, SynthConfig, last_image_time
 from fdflare.synth.flares import draw_flares, window_fraction
-from fdflare.synth.jp2 import helioviewer_header
 from fdflare.synth.regions import _patch_arrays, _region_arrays, simulate_regions
-from fdflare.synth.render import render_magnetogram, to_uint8
+from fdflare.synth.render import helioviewer_header, render_magnetogram, to_uint8
 from fdflare.synth.seeds import _HASH_MISSING, _STREAM_NOISE, _days, _hash_uniform, _time_keys
 from fdflare.synth.sun import DiskGeometry, disk_geometry
 
@@ -183,6 +184,7 @@ def generate(
     *,
     start: str = SynthConfig.start,
     end: str | None = None,
+    until: str | None = None,
     cadence: str = SynthConfig.cadence,
     size: int = SynthConfig.size,
     seed: int = SynthConfig.seed,
@@ -215,7 +217,9 @@ def generate(
     Args:
         out: output directory (created).
         start: first image time.
-        end: last image time, inclusive (default ``start`` + 28 days).
+        end: last image time, included (default ``start`` + 28 days).
+        until: instead of ``end``, the end of the half-open range ``[start, until)``, as the
+            CLI's ``--end``: the last image is the last ``start + k cadence`` before it.
         cadence: image spacing.
         size: image width and height.
         seed: the synthetic Sun.
@@ -230,13 +234,18 @@ def generate(
         unlocated: fraction of flares without a location.
         jp2: also write Helioviewer-style JPEG 2000 files.
         jp2_size: their width and height.
-        workers: threads rendering and encoding images (default: up to 4, by CPU count).
+        workers: worker processes rendering and encoding images (default: up to 4, by
+            CPU count, fewer for small runs; see :func:`default_workers`); 1 renders here.
         progress: show a progress bar on stderr (default: when stderr is a terminal).
         on_image: called with each image path written (for tests and custom progress).
 
     Raises:
         InputError: a setting is invalid, or ``out`` holds a run made with other settings.
     """
+    if until is not None:
+        if end is not None:
+            raise InputError("give end (included) or until (excluded), not both", field="end")
+        end = last_image_time(start, until, cadence)
     config = SynthConfig(
         start=start,
         end=end,
@@ -259,13 +268,6 @@ def generate(
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a directory", path=out)
     _check_previous(out, config)
-    if config.jp2:
-        try:
-            from fdflare.prepare.jp2 import write_helioviewer_jp2  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - depends on the build
-            raise InputError(
-                f"--jp2 needs fdflare.prepare.jp2, which cannot be imported: {exc}", field="jp2"
-            ) from None
 
     requested = config.times()
     keys = _time_keys(requested)
@@ -294,40 +296,23 @@ def generate(
     write_text_atomic(out / "regions.csv", _regions_csv(regions))
     write_text_atomic(out / "catalog.csv", _catalog_csv(catalog))
 
-    arrays = _region_arrays(regions)
-    jobs: list[tuple[str, int]] = [("img", i) for i in range(len(times))]
-    jp2_geometry = None
-    jp2_paths: np.ndarray | None = None
+    paths = {"img": [str(out / "images" / p) for p in geometry["path"]]}
+    frames = {"img": geometry}
     if config.jp2:
-        jp2_geometry = disk_geometry(times, size=config.jp2_size, seed=config.seed, b0=config.b0)
-        jp2_paths = image_relpaths(times, ext="jp2")
-        jobs += [("jp2", i) for i in range(len(times))]
-
-    def target(kind: str, i: int) -> Path:
-        if kind == "img":
-            return out / "images" / str(geometry["path"].iloc[i])
-        assert jp2_paths is not None
-        return out / "jp2" / str(jp2_paths[i])
-
-    todo = [(kind, i) for kind, i in jobs if not target(kind, i).exists()]
+        frames["jp2"] = disk_geometry(times, size=config.jp2_size, seed=config.seed, b0=config.b0)
+        paths["jp2"] = [str(out / "jp2" / p) for p in image_relpaths(times, ext="jp2")]
+    jobs = [(kind, i) for kind in paths for i in range(len(times))]
+    todo = [(kind, i) for kind, i in jobs if not os.path.exists(paths[kind][i])]
     skipped = len(jobs) - len(todo)
+    state = _JobState(
+        config=config,
+        regions=_region_arrays(regions),
+        keys=np.asarray(keys, dtype=np.int64),
+        geometry={k: f[list(_RENDER_COLUMNS)].copy() for k, f in frames.items()},
+        paths=paths,
+    )
 
-    def work(job: tuple[str, int]) -> Path:
-        kind, i = job
-        path = target(kind, i)
-        if kind == "img":
-            data = _render_row(arrays, geometry.iloc[i], config.size, config, int(keys[i]))
-            _write_raster(path, data, config.fmt)
-        else:
-            from fdflare.prepare.jp2 import write_helioviewer_jp2
-
-            assert jp2_geometry is not None
-            row = jp2_geometry.iloc[i]
-            data = _render_row(arrays, row, config.jp2_size, config, int(keys[i]))
-            write_helioviewer_jp2(path, data, helioviewer_header(row, config.jp2_size))
-        return path
-
-    written = _run_jobs(work, todo, workers=workers, progress=progress, on_done=on_image)
+    written = _run_jobs(state, todo, workers=workers, progress=progress, on_done=on_image)
 
     write_text_atomic(out / "geometry.csv", _geometry_csv(geometry))
     counts: dict[str, Any] = _flare_counts(catalog)
@@ -348,51 +333,122 @@ def generate(
     )
 
 
+#: Geometry columns a worker needs to render an image and write its JP2 header.
+_RENDER_COLUMNS = (
+    "date_obs",
+    "center_x",
+    "center_y",
+    "radius_px",
+    "b0_deg",
+    "rsun_obs",
+    "cdelt_arcsec",
+    "dsun_m",
+)
+
+
+@dataclass
+class _JobState:
+    """Everything a worker needs to render and write any image of the run."""
+
+    config: SynthConfig
+    regions: dict[str, np.ndarray]
+    keys: np.ndarray
+    geometry: dict[str, pd.DataFrame]  # "img" and, with jp2, "jp2": the rows of each image
+    paths: dict[str, list[str]]
+
+
+_STATE: _JobState | None = None  # set in each worker process by _init_worker
+
+
+def _init_worker(state: _JobState) -> None:
+    global _STATE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process alone reports Ctrl-C
+    _STATE = state
+
+
+def _do_job(state: _JobState, job: tuple[str, int]) -> str:
+    """Render and write one image (``("img", i)`` or ``("jp2", i)``); return its path."""
+    kind, i = job
+    config, path = state.config, state.paths[kind][i]
+    row = state.geometry[kind].iloc[i]
+    size = config.size if kind == "img" else config.jp2_size
+    data = _render_row(state.regions, row, size, config, int(state.keys[i]))
+    if kind == "img":
+        _write_raster(Path(path), data, config.fmt)
+    else:
+        write_helioviewer_jp2(path, data, helioviewer_header(row, size))
+    return path
+
+
+def _work(job: tuple[str, int]) -> str:
+    assert _STATE is not None, "worker not initialised"
+    return _do_job(_STATE, job)
+
+
+def default_workers(jobs: int) -> int:
+    """Return the default number of worker processes for ``jobs`` images.
+
+    Up to 4 (by CPU count), and fewer for small runs, where starting a process (about a
+    second) would cost more than it saves: one more per 16 images.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus, jobs // 16))
+
+
 def _run_jobs(
-    work: Callable[[tuple[str, int]], Path],
+    state: _JobState,
     jobs: Sequence[tuple[str, int]],
     *,
     workers: int | None,
     progress: bool | None,
     on_done: Callable[[Path], None] | None,
 ) -> int:
-    """Run ``work`` over ``jobs`` on a bounded thread pool with a progress bar; return the count."""
+    """Render ``jobs`` in worker processes with a progress bar; return how many were written.
+
+    With one worker (or one job) everything runs in this process. Workers ignore Ctrl-C:
+    on an interrupt the images in flight are finished (each written atomically), the rest
+    cancelled, and the ``KeyboardInterrupt`` goes on to the caller.
+    """
     from tqdm import tqdm
 
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
-    workers = max(1, int(workers))
+    workers = default_workers(len(jobs)) if workers is None else max(1, int(workers))
+    workers = min(workers, max(1, len(jobs)))
     show = sys.stderr.isatty() if progress is None else progress
     done = 0
-    lock = threading.Lock()
     with tqdm(total=len(jobs), unit="img", disable=not show, file=sys.stderr, desc="synth") as bar:
 
-        def finish(path: Path) -> None:
+        def finish(path: str) -> None:
             nonlocal done
-            with lock:
-                done += 1
-                bar.update(1)
+            done += 1
+            bar.update(1)
             if on_done is not None:
-                on_done(path)
+                on_done(Path(path))
 
         if workers == 1:
             for job in jobs:
-                finish(work(job))
+                finish(_do_job(state, job))
             return done
-        with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: set[cf.Future[Path]] = set()
-            it = iter(jobs)
-            try:
-                for job in it:
-                    pending.add(pool.submit(work, job))
-                    if len(pending) >= 2 * workers:
-                        finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                        for f in finished:
-                            finish(f.result())
-                for f in cf.as_completed(pending):
+        context = multiprocessing.get_context("spawn")
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(state,)
+        )
+        pending: set[cf.Future[str]] = set()
+        try:
+            for job in jobs:
+                pending.add(pool.submit(_work, job))
+                if len(pending) >= 4 * workers:
+                    finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for f in finished:
+                        finish(f.result())
+            while pending:
+                finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for f in finished:
                     finish(f.result())
-            except BaseException:
-                for f in pending:
-                    f.cancel()
-                raise
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     return done
