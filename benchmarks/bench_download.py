@@ -33,7 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     start = "2011-01-01T00:00"
-    end = (pd.Timestamp(start) + pd.Timedelta(hours=args.images - 1)).strftime("%Y-%m-%dT%H:%M")
+    # the range is half-open, [start, end): end is one hour after the last requested time
+    end = (pd.Timestamp(start) + pd.Timedelta(hours=args.images)).strftime("%Y-%m-%dT%H:%M")
     rows = []
     with FakeHelioviewer(start="2011-01-01", end="2011-01-31", delay=args.latency) as server:
         for n in sorted(set([1, *args.concurrency])):
