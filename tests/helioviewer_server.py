@@ -96,6 +96,9 @@ class FakeHelioviewer:
         drip: seconds between the four pieces of each JP2 body (settable while running).
             Clearing the ``gate`` event holds every image body after its first half until
             the gate is set again.
+        hold_bodies_after: serve this many image bodies in full, then hold every further
+            one after its first half while the ``gate`` is cleared; the gate is cleared at
+            once (set it to let them through).
         disposition: ``Content-Disposition`` file name sent with images (default the real
             Helioviewer style ``YYYY_MM_DD__HH_MM_SS_000__SDO_HMI_HMI_magnetogram.jp2``).
         max_requests: requests answered before the server refuses with 410.
@@ -120,6 +123,7 @@ class FakeHelioviewer:
         max_requests: int = 5000,
         rendezvous: int = 0,
         rendezvous_timeout: float = 60.0,
+        hold_bodies_after: int | None = None,
     ) -> None:
         grid = pd.date_range(start, end, freq=pd.Timedelta(cadence)) + pd.Timedelta(offset)
         keep = np.ones(len(grid), dtype=bool)
@@ -139,7 +143,10 @@ class FakeHelioviewer:
         self.closing = threading.Event()
         # Cleared, image bodies stop after their first half until it is set again.
         self.gate = threading.Event()
-        self.gate.set()
+        self.hold_bodies_after = hold_bodies_after
+        self._bodies = 0
+        if hold_bodies_after is None:
+            self.gate.set()
         # "hold" faults answer once this is set (or the server stops).
         self.release = threading.Event()
         self.rendezvous = rendezvous
@@ -427,7 +434,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         fake = self.fake
-        if gated and not fake.gate.is_set():
+        free = False
+        if gated:
+            with fake.lock:
+                fake._bodies += 1
+                free = fake.hold_bodies_after is not None and fake._bodies <= fake.hold_bodies_after
+        if gated and not free and not fake.gate.is_set():
             half = len(body) // 2
             self.wfile.write(body[:half])
             self.wfile.flush()
