@@ -126,3 +126,78 @@ def test_bad_prediction_files(tmp_path, capsys, content, field, line):
         assert f"line {line}" in str(err.value)
     assert main(["evaluate", str(p)]) == 2
     assert "bad.csv" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 7 and 11, through the CLI
+
+
+def _preds(tmp_path, name, probs, targets):
+    p = tmp_path / name
+    p.write_text(
+        "timestamp,flare_prob,target\n"
+        + "".join(f"t{i},{q},{y}\n" for i, (q, y) in enumerate(zip(probs, targets, strict=True)))
+    )
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        ("timestamp,flare_prob,target\na,0.2,2\n", "target 2 is not 0 or 1"),
+        ("timestamp,flare_prob,target\na,nan,1\n", "probability nan is not"),
+        ("timestamp,flare_prob,target\na,1.5,1\n", "probability 1.5 is not"),
+        ("timestamp,flare_prob,target\na,,1\n", "probability empty is not"),
+        ("timestamp,flare_prob,target\na,0.3,yes\n", "target 'yes' is not"),
+    ],
+)
+def test_cli_messages_show_plain_numbers(tmp_path, capsys, content, shown):
+    p = tmp_path / "p.csv"
+    p.write_text(content)
+    assert main(["evaluate", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and shown in err
+    assert "np." not in err
+
+
+def test_cli_a_folder_is_named_as_a_folder(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path) + "/"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder" in err and "prediction CSV" in err and "no such" not in err
+
+
+def test_cli_header_only_file_warns_and_exits_1(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,flare_prob,target\n")
+    good = _preds(tmp_path, "good.csv", [0.9, 0.1, 0.8, 0.2], [1, 0, 1, 0])
+    assert main(["evaluate", str(empty)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"fdflare evaluate: warning: {empty} holds a header and no predictions (n = 0)"
+    ]
+    assert main(["evaluate", "--json", str(empty), good]) == 1
+    res = json.loads(capsys.readouterr().out)
+    assert [f["n"] for f in res["files"]] == [0, 4] and res["empty"] == [str(empty)]
+
+
+def test_cli_table_says_how_many_files_a_mean_covers(tmp_path, capsys):
+    a = _preds(tmp_path, "fold1.csv", [0.9, 0.1, 0.8, 0.2], [1, 0, 1, 0])
+    b = _preds(tmp_path, "fold2.csv", [0.9, 0.4, 0.3, 0.2], [1, 0, 1, 0])
+    c = _preds(tmp_path, "fold3.csv", [0.9, 0.1, 0.3], [0, 0, 0])  # no positives: TSS undefined
+    assert main(["evaluate", a, b, c]) == 0
+    out = capsys.readouterr().out
+    mean_row = next(line for line in out.splitlines() if line.startswith("mean ± std"))
+    assert "0.7500 ± 0.2500 (2 of 3)" in mean_row  # TSS of folds 1 and 2 only
+    assert "(2 of 3)" in mean_row
+    assert "mean ± std of TSS covers 2 of 3 files (TSS is undefined in fold3.csv)" in out
+    assert main(["evaluate", "--json", a, b, c]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["covered"] == {"tss": 2, "hss2": 3}
+    assert main(["evaluate", a, b]) == 0
+    assert "of 2)" not in capsys.readouterr().out  # all defined: no count shown
+
+
+def test_cli_threshold_outside_0_1_names_the_option(tmp_path, capsys):
+    a = _preds(tmp_path, "fold1.csv", [0.9, 0.1], [1, 0])
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--threshold", "2", a])
+    assert exc.value.code == 2 and "--threshold" in capsys.readouterr().err

@@ -202,3 +202,224 @@ def test_disk_figure_on_prepared_png_needs_geometry(tmp_path, capsys):
     )
     assert rc == 0 and (tmp_path / "disk.png").is_file()
     assert "radius 25.0 px" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- issue 7 and 11, through the CLI
+
+JOINED_HEAD = "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
+
+
+def _joined(tmp_path, rows, name="j.csv"):
+    p = tmp_path / name
+    p.write_text(JOINED_HEAD + "".join(r + "\n" for r in rows))
+    return str(p)
+
+
+GOOD = [
+    'a,0.9,X1.0,"(10, 5)",2011-01-01',
+    'b,0.2,M1.0,"(80, -5)",2011-01-01',
+    'c,0.7,M2.0,"(-30, 12)",2011-01-01',
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--bin-deg", "0"], "--bin-deg"),
+        (["--bin-deg", "-5"], "--bin-deg"),
+        (["--bin-deg", "4"], "does not divide --limb-deg 70"),
+        (["--bin-deg", "7"], "does not divide 180"),
+        (["--bin-deg", "20", "--limb-deg", "60"], "does not divide 70"),
+        (["--bin-deg", "8", "--limb-deg", "80"], "does not divide 180"),
+        (["--limb-deg", "95"], "--limb-deg"),
+        (["--threshold", "1.5"], "--threshold"),
+    ],
+)
+def test_cli_bad_bins_and_options_are_refused(tmp_path, capsys, extra, words):
+    j = _joined(tmp_path, GOOD)
+    out = tmp_path / "o"
+    try:
+        rc = main(["spatial", "--out", str(out), *extra, j])
+    except SystemExit as exc:  # argparse types
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_bin_that_divides_everything_works(tmp_path, capsys):
+    j = _joined(tmp_path, GOOD)
+    assert main(["spatial", "--json", "--bin-deg", "2.5", j]) == 0
+    assert json.loads(capsys.readouterr().out)["bin_deg"] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "words"),
+    [
+        ('d,0.5,Q1.0,"(10, 5)",2011-01-01', "goes_class", "'Q1.0'"),
+        ('d,0.5,yes,"(10, 5)",2011-01-01', "goes_class", "'yes'"),
+        ('d,0.5,M1.0,"(500, 5)",2011-01-01', "fl_location", "longitude 500"),
+        ('d,0.5,M1.0,"(inf, 5)",2011-01-01', "fl_location", "longitude inf"),
+        ('d,0.5,M1.0,"(10, 95)",2011-01-01', "fl_location", "latitude 95"),
+        ('d,0.5,M1.0,"(10, nan)",2011-01-01', "fl_location", "both longitude and latitude"),
+    ],
+)
+def test_cli_bad_classes_and_locations_name_file_line_field(tmp_path, capsys, row, field, words):
+    j = _joined(tmp_path, [*GOOD, row])
+    assert main(["spatial", j]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "j.csv, line 5" in err and f"field '{field}'" in err and words in err
+
+
+def test_cli_empty_class_is_no_flare_counted_and_reported(tmp_path, capsys):
+    j = _joined(tmp_path, [*GOOD, 'd,0.5,,"(nan, nan)",', 'e,0.1,C2.0,"(1, 1)",2011-01-01'])
+    assert main(["spatial", "--json", j]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["no_flare"] == 1 and res["other_classes"] == 1 and res["n"] == 5
+    assert main(["spatial", j]) == 0
+    out = capsys.readouterr().out
+    assert "1 instance(s) without a flare were left out" in out
+    assert "1 instance(s) with a largest flare below M were left out" in out
+
+
+def test_cli_outside_grid_is_in_the_text_table_and_agrees_with_json(tmp_path, capsys):
+    rows = [*GOOD, 'd,0.9,M1.0,"(20, 50)",2011-01-01', 'e,0.9,M1.0,"(95, 0)",2011-01-01']
+    j = _joined(tmp_path, rows)
+    assert main(["spatial", "--json", j]) == 0  # no --out: still counted
+    res = json.loads(capsys.readouterr().out)
+    assert res["classes"]["M"]["outside_grid"] == 2 and res["classes"]["X"]["outside_grid"] == 0
+    assert res["classes"]["X+M"]["outside_grid"] == 2
+    assert main(["spatial", j]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ["outside", "grid"]
+    m_central = next(line for line in lines if line.startswith("M ") and "central" in line)
+    assert m_central.split()[-1] == "2"  # the M row's outside-grid count
+    xm_central = next(line for line in lines if line.startswith("X+M") and "central" in line)
+    assert xm_central.split()[-1] == "2"
+
+
+def test_heatmap_colour_scale_is_fixed_from_0_to_1():
+    from fdflare.analysis.figures import heatmap_figure
+
+    df = _table([("a", 0.9, "X1", 12, 3), ("b", 0.1, "X1", 13, 4)])  # one bin, recall 0.5
+    fig = heatmap_figure(recall_grid(df, np.ones(2, bool)))
+    assert fig.axes[0].images[0].get_clim() == (0.0, 1.0)
+
+
+def test_cli_figures_leave_the_backend_and_pyplot_alone(tmp_path, capsys):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.close("all")
+    matplotlib.use("svg")  # a notebook's own choice
+    try:
+        assert main(["spatial", "--out", str(tmp_path / "o"), _joined(tmp_path, GOOD)]) == 0
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "o" / "heatmap_XM.png").stat().st_size > 1000
+
+
+def test_cli_geometry_missing_is_one_line(tmp_path, capsys):
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "m.png")
+    out = tmp_path / "o"
+    rc = main(
+        [
+            "spatial",
+            "--out",
+            str(out),
+            "--disk-image",
+            str(tmp_path / "m.png"),
+            "--geometry",
+            str(tmp_path / "nope.csv"),
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.csv" in err and "geometry" in err
+    assert not out.exists()
+
+
+def test_cli_disk_image_jp2_with_fdflares_own_reader(sunpy_test_data, tmp_path, capsys):
+    from fdflare.prepare.jp2 import read_jp2_header
+
+    jp2 = sunpy_test_data / "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
+    header = read_jp2_header(jp2)
+    assert main(["spatial", "--json", "--out", str(tmp_path), "--disk-image", str(jp2)]) == 0
+    disk = json.loads(capsys.readouterr().out)["disk"]
+    radius = float(header["RSUN_OBS"]) / float(header["CDELT1"])  # 512 px, decoded as is
+    assert disk["radius_px"] == pytest.approx(radius, rel=1e-6)
+    assert disk["circle_radius_px"] == pytest.approx(radius * math.sin(math.radians(70)))
+    assert disk["center_x"] == pytest.approx(float(header["CRPIX1"]) - 1, abs=0.01)
+    with Image.open(tmp_path / "disk.png") as im:
+        assert im.size[0] > 300
+
+
+def test_limb_meridians_agree_with_sunpy(sunpy_test_data):
+    import astropy.units as u
+    import sunpy.map
+    from astropy.coordinates import SkyCoord
+    from sunpy.coordinates import HeliographicStonyhurst
+
+    from fdflare.analysis.figures import limb_meridians
+    from fdflare.prepare.jp2 import disk_geometry, read_jp2_header
+
+    header = read_jp2_header(
+        sunpy_test_data / "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
+    )
+    header = {**header, "CROTA2": "30", "CRVAL1": "50", "CRVAL2": "-20"}
+    fits = {}
+    for k, v in header.items():
+        if k.startswith("HV_") or k in ("COMMENT", "HISTORY"):
+            continue
+        try:
+            fits[k] = float(v)
+        except ValueError:
+            fits[k] = v
+    smap = sunpy.map.Map(np.zeros((512, 512)), {**fits, "NAXIS": 2})
+    geo = disk_geometry(header, (512, 512), (512, 512))
+    ours = limb_meridians(geo, 70, b0_deg=float(header["CRLT_OBS"]), crota2_deg=30.0)
+    lat = np.linspace(-89.5, 89.5, 181) * u.deg
+    for (col, row), sign in zip(ours, (-1, 1), strict=True):
+        mer = SkyCoord(
+            np.full(lat.shape, sign * 70) * u.deg,
+            lat,
+            frame=HeliographicStonyhurst(obstime=smap.date, rsun=smap.rsun_meters),
+        )
+        px, py = smap.wcs.world_to_pixel(mer.transform_to(smap.coordinate_frame))
+        seen = np.isfinite(col)
+        assert seen.sum() > 150
+        # within 0.5 px on a 203 px radius: the orthographic view ignores perspective
+        np.testing.assert_allclose(col[seen], px[seen], atol=0.5)
+        np.testing.assert_allclose(row[seen], 511 - py[seen], atol=0.5)
+
+
+def test_cli_header_only_warns_exits_1_and_writes_nothing(tmp_path, capsys):
+    empty = _joined(tmp_path, [], name="empty.csv")
+    out = tmp_path / "o"
+    assert main(["spatial", "--out", str(out), empty]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty.csv holds a header and no predictions" in err
+    assert not out.exists()
+    # beside a file with rows: analysed, still warned about, still exit 1
+    assert main(["spatial", "--json", empty, _joined(tmp_path, GOOD)]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 3 and "empty.csv" in captured.err
+
+
+def test_cli_out_is_a_file_and_a_busy_out(tmp_path, capsys):
+    from fdflare.core.outputs import output_lock
+
+    j = _joined(tmp_path, GOOD)
+    target = tmp_path / "figures.txt"
+    target.write_text("mine\n")
+    assert main(["spatial", "--out", str(target), j]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err and target.read_text() == "mine\n"
+    with output_lock(tmp_path / "busy", command="spatial"):
+        assert main(["spatial", "--out", str(tmp_path / "busy"), j]) == 2
+        assert "in use" in capsys.readouterr().err
