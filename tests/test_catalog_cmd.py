@@ -663,3 +663,13 @@ def test_hek_honours_retry_after_with_the_shared_policy() -> None:
     assert waits[0] == 17.0  # the server's Retry-After
     assert 4.0 <= waits[1] <= 8.0  # second back-off: 2 * 4 s with jitter in [cap/2, cap]
     assert hek.months_requested() == ["2011-02"] * 3
+
+
+def test_cli_read_only_out_folder(
+    tmp_path: Path, read_only_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _study(tmp_path, "c.csv", "2011-01-01 00:10:00,C1.0,1,1\n")
+    rc, stdout, err = run_cli(capsys, "--source", str(src), "--out", str(read_only_dir / "c.csv"))
+    assert rc == 2 and stdout == ""
+    assert err.startswith("fdflare catalog: error: --out ") and "is not writable" in err
+    assert list(read_only_dir.iterdir()) == []

@@ -48,6 +48,7 @@ from fdflare.acquire.catalog import select_flares
 from fdflare.acquire.goes import CLASS_PATTERN, class_flux, normalise_class, threshold_flux
 from fdflare.core.errors import DownloadError, InputError
 from fdflare.core.http import GaveUp, HttpPolicy, Retryable
+from fdflare.core.timeparse import parse_time
 
 __all__ = [
     "DEFAULT_HEK_URL",
@@ -317,13 +318,7 @@ def hpc_to_hgs(
 
 
 def _naive_utc(value: pd.Timestamp | str, name: str) -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"not a time: {value!r}", field=name) from exc
-    if t is pd.NaT:
-        raise InputError(f"not a time: {value!r}", field=name)
-    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+    return parse_time(value, name=name, whole_seconds=False)
 
 
 def _numbers(values: pd.Series) -> np.ndarray:
