@@ -66,6 +66,7 @@ def render_table(
         fmt = "  ".join(f"{{:<{w}}}" if i < left else f"{{:>{w}}}" for i, w in enumerate(widths))
         lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]
         lines += [fmt.format(*r) for r in cells]
+        lines = [line.rstrip() for line in lines]
     if notes:
         lines.append("")
         lines += [("- " if markdown else "note: ") + n for n in notes]
