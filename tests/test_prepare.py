@@ -594,6 +594,8 @@ def test_cli_reports_unreadable_folders(tmp_path, small_jp2s):
         (root / "out").mkdir(mode=0o777)
         os.chmod(root / "out", 0o777)
         os.chmod(locked, 0o000)  # holds HMI.m2011.01.02_00.00.00.jp2
+        hidden = root / "src" / "2011" / "01" / "01" / "HMI.m2011.01.01_01.00.00.jp2"
+        os.chmod(hidden, 0o000)  # a file that cannot be read
         argv = ["prepare", "--source", str(root / "src"), "--out", str(root / "out"),
                 "--workers", "1", "--image-size", "64", "--quiet"]  # fmt: skip
         config = json.dumps([str(root / "warm"), str(tmp_path / "warm_out"), argv, uid, gid])
@@ -607,11 +609,13 @@ def test_cli_reports_unreadable_folders(tmp_path, small_jp2s):
         assert res.returncode == 1, res.stderr
         assert "Traceback" not in res.stderr
         assert "1 folder(s) under" in res.stderr and "2011/01/02/" in res.stderr
-        assert "2 prepared" in res.stdout and "1 failed" in res.stdout
+        # the folder and the file are both counted and listed; the readable file is done
+        assert "2 JP2 file(s): 1 prepared, 0 up to date, 2 failed" in res.stdout
         bad = pd.read_csv(root / "out" / "bad_files.csv")
-        assert bad["path"].tolist() == ["2011/01/02/"]
-        assert "cannot read this folder" in bad["reason"].iloc[0]
-        assert len(pd.read_csv(root / "out" / "geometry.csv")) == 2
+        assert bad["path"].tolist() == ["2011/01/01/HMI.m2011.01.01_01.00.00.jp2", "2011/01/02/"]
+        assert "Permission denied" in bad["reason"].iloc[0]
+        assert "cannot read this folder" in bad["reason"].iloc[1]
+        assert len(pd.read_csv(root / "out" / "geometry.csv")) == 1
     finally:
         if locked.exists():
             os.chmod(locked, 0o755)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import re
 from pathlib import Path
 
@@ -762,3 +763,15 @@ def test_cli_stretch_option(tmp_path, capsys):
     assert (tmp_path / "lin" / rel).read_bytes() != (tmp_path / "asinh" / rel).read_bytes()
     assert cli([*base, "--out", str(tmp_path / "bad"), "--stretch", "-1"]) == 2
     assert "stretch" in capsys.readouterr().err
+
+
+def test_default_workers_grow_with_the_work() -> None:
+    from fdflare.synth.config import SynthConfig
+    from fdflare.synth.writer import default_workers, estimated_seconds
+
+    config = SynthConfig().resolved()
+    small = estimated_seconds([("img", i) for i in range(30)], config)
+    assert default_workers(small) == 1  # a few seconds: rendered in this process
+    year = estimated_seconds([("img", i) for i in range(8760)], config)
+    assert 1 <= default_workers(year) <= min(4, len(os.sched_getaffinity(0)))
+    assert year > 100 * small / 30

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare import __version__
-from fdflare.core.errors import InputError
+from fdflare.core.errors import InputError, RunError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
 from fdflare.prepare.jp2 import write_helioviewer_jp2
@@ -235,7 +235,7 @@ def generate(
         jp2: also write Helioviewer-style JPEG 2000 files.
         jp2_size: their width and height.
         workers: worker processes rendering and encoding images (default: up to 4, by
-            CPU count, fewer for small runs; see :func:`default_workers`); 1 renders here.
+            CPU count, one per 10 s of work, see :func:`default_workers`); 1 renders here.
         progress: show a progress bar on stderr (default: when stderr is a terminal).
         on_image: called with each image path written (for tests and custom progress).
 
@@ -385,17 +385,29 @@ def _work(job: tuple[str, int]) -> str:
     return _do_job(_STATE, job)
 
 
-def default_workers(jobs: int) -> int:
-    """Return the default number of worker processes for ``jobs`` images.
+def estimated_seconds(jobs: Sequence[tuple[str, int]], config: SynthConfig) -> float:
+    """Return a rough single-process time for ``jobs``: about 20 ms per 512 x 512 image.
 
-    Up to 4 (by CPU count), and fewer for small runs, where starting a process (about a
-    second) would cost more than it saves: one more per 16 images.
+    Rendering grows with the pixels; a JPEG 2000 adds its encoding (about 2 s at 4096).
+    """
+    n_img = sum(1 for kind, _ in jobs if kind == "img")
+    n_jp2 = len(jobs) - n_img
+    img = 0.002 + 0.02 * (config.size / 512) ** 2
+    jp2 = 0.002 + 0.05 * (config.jp2_size / 512) ** 2
+    return n_img * img + n_jp2 * jp2
+
+
+def default_workers(seconds: float) -> int:
+    """Return the default number of worker processes for about ``seconds`` of rendering.
+
+    One per 10 s of work (starting a process costs about a second), at most 4 and at most
+    the CPUs this process may use; small runs render in this process.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus, jobs // 16))
+    return max(1, min(4, cpus, int(seconds // 10)))
 
 
 def _run_jobs(
@@ -414,7 +426,9 @@ def _run_jobs(
     """
     from tqdm import tqdm
 
-    workers = default_workers(len(jobs)) if workers is None else max(1, int(workers))
+    if workers is None:
+        workers = default_workers(estimated_seconds(jobs, state.config))
+    workers = max(1, int(workers))
     workers = min(workers, max(1, len(jobs)))
     show = sys.stderr.isatty() if progress is None else progress
     done = 0
@@ -447,6 +461,13 @@ def _run_jobs(
                 finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 for f in finished:
                     finish(f.result())
+        except cf.process.BrokenProcessPool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise RunError(
+                "a worker process died (out of memory, or it could not start); the images "
+                "written so far are kept: rerun the same command to resume, with --workers 1 "
+                "to render in one process"
+            ) from None
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
