@@ -6,6 +6,7 @@ import itertools
 import math
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -279,16 +280,38 @@ def test_fetch_hek_without_min_class_keeps_b_flares_and_counts_unclassified() ->
     assert len(cat) == len(expected_rows())
 
 
+class _FirstRequestTimesOut(httpx.BaseTransport):
+    """A real HTTP transport that gives only the first request a 0.2 s read timeout."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.first = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.first:
+            self.first = False
+            timeout = {**request.extensions.get("timeout", {}), "read": 0.2}
+            request.extensions = {**request.extensions, "timeout": timeout}
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def test_fetch_hek_timeout_is_retried() -> None:
-    # The first answer is held until the server stops: the timeout fires on it whatever the
-    # load; the retry is answered at once, far inside the timeout.
-    with FakeHEK(fail={"2011-02": ["hold"]}) as hek:
+    # The first answer is held until the server stops, so its 0.2 s read timeout always
+    # fires; the retry runs under a 30 s timeout and is answered at once.
+    with (
+        FakeHEK(fail={"2011-02": ["hold"]}) as hek,
+        httpx.Client(transport=_FirstRequestTimesOut(), timeout=30.0) as http,
+    ):
         cat = fetch_hek_catalog(
             "2011-02-01",
             "2011-03-01",
             url=hek.url,
-            client=HEKFlareClient(timeout=1.0, backoff=0.01),
+            client=HEKFlareClient(backoff=0.01),
             progress=False,
+            http_client=http,
         )
     assert hek.months_requested() == ["2011-02", "2011-02"]
     assert "X2.2" in set(cat["goes_class"])

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from PIL import Image
@@ -262,10 +263,49 @@ def test_no_images_at_all_is_a_gap(hv, tmp_path):
 # -- faults ----------------------------------------------------------------------------
 
 
-# A held answer never comes before the client's read timeout: the timeout fires on the
-# held request, whatever the machine's load. The other requests are answered at once, far
-# inside the 1 s read timeout.
-HOLD_TIMEOUT = 1.0
+class ShortReadTimeoutFor(httpx.BaseTransport):
+    """A real HTTP transport that gives the first ``n`` requests for one key a short read timeout.
+
+    Every other request keeps the client's generous timeout, so only the held request (whose
+    answer never comes before the test ends) can time out: the stall tests do not depend on
+    how fast the machine answers the others.
+    """
+
+    def __init__(self, endpoint: str, key, n: int, read: float = 0.2) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.endpoint = endpoint
+        self.key = key
+        self.left = n
+        self.read = read
+        self.lock = threading.Lock()
+
+    def _matches(self, request: httpx.Request) -> bool:
+        if not request.url.path.rstrip("/").endswith(self.endpoint):
+            return False
+        params = request.url.params
+        if self.endpoint == CLOSEST:
+            return params.get("date") == pd.Timestamp(self.key).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return params.get("id") == str(self.key)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            short = self.left > 0 and self._matches(request)
+            self.left -= short
+        if short:
+            timeout = dict(request.extensions.get("timeout", {}))
+            timeout["read"] = self.read
+            request.extensions = {**request.extensions, "timeout": timeout}
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def held_client(endpoint: str, key, n: int) -> httpx.Client:
+    """A client whose first ``n`` requests for ``key`` time out after 0.2 s; others after 30 s."""
+    return httpx.Client(
+        transport=ShortReadTimeoutFor(endpoint, key, n), timeout=httpx.Timeout(30.0)
+    )
 
 
 @pytest.mark.parametrize(
@@ -286,7 +326,9 @@ def test_transient_faults_are_retried(hv, tmp_path, fault, endpoint):
     target = pd.Timestamp(f"{DAY}T01:00")
     key = target if endpoint == CLOSEST else server.image_id(target)
     server.inject(endpoint, key, fault)
-    options = {**FAST, "read_timeout": HOLD_TIMEOUT} if fault.kind == "hold" else FAST
+    options: dict = dict(FAST)
+    if fault.kind == "hold":
+        options["client"] = held_client(endpoint, key, 1)
     summary = download_range(
         f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **options
     )
@@ -389,9 +431,9 @@ def test_persistent_faults_are_failures_with_reasons(
     server = hv()
     bad = pd.Timestamp(f"{DAY}T01:00")
     server.inject(JP2, server.image_id(bad), *faults)
-    options = {**FAST, "retries": retries}
+    options: dict = {**FAST, "retries": retries}
     if faults[0].kind == "hold":
-        options["read_timeout"] = HOLD_TIMEOUT
+        options["client"] = held_client(JP2, server.image_id(bad), len(faults))
     summary = download_range(
         f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **options
     )

@@ -447,6 +447,7 @@ def fetch_hek_catalog(
     cache_dir: str | os.PathLike[str] | None = None,
     client: HEKFlareClient | None = None,
     progress: bool = True,
+    http_client: Any = None,
 ) -> pd.DataFrame:
     """Fetch the SWPC flares starting in ``[start, end)`` from HEK, month by month.
 
@@ -464,6 +465,8 @@ def fetch_hek_catalog(
         client: query settings (timeouts, retries, page size); its ``url`` is replaced
             by the resolved ``url``.
         progress: show a per-month progress bar on stderr (only when it is a terminal).
+        http_client: an :class:`httpx.Client` to send the requests with (kept open); by
+            default one is made with the client's timeouts and closed.
 
     Returns:
         The catalog in the common schema (see :mod:`fdflare.acquire.catalog`) with
@@ -498,7 +501,11 @@ def fetch_hek_catalog(
     policy = base.policy()
     headers = {"User-Agent": f"fdflare/{__version__} (+https://github.com/fdflare)"}
     with (
-        policy.client(headers=headers) as http,
+        (
+            contextlib.nullcontext(http_client)
+            if http_client is not None
+            else policy.client(headers=headers)
+        ) as http,
         contextlib.closing(_progress(len(months), progress)) as bar,
     ):
         for t0, t1 in months:
