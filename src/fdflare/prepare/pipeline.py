@@ -274,7 +274,7 @@ def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(out) / GEOMETRY_FILE
     if not path.is_file():
         raise MissingDataError(
-            f"{path} not found: run `fdflare prepare SRC_DIR --out {Path(out)}` first"
+            f"{path} not found: run `fdflare prepare --source SRC --out {Path(out)}` first"
         )
     table = pd.read_csv(
         path,

@@ -38,7 +38,7 @@ def open_array_store(out: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFra
     if not store.is_file() or not index_path.is_file():
         missing = store if not store.is_file() else index_path
         raise MissingDataError(
-            f"{missing} not found: run `fdflare prepare SRC_DIR --out {out} --array-store`"
+            f"{missing} not found: run `fdflare prepare --source SRC --out {out} --array-store`"
         )
     images = np.load(store, mmap_mode="r")
     if images.dtype != np.uint8 or images.ndim != 3:
