@@ -7,6 +7,11 @@ The binary target is 1 iff that flare is at or above the mode's threshold (``M``
 ``C``: >= C1.0). Instances are kept only where an image exists, and are split into 4 folds by
 calendar quarter (fold k validates on months 3k-2 .. 3k of every year).
 
+Input is checked before it is used: options name themselves in their errors, a threshold
+below A1.0 is refused (and a window without a flare is never positive), impossible flare
+locations are named by file, line and field, and repeated catalog rows are dropped with the
+rule of :func:`fdflare.acquire.catalog.drop_duplicate_flares` and counted.
+
 Everything is vectorised: window bounds come from two ``searchsorted`` calls over the sorted
 flare start times and the largest flare from a sparse-table range-maximum query, so the whole
 2010-2018 hourly range labels in well under a second.
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fdflare.acquire.catalog import drop_duplicate_flares
 from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
 from fdflare.core.paths import parse_image_times, scan_images
@@ -30,8 +36,6 @@ from fdflare.core.paths import parse_image_times, scan_images
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
 #: positive whatever it holds.
 MIN_THRESHOLD_FLUX = LETTER_FLUX["A"]
-#: Columns that identify a flare for duplicate removal: the rule ``fdflare catalog`` uses.
-DUPLICATE_KEY = ["start_time", "flux", "fl_lon", "fl_lat"]
 _UNKNOWN_TOKENS = {"", "unk", "unknown", "nan", "none", "null", "na", "n/a", "--"}
 
 STUDY_START = "2010-12-01 00:00:00"
@@ -247,20 +251,6 @@ def _check_frame_locations(catalog: pd.DataFrame) -> None:
             path=catalog.attrs.get("source"),
             field="fl_lon" if on_lon else "fl_lat",
         )
-
-
-def drop_duplicate_flares(catalog: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Drop repeated flares (same start, peak flux and location), the rule of ``catalog``.
-
-    Returns:
-        ``(catalog, n_dropped)``; the first of each group of identical rows is kept.
-    """
-    dup = catalog.duplicated(subset=DUPLICATE_KEY).to_numpy(dtype=bool)
-    if not dup.any():
-        return catalog, 0
-    out = catalog[~dup].reset_index(drop=True)
-    out.attrs = dict(catalog.attrs)
-    return out, int(dup.sum())
 
 
 # --------------------------------------------------------------------------- images
