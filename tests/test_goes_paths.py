@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.core.errors import InputError
 from fdflare.acquire.goes import class_flux, flux_letter, threshold_flux
+from fdflare.core.errors import InputError
 from fdflare.core.paths import image_relpaths, parse_image_times, scan_images
 
 
