@@ -549,9 +549,17 @@ def test_cli_quiet_keeps_the_summary(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert captured.err == ""
 
 
-def test_cli_output_checks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], read_only_dir: Path
+def test_cli_read_only_out_is_one_line_up_front(
+    capsys: pytest.CaptureFixture[str], read_only_dir: Path
 ) -> None:
+    argv = ["synth", "--end", "2011-01-01T01:00", "--image-size", "16", "--quiet"]
+    assert main([*argv, "--out", str(read_only_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not writable" in err
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_cli_output_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fdflare.core.outputs import output_lock
 
     base = ["synth", "--end", "2011-01-01T01:00", "--image-size", "16", "--quiet"]
@@ -560,9 +568,6 @@ def test_cli_output_checks(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a file" in err
     assert (tmp_path / "file.txt").read_text() == "x"
-    assert main([*base, "--out", str(read_only_dir)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not writable" in err
     busy = tmp_path / "busy"
     with output_lock(busy, command="synth"):
         assert main([*base, "--out", str(busy)]) == 2
