@@ -82,6 +82,8 @@ def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs
     from fdflare.core.errors import InputError
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"is a folder; expected a {what} (a CSV file)", path=path)
     if not path.is_file():
         raise InputError(f"no such {what}", path=path)
     try:
