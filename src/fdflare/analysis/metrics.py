@@ -226,18 +226,24 @@ def score_frame(df: pd.DataFrame, *, path: str = "", threshold: float = 0.5) -> 
     )
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+STD_KINDS = ("population", "sample")
+
+
+def _mean_std(values: list[float | None], ddof: int = 0) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
     arr = np.asarray(vals, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=0))
+    return float(arr.mean()), (float(arr.std(ddof=ddof)) if len(arr) > ddof else None)
 
 
 def evaluate_files(
-    paths: Sequence[str | os.PathLike[str]], threshold: float = 0.5
+    paths: Sequence[str | os.PathLike[str]], threshold: float = 0.5, std: str = "population"
 ) -> dict[str, Any]:
-    """Score each file and summarise across files (mean and population std).
+    """Score each file and summarise across files (mean and standard deviation).
+
+    ``std`` is ``population`` (divide by n: the study's) or ``sample`` (by n - 1: what
+    several follow-up papers report; undefined for one file).
 
     A score that is undefined in a file (``None``) is left out of the mean and std;
     ``covered`` says how many files each mean covers.
@@ -251,9 +257,12 @@ def evaluate_files(
     """
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}", field="--threshold")
+    if std not in STD_KINDS:
+        raise InputError(f"std must be one of {', '.join(STD_KINDS)}, got {std!r}", field="--std")
+    ddof = 1 if std == "sample" else 0
     scores = [score_frame(read_predictions(p), path=str(p), threshold=threshold) for p in paths]
-    mean_tss, std_tss = _mean_std([s.tss for s in scores])
-    mean_hss, std_hss = _mean_std([s.hss2 for s in scores])
+    mean_tss, std_tss = _mean_std([s.tss for s in scores], ddof)
+    mean_hss, std_hss = _mean_std([s.hss2 for s in scores], ddof)
     return {
         "files": [s.to_dict() for s in scores],
         "mean": {"tss": mean_tss, "hss2": mean_hss},
@@ -264,6 +273,7 @@ def evaluate_files(
         },
         "empty": [s.path for s in scores if s.n == 0],
         "threshold": threshold,
+        "std_kind": std,
     }
 
 

@@ -13,7 +13,7 @@ DESCRIPTION = """\
 Score prediction CSVs in the study's format (timestamp, flare_prob, target), or fdflare's
 joined tables. Per file: TP, FP, TN, FN, TSS, HSS2 at --threshold, ROC AUC, Brier score and
 Brier skill score against climatology, and the threshold that maximises TSS; across files:
-mean and population standard deviation of TSS and HSS2 (a score undefined in a file is
+mean and standard deviation (--std) of TSS and HSS2 (a score undefined in a file is
 left out, and the table says how many files the mean covers). A file with a header and no
 rows is scored as n = 0 with a warning, and the exit status is 1.
 
@@ -32,6 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="P(flare) >= threshold is a positive forecast (default %(default)s)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="baseline folder of `fdflare baseline --out`: show each fold beside persistence "
+        "and climatology (and flux) on the same instances, with the skill over persistence",
+    )
+    p.add_argument(
+        "--std",
+        choices=("population", "sample"),
+        default="population",
+        help="standard deviation across files: population (the study's) or sample (n - 1) "
+        "(default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -39,11 +52,15 @@ def run(args: argparse.Namespace) -> int:
     """Score the files and print the result."""
     from fdflare.analysis.metrics import evaluate_files, format_table
 
-    result = evaluate_files(args.files, threshold=args.threshold)
-    if args.json:
-        print(json.dumps(result))
+    if args.baseline:
+        from fdflare.analysis.skill import compare, format_comparison
+
+        result = compare(args.files, args.baseline, threshold=args.threshold, std=args.std)
+        text = format_comparison(result)
     else:
-        print(format_table(result))
+        result = evaluate_files(args.files, threshold=args.threshold, std=args.std)
+        text = format_table(result)
+    print(json.dumps(result) if args.json else text)
     for path in result["empty"]:
         print(
             f"fdflare evaluate: warning: {path} holds a header and no predictions (n = 0)",
