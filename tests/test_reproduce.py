@@ -17,8 +17,11 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
     for value in ("0.5621", "0.5010", "0.4722", "0.5683", "0.4385", "0.3379", "0.3241", "0.3890"):
         assert value in report
     assert "TSS 0.53 ± 0.04, HSS2 0.37 ± 0.05" in report
-    assert "| X | central |lon| <= 70 | 614 | 54 |" in report
-    assert "| M | near-limb |lon| > 70 | 1276 | 1014 |" in report
+    # a bare | inside a markdown cell would split it: |lon| is escaped
+    assert "| X | central \\|lon\\| <= 70 | 614 | 54 |" in report
+    assert "| M | near-limb \\|lon\\| > 70 | 1276 | 1014 |" in report
+    assert "mean HSS2 does NOT beat persistence" in report
+    assert "BSS before" in report and "calibration/alex/reliability.png" in report
     assert (
         "![AlexNet X heatmap](alex_heatmap_X.png)" in report
         and (out / "alex_heatmap_X.png").is_file()
@@ -26,6 +29,10 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["labels"]["identical"] is True
     assert res["models"]["alex"]["evaluate"]["files"][0]["tp"] == 1729
+    alex = res["models"]["alex"]
+    assert alex["comparison"]["beats"]["persistence"] == {"tss": True, "hss2": False}
+    assert [round(f["after"]["bss"], 2) for f in alex["calibration"]["files"]] == [0.26, 0.17, 0.14, 0.28]
+    assert (out / "baselines" / "fold1_persistence.csv").is_file()
 
 
 def test_reproduce_on_a_subset_layout(reference_dir, tmp_path):

@@ -122,3 +122,13 @@ def test_study_alexnet_beside_persistence(reference_dir, tmp_path, capsys):
     assert beats == {"tss": True, "hss2": False}  # the study's HSS2 loses to persistence
     bss = [r["bss_vs_climatology"] for r in res["comparison"]["files"]]
     assert bss == pytest.approx([0.063, -0.308, -0.321, -0.148], abs=1e-3)
+
+
+def test_markdown_tables_escape_bars_inside_cells():
+    from fdflare.core.table import render_table
+
+    text = render_table(["class", "location"], [["X", "central |lon| <= 70"]], markdown=True)
+    rows = text.splitlines()
+    assert rows[2] == "| X | central \\|lon\\| <= 70 |"
+    # every row has as many cell separators as the header: the table is not broken
+    assert all(r.replace("\\|", "").count("|") == rows[0].count("|") for r in rows)

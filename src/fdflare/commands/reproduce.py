@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.reports.reproduce import MODEL_NAMES, find_reference, plan_reference, reproduce
 
     ref_dir = find_reference(args.reference)
-    check_output_dir(args.out, inputs=[ref_dir], writes=["report.md", "results.json"])
+    check_output_dir(
+        args.out, inputs=[ref_dir], writes=["report.md", "results.json", "report.html"]
+    )
     plan = plan_reference(ref_dir)
     with output_lock(args.out, command="reproduce"):
         res = reproduce(ref_dir, args.out, threshold=args.threshold, plan=plan)
@@ -58,6 +60,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== {MODEL_NAMES.get(model.lower(), model)} ==")
         if "evaluate" in entry:
             print(format_table(entry["evaluate"]))
+        if "comparison" in entry:
+            from fdflare.analysis.skill import format_comparison
+
+            print("\nbeside the baselines (same instances):")
+            print(format_comparison({**entry["evaluate"], **entry}))
+        if "calibration" in entry:
+            bss = [f"{i['after']['bss']:+.2f}" for i in entry["calibration"]["files"]]
+            raw = [f"{i['before']['bss']:+.2f}" for i in entry["calibration"]["files"]]
+            print(
+                f"\nBrier skill vs climatology per fold: {', '.join(raw)}; cross-fold isotonic "
+                f"calibration: {', '.join(bss)} ({entry['calibration']['folder']}/)"
+            )
         if "spatial" in entry:
             print()
             print(spatial_table(entry["spatial"]))

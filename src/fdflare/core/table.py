@@ -58,7 +58,9 @@ def render_table(
             ``- ...`` in markdown).
     """
     cells = [[str(c) for c in r] for r in rows]
-    if markdown:
+    if markdown:  # a bare | inside a cell (|lon|) would end the cell: escape it
+        head = [h.replace("|", "\\|") for h in head]
+        cells = [[c.replace("|", "\\|") for c in r] for r in cells]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in cells]
     else:

@@ -264,6 +264,7 @@ def reproduce(
             f"({label_check['instances']} instances, {label_check['positives']} positive).",
             "",
         ]
+    baseline_dir = _baselines(ref_dir, out, results, lines) if plan["labels"] else None
     for model, files in models.items():
         title = MODEL_NAMES.get(model.lower(), model)
         entry: dict[str, Any] = {}
@@ -284,6 +285,10 @@ def reproduce(
                     f"Mean ± population std over folds: TSS {m['tss']:.2f} ± {s['tss']:.2f}, HSS2 {m['hss2']:.2f} ± {s['hss2']:.2f}.",
                     "",
                 ]
+            if baseline_dir is not None:
+                entry.update(_beside_baselines(folds, baseline_dir, threshold, lines))
+            if len(folds) >= 2:
+                entry["calibration"] = _calibrate(model, folds, ref_dir, out, lines)
         spatial_files = [files[c] for c in ("x", "m") if c in files]
         if spatial_files:
             sp = analyse(
@@ -303,3 +308,93 @@ def reproduce(
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     results["report"] = str(out / "report.md")
     return results
+
+
+BASELINE_DIR = "baselines"
+CALIBRATION_DIR = "calibration"
+
+
+def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[str]) -> Path:
+    """Persistence and climatology on the study's own instances, from the reference catalog."""
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.baselines import baseline_predictions, write_predictions
+
+    catalog = ref_dir / CATALOG_FILE
+    preds = baseline_predictions(
+        ref_dir / "labels", ["persistence", "climatology"], catalog=read_catalog(catalog)
+    )
+    folder = out / BASELINE_DIR
+    write_predictions(preds, folder)
+    results["baselines"] = {"catalog": str(catalog), "folder": BASELINE_DIR}
+    lines += [
+        "## Baselines",
+        "",
+        f"Persistence (a flare >= M1.0 started in the 24 h up to the image time, from "
+        f"`{CATALOG_FILE}`) and climatology (each fold's training positive rate) forecast the "
+        f"same validation instances as the models: `{BASELINE_DIR}/fold{{k}}_{{kind}}.csv`.",
+        "",
+    ]
+    return folder
+
+
+def _beside_baselines(
+    folds: list[Path], baseline_dir: Path, threshold: float, lines: list[str]
+) -> dict[str, Any]:
+    from fdflare.analysis.skill import compare, format_comparison
+
+    cmp = compare(folds, baseline_dir, threshold=threshold)
+    lines += ["### Beside the baselines", "", format_comparison(cmp, markdown=True), ""]
+    return {"baselines": cmp["baselines"], "comparison": cmp["comparison"]}
+
+
+def _calibrate(
+    model: str, folds: list[Path], ref_dir: Path, out: Path, lines: list[str]
+) -> dict[str, Any]:
+    """Cross-fold isotonic calibration: each fold mapped with the other folds' predictions."""
+    from fdflare.analysis.calibration import cross_fold, write_calibrated
+    from fdflare.data.tables import fold_tables
+
+    rates = None
+    labels = ref_dir / "labels"
+    if labels.is_dir():
+        try:
+            rates = [
+                float(
+                    fold_tables(labels, int(FOLD_FILE.match(f.name).group(1)))
+                    .train["target"]
+                    .mean()
+                )  # type: ignore[union-attr]
+                for f in folds
+            ]
+        except (MissingDataError, ValueError):
+            rates = None
+    folder = out / CALIBRATION_DIR / model
+    record = write_calibrated(cross_fold(folds, "isotonic", reference_rates=rates), folder)
+    rows = [
+        "| fold | BSS before | BSS after | threshold (other folds) | TSS at 0.5 before | TSS at threshold after |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def f(x: float | None, d: int = 4) -> str:
+        return "n/a" if x is None else f"{x:.{d}f}"
+
+    for item in record["files"]:
+        b, a = item["before"], item["after"]
+        at = a["at_threshold"] or {}
+        rows.append(
+            f"| {item['file']} | {f(b['bss'])} | {f(a['bss'])} | {f(item['threshold'], 3)} | "
+            f"{f(b['at_0.5']['tss'])} | {f(at.get('tss'))} |"
+        )
+    lines += [
+        "### Calibrated probabilities (cross-fold isotonic)",
+        "",
+        "Each fold's probabilities are mapped with an isotonic map fitted on the other folds' "
+        "validation predictions, the only out-of-sample data a release of predictions has. "
+        "BSS is against each fold's training positive rate.",
+        "",
+        *rows,
+        "",
+        f"![{model} reliability]({CALIBRATION_DIR}/{model}/reliability.png)",
+        "",
+    ]
+    return {"folder": f"{CALIBRATION_DIR}/{model}", "files": record["files"]}
