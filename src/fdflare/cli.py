@@ -37,6 +37,7 @@ COMMANDS = (
     "calibrate",
     "spatial",
     "reproduce",
+    "report",
     "demo",
 )
 

@@ -75,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
         if "spatial" in entry:
             print()
             print(spatial_table(entry["spatial"]))
-    print(f"\nwrote {res['report']}")
+    print(f"\nwrote {res['report']} and {res['html']}")
     return 0

@@ -28,6 +28,8 @@ th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f6f8fa; }
 tr.baseline td { color: #57606a; background: #fbfbfc; }
+tr.baseline td:first-child { padding-left: 1.6em; }
+td { white-space: nowrap; }
 tr.summary td { font-weight: 600; }
 td.worse { color: #b3261e; }
 td.better { color: #116329; }

@@ -306,7 +306,11 @@ def reproduce(
         results["models"][model] = entry
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    from fdflare.reports.report import REPORT_NAME, write_report
+
+    write_report(out, out / REPORT_NAME)
     results["report"] = str(out / "report.md")
+    results["html"] = str(out / REPORT_NAME)
     return results
 
 
