@@ -30,8 +30,9 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from fdflare.data.dataset import FlareDataset, FolderImages, open_images
 from fdflare.core.paths import image_relpaths
+from fdflare.data.dataset import FlareDataset
+from fdflare.data.sources import FolderImages, open_images
 
 
 def make_images(root: Path, n: int, size: int = 512, seed: int = 0) -> pd.DataFrame:

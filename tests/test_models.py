@@ -1,4 +1,4 @@
-"""The study's three architectures, their initialisation and local ImageNet weights (fdflare.models.networks)."""
+"""The study's three architectures, their initialisation and local ImageNet weights (fdflare.models)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,17 @@ from fdflare.models.networks import (
     VGG16Flare,
     _first_layer,
     create_model,
-    list_models,
-    load_imagenet_state_dict,
-    weights_file,
 )
+from fdflare.models.registry import MODELS, list_models
+from fdflare.models.weights import load_imagenet_state_dict, weights_file
 
 
 def test_registry():
     assert list_models(study_only=True) == ["alexnet", "vgg16", "resnet34"]
     assert set(list_models()) >= {"alexnet", "vgg16", "resnet34"}
-    from fdflare.commands.train import MODELS
-
-    assert tuple(list_models()) == MODELS  # the CLI's choices, kept free of a torch import
+    for name, spec in MODELS.items():  # the registry's URLs are torchvision's own
+        tv_weights = eval(f"torchvision.models.{spec.weights}")
+        assert tv_weights.url == spec.url, name
     with pytest.raises(InputError, match="unknown model 'lenet'"):
         create_model("lenet", pretrained=False)
     with pytest.raises(InputError, match="unknown input adapter"):

@@ -83,7 +83,8 @@ def test_joined_table(trained, tmp_path):
     np.testing.assert_array_equal(joined["fl_lon"], full["fl_lon"])
     np.testing.assert_array_equal(joined["fl_lat"], full["fl_lat"])
     assert joined["fl_start"].fillna("").tolist() == full["fl_start"].fillna("").tolist()
-    spatial = pytest.importorskip("fdflare.analysis.spatial")
+    import fdflare.analysis.spatial as spatial
+
     assert (
         len(spatial.read_spatial_table(tmp_path / "p_joined.csv")) == 12
     )  # what `fdflare spatial` reads

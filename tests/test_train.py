@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from fdflare.analysis.metrics import skill_scores
 from fdflare.cli import main
-from fdflare.data.dataset import class_weights
 from fdflare.core.errors import InputError
-from fdflare.training.fit import (
-    METRIC_COLUMNS,
-    TrainConfig,
-    default_config_path,
-    holdout_split,
-    is_improvement,
-    load_config,
-    resolve_runtime,
-)
+from fdflare.data.tables import class_weights
+from fdflare.training.callbacks import METRIC_COLUMNS, is_improvement
+from fdflare.training.config import TrainConfig, default_config_path, load_config, resolve_runtime
+from fdflare.training.fit import holdout_split
 from test_data import make_tiny_dataset
 
 FAST = ["--no-pretrained", "--workers", "0", "--batch-size", "16", "--quiet"]
@@ -66,30 +64,69 @@ def test_defaults_are_the_study_recipe():
     assert (c.batch_size, c.epochs, c.image_size, c.seed) == (64, 50, 512, 40)
     assert (c.threshold, c.hss2_tolerance, c.holdout_fraction, c.augment) == (0.5, 0.02, 0.0, True)
     assert (c.pretrained, c.input_adapter) == (True, "conv")
-    # the packaged default config says the same, field for field
+    # the packaged study config says the same, field for field
+    assert default_config_path().name == "study.yaml"
     assert load_config(default_config_path()) == c
-    assert json.loads(default_config_path().read_text()).keys() == TrainConfig().__dict__.keys()
+    assert yaml.safe_load(default_config_path().read_text()).keys() == TrainConfig().__dict__.keys()
 
 
 @pytest.mark.parametrize(
-    ("text", "field", "words"),
+    ("name", "text", "field", "words"),
     [
-        ('{"lr": "fast"}', "lr", "expected float"),
-        ('{"epochs": 2.5}', "epochs", "expected int"),
-        ('{"learning_rate": 0.1}', "learning_rate", "unknown setting"),
-        ('{"model": "lenet"}', "model", "unknown model"),
-        ('{"holdout_fraction": 1.5}', "holdout_fraction", "[0, 1)"),
-        ('{"epochs": 3,}', None, "not valid JSON"),
-        ("[1, 2]", None, "one JSON object"),
+        ("c.json", '{"lr": "fast"}', "lr", "expected float"),
+        ("c.json", '{"epochs": 2.5}', "epochs", "expected int"),
+        ("c.json", '{"learning_rate": 0.1}', "learning_rate", "unknown setting"),
+        ("c.json", '{"model": "lenet"}', "model", "choose one of alexnet"),
+        ("c.json", '{"holdout_fraction": 1.5}', "holdout_fraction", "[0, 1)"),
+        ("c.json", '{"lr": -1}', "lr", "at least 0"),
+        ("c.json", '{"lr": NaN}', "lr", "finite"),
+        ("c.json", '{"max_lr": 0}', "max_lr", "above 0"),
+        ("c.json", '{"fold": 9}', "fold", "choose one of 1, 2, 3, 4"),
+        ("c.json", '{"precision": "bogus"}', "precision", "choose one of auto"),
+        ("c.json", '{"devices": 0}', "devices", "at least 1"),
+        ("c.json", '{"epochs": 3,}', None, "not valid JSON"),
+        ("c.json", "[1, 2]", None, "one mapping"),
+        ("c.yaml", "lr: fast\n", "lr", "expected float"),
+        ("c.yaml", "epochs: [1\n", None, "not valid YAML"),
+        ("c.yml", "batch_size: 0\n", "batch_size", "at least 1"),
     ],
 )
-def test_config_file_errors_name_the_field(tmp_path, text, field, words):
-    path = tmp_path / "c.json"
+def test_config_file_errors_name_the_field(tmp_path, name, text, field, words):
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(InputError) as err:
         load_config(path)
     assert err.value.path == str(path) and err.value.field == field
     assert words in str(err.value)
+
+
+def test_yaml_and_json_configs_read_the_same(tmp_path):
+    (tmp_path / "c.yaml").write_text("max_lr: 1e-3\nmodel: resnet18\naugment: false\n")
+    (tmp_path / "c.json").write_text('{"max_lr": 0.001, "model": "resnet18", "augment": false}')
+    a, b = load_config(tmp_path / "c.yaml"), load_config(tmp_path / "c.json")
+    assert a == b == TrainConfig(max_lr=1e-3, model="resnet18", augment=False)
+
+
+def test_every_setting_is_an_option_and_round_trips():
+    """The CLI is generated from TrainConfig: each field has an option, and cv's rebuilt flags
+    give back the same config."""
+    import argparse
+
+    from fdflare.commands._config import config_argv, option_name
+    from fdflare.commands.train import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = {s for a in parser._actions for s in a.option_strings}
+    for f in dataclasses.fields(TrainConfig):
+        assert option_name(f) in options, f.name
+    cfg = TrainConfig(
+        model="vgg16", pretrained=False, fold=3, max_lr=2.5e-4, anneal_strategy="linear",
+        augment=False, holdout_fraction=0.2, seed=7, labels="/l", images="/i", devices=2,
+        deterministic=True, cycle_momentum=False, image_ext="png", precision="16-mixed",
+    )  # fmt: skip
+    args = parser.parse_args(["--out", "x", *config_argv(cfg)])
+    assert config_from_args(args) == cfg
 
 
 def test_selection_rule():
@@ -146,9 +183,22 @@ def one_epoch(tiny, tmp_path_factory) -> Path:
 
 def test_one_epoch_outputs(one_epoch, tiny):
     out = one_epoch
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "config.json", "last.ckpt", "metrics.csv", "summary.json",
-    ] + (["best.ckpt"] if (out / "best.ckpt").exists() else [])  # fmt: skip
+    metrics = pd.read_csv(out / "metrics.csv")
+    row = metrics.iloc[0]
+    # the selection outcome follows from the epoch's own counts: bests start at 0, so epoch 1
+    # is kept exactly when its TSS is above 0 (and its HSS2 no lower than -0.02)
+    tss, hss2, _ = skill_scores(*(int(row[f"val_{k}"]) for k in ("tp", "fp", "tn", "fn")))
+    assert row["val_tss"] == pytest.approx(tss) if tss is not None else math.isnan(row["val_tss"])
+    selected = is_improvement(0.0, 0.0, tss, hss2, 0.02)
+    assert row["selected"] == int(selected)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] == (1 if selected else None)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        ["config.json", "last.ckpt", "metrics.csv", "summary.json"]
+        + (["best.ckpt"] if selected else [])
+    )
+    if selected:  # best.ckpt is that epoch's checkpoint
+        assert (out / "best.ckpt").read_bytes() == (out / "last.ckpt").read_bytes()
     # the resolved config, reusable with --config
     cfg = load_config(out / "config.json")
     assert (cfg.model, cfg.epochs, cfg.image_size, cfg.max_lr, cfg.pretrained) == (
@@ -158,10 +208,8 @@ def test_one_epoch_outputs(one_epoch, tiny):
         1e-3,
         False,
     )
-    metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics.columns[: len(METRIC_COLUMNS)]) == list(METRIC_COLUMNS)
     assert metrics["epoch"].tolist() == [1]
-    row = metrics.iloc[0]
     assert row[["val_tp", "val_fp", "val_tn", "val_fn"]].sum() == 12  # every validation image, once
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
     assert row["train_seconds"] > 0 and row["val_seconds"] > 0
@@ -228,45 +276,75 @@ def tiny64(tmp_path_factory) -> dict[str, Path]:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny64"), size=64, per_month=2)
 
 
-def test_resume_after_kill_equals_uninterrupted(tiny64, tmp_path, capsys):
-    """Train 2 epochs straight; kill another run during epoch 2, resume it: same metrics and weights.
+def _serve_fifo(fifo: Path, data: bytes, times: int) -> threading.Thread:
+    """Hand ``data`` to the next ``times`` readers of the named pipe ``fifo``, then no more."""
 
-    AlexNet has dropout, so this also checks that dropout draws are reproduced on resume.
+    def serve() -> None:
+        for _ in range(times):
+            with open(fifo, "wb") as fh:  # blocks until the run opens the image
+                fh.write(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_equals_uninterrupted(tiny64, tmp_path, capsys):
+    """Train 2 epochs straight; Ctrl-C another run during epoch 2, resume it: same metrics and weights.
+
+    The interrupted run cannot finish epoch 2 by itself: one of its validation images is a
+    named pipe that hands out the image once, for epoch 1, so the run waits in epoch 2 until
+    it is interrupted. No timing is involved. AlexNet has dropout, so this also checks that
+    dropout draws are reproduced on resume.
     """
     args = ["--max-lr", "0.001", "--epochs", "2"]
     straight = tmp_path / "straight"
     assert main(train_argv(tiny64, straight, *args, model="alexnet", size=64)) == 0
 
+    ds = copy_dataset(tiny64, tmp_path / "ds")
+    # a validation image: read once per epoch, at its end (a training image is read several
+    # times, and a pipe cannot tell one reader from the next)
+    label = pd.read_csv(ds["labels"] / "Fold1_val.csv")["label"].iloc[-1]
+    image = ds["images"] / label
+    data = image.read_bytes()
+    image.unlink()
+    os.mkfifo(image)
+    server = _serve_fifo(image, data, times=1)
+
     killed = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fdflare",
-        *train_argv(tiny64, killed, *args, model="alexnet", size=64),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
+    argv = train_argv(ds, killed, *args, "--no-check-headers", model="alexnet", size=64)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fdflare", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            metrics = killed / "metrics.csv"
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        metrics = killed / "metrics.csv"
+        while proc.poll() is None and not (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= 2
+        ):
+            server.join(0.05)  # epoch 1 is written once; the run then waits on the pipe
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
-        proc.wait()
-    assert load_ckpt(killed / "last.ckpt")["fdflare"]["epoch"] == 1  # killed during epoch 2
+    assert proc.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "fdflare train: interrupted"
+    assert "Traceback" not in stderr.decode()
+    assert load_ckpt(killed / "last.ckpt")["fdflare"]["epoch"] == 1  # stopped during epoch 2
+    assert not list(killed.glob(".*.part"))
+    image.unlink()
+    image.write_bytes(data)
 
     # the same recipe on a changed training set is refused: the schedule's length depends on it
-    fewer = dict(tiny64, labels=tmp_path / "fewer")
-    shutil.copytree(tiny64["labels"], fewer["labels"])
+    fewer = dict(ds, labels=tmp_path / "fewer")
+    shutil.copytree(ds["labels"], fewer["labels"])
     train_csv = fewer["labels"] / "Fold1_train.csv"
     pd.read_csv(train_csv).iloc[1:].to_csv(train_csv, index=False)  # one flare: 4 samples fewer
     assert main(train_argv(fewer, killed, *args, "--resume", model="alexnet", size=64)) == 2
     assert "the training set had 48 samples and now has 44" in capsys.readouterr().err
 
-    assert main(train_argv(tiny64, killed, *args, "--resume", model="alexnet", size=64)) == 0
+    assert main(train_argv(ds, killed, *args, "--resume", model="alexnet", size=64)) == 0
     a, b = pd.read_csv(straight / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
     timing = ["train_seconds", "val_seconds"]
     pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing), check_exact=True)
@@ -280,6 +358,7 @@ def test_resume_after_kill_equals_uninterrupted(tiny64, tmp_path, capsys):
 # --------------------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tiny, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
@@ -357,17 +436,99 @@ def test_wrong_image_size_names_the_file(tiny, tmp_path, capsys):
     assert str(ds["images"] / label) in err and "is 48x48 L, expected 32x32" in err
 
 
-def test_corrupt_image_found_in_a_worker_names_the_file(tiny, tmp_path, capsys):
+def test_truncated_image_fails_the_check_before_training(tiny, tmp_path, capsys):
     ds = copy_dataset(tiny, tmp_path / "ds")
     label = pd.read_csv(ds["labels"] / "Fold1_train.csv")["label"][4]
     path = ds["images"] / label
     path.write_bytes(path.read_bytes()[:120])  # header intact, pixel data cut off
+    assert main(train_argv(ds, tmp_path / "a")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "truncated PNG image" in err
+    assert not (tmp_path / "a").exists()  # no config.json, no folder
+
+
+def test_corrupt_image_found_in_a_worker_names_the_file(tiny, tmp_path, capsys):
+    ds = copy_dataset(tiny, tmp_path / "ds")
+    label = pd.read_csv(ds["labels"] / "Fold1_train.csv")["label"][4]
+    path = ds["images"] / label
+    data = bytearray(path.read_bytes())
+    data[60:-30] = b"\xff" * (len(data) - 90)  # header and end intact, pixel data garbled
+    path.write_bytes(bytes(data))
     argv = train_argv(ds, tmp_path / "a")
     argv[argv.index("--workers") + 1] = "1"
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "cannot decode image" in err
     assert "Traceback" not in err
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the CLI in-process: (exit status, stderr), argparse's exits included."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--accelerator", "gpu"], "--accelerator gpu: this machine has no CUDA GPU"),
+        (["--accelerator", "tpu"], "--accelerator tpu: no TPU runtime"),
+        (["--accelerator", "quantum"], "--accelerator: 'quantum': choose one of auto"),
+        (["--precision", "bogus"], "--precision: 'bogus': choose one of auto"),
+        (["--batch-size", "0"], "--batch-size: '0': must be at least 1"),
+        (["--lr", "nan"], "--lr: 'nan': must be a finite number"),
+        (["--max-lr", "-1"], "--max-lr: '-1': must be above 0"),
+        (["--fold", "9"], "--fold: '9': choose one of 1, 2, 3, 4"),
+        (["--model", "resnet99"], "--model: 'resnet99': choose one of alexnet"),
+        (["--devices", "0"], "--devices: '0': must be at least 1"),
+        (["--holdout", "1"], "--holdout: '1': must lie in [0, 1)"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(tiny, tmp_path, capsys, extra, words):
+    if "gpu" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    code, err = cli(train_argv(tiny, out, *extra), capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert words in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_config_file_value_is_blamed_on_its_field(tiny, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: -1\n")
+    code, err = cli(train_argv(tiny, tmp_path / "run", "--config", str(cfg)), capsys)
+    assert code == 2 and f"{cfg}, field 'lr': -1.0: must be at least 0" in err
+    assert "max_lr" not in err and not (tmp_path / "run").exists()
+
+
+def test_holdout_leaving_no_training_set(tiny, tmp_path, capsys):
+    code, err = cli(train_argv(tiny, tmp_path / "run", "--holdout", "0.99"), capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "holds out 36 of the 36 training instances" in err and "lower --holdout" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_header_only_fold_file(tiny, tmp_path, capsys):
+    ds = copy_dataset(tiny, tmp_path / "ds")
+    val = ds["labels"] / "Fold1_val.csv"
+    val.write_text(val.read_text().splitlines()[0] + "\n")
+    code, err = cli(train_argv(ds, tmp_path / "run"), capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{val}: the table has a header but no rows" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_must_be_a_folder_and_no_input(tiny, tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    code, err = cli(train_argv(tiny, file), capsys)
+    assert code == 2 and "--out" in err and "is a file" in err and file.read_text() == "x"
+    code, err = cli(train_argv(tiny, tiny["labels"]), capsys)
+    assert code == 2 and "the input" in err
 
 
 def test_missing_imagenet_weights_fail_before_training(tiny, tmp_path, monkeypatch, capsys):

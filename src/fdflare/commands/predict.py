@@ -18,9 +18,25 @@ example:
 """
 
 
+def _legacy_device(text: str) -> str:
+    """The old ``--device`` values (auto, cpu, cuda, cuda:N, mps) as an ``--accelerator``."""
+    if text in ("auto", "cpu", "cuda", "gpu", "mps"):
+        return text
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+
+
+def _one_device(text: str) -> int | str:
+    if text in ("auto", "1"):
+        return "auto" if text == "auto" else 1
+    raise argparse.ArgumentTypeError(f"prediction runs on one device: give auto or 1, not {text!r}")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare predict``."""
-    from fdflare.commands.train import MODELS
+    from fdflare.commands._common import add_deprecated_alias, nonnegative_int, positive_int
+    from fdflare.models.registry import list_models
 
     p.add_argument(
         "--checkpoint", required=True, metavar="FILE", help="best.ckpt or last.ckpt of a run"
@@ -40,21 +56,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        choices=MODELS,
+        choices=list_models(),
         help="architecture: checked against the checkpoint; required for a bare state_dict",
     )
     p.add_argument(
-        "--image-size", type=int, metavar="PX", help="image size of a bare state_dict (default 512)"
+        "--image-size",
+        type=positive_int,
+        metavar="PX",
+        help="image size of a bare state_dict (default 512)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=64, metavar="N", help="batch size (default %(default)s)"
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="batch size (default %(default)s)",
     )
     p.add_argument(
-        "--workers", type=int, default=2, metavar="N", help="loader workers (default %(default)s)"
+        "--workers",
+        type=nonnegative_int,
+        default=2,
+        metavar="N",
+        help="loader worker processes (default %(default)s)",
     )
     p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default %(default)s)"
+        "--accelerator",
+        type=_legacy_device,
+        default="auto",
+        metavar="{auto,cpu,gpu,mps}",
+        help="auto (CUDA, then MPS, then CPU), cpu, gpu (= cuda, or cuda:N for one GPU) or mps "
+        "(default %(default)s)",
     )
+    p.add_argument(
+        "--devices",
+        type=_one_device,
+        default="auto",
+        metavar="N",
+        help="devices: auto or 1 (prediction runs on one device)",
+    )
+    add_deprecated_alias(p, "--device", "--accelerator", dest="accelerator", type=_legacy_device)
     p.add_argument(
         "--skip-missing",
         action="store_true",
@@ -71,7 +111,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read image files even where an array store exists",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (the final summary still prints)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         batch_size=args.batch_size,
         workers=args.workers,
-        device=args.device,
+        accelerator=args.accelerator,
+        devices=args.devices,
         skip_missing=args.skip_missing,
         image_ext=args.image_ext,
         decoder=args.decoder,

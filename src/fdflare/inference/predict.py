@@ -12,7 +12,8 @@ named), runs it over the images of a label table and writes:
   ``fdflare evaluate`` and ``fdflare spatial`` read.
 
 Images must have the checkpoint's size and be 8-bit grayscale; anything else is an error
-naming the file, found up front in the main process.
+naming the file, found up front in the main process. Checkpoints are read with torch
+alone (:mod:`fdflare.training.checkpoint`): predicting imports no Lightning.
 """
 
 from __future__ import annotations
@@ -28,10 +29,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import atomic_open
-from fdflare.data.dataset import FlareDataset, check_images, open_images, read_label_csv
-from fdflare.core.errors import InputError
-from fdflare.models.networks import FlareNet, create_model, flare_probability, list_models, load_model_state
+from fdflare.data.dataset import FlareDataset
+from fdflare.data.sources import check_images, open_images
+from fdflare.data.tables import read_label_csv
+from fdflare.models.networks import FlareNet, create_model, flare_probability
+from fdflare.models.registry import list_models
+from fdflare.models.weights import foreign_state_dict, load_model_state
+from fdflare.training.checkpoint import checkpoint_record, read_checkpoint
+from fdflare.training.config import accelerator_problem
+
+#: what ``--accelerator`` of ``fdflare predict`` takes (one device: prediction does not shard)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 JOINED_COLUMNS = ("label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start")
 
@@ -68,8 +78,6 @@ def load_model(
         InputError: a corrupt or unknown file, a checkpoint of another architecture than
             ``model``, or weights that do not fit the architecture.
     """
-    from fdflare.training.fit import checkpoint_record, read_checkpoint
-
     path = Path(checkpoint)
     ckpt = read_checkpoint(path)
     if "fdflare" in ckpt:
@@ -92,12 +100,8 @@ def load_model(
         state = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
         epoch, scores = rec.get("epoch"), dict(rec.get("scores", {}))
     else:
-        state = ckpt.get("model_state_dict", ckpt)
-        if (
-            not isinstance(state, dict)
-            or not state
-            or not all(isinstance(v, torch.Tensor) for v in state.values())
-        ):
+        foreign = foreign_state_dict(ckpt)
+        if foreign is None:
             raise InputError(
                 "neither an fdflare checkpoint nor a state_dict (a mapping of parameter names to tensors)",
                 path=path,
@@ -108,6 +112,7 @@ def load_model(
                 path=path,
                 field="model",
             )
+        state = foreign
         arch, size, adapter = model, image_size or 512, input_adapter or "conv"
         epoch, scores = None, {}
     if arch not in list_models():
@@ -120,9 +125,38 @@ def load_model(
     return LoadedModel(net, arch, size, adapter, epoch, scores)
 
 
-def _device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
+def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> torch.device:
+    """The one device prediction runs on.
+
+    Args:
+        accelerator: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``gpu`` (= ``cuda``),
+            ``mps``, or ``cuda:N`` (a given GPU; the old ``--device`` spelling).
+        devices: ``auto`` or 1: prediction runs on one device.
+
+    Raises:
+        UsageError: an accelerator this machine lacks, or more than one device.
+    """
+    if devices not in ("auto", 1):
+        raise UsageError(f"--devices {devices}: prediction runs on one device (give 1 or auto)")
+    if accelerator.startswith("cuda:"):
+        index = accelerator.partition(":")[2]
+        problem = accelerator_problem("cuda")
+        if problem is None and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            problem = f"{accelerator}: no such GPU (this machine has {torch.cuda.device_count()})"
+        if problem:
+            raise UsageError(f"--accelerator {problem}")
+        return torch.device(accelerator)
+    if accelerator not in ACCELERATORS:
+        raise UsageError(
+            f"--accelerator {accelerator}: choose one of {', '.join(ACCELERATORS)} (or cuda:N)"
+        )
+    problem = accelerator_problem(accelerator)
+    if problem:
+        raise UsageError(f"--accelerator {problem}")
+    if accelerator in ("gpu", "cuda"):
+        return torch.device("cuda")
+    if accelerator != "auto":
+        return torch.device(accelerator)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -136,7 +170,7 @@ def predict_probabilities(
     *,
     batch_size: int = 64,
     workers: int = 0,
-    device: str = "auto",
+    device: torch.device | str = "auto",
     progress: bool = False,
 ) -> np.ndarray:
     """Return P(flare) for every item of ``dataset`` (in order) as float64.
@@ -146,7 +180,7 @@ def predict_probabilities(
     """
     from tqdm.auto import tqdm
 
-    dev = _device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     net = net.to(dev).eval()
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -247,7 +281,8 @@ def predict(
     image_size: int | None = None,
     batch_size: int = 64,
     workers: int = 0,
-    device: str = "auto",
+    accelerator: str = "auto",
+    devices: int | str = "auto",
     skip_missing: bool = False,
     image_ext: str | None = None,
     decoder: str = "pil",
@@ -256,10 +291,13 @@ def predict(
 ) -> PredictResult:
     """Predict every image of a label table and write the study's prediction CSV.
 
+    The outputs are checked before anything is computed: ``out`` (and ``OUT_joined.csv``
+    with ``table``) must be writable files that are none of the inputs.
+
     Args:
         checkpoint: model checkpoint (:func:`load_model`).
         labels: label table CSV (e.g. ``Fold1_val.csv`` or ``labels.csv``), or such a table
-            already read (:func:`fdflare.data.dataset.read_label_csv`).
+            already read (:func:`fdflare.data.tables.read_label_csv`).
         images: image folder or array store.
         out: prediction CSV to write.
         table: ``fdflare label``'s full ``labels.csv``; also writes ``OUT_joined.csv``.
@@ -267,17 +305,30 @@ def predict(
         image_size: image size of a bare ``state_dict``.
         batch_size: images per batch.
         workers: loader worker processes.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
+        accelerator: ``auto``, ``cpu``, ``gpu``, ``mps`` or ``cuda:N`` (:func:`resolve_device`).
+        devices: ``auto`` or 1.
         skip_missing: leave out rows whose image is missing (counted) instead of failing.
         image_ext: replace the labels' image extension.
         decoder: ``pil`` or ``torchvision``.
         array_store: read the array store when ``images`` holds one.
-        quiet: no progress bar or notes.
+        quiet: no progress bar.
 
     Raises:
         InputError: bad checkpoint, table or image (naming the file).
         MissingDataError: missing images without ``skip_missing``.
+        OutputError: an output that is an input, a folder, or not writable.
+        UsageError: an accelerator this machine lacks.
     """
+    from fdflare.core.outputs import check_output_file
+
+    table_name = None if isinstance(labels, pd.DataFrame) else labels
+    inputs = [checkpoint, table_name, images, table]
+    if isinstance(labels, pd.DataFrame) and labels.attrs.get("path"):
+        inputs.append(labels.attrs["path"])
+    check_output_file(out, inputs=inputs)
+    if table is not None:
+        check_output_file(joined_path(out), inputs=inputs, option="--out (its _joined.csv)")
+    dev = resolve_device(accelerator, devices)
     loaded = load_model(checkpoint, model=model, image_size=image_size)
     if isinstance(labels, pd.DataFrame):
         df = labels
@@ -295,6 +346,17 @@ def predict(
             f"(e.g. {', '.join(check.missing[:5])})"
         )
         df = df[check.keep].reset_index(drop=True)
+    full = None
+    if table is not None:
+        from fdflare.label import read_label_table
+
+        full = read_label_table(table)
+        # every predicted image must be in the table: find out before predicting
+        join_table(
+            pd.DataFrame({"timestamp": df["label"], "flare_prob": 0.0, "target": df["target"]}),
+            full,
+            table_path=table,
+        )
     dataset = FlareDataset(df, source, image_size=loaded.image_size, as_uint8=True)
     progress = not quiet and sys.stderr.isatty()
     prob = predict_probabilities(
@@ -302,7 +364,7 @@ def predict(
         dataset,
         batch_size=batch_size,
         workers=workers,
-        device=device,
+        device=dev,
         progress=progress,
     )
     pred = pd.DataFrame(
@@ -310,10 +372,7 @@ def predict(
     )
     joined = None
     joined_out: Path | None = None
-    if table is not None:
-        from fdflare.label import read_label_table
-
-        full = read_label_table(table)
+    if full is not None and table is not None:
         joined = join_table(pred, full, table_path=table)
         if "target" in full.columns:
             t = full.drop_duplicates("label").set_index("label")["target"]
@@ -331,7 +390,6 @@ def predict(
         joined_out = joined_path(out)
         with atomic_open(joined_out, "w") as fh:
             joined.to_csv(fh, index=False, lineterminator="\n")
-    if not quiet:
-        for note in notes:
-            print(note, file=sys.stderr)
+    for note in notes:  # warnings: printed with --quiet too
+        print(note, file=sys.stderr)
     return PredictResult(out, joined_out, len(pred), len(check.missing), notes)

@@ -1,4 +1,4 @@
-"""The study's three classifiers on torchvision backbones, and a tiny registry.
+"""The study's three classifiers on torchvision backbones.
 
 Every model maps a one-channel magnetogram ``[B, 1, H, W]`` (values in [0, 1]) to
 log-probabilities of the two classes ``[B, 2]`` (0 = no flare, 1 = flare), built exactly as
@@ -15,9 +15,9 @@ convolution with bias 0, ``N(0, 0.01)`` for every head ``Linear`` with bias 0. M
 follow the study's code (``first_conv_layer``, ``features``, ``classifier``, ``fc``...), so its
 released ``state_dict`` files load as they are.
 
-ImageNet weights come from torchvision's weights API (``AlexNet_Weights.IMAGENET1K_V1``
-etc.), read from the local torch hub cache; nothing is downloaded here. A missing file is a
-:class:`~fdflare.core.errors.MissingDataError` naming the file and the folder to put it in.
+The names come from :mod:`fdflare.models.registry`; ImageNet weights (torchvision's
+``AlexNet_Weights.IMAGENET1K_V1`` etc.) are read from the local torch hub cache by
+:mod:`fdflare.models.weights`; nothing is downloaded here.
 
 Example:
     >>> from fdflare.models.networks import create_model
@@ -30,134 +30,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from fdflare.core.errors import InputError, MissingDataError
+from fdflare.core.errors import InputError
+from fdflare.models.registry import INPUT_ADAPTERS, check_adapter, get_spec, list_models
+from fdflare.models.weights import first_line, load_imagenet_state_dict, weights_file
 
-INPUT_ADAPTERS = ("conv", "sum")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered architecture.
-
-    Attributes:
-        name: registry name.
-        weights: the torchvision weights enum member of its ImageNet weights.
-        description: one line for ``fdflare train --help`` and the docs.
-        in_study: whether the study used it (others are extras, e.g. for quick tests).
-    """
-
-    name: str
-    weights: Any
-    description: str
-    in_study: bool = True
-
-
-def _specs() -> dict[str, ModelSpec]:
-    tv = torchvision.models
-    return {
-        "alexnet": ModelSpec(
-            "alexnet",
-            tv.AlexNet_Weights.IMAGENET1K_V1,
-            "AlexNet features + 3-layer head (57M parameters)",
-        ),
-        "vgg16": ModelSpec(
-            "vgg16", tv.VGG16_Weights.IMAGENET1K_V1, "VGG16 features + 3-layer head (134M)"
-        ),
-        "resnet34": ModelSpec(
-            "resnet34", tv.ResNet34_Weights.IMAGENET1K_V1, "ResNet34 + Linear(512, 2) (21M)"
-        ),
-        "resnet18": ModelSpec(
-            "resnet18",
-            tv.ResNet18_Weights.IMAGENET1K_V1,
-            "ResNet18 + Linear(512, 2) (11M; not in the study, for quick runs)",
-            in_study=False,
-        ),
-    }
-
-
-def list_models(study_only: bool = False) -> list[str]:
-    """Return the registered model names (the study's three first)."""
-    return [name for name, spec in _specs().items() if spec.in_study or not study_only]
-
-
-def weights_file(name: str) -> Path:
-    """Return where the ImageNet weights of ``name`` are expected.
-
-    That is ``torch.hub.get_dir()/checkpoints/<file>``, the file name being the last part of
-    torchvision's URL (e.g. ``alexnet-owt-7be5be79.pth``): where
-    ``torch.hub.load_state_dict_from_url`` caches it.
-    """
-    spec = _spec(name)
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights.url)
-
-
-def load_imagenet_state_dict(
-    name: str, path: str | os.PathLike[str] | None = None
-) -> dict[str, torch.Tensor]:
-    """Read the ImageNet ``state_dict`` of a backbone from a local file (never downloads).
-
-    Args:
-        name: registry name.
-        path: the weights file; by default :func:`weights_file` (the torch hub cache).
-
-    Raises:
-        MissingDataError: the file is absent; the message names it, the folder it belongs
-            in, the URL to fetch it from and ``--no-pretrained``.
-        InputError: the file is not a readable ``state_dict``.
-    """
-    spec = _spec(name)
-    file = Path(path) if path is not None else weights_file(name)
-    if not file.is_file():
-        raise MissingDataError(
-            f"ImageNet weights for {name} not found: {file} does not exist. Download "
-            f"{spec.weights.url} on a machine with internet access and put it in {file.parent}/ "
-            f"(keeping the file name {file.name}), or pass --no-pretrained to train from random "
-            "initialisation."
-        )
-    state = _torch_load(file, what="ImageNet weights file")
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(
-            f"not a {name} state_dict (a mapping of parameter names to tensors)", path=file
-        )
-    return state
-
-
-def _torch_load(path: Path, *, what: str, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with a clear error for unreadable files.
-
-    ``mmap=True`` maps the tensors instead of reading them (to look at a checkpoint's record).
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # pickle, zip and unpickler errors have no common base class
-        raise InputError(f"cannot read {what}: {type(exc).__name__}: {exc}", path=path) from exc
-
-
-def _spec(name: str) -> ModelSpec:
-    specs = _specs()
-    if name not in specs:
-        raise InputError(f"unknown model {name!r}; choose one of {', '.join(specs)}", field="model")
-    return specs[name]
-
-
-def _check_adapter(input_adapter: str) -> None:
-    if input_adapter not in INPUT_ADAPTERS:
-        choices = ", ".join(INPUT_ADAPTERS)
-        raise InputError(
-            f"unknown input adapter {input_adapter!r}; choose one of {choices}",
-            field="input_adapter",
-        )
+__all__ = [
+    "INPUT_ADAPTERS",
+    "AlexNetFlare",
+    "FlareNet",
+    "ResNetFlare",
+    "VGG16Flare",
+    "adapt_input_conv",
+    "create_model",
+    "flare_probability",
+    "list_models",
+]
 
 
 # --------------------------------------------------------------------------- init helpers
@@ -216,7 +109,7 @@ class FlareNet(nn.Module):
 
     def __init__(self, input_adapter: str = "conv") -> None:
         super().__init__()
-        _check_adapter(input_adapter)
+        check_adapter(input_adapter)
         self.input_adapter = input_adapter
         self.first_conv_layer: nn.Module = (
             _first_layer() if input_adapter == "conv" else nn.Identity()
@@ -369,8 +262,8 @@ def create_model(
         MissingDataError: ``pretrained`` and the weights file is absent.
         InputError: unknown name or adapter, or a weights file that does not fit the backbone.
     """
-    _spec(name)
-    _check_adapter(input_adapter)
+    get_spec(name)
+    check_adapter(input_adapter)
     backbone = getattr(torchvision.models, name)(weights=None)
     if pretrained:
         state = load_imagenet_state_dict(name, weights_path)
@@ -379,31 +272,6 @@ def create_model(
         except RuntimeError as exc:
             file = weights_path if weights_path is not None else weights_file(name)
             raise InputError(
-                f"the file does not hold {name} ImageNet weights ({_first_line(exc)})", path=file
+                f"the file does not hold {name} ImageNet weights ({first_line(exc)})", path=file
             ) from exc
     return _BUILDERS[name](backbone, input_adapter, num_classes)
-
-
-def load_model_state(
-    model: nn.Module, state: dict[str, torch.Tensor], *, path: str | os.PathLike[str]
-) -> None:
-    """Load ``state`` into ``model`` strictly.
-
-    Raises:
-        InputError: the weights belong to another architecture or input adapter.
-    """
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        arch = getattr(model, "arch", type(model).__name__)
-        raise InputError(
-            f"checkpoint weights do not fit a {arch} model (is it a checkpoint of another "
-            f"architecture or input adapter?): {_first_line(exc)}",
-            path=path,
-        ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    detail = " ".join(line.strip() for line in text[1:3]) if len(text) > 1 else ""
-    return (text[0] + (" " + detail if detail else ""))[:300] if text else type(exc).__name__

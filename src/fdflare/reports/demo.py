@@ -27,27 +27,94 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from fdflare.training.config import setting
+
+
+def _train_setting(name: str, default: Any) -> Any:
+    """A demo field that is a training setting: help, choices and range from :class:`TrainConfig`."""
+    from fdflare.training.config import TrainConfig
+
+    (f,) = [f for f in fields(TrainConfig) if f.name == name]
+    return field(default=default, metadata=f.metadata)
 
 
 @dataclass
 class DemoConfig:
-    """Options of the demo (defaults finish in a few minutes on 2 CPU cores)."""
+    """Options of the demo (defaults finish in a few minutes on 2 CPU cores).
 
-    start: str = "2011-01-01T00:00"
-    days: int = 365
-    cadence: str = "12h"
-    size: int = 64
-    seed: int = 0
-    model: str = "resnet18"
-    folds: tuple[int, ...] = (1, 2, 3, 4)
-    epochs: int = 3
-    batch_size: int = 32
-    max_lr: float = 1e-2
-    workers: int = 0
-    overrides: dict[str, Any] = field(default_factory=dict)
+    The defaults are ``fdflare/configs/demo.yaml``. The training fields take their help,
+    choices and ranges from :class:`~fdflare.training.config.TrainConfig`; ``train`` holds
+    any other training settings for the demo's runs.
+    """
+
+    start: str = setting(
+        "2011-01-01T00:00", "first image time of the synthetic data", metavar="TIME"
+    )
+    days: int = setting(365, "days of synthetic data", low=1, metavar="N")
+    cadence: str = setting("12h", "image cadence", metavar="DURATION")
+    image_size: int = _train_setting("image_size", 64)
+    seed: int = _train_setting("seed", 0)
+    model: str = _train_setting("model", "resnet18")
+    folds: tuple[int, ...] = setting(
+        (1, 2, 3, 4), "folds to run, comma-separated", choices=(1, 2, 3, 4), metavar="LIST"
+    )
+    epochs: int = _train_setting("epochs", 3)
+    batch_size: int = _train_setting("batch_size", 32)
+    max_lr: float = _train_setting("max_lr", 1e-2)
+    workers: int = _train_setting("workers", 0)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def updated(
+        self, values: dict[str, Any], *, path: str | os.PathLike[str] | None = None
+    ) -> DemoConfig:
+        """Return a copy with ``values`` applied, checking names, types and ranges.
+
+        Raises:
+            InputError: an unknown name or a bad value, naming the field.
+        """
+        from fdflare.training.config import TrainConfig, updated
+
+        cfg = updated(self, values, path=path)
+        TrainConfig(pretrained=False).updated(cfg.train, path=path)  # check the overrides too
+        return cfg
+
+    def train_config(self, fold: int, labels: str, images: str) -> Any:
+        """The training config of one fold."""
+        from fdflare.training.config import TrainConfig
+
+        return TrainConfig(
+            model=self.model,
+            pretrained=False,
+            fold=fold,
+            image_size=self.image_size,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            max_lr=self.max_lr,
+            seed=self.seed,
+            labels=labels,
+            images=images,
+            workers=self.workers,
+        ).updated(self.train)
+
+
+def demo_config_path() -> Path:
+    """The packaged demo settings, ``fdflare/configs/demo.yaml`` (the defaults of :class:`DemoConfig`)."""
+    return Path(__file__).parents[1] / "configs" / "demo.yaml"
+
+
+def load_demo_config(path: str | os.PathLike[str], base: DemoConfig | None = None) -> DemoConfig:
+    """Read a YAML or JSON file of demo settings over ``base``.
+
+    Raises:
+        InputError: unreadable file, an unknown field or a bad value, naming the file.
+    """
+    from fdflare.training.config import read_settings
+
+    return (base or DemoConfig()).updated(read_settings(path), path=path)
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -61,16 +128,16 @@ def run_demo(
     """Run the pipeline into ``out`` and return ``{"evaluate": ..., "spatial": ...}``."""
     import pandas as pd
 
-    from fdflare.core.io import write_text_atomic
     from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.metrics import evaluate_files
     from fdflare.analysis.metrics import format_table as eval_table
-    from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
-    from fdflare.inference.predict import joined_path, predict
     from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
     from fdflare.analysis.spatial import format_table as spatial_table
+    from fdflare.core.io import write_text_atomic
+    from fdflare.inference.predict import joined_path, predict
+    from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
     from fdflare.synth.writer import generate
-    from fdflare.training.fit import TrainConfig, fit
+    from fdflare.training.fit import fit
 
     cfg = config or DemoConfig()
     out = Path(out)
@@ -80,7 +147,7 @@ def run_demo(
     end = start + pd.Timedelta(days=cfg.days)
 
     _say(
-        f"[1/6] synth: {cfg.days} days of {cfg.cadence} synthetic magnetograms, {cfg.size} px",
+        f"[1/6] synth: {cfg.days} days of {cfg.cadence} synthetic magnetograms, {cfg.image_size} px",
         quiet,
     )
     synth_dir = out / "synth"
@@ -89,7 +156,7 @@ def run_demo(
         start=start.isoformat(),
         end=(end - pd.Timedelta(cfg.cadence)).isoformat(),
         cadence=cfg.cadence,
-        size=cfg.size,
+        size=cfg.image_size,
         seed=cfg.seed,
         progress=not quiet,
     )
@@ -104,19 +171,7 @@ def run_demo(
     pred_files, joined_files = [], []
     for k in cfg.folds:
         _say(f"[3/6] train: {cfg.model}, fold {k}, {cfg.epochs} epochs", quiet)
-        tcfg = TrainConfig(
-            model=cfg.model,
-            pretrained=False,
-            fold=k,
-            image_size=cfg.size,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            max_lr=cfg.max_lr,
-            seed=cfg.seed,
-            labels=str(out / "labels"),
-            images=str(synth_dir / "images"),
-            workers=cfg.workers,
-        ).updated(cfg.overrides)
+        tcfg = cfg.train_config(k, str(out / "labels"), str(synth_dir / "images"))
         result = fit(tcfg, out / "runs" / f"{cfg.model}_fold{k}", resume=True, quiet=quiet)
         ckpt = result.best_checkpoint or result.last_checkpoint
         _say(f"[4/6] predict: fold {k} validation set with {ckpt.name}", quiet)
@@ -146,7 +201,7 @@ def run_demo(
     report = [
         "# fdflare demo (synthetic data)",
         "",
-        f"Synthetic magnetograms, {cfg.days} days every {cfg.cadence} from {start:%Y-%m-%d}, {cfg.size} px; "
+        f"Synthetic magnetograms, {cfg.days} days every {cfg.cadence} from {start:%Y-%m-%d}, {cfg.image_size} px; "
         f"{labels.counts['instances']} instances ({labels.counts['positives']} positive, >= M1.0); "
         f"{cfg.model} trained {cfg.epochs} epochs per fold without ImageNet weights; {seconds:.0f} s in all.",
         "The data are synthetic: these numbers show the pipeline works, not real forecast skill.",

@@ -30,18 +30,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import io
 import json
 import math
 import os
-import shutil
+import signal
 import sys
-import time
-import typing
+import threading
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,748 +46,32 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from fdflare.core.io import atomic_open, write_text_atomic
-from fdflare.data.dataset import (
-    EpochSampler,
-    FlareDataset,
-    check_images,
-    class_weights,
-    fold_tables,
-    open_images,
+from fdflare.core.errors import FdflareError, InputError, MissingDataError, UsageError
+from fdflare.core.io import write_text_atomic
+from fdflare.data.dataset import FlareDataset
+from fdflare.data.sources import check_images, open_images
+from fdflare.data.tables import class_weights, fold_tables
+from fdflare.models.networks import create_model
+from fdflare.models.weights import weights_file
+from fdflare.training.callbacks import RunRecorder, StderrProgressBar
+from fdflare.training.checkpoint import checkpoint_record, read_checkpoint
+from fdflare.training.config import (
+    RUNTIME_FIELDS,
+    Runtime,
+    TrainConfig,
+    check_hardware,
+    resolve_runtime,
 )
-from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.analysis.metrics import skill_scores
-from fdflare.models.networks import FlareNet, create_model, list_models, weights_file
+from fdflare.training.datamodule import FlareDataModule
+from fdflare.training.module import FlareClassifier
 
-CHECKPOINT_FORMAT = 1
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_tss",
-    "val_hss2",
-    "lr",
-    "train_seconds",
-    "val_seconds",
-)
-HOLDOUT_COLUMNS = ("holdout_loss", "holdout_tss", "holdout_hss2")
+__all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "fit", "holdout_split", "read_metrics"]
 
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on, with the study's defaults.
-
-    Recipe fields (a resumed run must keep them):
-
-    Attributes:
-        model: architecture (:func:`fdflare.models.networks.list_models`).
-        pretrained: start from ImageNet weights (read from the torch hub cache).
-        input_adapter: ``conv`` (the study's extra 1->3 convolution) or ``sum`` (RGB kernels
-            of the first convolution summed to one channel).
-        fold: cross-validation fold, 1..4.
-        image_size: image width and height in pixels; other sizes are an error.
-        epochs: training epochs.
-        batch_size: images per batch (per process under DDP).
-        lr: SGD learning rate (``OneCycleLR`` overrides it from the first step).
-        weight_decay: SGD weight decay.
-        max_lr: ``OneCycleLR`` peak learning rate.
-        anneal_strategy: ``OneCycleLR`` annealing, ``cos`` or ``linear``.
-        pct_start: ``OneCycleLR`` share of steps spent increasing the learning rate.
-        div_factor: ``OneCycleLR`` initial lr = max_lr / div_factor.
-        final_div_factor: ``OneCycleLR`` final lr = initial lr / final_div_factor.
-        cycle_momentum: let ``OneCycleLR`` cycle SGD's momentum (as the study, by default).
-        base_momentum: lower momentum of the cycle.
-        max_momentum: upper momentum of the cycle.
-        augment: the study's augmentation (flare x4, no-flare x2); ``False`` trains on originals.
-        rotation_degrees: the augmentation's random rotations lie within +-this angle.
-        threshold: P(flare) threshold of TSS and HSS2.
-        hss2_tolerance: largest HSS2 drop from the best so far that still allows selection.
-        holdout_fraction: 0 selects on the validation fold (the study); ``f`` > 0 holds out
-            the latest ``f`` of the training instances (by image time) for selection.
-        seed: seed of initialisation, shuffling, augmentation and dropout (40 in the study).
-
-    Runtime fields (free to change on resume):
-
-    Attributes:
-        labels: label folder (``Fold{k}_{train,val}.csv`` or ``labels.csv``).
-        images: image folder or array store.
-        image_ext: replace the labels' image extension (e.g. ``png``).
-        decoder: ``pil`` or ``torchvision``.
-        array_store: read the packed array of ``fdflare prepare --array-store`` when the
-            image folder holds one (faster), else the image files.
-        skip_missing: drop rows whose image is missing (counted and reported).
-        check_headers: check every image's size and mode up front (else only the first).
-        weights_path: an explicit ImageNet weights file.
-        workers: data-loading worker processes per training process.
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``, ``mps``).
-        devices: devices per node (``auto`` or a number).
-        num_nodes: nodes.
-        precision: ``auto`` (bf16-mixed on CUDA with bf16, else 32-true) or a Lightning value.
-        deterministic: deterministic algorithms; ``None``: on CPU only.
-        channels_last: channels-last memory format (faster convolutions on recent GPUs).
-    """
-
-    model: str = "alexnet"
-    pretrained: bool = True
-    input_adapter: str = "conv"
-    fold: int = 1
-    image_size: int = 512
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    max_lr: float = 1e-5
-    anneal_strategy: str = "cos"
-    pct_start: float = 0.3
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-    cycle_momentum: bool = True
-    base_momentum: float = 0.85
-    max_momentum: float = 0.95
-    augment: bool = True
-    rotation_degrees: float = 5.0
-    threshold: float = 0.5
-    hss2_tolerance: float = 0.02
-    holdout_fraction: float = 0.0
-    seed: int = 40
-    labels: str = ""
-    images: str = ""
-    image_ext: str | None = None
-    decoder: str = "pil"
-    array_store: bool = True
-    skip_missing: bool = False
-    check_headers: bool = True
-    weights_path: str | None = None
-    workers: int = 4
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = 1
-    precision: str = "auto"
-    deterministic: bool | None = None
-    channels_last: bool = False
-
-    @classmethod
-    def from_dict(
-        cls, values: dict[str, Any], *, path: str | os.PathLike[str] | None = None
-    ) -> TrainConfig:
-        """Build a config from a mapping (e.g. a JSON file), checking names and types."""
-        return cls().updated(values, path=path)
-
-    def updated(
-        self, values: dict[str, Any], *, path: str | os.PathLike[str] | None = None
-    ) -> TrainConfig:
-        """Return a copy with ``values`` applied, checking names and types.
-
-        Raises:
-            InputError: an unknown name or a value of the wrong type, naming the field.
-        """
-        hints = typing.get_type_hints(type(self))
-        known = {f.name for f in fields(self)}
-        new = asdict(self)
-        for key, value in values.items():
-            if key not in known:
-                raise InputError(
-                    f"unknown setting (known: {', '.join(sorted(known))})", path=path, field=key
-                )
-            new[key] = _coerce(value, hints[key], key, path)
-        cfg = type(self)(**new)
-        cfg.validate(path=path)
-        return cfg
-
-    def validate(self, *, path: str | os.PathLike[str] | None = None) -> None:
-        """Check value ranges.
-
-        Raises:
-            InputError: naming the field.
-        """
-        checks: list[tuple[bool, str, str]] = [
-            (
-                self.model in list_models(),
-                "model",
-                f"unknown model; choose one of {', '.join(list_models())}",
-            ),
-            (self.input_adapter in ("conv", "sum"), "input_adapter", "must be conv or sum"),
-            (self.fold >= 1, "fold", "must be 1 or more"),
-            (self.image_size >= 16, "image_size", "must be 16 or more"),
-            (self.epochs >= 1, "epochs", "must be 1 or more"),
-            (self.batch_size >= 1, "batch_size", "must be 1 or more"),
-            (
-                self.max_lr > 0 and self.lr >= 0 and self.weight_decay >= 0,
-                "max_lr",
-                "rates must be positive",
-            ),
-            (self.anneal_strategy in ("cos", "linear"), "anneal_strategy", "must be cos or linear"),
-            (0 < self.pct_start < 1, "pct_start", "must lie in (0, 1)"),
-            (0 < self.threshold < 1, "threshold", "must lie in (0, 1)"),
-            (0 <= self.holdout_fraction < 1, "holdout_fraction", "must lie in [0, 1)"),
-            (self.workers >= 0, "workers", "must be 0 or more"),
-            (self.num_nodes >= 1, "num_nodes", "must be 1 or more"),
-            (self.decoder in ("pil", "torchvision"), "decoder", "must be pil or torchvision"),
-            (
-                self.devices == "auto" or (isinstance(self.devices, int) and self.devices >= 1),
-                "devices",
-                "must be auto or a number of 1 or more",
-            ),
-        ]
-        for ok, name, message in checks:
-            if not ok:
-                raise InputError(f"{getattr(self, name)!r}: {message}", path=path, field=name)
-
-
-RUNTIME_FIELDS = frozenset(
-    {
-        "labels",
-        "images",
-        "image_ext",
-        "decoder",
-        "array_store",
-        "skip_missing",
-        "check_headers",
-        "weights_path",
-        "workers",
-        "accelerator",
-        "devices",
-        "num_nodes",
-        "precision",
-        "deterministic",
-        "channels_last",
-    }
-)
-
-
-def _coerce(value: Any, hint: Any, key: str, path: str | os.PathLike[str] | None) -> Any:
-    """Check ``value`` against a field's type hint; ints are accepted for floats."""
-    args = typing.get_args(hint) or (hint,)
-    if value is None and type(None) in args:
-        return None
-    for t in args:
-        if t is bool and isinstance(value, bool):
-            return value
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is str and isinstance(value, str):
-            return value
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in args)
-    raise InputError(f"{value!r} is not a valid value (expected {names})", path=path, field=key)
-
-
-def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -> TrainConfig:
-    """Read a JSON config file (any subset of :class:`TrainConfig` fields) over ``base``.
-
-    Raises:
-        InputError: unreadable JSON, an unknown field or a wrong type, naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such config file", path=path)
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not a UTF-8 text file ({exc})", path=path) from exc
-    if not isinstance(values, dict):
-        raise InputError("a config file holds one JSON object of settings", path=path)
-    return (base or TrainConfig()).updated(values, path=path)
-
-
-def default_config_path() -> Path:
-    """The packaged default config (the study's recipe), ``fdflare/configs/default.json``."""
-    return Path(__file__).parents[1] / "configs" / "default.json"
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-@dataclass
-class Runtime:
-    """How Lightning will run: resolved from the config and the machine."""
-
-    accelerator: str
-    devices: int | str
-    n_devices: int
-    num_nodes: int
-    strategy: str
-    precision: str
-    deterministic: bool
-    slurm: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return asdict(self)
-
-
-def resolve_runtime(config: TrainConfig) -> Runtime:
-    """Pick accelerator, precision and strategy for this machine (see :class:`TrainConfig`)."""
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    acc = config.accelerator
-    cuda = torch.cuda.is_available() and acc in ("auto", "gpu", "cuda")
-    mps = not cuda and acc in ("auto", "mps") and torch.backends.mps.is_available()
-    on_cpu = not cuda and not mps
-    if config.precision != "auto":
-        precision = config.precision
-    elif cuda and torch.cuda.is_bf16_supported():
-        precision = "bf16-mixed"
-    else:
-        precision = "32-true"
-    if isinstance(config.devices, int):
-        n_devices = config.devices
-    elif cuda:
-        n_devices = torch.cuda.device_count()
-    else:
-        n_devices = 1
-    strategy = "ddp" if n_devices > 1 or config.num_nodes > 1 else "auto"
-    deterministic = on_cpu if config.deterministic is None else config.deterministic
-    return Runtime(
-        accelerator="cpu" if on_cpu and acc == "auto" else acc,
-        devices=config.devices,
-        n_devices=n_devices,
-        num_nodes=config.num_nodes,
-        strategy=strategy,
-        precision=precision,
-        deterministic=deterministic,
-        slurm=SLURMEnvironment.detect(),
-    )
-
-
-# --------------------------------------------------------------------------- Lightning parts
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
-
-
-class FlareClassifier(L.LightningModule):
-    """The study's training and validation steps around a :class:`~fdflare.models.networks.FlareNet`.
-
-    Args:
-        config: the run's config.
-        weights: NLL class weights ``(w_noflare, w_flare)``.
-        model: the network; by default built from ``config``.
-    """
-
-    def __init__(
-        self, config: TrainConfig, weights: tuple[float, float], model: FlareNet | None = None
-    ) -> None:
-        super().__init__()
-        self.config = config
-        self.model = model if model is not None else create_model(config.model, pretrained=False)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.register_buffer(
-            "class_weights", torch.tensor(weights, dtype=torch.float32), persistent=False
-        )
-        self._train_sum = torch.zeros(2)  # loss sum, batches
-        self._epoch_begun = -1
-        self._val: dict[int, torch.Tensor] = {}  # per loader: loss sum, batches, tp, fp, tn, fn
-        self.epoch_scores: dict[str, float | None] = {}
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """The NLL class weights ``[w_noflare, w_flare]`` (a buffer: on the module's device)."""
-        return typing.cast(torch.Tensor, self.class_weights)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities ``[B, 2]``."""
-        return self.model(x)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """At an epoch's first batch, seed dropout from (seed, epoch, rank) and reset the loss sum.
-
-        Done here rather than in ``on_train_epoch_start``, which Lightning skips for the first
-        epoch after resuming from an end-of-epoch checkpoint: a resumed run draws the same
-        dropout masks as an uninterrupted one.
-        """
-        if self._epoch_begun != self.current_epoch:
-            self._epoch_begun = self.current_epoch
-            torch.manual_seed(_epoch_seed(self.config.seed, self.current_epoch, self.global_rank))
-            self._train_sum = torch.zeros(2, device=self.device)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # noqa: D102
-        x, y = batch
-        loss = F.nll_loss(self.model(x), y, weight=self.weights)
-        self._train_sum += torch.stack([loss.detach().float(), torch.ones((), device=loss.device)])
-        if (
-            self.trainer.progress_bar_callback is not None
-        ):  # a value for the bar costs a device sync
-            self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
-        return loss
-
-    def train_loss(self) -> float:
-        """Mean batch loss of the epoch so far, over all processes (call on every rank)."""
-        total = self.trainer.strategy.reduce(self._train_sum.clone(), reduce_op="sum")
-        return float(total[0] / total[1]) if float(total[1]) > 0 else float("nan")
-
-    def on_validation_epoch_start(self) -> None:  # noqa: D102
-        self._val = {}
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:  # noqa: D102
-        x, y = batch
-        logp = self.model(x).float()
-        loss = F.nll_loss(logp, y, weight=self.weights)
-        pred = logp[:, 1].exp() >= self.config.threshold
-        truth = y.bool()
-        row = torch.stack(
-            [
-                loss.detach(),
-                torch.ones((), device=logp.device),
-                (pred & truth).sum().float(),
-                (pred & ~truth).sum().float(),
-                (~pred & ~truth).sum().float(),
-                (~pred & truth).sum().float(),
-            ]
-        )  # float32: exact for counts below 2**24, and MPS has no float64
-        acc = self._val.get(dataloader_idx)
-        self._val[dataloader_idx] = row if acc is None else acc + row
-
-    def on_validation_epoch_end(self) -> None:
-        """Reduce over processes and compute loss, TSS and HSS2 per loader (val, holdout)."""
-        n_loaders = 2 if self.config.holdout_fraction > 0 else 1
-        scores: dict[str, float | None] = {}
-        for idx, prefix in zip(range(n_loaders), ("val", "holdout"), strict=False):
-            acc = self._val.get(idx, torch.zeros(6, device=self.device))
-            acc = self.trainer.strategy.reduce(acc, reduce_op="sum")
-            loss_sum, batches, tp, fp, tn, fn = (float(v) for v in acc.cpu())
-            tss, hss2, _notes = skill_scores(int(tp), int(fp), int(tn), int(fn))
-            scores[f"{prefix}_loss"] = loss_sum / batches if batches else None
-            scores[f"{prefix}_tss"] = tss
-            scores[f"{prefix}_hss2"] = hss2
-            scores[f"{prefix}_tp"], scores[f"{prefix}_fp"] = tp, fp
-            scores[f"{prefix}_tn"], scores[f"{prefix}_fn"] = tn, fn
-        self.epoch_scores = scores
-
-    def configure_optimizers(self) -> Any:
-        """SGD with weight decay and ``OneCycleLR`` stepped every batch."""
-        c = self.config
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=c.max_lr,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            pct_start=c.pct_start,
-            anneal_strategy=c.anneal_strategy,  # type: ignore[arg-type]  # checked by validate()
-            cycle_momentum=c.cycle_momentum,
-            base_momentum=c.base_momentum,
-            max_momentum=c.max_momentum,
-            div_factor=c.div_factor,
-            final_div_factor=c.final_div_factor,
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-
-
-class FlareDataModule(L.LightningDataModule):
-    """Loaders over prepared datasets, sharded by :class:`~fdflare.data.dataset.EpochSampler`.
-
-    Args:
-        train: the augmented training set.
-        val: the validation fold.
-        holdout: the selection set, when held out from training.
-        batch_size: images per batch per process.
-        workers: loader worker processes.
-        seed: shuffle seed.
-        channels_last: hand batches to the model in channels-last memory format.
-
-    Batches of uint8 images are scaled to [0, 1] after the copy to the device.
-    """
-
-    def __init__(
-        self,
-        train: FlareDataset,
-        val: FlareDataset,
-        holdout: FlareDataset | None = None,
-        *,
-        batch_size: int = 64,
-        workers: int = 4,
-        seed: int = 0,
-        channels_last: bool = False,
-    ) -> None:
-        super().__init__()
-        self.train_set, self.val_set, self.holdout_set = train, val, holdout
-        self.batch_size, self.workers, self.seed = batch_size, workers, seed
-        self.channels_last = channels_last
-
-    def _loader(self, dataset: FlareDataset, *, train: bool) -> torch.utils.data.DataLoader:
-        trainer = self.trainer
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        sampler = EpochSampler(
-            len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train
-        )
-        cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.workers,
-            pin_memory=cuda,
-            persistent_workers=self.workers > 0,
-            prefetch_factor=4 if self.workers > 0 else None,
-            drop_last=False,
-        )
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Scale uint8 images to [0, 1] on the device (``ToTensor`` semantics)."""
-        x, y = batch
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
-
-    def train_dataloader(self) -> torch.utils.data.DataLoader:  # noqa: D102
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> list[torch.utils.data.DataLoader]:  # noqa: D102
-        loaders = [self._loader(self.val_set, train=False)]
-        if self.holdout_set is not None:
-            loaders.append(self._loader(self.holdout_set, train=False))
-        return loaders
-
-
-class _StderrProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bars, written to stderr so stdout stays clean."""
-
-    def init_train_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_train_tqdm()
-
-    def init_validation_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_validation_tqdm()
-
-    def init_sanity_tqdm(self) -> Any:
-        with contextlib.redirect_stdout(sys.stderr):
-            return super().init_sanity_tqdm()
-
-
-class RunRecorder(Callback):
-    """Per-epoch bookkeeping: timing, the selection rule, checkpoints and ``metrics.csv``.
-
-    Its state (every epoch's row and the best scores so far) is saved in the checkpoints,
-    so a resumed run rewrites ``metrics.csv`` and applies the selection rule exactly as an
-    uninterrupted one.
-
-    Args:
-        out: the run folder.
-        config: the run's config.
-        meta: extra facts recorded in every checkpoint (counts, class weights...).
-        quiet: no per-epoch line on stderr.
-    """
-
-    def __init__(
-        self, out: Path, config: TrainConfig, meta: dict[str, Any], quiet: bool = False
-    ) -> None:
-        self.out, self.config, self.meta, self.quiet = out, config, meta, quiet
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"tss": 0.0, "hss2": 0.0, "epoch": None}
-        self._t0 = self._t1 = 0.0
-        self._train_seconds = 0.0
-        self._val_seconds = 0.0
-        self._epoch_timed = -1
-
-    # -- Lightning state
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
-        return {"history": [dict(r) for r in self.history], "best": dict(self.best)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
-        self.history = [dict(r) for r in state_dict.get("history", [])]
-        self.best = dict(state_dict.get("best", self.best))
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Add fdflare's record: format, config, epoch, scores, best, counts."""
-        checkpoint["fdflare"] = {
-            "format": CHECKPOINT_FORMAT,
-            "config": asdict(self.config),
-            "epoch": len(self.history),
-            "scores": dict(self.history[-1]) if self.history else {},
-            "best": dict(self.best),
-            "world_size": trainer.world_size,
-            **self.meta,
-        }
-
-    # -- timing
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._t0 = time.perf_counter()
-        self._epoch_timed = trainer.current_epoch
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        """Start the clock here when Lightning skipped ``on_train_epoch_start`` (first epoch after resuming)."""
-        if self._epoch_timed != trainer.current_epoch:
-            self.on_train_epoch_start(trainer, pl_module)
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._t1 = time.perf_counter()
-        self._train_seconds = self._t1 - self._t0
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
-        self._val_seconds = time.perf_counter() - self._t1
-
-    # -- the epoch's record
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Record the epoch, apply the selection rule, save checkpoints, rewrite metrics.csv."""
-        module = typing.cast(FlareClassifier, pl_module)
-        scores = module.epoch_scores
-        epoch = trainer.current_epoch + 1
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": module.train_loss(),
-            "val_loss": scores.get("val_loss"),
-            "val_tss": scores.get("val_tss"),
-            "val_hss2": scores.get("val_hss2"),
-            "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
-            "train_seconds": self._train_seconds,
-            "val_seconds": self._val_seconds,
-        }
-        sel = "holdout" if self.config.holdout_fraction > 0 else "val"
-        if sel == "holdout":
-            for key in HOLDOUT_COLUMNS:
-                row[key] = scores.get(key)
-        for key in ("tp", "fp", "tn", "fn"):
-            row[f"val_{key}"] = int(scores.get(f"val_{key}") or 0)
-        tss, hss2 = scores.get(f"{sel}_tss"), scores.get(f"{sel}_hss2")
-        improved = is_improvement(
-            self.best["tss"], self.best["hss2"], tss, hss2, self.config.hss2_tolerance
-        )
-        if improved:
-            self.best = {"tss": tss, "hss2": hss2, "epoch": epoch}
-        row["selected"] = int(improved)
-        self.history.append(row)
-
-        last, best = self.out / "last.ckpt", self.out / "best.ckpt"
-        tmp = self.out / ".last.ckpt.part"
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, last)
-            if improved:
-                _link_or_copy(last, best)
-            self._write_metrics()
-            if trainer.logger is not None:
-                trainer.logger.log_metrics(
-                    {k: v for k, v in row.items() if isinstance(v, float) and k != "epoch"},
-                    step=epoch,
-                )
-            if not self.quiet:
-                print(_epoch_line(row, self.config.epochs, sel), file=sys.stderr, flush=True)
-        trainer.strategy.barrier("fdflare-epoch-end")
-
-    def _write_metrics(self) -> None:
-        columns = list(METRIC_COLUMNS)
-        if self.config.holdout_fraction > 0:
-            columns += list(HOLDOUT_COLUMNS)
-        columns += ["val_tp", "val_fp", "val_tn", "val_fn", "selected"]
-        with atomic_open(self.out / "metrics.csv", "w") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(columns)
-            for r in self.history:
-                writer.writerow(["" if r.get(c) is None else _fmt_cell(r.get(c)) for c in columns])
-
-
-def is_improvement(
-    best_tss: float,
-    best_hss2: float,
-    tss: float | None,
-    hss2: float | None,
-    tolerance: float = 0.02,
-) -> bool:
-    """The study's selection rule: TSS above the best so far, HSS2 at most ``tolerance`` below it.
-
-    Both bests start at 0, so an epoch needs a positive TSS to be kept; an undefined score
-    (``None``: a class absent from the selection set) never is.
-    """
-    if tss is None or hss2 is None or math.isnan(tss) or math.isnan(hss2):
-        return False
-    return tss > best_tss and (hss2 - best_hss2) >= -tolerance
-
-
-def _fmt_cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def _epoch_line(row: dict[str, Any], epochs: int, sel: str) -> str:
-    def f(v: Any) -> str:
-        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
-    text = (
-        f"epoch {row['epoch']}/{epochs}: train_loss {f(row['train_loss'])} val_loss {f(row['val_loss'])} "
-        f"val_tss {f(row['val_tss'])} val_hss2 {f(row['val_hss2'])}"
-    )
-    if sel == "holdout":
-        text += f" holdout_tss {f(row['holdout_tss'])} holdout_hss2 {f(row['holdout_hss2'])}"
-    text += f" lr {row['lr']:.3g} ({row['train_seconds']:.1f} s + {row['val_seconds']:.1f} s)"
-    return text + (" [kept as best]" if row["selected"] else "")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src`` (hard link, else copy), atomically."""
-    tmp = dst.with_name(f".{dst.name}.part")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
-    """Load a checkpoint dict with ``torch.load(weights_only=True)`` on CPU.
-
-    ``mmap=True`` maps the tensors from the file instead of reading them.
-
-    Raises:
-        InputError: the file is missing, corrupt or not a dict.
-    """
-    from fdflare.models.networks import _torch_load
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such checkpoint file", path=path)
-    ckpt = _torch_load(path, what="checkpoint", mmap=mmap)
-    if not isinstance(ckpt, dict):
-        raise InputError("not a checkpoint (expected a dict of state)", path=path)
-    return ckpt
-
-
-def checkpoint_record(ckpt: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return fdflare's record in a checkpoint (config, epoch, scores...).
-
-    Raises:
-        InputError: the checkpoint was not written by ``fdflare train``.
-    """
-    rec = ckpt.get("fdflare")
-    if not isinstance(rec, dict) or "config" not in rec:
-        raise InputError("not an fdflare training checkpoint (no 'fdflare' record)", path=path)
-    if rec.get("format", 0) > CHECKPOINT_FORMAT:
-        raise InputError(
-            f"checkpoint format {rec.get('format')} is newer than this fdflare reads ({CHECKPOINT_FORMAT})",
-            path=path,
-        )
-    return rec
-
-
-# --------------------------------------------------------------------------- fit
+#: the files a run writes into its folder
+RUN_FILES = ("config.json", "metrics.csv", "last.ckpt", "best.ckpt", "summary.json")
 
 
 @dataclass
@@ -865,7 +146,7 @@ def _prepare_table(
         shown = ", ".join(check.missing[:5])
         note = f"{what}: skipped {len(check.missing)} of {len(table)} rows whose image is missing (e.g. {shown})"
         notes.append(note)
-        _msg(note, quiet)
+        _msg(note, False)
         table = table[check.keep].reset_index(drop=True)
     return table, len(check.missing)
 
@@ -908,6 +189,7 @@ def fit(
             a run (without ``resume``), or a resumed run whose recipe differs.
     """
     config.validate()
+    check_hardware(config)
     out = Path(out)
     last = out / "last.ckpt"
     notes: list[str] = []
@@ -955,13 +237,22 @@ def fit(
     )
     holdout_df = None
     if config.holdout_fraction > 0:
+        n_before = len(train_df)
         keep, hold = holdout_split(train_df, config.holdout_fraction, path=str(tables.train_path))
         holdout_df = train_df[hold].reset_index(drop=True)
         train_df = train_df[keep].reset_index(drop=True)
+        n_fl, n_nf = int(train_df["target"].sum()), int((train_df["target"] == 0).sum())
+        if n_fl == 0 or n_nf == 0:
+            raise InputError(
+                f"{config.holdout_fraction:g} holds out {len(holdout_df)} of the {n_before} "
+                f"training instances of {tables.train_path}, leaving {n_fl} flare and {n_nf} "
+                "no-flare instances to train on: both classes are needed (lower --holdout)",
+                field="holdout_fraction",
+            )
         if holdout_df["target"].nunique() < 2:
             note = "the held-out selection set lacks one class: TSS is undefined and no epoch can be selected"
             notes.append(note)
-            _msg(note, quiet)
+            _msg(note, False)
     _check_classes(train_df, tables.train_path, "training")
     if len(val_df) == 0:
         raise InputError("the validation set is empty", path=tables.val_path)
@@ -1022,6 +313,8 @@ def fit(
     meta = {"counts": counts, "class_weights": list(weights), "runtime": runtime.to_dict()}
     recorder = RunRecorder(out, config, meta, quiet=quiet)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         trainer = _make_trainer(config, runtime, out, recorder, quiet)
         if resuming and rec.get("world_size", trainer.world_size) != trainer.world_size:
@@ -1045,17 +338,27 @@ def fit(
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
-            trainer.fit(
-                module,
-                datamodule=datamodule,
-                ckpt_path=last if resuming else None,
-                weights_only=True,
-            )
+            try:
+                trainer.fit(
+                    module,
+                    datamodule=datamodule,
+                    ckpt_path=last if resuming else None,
+                    weights_only=True,
+                )
+            except SystemExit:
+                # Lightning answers Ctrl-C with sys.exit(1) after its own clean-up: report an
+                # interruption (exit status 130), as every fdflare command does
+                if recorder.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
     except InputError as exc:
         raise _clean_worker_error(exc) from None
     finally:
-        # Lightning switches deterministic algorithms on for the whole process; switch back.
+        # Lightning switches deterministic algorithms on for the whole process, and ignores
+        # SIGINT after a Ctrl-C; put both back.
         torch.use_deterministic_algorithms(deterministic_before)
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
 
     result = TrainResult(
         out=out,
@@ -1126,13 +429,33 @@ def _make_trainer(
     show_bar = not quiet and sys.stderr.isatty()
     callbacks: list[Callback] = [recorder]
     if show_bar:
-        callbacks.append(_StderrProgressBar())
+        callbacks.append(StderrProgressBar())
     logger: Any = False
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         from lightning.pytorch.loggers import TensorBoardLogger
 
         logger = TensorBoardLogger(save_dir=str(out), name="tb", version="")
     plugins: Any = [SLURMEnvironment(auto_requeue=False)] if runtime.slurm else None
+    try:
+        return _trainer(config, runtime, out, logger, callbacks, show_bar, plugins)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # Lightning's refusal of a combination (precision, devices, strategy) on this machine
+        text = " ".join(str(exc).split())
+        raise UsageError(
+            f"Lightning cannot run --accelerator {runtime.accelerator} --devices "
+            f"{runtime.devices} --precision {runtime.precision} here: {text}"
+        ) from None
+
+
+def _trainer(
+    config: TrainConfig,
+    runtime: Runtime,
+    out: Path,
+    logger: Any,
+    callbacks: list[Callback],
+    show_bar: bool,
+    plugins: Any,
+) -> L.Trainer:
     return L.Trainer(
         accelerator=runtime.accelerator,
         devices=runtime.devices,

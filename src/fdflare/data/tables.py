@@ -1,0 +1,174 @@
+"""Label tables: the study's fold files and fdflare's ``labels.csv``, folds and class weights.
+
+* :func:`read_label_csv` reads a label table: the study's fold files (``label,goes_class``
+  where ``goes_class`` is the binary target) or fdflare's ``labels.csv`` (``label``,
+  ``target``, ...).
+* :func:`fold_tables` picks the train and validation tables of a fold.
+* :func:`class_weights` gives the study's NLL class weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fdflare.core.errors import InputError, MissingDataError
+
+
+def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -> pd.DataFrame:
+    """Read a label table and return it with ``label`` (str) and ``target`` (int64) columns.
+
+    Accepts the study's fold files (``label,goes_class`` with ``goes_class`` the binary
+    target) and fdflare's ``labels.csv`` (``label``, ``target`` and more columns, which are
+    kept). Labels are relative image paths; absolute paths and ``..`` are refused.
+
+    Args:
+        path: the CSV file.
+        allow_empty: accept a table with a header and no rows (else an error).
+
+    Raises:
+        InputError: naming the file, line and field of the first bad value, or a table
+            without rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such label table", path=path)
+    try:
+        df = pd.read_csv(path, dtype={"label": "string"}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    if "label" not in df.columns:
+        raise InputError(
+            f"missing column 'label' (found {', '.join(map(str, df.columns))})",
+            path=path,
+            field="label",
+        )
+    if "target" in df.columns:
+        field = "target"
+    elif "goes_class" in df.columns:
+        field = "goes_class"  # the study's fold files: goes_class holds the binary target
+    else:
+        raise InputError(
+            "missing target column: expected 'target' (fdflare labels.csv) or 'goes_class' "
+            "(the study's fold files, binary)",
+            path=path,
+            field="target",
+        )
+    label = df["label"].astype("string").str.strip()
+    bad = (label.isna() | (label == "")).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"empty label ({int(bad.sum())} in all)", path=path, line=i + 2, field="label"
+        )
+    unsafe = (
+        label.str.startswith("/")
+        | label.str.contains(r"(?:^|[/\\])\.\.(?:[/\\]|$)")
+        | label.str.match(r"^[A-Za-z]:")
+    ).to_numpy(dtype=bool)
+    if unsafe.any():
+        i = int(np.flatnonzero(unsafe)[0])
+        raise InputError(
+            f"label {label.iloc[i]!r} is not a relative path inside the image folder",
+            path=path,
+            line=i + 2,
+            field="label",
+        )
+    target = pd.to_numeric(df[field], errors="coerce")
+    bad = ~target.isin([0, 1]).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        hint = (
+            " (the study's fold files hold the binary target in goes_class)"
+            if field == "goes_class"
+            else ""
+        )
+        raise InputError(
+            f"target {df[field].iloc[i]!r} is not 0 or 1{hint}; {int(bad.sum())} bad value(s) in all",
+            path=path,
+            line=i + 2,
+            field=field,
+        )
+    if len(df) == 0 and not allow_empty:
+        raise InputError(
+            "the table has a header but no rows (a fold outside the labelled period?)", path=path
+        )
+    out = df.copy()
+    out["label"] = label.astype(str).to_numpy()
+    out["target"] = target.to_numpy().astype(np.int64)
+    if field == "goes_class":
+        out = out.drop(columns=["goes_class"])
+    out.attrs["path"] = str(path)
+    return out
+
+
+@dataclass
+class FoldTables:
+    """The train and validation tables of one fold, with where they came from."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    train_path: Path
+    val_path: Path
+
+
+def fold_tables(labels: str | os.PathLike[str], fold: int) -> FoldTables:
+    """Return the train and validation tables of ``fold`` from a label folder or table.
+
+    For a folder, uses ``Fold{k}_train.csv`` and ``Fold{k}_val.csv`` when present (the
+    study's files, or those of ``fdflare label``); otherwise, or when ``labels`` is a table
+    file, splits that table (``labels.csv``) by its ``fold`` column (or by the calendar
+    quarter of the image time: fold k validates months 3k-2 .. 3k).
+
+    Raises:
+        MissingDataError: neither the fold files nor ``labels.csv`` exist.
+    """
+    labels = Path(labels)
+    if labels.is_file():  # a table given: split it
+        table_path = labels
+    else:
+        table_path = labels / "labels.csv"
+        train_path, val_path = labels / f"Fold{fold}_train.csv", labels / f"Fold{fold}_val.csv"
+        if train_path.is_file() and val_path.is_file():
+            train, val = read_label_csv(train_path), read_label_csv(val_path)
+            return FoldTables(train, val, train_path, val_path)
+    if not table_path.is_file():
+        raise MissingDataError(
+            f"no labels for fold {fold} in {labels}: expected Fold{fold}_train.csv and "
+            f"Fold{fold}_val.csv, or labels.csv (run `fdflare label --out {labels}` to make them)"
+        )
+    table = read_label_csv(table_path)
+    if "fold" in table.columns:
+        fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy()
+    else:
+        from fdflare.core.paths import parse_image_times
+
+        times, _ = parse_image_times(table["label"])
+        fold_of = ((pd.DatetimeIndex(times).month.to_numpy() - 1) // 3 + 1).astype(float)
+    if not np.isin(fold_of, [fold]).any():
+        raise InputError(f"no instance of fold {fold} in the table", path=table_path, field="fold")
+    val = fold_of == fold
+    train_df = table[~val].reset_index(drop=True)
+    val_df = table[val].reset_index(drop=True)
+    train_df.attrs["path"] = val_df.attrs["path"] = str(table_path)
+    return FoldTables(train_df, val_df, table_path, table_path)
+
+
+def class_weights(
+    n_flare: int, n_noflare: int, flare_copies: int = 4, noflare_copies: int = 2
+) -> tuple[float, float]:
+    """Return the study's NLL class weights ``[r, 1 - r]``.
+
+    ``r = 1 - c_nf N_nf / (c_fl N_fl + c_nf N_nf)`` with the counts before augmentation and
+    the copies per instance (4 and 2 in the study), i.e. each class is weighted by the
+    share of the *other* class in the augmented training set.
+    """
+    total = flare_copies * n_flare + noflare_copies * n_noflare
+    if total == 0:
+        raise ValueError("no training instances")
+    r = 1.0 - (noflare_copies * n_noflare) / total
+    return r, 1.0 - r
