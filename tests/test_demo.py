@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def _check_results(out, folds, model="resnet18"):
     return res
 
 
+@pytest.mark.slow
 def test_demo_small_through_the_cli(tmp_path, capsys):
     out = tmp_path / "demo"
     args = [
@@ -58,19 +60,71 @@ def test_demo_small_through_the_cli(tmp_path, capsys):
     assert "fold2_alexnet.csv" in printed and "central |lon| <= 70" in printed
     _check_results(out, [2], model="alexnet")
     assert (out / "runs" / "alexnet_fold2" / "metrics.csv").is_file()
-    # rerunning resumes: nothing is trained again and the results are the same
+    # rerunning resumes: nothing is made or trained again and the results are the same
+    kept = [
+        *out.glob("runs/*/*.ckpt"),
+        *out.glob("runs/*/metrics.csv"),
+        *out.glob("labels/*.csv"),
+        out / "synth" / "catalog.csv",
+        *sorted(out.glob("synth/images/**/*.png"))[:20],
+    ]
+    assert len(kept) > 25
+    times = {p: p.stat().st_mtime_ns for p in kept}
     before = (out / "results.json").read_text()
     assert main([*args, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again == json.loads(before)
+    assert {p: p.stat().st_mtime_ns for p in kept} == times
 
 
-def test_demo_bad_arguments(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--folds", "5"]) == 2
-    assert "--folds" in capsys.readouterr().err
-    assert main(["demo", "--out", str(tmp_path), "--epochs", "0"]) == 2
+def _cli(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--folds", "5"], "--folds: '5': choose one of 1, 2, 3, 4"),
+        (["--epochs", "0"], "--epochs: '0': must be at least 1"),
+        (["--model", "resnet81"], "--model: 'resnet81': choose one of alexnet"),
+        (["--max-lr", "nan"], "--max-lr: 'nan': must be a finite number"),
+        (["--days", "0"], "--days: '0': must be at least 1"),
+    ],
+)
+def test_demo_bad_arguments_fail_before_any_work(tmp_path, capsys, extra, words):
+    out = tmp_path / "demo"
+    code, err = _cli(["demo", "--out", str(out), *extra], capsys)
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert not out.exists()  # nothing synthesised or labelled
+
+
+def test_demo_config_file_and_out(tmp_path, capsys):
+    bad = tmp_path / "d.yaml"
+    bad.write_text("train:\n  lr: -1\n")
+    code, err = _cli(["demo", "--out", str(tmp_path / "demo"), "--config", str(bad)], capsys)
+    assert code == 2 and f"{bad}, field 'lr'" in err and not (tmp_path / "demo").exists()
+    file = tmp_path / "file"
+    file.write_text("x")
+    code, err = _cli(["demo", "--out", str(file)], capsys)
+    assert code == 2 and "is a file" in err and file.read_text() == "x"
+
+
+def test_packaged_demo_settings_are_the_defaults():
+    import yaml
+
+    from fdflare.reports.demo import DemoConfig, demo_config_path, load_demo_config
+
+    assert load_demo_config(demo_config_path()) == DemoConfig()
+    assert list(yaml.safe_load(demo_config_path().read_text())) == [
+        f.name for f in dataclasses.fields(DemoConfig)
+    ]
+
+
+@pytest.mark.slow
 def test_default_demo_end_to_end(tmp_path):
     """The README's main command, exactly as a user runs it (a few minutes on 2 cores)."""
     out = tmp_path / "demo"

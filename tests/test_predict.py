@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,13 +109,20 @@ def test_corrupt_checkpoints_name_the_file(trained, tmp_path, capsys):
         "empty.ckpt": lambda p: torch.save({}, p),
         "object.ckpt": lambda p: torch.save({"state_dict": _Opaque()}, p),
     }
+    cases["random.pt"] = lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096))
+    cases["zero.pt"] = lambda p: p.write_bytes(b"")
     for name, make in cases.items():
         path = tmp_path / name
         make(path)
         assert main(predict_argv(trained, tmp_path / "p.csv", ckpt=path)) == 2, name
         err = capsys.readouterr().err
-        assert str(path) in err, (name, err)
+        assert str(path) in err and err.count("\n") == 1, (name, err)
+        assert "weights_only=False" not in err and "weights_only` set to `False" not in err
+        assert not err.rstrip().endswith(":"), (name, err)  # never a blank reason
     assert not (tmp_path / "p.csv").exists()
+    path = tmp_path / "zero.pt"
+    main(predict_argv(trained, tmp_path / "p.csv", ckpt=path))
+    assert "cannot read checkpoint: the file is empty" in capsys.readouterr().err
 
 
 class _Opaque:
@@ -237,3 +245,144 @@ def test_cv_slurm_script(trained, tmp_path, capsys):
         )  # fmt: skip
         pairs.add(tuple(res.stdout.split()))
     assert pairs == {(m, f) for m in ("alexnet", "vgg16", "resnet34") for f in ("1", "2")}
+
+
+def test_a_checkpoint_is_read_without_lightning(trained):
+    code = (
+        "import sys\n"
+        "from fdflare.inference.predict import load_model\n"
+        f"loaded = load_model({str(trained['ckpt'])!r})\n"
+        "assert loaded.model == 'resnet18' and loaded.epoch == 1\n"
+        "assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'lightning' in m)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Run the CLI in-process: (exit status, stderr), argparse's exits included."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--accelerator", "gpu"], "--accelerator gpu: this machine has no CUDA GPU"),
+        (["--device", "cuda"], "--accelerator cuda: this machine has no CUDA GPU"),
+        (["--device", "cuda:3"], "--accelerator cuda"),
+        (["--device", "bogus"], "--device: expected auto, cpu, cuda, cuda:N or mps"),
+        (["--accelerator", "tpu"], "--accelerator: expected auto, cpu, cuda, cuda:N or mps"),
+        (["--devices", "2"], "prediction runs on one device"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_bad_device_or_batch_is_one_line_before_any_work(trained, tmp_path, capsys, extra, words):
+    if torch.cuda.is_available() and {"gpu", "cuda", "cuda:3"} & set(extra):
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "p.csv"
+    code, err = cli(predict_argv(trained, out, *extra), capsys)
+    lines = [line for line in err.splitlines() if "is deprecated" not in line]
+    assert code == 2 and len(lines) == 1 and words in lines[0], err
+    assert not out.exists()
+
+
+def test_device_is_a_deprecated_alias(trained, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    code, err = cli(predict_argv(trained, out, "--device", "cpu"), capsys)
+    assert code == 0 and "--device is deprecated" in err and "use --accelerator" in err
+    assert len(pd.read_csv(out)) == 12
+
+
+def test_outputs_are_checked_before_predicting(trained, tmp_path, capsys):
+    before = trained["ckpt"].read_bytes()
+    code, err = cli(predict_argv(trained, trained["ckpt"]), capsys)
+    assert code == 2 and "refusing to overwrite an input" in err
+    assert trained["ckpt"].read_bytes() == before
+    labels = trained["labels"] / "Fold1_val.csv"
+    code, err = cli(predict_argv(trained, labels), capsys)
+    assert code == 2 and "the input" in err
+    code, err = cli(predict_argv(trained, tmp_path), capsys)  # a folder
+    assert code == 2 and err.count("\n") == 1 and "is a folder" in err
+    # the joined file beside OUT may not be an input either
+    table = tmp_path / "p_joined.csv"
+    shutil.copy(trained["table"], table)
+    code, err = cli(predict_argv(trained, tmp_path / "p.csv", "--table", str(table)), capsys)
+    assert code == 2 and "the input" in err and not (tmp_path / "p.csv").exists()
+
+
+def test_header_only_label_table(trained, tmp_path, capsys):
+    empty = tmp_path / "Fold3_val.csv"
+    empty.write_text("label,goes_class\n")
+    argv = predict_argv(trained, tmp_path / "p.csv")
+    argv[argv.index("--labels") + 1] = str(empty)
+    code, err = cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{empty}: the table has a header but no rows" in err
+
+
+# --------------------------------------------------------------------------- cv: arguments, SLURM, summary
+
+
+def cv_argv(ds: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["cv", "--labels", str(ds["labels"]), "--images", str(ds["images"]), "--out", str(out),
+            "--epochs", "1", "--image-size", "32", *FAST, *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--folds", "9"], "--folds: '9': choose one of 1, 2, 3, 4"),
+        (["--folds", "1,1"], "--folds: 1 given more than once"),
+        (["--models", "resnet18,resnet18", "--slurm"], "--models: resnet18 given more than once"),
+        (["--models", "lenet"], "--models: 'lenet': choose one of alexnet"),
+        (["--accelerator", "tpu"], "--accelerator tpu: no TPU runtime"),
+        (["--slurm-gpus", "-1", "--slurm"], "--slurm-gpus"),
+    ],
+)
+def test_cv_bad_arguments_fail_before_any_work(trained, tmp_path, capsys, extra, words):
+    out = tmp_path / "cv"
+    code, err = cli(cv_argv(trained, out, *extra), capsys)
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert not out.exists()
+
+
+def test_cv_out_is_a_file(trained, tmp_path, capsys):
+    file = tmp_path / "cv"
+    file.write_text("x")
+    code, err = cli(cv_argv(trained, file, "--folds", "2"), capsys)
+    assert code == 2 and "is a file" in err and file.read_text() == "x"
+
+
+def test_cv_slurm_on_cpu_and_a_path_with_spaces(trained, tmp_path, capsys):
+    out = tmp_path / "cv out"
+    argv = cv_argv(trained, out, "--models", "resnet18", "--slurm", "--slurm-gpus", "0")
+    assert main(argv) == 0
+    script = capsys.readouterr().out
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "--devices 0" not in srun and "--accelerator cpu --devices 1" in srun
+    assert "--gres" not in script and "#SBATCH --ntasks-per-node=1" in script
+    assert f'#SBATCH --output="{out.resolve()}/slurm/%x-%A_%a.out"' in script
+
+
+def _write_part(args: tuple[str, int, str]) -> None:
+    from fdflare.training.cv import SUMMARY_COLUMNS, write_summary
+
+    out, fold, model = args
+    write_summary(Path(out), [dict.fromkeys(SUMMARY_COLUMNS, 0) | {"model": model, "fold": fold}])
+
+
+def test_cv_summary_keeps_every_task_row(tmp_path):
+    """Array tasks finishing together each add their row: none is lost."""
+    import multiprocessing
+
+    jobs = [(str(tmp_path), fold, model) for model in ("alexnet", "vgg16") for fold in (1, 2, 3, 4)]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_write_part, jobs)
+    summary = pd.read_csv(tmp_path / "cv_summary.csv")
+    assert sorted(zip(summary["model"], summary["fold"], strict=True)) == sorted(
+        (m, f) for _, f, m in jobs
+    )

@@ -382,9 +382,12 @@ def test_ddp_two_cpu_processes(tiny, tmp_path):
 # --------------------------------------------------------------------------- held-out selection
 
 
-def test_holdout_selection(tiny, tmp_path):
+def test_holdout_selection(tiny, tmp_path, capsys):
     out = tmp_path / "holdout"
     assert main(train_argv(tiny, out, "--holdout", "0.25")) == 0
+    # --quiet: no bar or per-epoch lines; the final summary still prints
+    printed = capsys.readouterr()
+    assert "epoch 1/1" not in printed.err and printed.out.startswith(f"{out}: 1 epoch;")
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"holdout_loss", "holdout_tss", "holdout_hss2", "val_tss"} <= set(metrics.columns)
     summary = json.loads((out / "summary.json").read_text())
@@ -539,3 +542,15 @@ def test_missing_imagenet_weights_fail_before_training(tiny, tmp_path, monkeypat
     assert "resnet18-f37072fd.pth" in err and "--no-pretrained" in err
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in err
     assert not (tmp_path / "a").exists()
+
+
+def test_building_the_options_imports_no_torch():
+    """The options of train, cv, demo and predict (model names included) come without torch."""
+    code = (
+        "import argparse, sys\n"
+        "from fdflare.commands import cv, demo, predict, train\n"
+        "for m in (train, cv, demo, predict):\n"
+        "    m.add_arguments(argparse.ArgumentParser())\n"
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
