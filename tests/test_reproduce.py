@@ -31,7 +31,12 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
     assert res["models"]["alex"]["evaluate"]["files"][0]["tp"] == 1729
     alex = res["models"]["alex"]
     assert alex["comparison"]["beats"]["persistence"] == {"tss": True, "hss2": False}
-    assert [round(f["after"]["bss"], 2) for f in alex["calibration"]["files"]] == [0.26, 0.17, 0.14, 0.28]
+    assert [round(f["after"]["bss"], 2) for f in alex["calibration"]["files"]] == [
+        0.26,
+        0.17,
+        0.14,
+        0.28,
+    ]
     assert (out / "baselines" / "fold1_persistence.csv").is_file()
 
 

@@ -137,7 +137,7 @@ def fit_calibrator(
             "calibration needs flare and no-flare instances in the data it is fitted on "
             f"({len(p)} instance(s), {int(y.sum())} positive)"
         )
-    common = {"n": len(p), "positives": int(y.sum()), "sources": [str(s) for s in sources]}
+    n, positives, names = len(p), int(y.sum()), [str(s) for s in sources]
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
@@ -146,12 +146,21 @@ def fit_calibrator(
             method,
             x=[float(v) for v in iso.X_thresholds_],
             y=[float(v) for v in iso.y_thresholds_],
-            **common,
+            n=n,
+            positives=positives,
+            sources=names,
         )
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p).reshape(-1, 1), y)
-    return Calibrator(method, a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]), **common)
+    return Calibrator(
+        method,
+        a=float(lr.coef_[0, 0]),
+        b=float(lr.intercept_[0]),
+        n=n,
+        positives=positives,
+        sources=names,
+    )
 
 
 # --------------------------------------------------------------------------- scores
@@ -197,7 +206,7 @@ def probability_scores(
 
 def categorical_scores(prob: np.ndarray, target: np.ndarray, threshold: float) -> dict[str, Any]:
     """TSS, HSS2 and the false-alarm ratio FP / (TP + FP) at ``threshold``."""
-    from fdflare.analysis.metrics import confusion, skill_scores
+    from fdflare.core.scores import confusion, skill_scores
 
     tp, fp, tn, fn = confusion(prob, target, threshold)
     tss, hss2, _ = skill_scores(tp, fp, tn, fn)

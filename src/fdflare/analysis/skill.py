@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def _mean_std(values: list[float | None], ddof: int) -> tuple[float | None, floa
 
 
 def compare(
-    model_files: list[str | os.PathLike[str]],
+    model_files: Sequence[str | os.PathLike[str]],
     baseline_dir: str | os.PathLike[str],
     *,
     threshold: float = 0.5,

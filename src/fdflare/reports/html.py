@@ -100,7 +100,9 @@ def table_html(
         cells = []
         for j, cell in enumerate(row):
             cc = cell_classes[i][j] if cell_classes and cell_classes[i] else ""
-            cells.append(f'<td class="{esc(cc)}">{esc(cell)}</td>' if cc else f"<td>{esc(cell)}</td>")
+            cells.append(
+                f'<td class="{esc(cc)}">{esc(cell)}</td>' if cc else f"<td>{esc(cell)}</td>"
+            )
         out.append(tr + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -139,7 +141,7 @@ class Page:
             '<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             # nothing may be fetched: no scripts, styles, fonts or images from anywhere
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
             "img-src data:; style-src 'unsafe-inline'\">"
             f"<title>{esc(self.title)}</title><style>{STYLE}</style></head>"
             f"<body><h1>{esc(self.title)}</h1>{lead}" + "\n".join(self.parts) + "</body></html>\n"

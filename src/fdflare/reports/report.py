@@ -300,7 +300,9 @@ def _demo(folder: Path, data: dict[str, Any]) -> Page:
         "a model forecasts real flares.",
     )
     page.heading("Skill per validation fold, beside the baselines")
-    entry = {k: data[k] for k in ("baselines", "comparison", "calibration") if k in data}
+    entry: dict[str, Any] = {
+        k: data[k] for k in ("baselines", "comparison", "calibration") if k in data
+    }
     _scores_section(page, data["evaluate"], entry)
     for note in data.get("notes", []):
         page.paragraph(note, "note")

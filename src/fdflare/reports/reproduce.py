@@ -358,18 +358,17 @@ def _calibrate(
     from fdflare.analysis.calibration import cross_fold, write_calibrated
     from fdflare.data.tables import fold_tables
 
-    rates = None
+    rates: list[float] | None = None
     labels = ref_dir / "labels"
     if labels.is_dir():
         try:
-            rates = [
-                float(
-                    fold_tables(labels, int(FOLD_FILE.match(f.name).group(1)))
-                    .train["target"]
-                    .mean()
-                )  # type: ignore[union-attr]
-                for f in folds
-            ]
+            rates = []
+            for path in folds:
+                match = FOLD_FILE.match(path.name)
+                if match is None:
+                    raise ValueError(path.name)
+                train = fold_tables(labels, int(match.group(1))).train
+                rates.append(float(train["target"].mean()))
         except (MissingDataError, ValueError):
             rates = None
     folder = out / CALIBRATION_DIR / model

@@ -118,7 +118,7 @@ def summarise_pair(config: TrainConfig, run_dir: Path, out: Path, *, quiet: bool
     import numpy as np
     import pandas as pd
 
-    from fdflare.analysis.metrics import confusion, skill_scores
+    from fdflare.core.scores import confusion, skill_scores
     from fdflare.data.tables import fold_tables
     from fdflare.inference.predict import predict
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fdflare.analysis.metrics import skill_scores
+from fdflare.core.scores import skill_scores
 from fdflare.models.networks import FlareNet, create_model
 from fdflare.training.config import TrainConfig
 
