@@ -30,15 +30,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from fdflare.commands._common import nonnegative_int, positive_int
     from fdflare.commands._config import list_type
     from fdflare.commands.train import add_recipe_arguments
+    from fdflare.models.registry import list_models
     from fdflare.training.config import TrainConfig
 
     by_name = {f.name: f for f in fields(TrainConfig)}
+    study = list_models(study_only=True)
     p.add_argument(
         "--models",
         type=list_type(by_name["model"], str),
-        default=("alexnet", "vgg16", "resnet34"),
+        default=tuple(study),
         metavar="LIST",
-        help="comma-separated models, each once (default alexnet,vgg16,resnet34)",
+        help=f"comma-separated models, each once (default {','.join(study)})",
     )
     p.add_argument(
         "--folds",

@@ -176,15 +176,18 @@ def run_demo(
         ckpt = result.best_checkpoint or result.last_checkpoint
         _say(f"[4/6] predict: fold {k} validation set with {ckpt.name}", quiet)
         pred = out / "predictions" / f"fold{k}_{cfg.model}.csv"
-        predict(
-            ckpt,
-            out / "labels" / f"Fold{k}_val.csv",
-            synth_dir / "images",
-            pred,
-            table=out / "labels" / "labels.csv",
-            batch_size=cfg.batch_size,
-            quiet=True,
-        )
+        done = [pred, joined_path(pred)]
+        if not all(p.is_file() and p.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns for p in done):
+            pred.parent.mkdir(parents=True, exist_ok=True)
+            predict(
+                ckpt,
+                out / "labels" / f"Fold{k}_val.csv",
+                synth_dir / "images",
+                pred,
+                table=out / "labels" / "labels.csv",
+                batch_size=cfg.batch_size,
+                quiet=True,
+            )
         pred_files.append(pred)
         joined_files.append(joined_path(pred))
 

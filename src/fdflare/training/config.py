@@ -151,7 +151,8 @@ class TrainConfig:
 
     model: str = setting(
         "alexnet",
-        "architecture: alexnet, vgg16, resnet34 (the study's) or resnet18",
+        f"architecture: {', '.join(list_models(study_only=True))} (the study's) or "
+        + ", ".join(m for m in list_models() if m not in list_models(study_only=True)),
         choices=list_models(),
         metavar="NAME",
     )

@@ -205,6 +205,9 @@ def write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
     from fdflare.core.io import atomic_open
 
     parts = out / SUMMARY_PARTS
+    path = out / "cv_summary.csv"
+    if not parts.is_dir() and path.is_file():  # a folder of an older fdflare: keep its rows
+        rows = [*pd.read_csv(path).to_dict("records"), *rows]
     parts.mkdir(parents=True, exist_ok=True)
     for row in rows:
         part = parts / f"{row['model']}_fold{row['fold']}.csv"
@@ -212,7 +215,6 @@ def write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
             pd.DataFrame([row], columns=list(SUMMARY_COLUMNS)).to_csv(
                 fh, index=False, lineterminator="\n"
             )
-    path = out / "cv_summary.csv"
     with _merge_lock(out):
         frames = [pd.read_csv(p) for p in sorted(parts.glob("*.csv"))]
         table = (
