@@ -369,7 +369,7 @@ def test_cv_slurm_on_cpu_and_a_path_with_spaces(trained, tmp_path, capsys):
 
 
 def _write_part(args: tuple[str, int, str]) -> None:
-    from fdflare.training.cv import SUMMARY_COLUMNS, write_summary
+    from fdflare.reports.cv import SUMMARY_COLUMNS, write_summary
 
     out, fold, model = args
     write_summary(Path(out), [dict.fromkeys(SUMMARY_COLUMNS, 0) | {"model": model, "fold": fold}])

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.errors import InputError
     from fdflare.core.outputs import check_output_dir
     from fdflare.training.config import check_hardware
-    from fdflare.training.cv import check_pairs, run_cv, slurm_script
+    from fdflare.reports.cv import check_pairs, run_cv, slurm_script
 
     base = config_from_args(args)
     check_pairs(args.models, args.folds)

@@ -1,1 +1,1 @@
-"""Reports: the study's reproduction and the end-to-end demo."""
+"""Reports: runs that chain stages (cross-validation, the reproduction, the demo) and HTML pages."""

@@ -1,1 +1,1 @@
-"""Training: the study's recipe on Lightning, checkpoints, cross-validation."""
+"""Training: the study's recipe on Lightning, its configuration and checkpoints."""
