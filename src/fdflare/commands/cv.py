@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.commands.train import config_from_args
     from fdflare.core.errors import InputError
     from fdflare.core.outputs import check_output_dir
-    from fdflare.training.config import check_hardware
     from fdflare.reports.cv import check_pairs, run_cv, slurm_script
+    from fdflare.training.config import check_hardware
 
     base = config_from_args(args)
     check_pairs(args.models, args.folds)
