@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -386,3 +387,36 @@ def test_cv_summary_keeps_every_task_row(tmp_path):
     assert sorted(zip(summary["model"], summary["fold"], strict=True)) == sorted(
         (m, f) for _, f, m in jobs
     )
+
+
+def test_cv_with_a_catalog_shows_baselines_calibration_and_a_report(trained, tmp_path, capsys):
+    table = pd.read_csv(trained["table"])
+    flares = table[table["target"] == 1]
+    catalog = tmp_path / "flares.csv"
+    pd.DataFrame(
+        {
+            "start_time": flares["fl_start"],
+            "goes_class": "M1.5",
+            "fl_lon": flares["fl_lon"],
+            "fl_lat": flares["fl_lat"],
+        }
+    ).to_csv(catalog, index=False)
+    out = tmp_path / "cv"
+    argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
+            "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
+            "--image-size", "32", "--catalog", str(catalog), *FAST]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "beside the baselines" in printed and "persistence" in printed
+    assert ("beats persistence" in printed) or ("does NOT beat persistence" in printed)
+    for k in (1, 2):
+        base = pd.read_csv(out / "baselines" / f"fold{k}_persistence.csv")
+        pred = pd.read_csv(out / "predictions" / f"fold{k}_resnet18.csv")
+        assert base["timestamp"].tolist() == pred["timestamp"].tolist()
+    res = json.loads((out / "results.json").read_text())
+    entry = res["models"]["resnet18"]
+    assert set(entry["baselines"]) == {"persistence", "climatology"}
+    assert len(entry["calibration"]["files"]) == 2
+    assert (out / "calibration" / "resnet18" / "reliability.png").is_file()
+    html = (out / "report.html").read_text()
+    assert "persistence" in html and "data:image/png;base64," in html

@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated folds 1..4, each once (default 1,2,3,4)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="flare catalog: score persistence and climatology on the same validation "
+        "instances and show each model beside them (OUT/baselines/, results.json, report.html)",
+    )
     add_recipe_arguments(p, exclude=("model", "fold"))
     s = p.add_argument_group("SLURM")
     s.add_argument(
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             "labels and images are needed (--labels DIR --images DIR, or in --config)",
             field="labels",
         )
-    inputs = [base.labels, base.images, base.weights_path, args.config]
+    inputs = [base.labels, base.images, base.weights_path, args.config, args.catalog]
     out = check_output_dir(args.out, inputs=inputs, writes=["cv_summary.csv"])
     if args.slurm:
         flags = _train_flags(base.updated({"devices": "auto", "num_nodes": 1, "workers": 4}))
@@ -143,4 +149,17 @@ def run(args: argparse.Namespace) -> int:
             f"(best epoch {r['best_epoch']}) -> {r['predictions']}"
         )
     print(f"summary: {path}")
+    from fdflare.reports.cv_results import cv_results
+
+    res = cv_results(out, base, args.models, args.folds, catalog=args.catalog)
+    for model, entry in res["models"].items():
+        if "comparison" in entry:
+            from fdflare.analysis.skill import format_comparison
+
+            print(f"\n{model} beside the baselines (same instances):")
+            print(format_comparison({**entry["evaluate"], **entry}))
+        if "calibration" in entry:
+            bss = ", ".join(f"{i['after']['bss']:+.2f}" for i in entry["calibration"]["files"])
+            print(f"{model}: cross-fold isotonic calibration, Brier skill per fold {bss}")
+    print(f"report: {out / 'report.html'}")
     return 0
