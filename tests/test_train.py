@@ -164,6 +164,19 @@ def test_holdout_is_the_latest_share_by_time():
     assert err.value.line == 2
 
 
+def test_holdout_purges_the_24_hours_before_it():
+    hours = pd.date_range("2011-03-01", periods=100, freq="h")
+    labels = [t.strftime("%Y/%m/%d/HMI.m%Y.%m.%d_%H.%M.%S.jpg") for t in hours]
+    keep, hold = holdout_split(pd.DataFrame({"label": labels, "target": [0] * 100}), 0.2)
+    assert hold.sum() == 20 and hold[-20:].all()
+    # the last 24 hours before the slice are in neither set: windows (t, t + 24 h) reach it
+    first = hours[hold].min()
+    purged = ~keep & ~hold
+    assert purged.sum() == 23  # t in (first - 24 h, first): 23 hourly instances
+    assert (hours[purged] > first - pd.Timedelta(hours=24)).all()
+    assert (hours[keep] <= first - pd.Timedelta(hours=24)).all()
+
+
 def test_runtime_on_this_cpu():
     r = resolve_runtime(TrainConfig(accelerator="cpu"))
     assert (r.precision, r.strategy, r.deterministic) == ("32-true", "auto", True)
@@ -392,7 +405,9 @@ def test_holdout_selection(tiny, tmp_path, capsys):
     assert {"holdout_loss", "holdout_tss", "holdout_hss2", "val_tss"} <= set(metrics.columns)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selected_on"] == "holdout"
-    assert summary["counts"]["holdout"] == 9 and summary["counts"]["train"] == 27
+    # 36 training instances: the latest 9 held out, and the one less than 24 h before them
+    # purged (its label window reaches into the held-out slice)
+    assert summary["counts"]["holdout"] == 9 and summary["counts"]["train"] == 26
 
 
 # --------------------------------------------------------------------------- bad input

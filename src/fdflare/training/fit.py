@@ -89,10 +89,19 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
+#: the label window: training instances this close before the held-out slice are purged
+PURGE = pd.Timedelta(hours=24)
+
+
 def holdout_split(
     table: pd.DataFrame, fraction: float, *, path: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split off the latest ``fraction`` of a table by image time: ``(train_mask, holdout_mask)``.
+
+    The training instances whose 24 h label window reaches into the held-out slice (those
+    less than 24 h before its first instance) are purged: in neither mask, so no flare is
+    both a training target and a held-out one. What is fitted on the held-out slice
+    (epoch selection, calibration) never touches the validation fold either.
 
     Raises:
         InputError: a label whose time cannot be read from its name (naming file and line).
@@ -117,7 +126,11 @@ def holdout_split(
     order = np.argsort(t.asi8, kind="stable")
     hold = np.zeros(len(table), dtype=bool)
     hold[order[len(table) - n_hold :]] = True
-    return ~hold, hold
+    keep = ~hold
+    if hold.any():
+        start = t[hold].min()
+        keep &= ~np.asarray(t > start - PURGE)  # windows (t, t + 24 h) that reach the slice
+    return keep, hold
 
 
 def _msg(text: str, quiet: bool) -> None:
@@ -241,6 +254,14 @@ def fit(
         keep, hold = holdout_split(train_df, config.holdout_fraction, path=str(tables.train_path))
         holdout_df = train_df[hold].reset_index(drop=True)
         train_df = train_df[keep].reset_index(drop=True)
+        purged = n_before - len(train_df) - len(holdout_df)
+        if purged:
+            note = (
+                f"{purged} training instance(s) less than 24 h before the held-out slice purged "
+                "(their label windows reach into it)"
+            )
+            notes.append(note)
+            _msg(note, quiet)
         n_fl, n_nf = int(train_df["target"].sum()), int((train_df["target"] == 0).sum())
         if n_fl == 0 or n_nf == 0:
             raise InputError(
