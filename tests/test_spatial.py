@@ -423,3 +423,16 @@ def test_cli_out_is_a_file_and_a_busy_out(tmp_path, capsys):
     with output_lock(tmp_path / "busy", command="spatial"):
         assert main(["spatial", "--out", str(tmp_path / "busy"), j]) == 2
         assert "in use" in capsys.readouterr().err
+
+
+def test_the_study_no_flare_class_nf_counts_as_no_flare(tmp_path, capsys):
+    f = tmp_path / "joined.csv"
+    f.write_text(
+        "label,flare_prob,target,goes_class,fl_lon,fl_lat,fl_start\n"
+        "2011/01/01/HMI.m2011.01.01_00.00.00.jpg,0.9,1,M1.2,10,5,2011-01-01 03:00:00\n"
+        "2011/01/01/HMI.m2011.01.01_01.00.00.jpg,0.1,0,NF,,,\n"
+        "2011/01/01/HMI.m2011.01.01_02.00.00.jpg,0.2,0,,,,\n"
+    )
+    assert main(["spatial", "--json", "--out", str(tmp_path / "o"), str(f)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["no_flare"] == 2 and res["classes"]["M"]["central"]["tp"] == 1

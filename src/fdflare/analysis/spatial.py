@@ -93,7 +93,8 @@ def _check_classes(cls: pd.Series, path: Path) -> None:
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"not a GOES class: {str(text.iloc[i])!r} (expected a letter A, B, C, M or X and a "
-            f"number, e.g. M1.3, or empty for no flare); {int(bad.sum())} such value(s) in all",
+            f"number, e.g. M1.3, or NF or empty for no flare); {int(bad.sum())} such value(s) in "
+            "all",
             path=path,
             line=i + 2,
             field="goes_class",
@@ -193,7 +194,10 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         )
     coords = _parse_coords(lon_raw, lat_raw, fields, path)
     cls = df["goes_class"].astype("string").str.strip()
+    # the study writes NF for a window without a flare; fdflare label leaves it empty
+    cls = cls.mask(cls.str.upper().eq("NF"), "")
     _check_classes(cls, path)
+    df["goes_class"] = cls
     prob = pd.to_numeric(df["flare_prob"].astype("string").str.strip(), errors="coerce")
     bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
     if bad.any():
