@@ -25,6 +25,9 @@ def test_registry():
     assert list_models(study_only=True) == ["alexnet", "vgg16", "resnet34"]
     assert set(list_models()) >= {"alexnet", "vgg16", "resnet34"}
     for name, spec in MODELS.items():  # the registry's URLs are torchvision's own
+        if not spec.has_weights:  # the small CNN: no ImageNet weights exist
+            assert name == "smallcnn" and not spec.in_study
+            continue
         tv_weights = eval(f"torchvision.models.{spec.weights}")
         assert tv_weights.url == spec.url, name
     with pytest.raises(InputError, match="unknown model 'lenet'"):
@@ -47,6 +50,8 @@ def study_models() -> dict[str, nn.Module]:
         ("vgg16", 32, "conv"),
         ("resnet34", 32, "conv"),
         ("resnet18", 32, "conv"),
+        ("smallcnn", 64, "conv"),
+        ("smallcnn", 32, "sum"),
         ("alexnet", 64, "sum"),
         ("resnet34", 32, "sum"),
     ],
@@ -193,3 +198,14 @@ def test_wrong_or_unsafe_weights_files(tmp_path, monkeypatch):
 
 class _Opaque:
     """An arbitrary object: ``torch.load(weights_only=True)`` must refuse to unpickle it."""
+
+
+def test_smallcnn_has_no_imagenet_weights():
+    with pytest.raises(
+        InputError, match="smallcnn has no ImageNet weights: train it with --no-pretrained"
+    ):
+        create_model("smallcnn", pretrained=True)
+    net = create_model("smallcnn", pretrained=False)
+    assert sum(p.numel() for p in net.parameters()) < 200_000  # small enough for CPU minutes
+    head = net.fc[-1]
+    assert head.bias.abs().sum() == 0 and 0.005 < head.weight.std() < 0.02  # N(0, 0.01)

@@ -41,8 +41,13 @@ class ModelSpec:
 
     @property
     def weights_filename(self) -> str:
-        """The ImageNet weights file name, as torch's hub cache stores it."""
+        """The ImageNet weights file name, as torch's hub cache stores it (``""``: none)."""
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether ImageNet weights exist for it (the small CNN has none)."""
+        return bool(self.url)
 
 
 _HUB = "https://download.pytorch.org/models/"
@@ -77,6 +82,15 @@ MODELS: dict[str, ModelSpec] = {
             _HUB + "resnet18-f37072fd.pth",
             "ResNet18 + Linear(512, 2) (11M; not in the study, for quick runs)",
             "resnet18",
+            in_study=False,
+        ),
+        ModelSpec(
+            "smallcnn",
+            "",
+            "",
+            "4 conv blocks (16-32-64-128, batch norm) + global pooling + Linear(128, 2) "
+            "(0.1M; not in the study, no ImageNet weights: the demo's model)",
+            "smallcnn",
             in_study=False,
         ),
     )

@@ -137,6 +137,9 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on, with the study's defaults.
@@ -176,6 +179,12 @@ class TrainConfig:
         1e-4, "SGD learning rate (OneCycleLR sets the rate from the first step)", low=0, metavar="X"
     )
     weight_decay: float = setting(1e-3, "SGD weight decay", low=0, metavar="X")
+    optimizer: str = setting(
+        "sgd",
+        "sgd: the study's SGD; adamw: AdamW (decoupled weight decay; OneCycleLR cycles its "
+        "beta1 where it would cycle momentum), for models trained from scratch in few steps",
+        choices=OPTIMIZERS,
+    )
     max_lr: float = setting(
         1e-5, "OneCycleLR peak learning rate", low=0, low_open=True, metavar="X"
     )

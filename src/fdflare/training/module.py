@@ -119,9 +119,17 @@ class FlareClassifier(L.LightningModule):
         self.epoch_scores = scores
 
     def configure_optimizers(self) -> Any:
-        """SGD with weight decay and ``OneCycleLR`` stepped every batch."""
+        """SGD (or AdamW) with weight decay and ``OneCycleLR`` stepped every batch."""
         c = self.config
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        optimizer: torch.optim.Optimizer
+        if c.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(
+                self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay
+            )
+        else:
+            optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay
+            )
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=c.max_lr,
