@@ -420,3 +420,24 @@ def test_cv_with_a_catalog_shows_baselines_calibration_and_a_report(trained, tmp
     assert (out / "calibration" / "resnet18" / "reliability.png").is_file()
     html = (out / "report.html").read_text()
     assert "persistence" in html and "data:image/png;base64," in html
+
+
+def test_cv_with_holdout_calibrates_on_the_held_out_slice(trained, tmp_path, capsys):
+    out = tmp_path / "cv"
+    argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
+            "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
+            "--image-size", "32", "--holdout", "0.25", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    res = json.loads((out / "results.json").read_text())
+    cal = res["models"]["resnet18"]["calibration"]
+    assert cal["fitted_on"] == "holdout"
+    for k, item in zip((1, 2), cal["files"], strict=True):
+        held = out / "predictions" / "holdout" / f"fold{k}_resnet18.csv"
+        # the map was fitted on the held-out slice of training only, never on a validation fold
+        assert item["map"]["sources"] == [str(held)]
+        held_names = set(pd.read_csv(held)["timestamp"])
+        val_names = set(pd.read_csv(trained["labels"] / f"Fold{k}_val.csv")["label"])
+        train_names = set(pd.read_csv(trained["labels"] / f"Fold{k}_train.csv")["label"])
+        assert held_names <= train_names and not held_names & val_names
+    assert (out / "calibration" / "resnet18" / "fold1_resnet18.csv").is_file()

@@ -6,8 +6,10 @@ model with prediction files:
 * ``OUT/baselines/fold{k}_{persistence,climatology}.csv`` when a flare catalog is given
   (``--catalog``): the reference forecasts on the same validation instances;
 * the model's scores beside them (:func:`fdflare.analysis.skill.compare`);
-* ``OUT/calibration/<model>/``: each fold calibrated with a map fitted on the model's other
-  folds (cross-fold isotonic), with the reliability diagram;
+* ``OUT/calibration/<model>/``: each fold calibrated, with the reliability diagram. With
+  ``--holdout`` the map of each fold is fitted on the model's predictions for that fold's
+  held-out slice of training data (``OUT/predictions/holdout/``), so nothing touches the
+  validation fold; without it, on the model's other folds (cross-fold isotonic);
 * ``OUT/results.json`` and ``OUT/report.html`` (:mod:`fdflare.reports.report`).
 """
 
@@ -51,7 +53,7 @@ def _cv_results(
     catalog: str | None,
     mode: str,
 ) -> dict[str, Any]:
-    from fdflare.analysis.calibration import cross_fold, write_calibrated
+    from fdflare.analysis.calibration import cross_fold, fit_apply, write_calibrated
     from fdflare.analysis.metrics import evaluate_files
     from fdflare.analysis.skill import compare
     from fdflare.core.io import write_text_atomic
@@ -91,13 +93,73 @@ def _cv_results(
             entry["baselines"], entry["comparison"] = cmp["baselines"], cmp["comparison"]
         else:
             entry["evaluate"] = evaluate_files(paths)
-        if len(paths) >= 2:
-            folder = out / "calibration" / model
+        folder = out / "calibration" / model
+        reference = [r for _, r in present]
+        if base.holdout_fraction > 0:
+            ks = [k for k, f in zip(folds, files, strict=True) if f.is_file()]
+            fitted = []
+            for k, path, rate in zip(ks, paths, reference, strict=True):
+                held = predict_holdout(out, base, model, k)
+                fitted += fit_apply([held], [path], "isotonic", reference_rates=[rate])
+            record = write_calibrated(fitted, folder)
+            entry["calibration"] = {
+                "folder": f"calibration/{model}",
+                "fitted_on": "holdout",
+                "files": record["files"],
+            }
+        elif len(paths) >= 2:
             record = write_calibrated(
-                cross_fold(paths, "isotonic", reference_rates=[r for _, r in present]), folder
+                cross_fold(paths, "isotonic", reference_rates=reference), folder
             )
-            entry["calibration"] = {"folder": f"calibration/{model}", "files": record["files"]}
+            entry["calibration"] = {
+                "folder": f"calibration/{model}",
+                "fitted_on": "other folds",
+                "files": record["files"],
+            }
         results["models"][model] = entry
     write_text_atomic(out / RESULTS, json.dumps(results, indent=2, default=str) + "\n")
     write_report(out, out / REPORT_NAME)
     return results
+
+
+def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path:
+    """Predict the held-out slice of a pair's training data with its selected checkpoint.
+
+    The slice is the one :func:`fdflare.training.fit.holdout_split` took out of training, so
+    the map fitted on it never sees the validation fold. Written once, to
+    ``OUT/predictions/holdout/fold<k>_<name>.csv``, and reused while it is newer than the
+    checkpoint.
+    """
+    from dataclasses import replace
+
+    from fdflare.data.tables import fold_tables
+    from fdflare.inference.predict import predict
+    from fdflare.training.fit import holdout_split
+
+    config = replace(base, model=model, fold=fold)
+    run_dir = out / model / f"fold{fold}"
+    ckpt = run_dir / "best.ckpt"
+    if not ckpt.is_file():
+        ckpt = run_dir / "last.ckpt"
+    pred = prediction_path(out, model, fold)
+    path = pred.parent / "holdout" / pred.name
+    if path.is_file() and path.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns:
+        return path
+    tables = fold_tables(Path(str(config.labels)), fold)
+    _, hold = holdout_split(tables.train, config.holdout_fraction, path=str(tables.train_path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predict(
+        ckpt,
+        tables.train[hold].reset_index(drop=True),
+        str(config.images),
+        path,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        accelerator=config.accelerator if config.accelerator != "tpu" else "auto",
+        skip_missing=config.skip_missing,
+        image_ext=config.image_ext,
+        decoder=config.decoder,
+        array_store=config.array_store,
+        quiet=True,
+    )
+    return path
