@@ -366,7 +366,8 @@ def test_limb_meridians_agree_with_sunpy(sunpy_test_data):
     from sunpy.coordinates import HeliographicStonyhurst
 
     from fdflare.analysis.figures import limb_meridians
-    from fdflare.prepare.jp2 import disk_geometry, read_jp2_header
+    from fdflare.prepare.geometry import disk_geometry
+    from fdflare.prepare.jp2 import read_jp2_header
 
     header = read_jp2_header(
         sunpy_test_data / "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"

@@ -170,7 +170,8 @@ def _header_number(header: dict[str, str], *keys: str) -> float:
 def _read_jp2(image: Path, limb_deg: float) -> tuple[np.ndarray, dict[str, float], str, list]:
     """Decode a Helioviewer JP2 with fdflare's own reader; geometry from its header."""
     from fdflare.prepare.decode import decode_jp2
-    from fdflare.prepare.jp2 import disk_geometry, read_jp2_header, read_jp2_info
+    from fdflare.prepare.geometry import disk_geometry
+    from fdflare.prepare.jp2 import read_jp2_header, read_jp2_info
 
     info = read_jp2_info(image)
     header = read_jp2_header(image)
@@ -242,7 +243,7 @@ def disk_figure(
 
     * A JPEG 2000 file with a Helioviewer header is decoded with fdflare's own reader
       (:func:`fdflare.prepare.decode.decode_jp2`, at most 1024 pixels a side); the disk
-      centre and radius come from its header (:func:`fdflare.prepare.jp2.disk_geometry`)
+      centre and radius come from its header (:func:`fdflare.prepare.geometry.disk_geometry`)
       and the two ``+-limb_deg`` meridians from :func:`limb_meridians`.
     * A FITS file is read with sunpy: geometry and meridians from its WCS.
     * A plain image (PNG/JPG from ``fdflare prepare``) needs ``geometry`` (``center_x,

@@ -412,15 +412,3 @@ def reduced_size(full: int, reduce: int, offset: int = 0) -> int:
     """Return the size of an image axis decoded at ``2**reduce`` times reduced resolution."""
     step = 1 << reduce
     return -(-(full + offset) // step) - (-(-offset // step))
-
-
-_MOVED_TO_GEOMETRY = ("SOLAR_RADIUS_M", "disk_geometry", "observation_time")
-
-
-def __getattr__(name: str) -> Any:
-    """Keep ``fdflare.prepare.jp2.disk_geometry`` (now in :mod:`fdflare.prepare.geometry`)."""
-    if name in _MOVED_TO_GEOMETRY:
-        from fdflare.prepare import geometry
-
-        return getattr(geometry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

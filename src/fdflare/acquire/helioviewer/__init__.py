@@ -15,10 +15,6 @@ from fdflare.acquire.helioviewer.client import (
 from fdflare.acquire.helioviewer.download import DownloadSummary, download_range, requested_times
 from fdflare.acquire.helioviewer.manifest import MANIFEST_COLUMNS, read_manifest
 
-# Moved to fdflare.core (shared by several stages); importable from here as before.
-from fdflare.core.http import parse_retry_after
-from fdflare.core.timeparse import parse_duration, parse_time
-
 __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
@@ -27,9 +23,6 @@ __all__ = [
     "DownloadSummary",
     "download_range",
     "is_jpeg2000",
-    "parse_duration",
-    "parse_retry_after",
-    "parse_time",
     "read_manifest",
     "requested_times",
 ]
