@@ -12,9 +12,18 @@ pytest.importorskip("torch", reason="the demo trains models: install the 'train'
 pytest.importorskip("lightning", reason="the demo trains models: install the 'train' extra")
 
 
-def _check_results(out, folds, model="resnet18"):
+def _check_results(out, folds, model="smallcnn"):
     res = json.loads((out / "results.json").read_text())
-    assert set(res) == {"evaluate", "spatial"}
+    keys = {"evaluate", "baselines", "comparison", "verdict", "spatial", "notes", "config"}
+    assert set(res) == keys | ({"calibration"} if len(folds) >= 2 else set())
+    assert set(res["baselines"]) == {"persistence", "climatology", "flux"}
+    for kind, b in res["baselines"].items():  # the same instances as the model's
+        assert [f["n"] for f in b["files"]] == [f["n"] for f in res["evaluate"]["files"]], kind
+        assert (out / "baselines" / f"fold{folds[0]}_{kind}.csv").is_file()
+    assert [r["fold"] for r in res["comparison"]["files"]] == list(folds)
+    v = res["verdict"]
+    assert v["persistence_tss"] == res["baselines"]["persistence"]["mean"]["tss"]
+    assert v["tss"] == res["evaluate"]["mean"]["tss"]
     ev = res["evaluate"]
     assert len(ev["files"]) == len(folds)
     for f in ev["files"]:
@@ -32,7 +41,22 @@ def _check_results(out, folds, model="resnet18"):
     joined = pd.read_csv(out / "predictions" / f"fold{folds[0]}_{model}_joined.csv")
     assert {"goes_class", "fl_lon", "fl_lat"} <= set(joined.columns)
     assert (out / "figures" / f"{model}_heatmap_XM.png").stat().st_size > 1000
-    assert "Skill scores per validation fold" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Skill scores per validation fold, beside the baselines" in md and "persistence" in md
+    html = (out / "report.html").read_text()
+    assert "persistence" in html and "flux" in html and "<img" in html
+    if len(folds) >= 2:
+        cal = res["calibration"]
+        assert [f["file"] for f in cal["files"]] == [f"fold{k}_{model}.csv" for k in folds]
+        assert (out / cal["folder"] / "reliability.png").is_file()
+        assert "Calibration and reliability" in html
+    # the folds predicted with last.ckpt are named in the notes, the report and the page
+    fell_back = [
+        k for k in folds if not (out / "runs" / f"{model}_fold{k}" / "best.ckpt").is_file()
+    ]
+    for k in fell_back:
+        note = [n for n in res["notes"] if n.startswith(f"fold {k}: ")]
+        assert note and "last.ckpt" in note[0] and note[0] in md
     return res
 
 
@@ -58,6 +82,7 @@ def test_demo_small_through_the_cli(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "fold2_alexnet.csv" in printed and "central |lon| <= 70" in printed
+    assert "  persistence" in printed and "  flux" in printed and "verdict" in printed
     _check_results(out, [2], model="alexnet")
     assert (out / "runs" / "alexnet_fold2" / "metrics.csv").is_file()
     # rerunning resumes: no image is made, no model trained and no fold predicted again, and
@@ -137,5 +162,12 @@ def test_default_demo_end_to_end(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     results = _check_results(out, [1, 2, 3, 4])
-    assert "mean ± std" in res.stdout
+    assert "mean ± std" in res.stdout and "  persistence" in res.stdout
+    assert "TSS calibrated at threshold" in res.stdout and "verdict" in res.stdout
     assert len(results["evaluate"]["files"]) == 4
+    # the demo shows learned skill: above persistence on the same instances, AUC >= 0.6
+    ev, pers = results["evaluate"], results["baselines"]["persistence"]
+    assert ev["mean"]["tss"] > pers["mean"]["tss"], (ev["mean"], pers["mean"])
+    assert results["verdict"]["beats_persistence"] is True
+    assert min(f["auc"] for f in ev["files"]) >= 0.6, [f["auc"] for f in ev["files"]]
+    assert (out / "report.html").stat().st_size > 10_000

@@ -1,4 +1,4 @@
-"""``fdflare demo``: synth -> label -> train -> predict -> evaluate -> spatial, in minutes."""
+"""``fdflare demo``: synth -> label -> train -> predict -> baselines -> evaluate -> calibrate -> spatial -> report."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import argparse
 HELP = "run the whole pipeline end to end on synthetic data (minutes on a laptop CPU)"
 DESCRIPTION = """\
 Generate a year of synthetic full-disk magnetograms with a flare catalog, label them, train
-one model per fold (ResNet18 by default, small images, few epochs, no ImageNet weights),
-predict each validation fold, and evaluate and map the results. Settings come from
-fdflare/configs/demo.yaml, then --config FILE, then the options given. Writes OUT/results.json ({"evaluate": ..., "spatial":
-...}), OUT/report.md and every intermediate file. The data are synthetic: the numbers show the
-pipeline works, not real forecast skill. Rerunning the same command resumes.
+one model per fold (a small CNN trained with AdamW by default, small images, few epochs, no
+ImageNet weights), predict each validation fold, forecast the same instances with persistence, climatology and
+the flux baseline, calibrate the probabilities across folds, and evaluate and map the
+results. Settings come from fdflare/configs/demo.yaml, then --config FILE, then the options
+given. Writes OUT/results.json ({"evaluate", "baselines", "comparison", "calibration",
+"verdict", "spatial", "notes", "config"}), OUT/report.md, OUT/report.html and every
+intermediate file. The data are synthetic: the numbers show the pipeline works, not real
+forecast skill. Rerunning the same command resumes.
 
 example:
   fdflare demo --out demo/
@@ -44,11 +47,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print its tables."""
     import json
 
-    from fdflare.analysis.metrics import format_table as eval_table
+    from fdflare.analysis.skill import format_comparison
     from fdflare.analysis.spatial import format_table as spatial_table
     from fdflare.commands._config import given_values
     from fdflare.core.outputs import check_output_dir, output_lock
-    from fdflare.reports.demo import DemoConfig, load_demo_config, run_demo
+    from fdflare.reports.demo import (
+        DemoConfig,
+        calibration_table,
+        load_demo_config,
+        run_demo,
+        verdict_lines,
+    )
 
     cfg = DemoConfig()
     if args.config:
@@ -58,10 +67,20 @@ def run(args: argparse.Namespace) -> int:
     with output_lock(args.out, command="demo"):
         res = run_demo(args.out, cfg, quiet=args.quiet)
     if args.json:
-        print(json.dumps({"evaluate": res["evaluate"], "spatial": res["spatial"]}))
+        print(json.dumps({k: v for k, v in res.items() if k != "seconds"}))
         return 0
-    print(eval_table(res["evaluate"]))
+    cmp = {**res["evaluate"], "baselines": res["baselines"], "comparison": res["comparison"]}
+    print(format_comparison(cmp))
+    print()
+    if "calibration" in res:
+        print(calibration_table(res))
+        print()
+    for line in verdict_lines(res):
+        print(line)
     print()
     print(spatial_table(res["spatial"]))
-    print(f"\nwrote {args.out}/results.json and {args.out}/report.md ({res['seconds']:.0f} s)")
+    print(
+        f"\nwrote {args.out}/results.json, {args.out}/report.md and {args.out}/report.html "
+        f"({res['seconds']:.0f} s)"
+    )
     return 0
