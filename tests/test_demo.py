@@ -119,6 +119,7 @@ def _cli(argv, capsys):
         (["--model", "resnet81"], "--model: 'resnet81': choose one of alexnet"),
         (["--max-lr", "nan"], "--max-lr: 'nan': must be a finite number"),
         (["--days", "0"], "--days: '0': must be at least 1"),
+        (["--optimizer", "adam"], "--optimizer: 'adam': choose one of sgd, adamw"),
     ],
 )
 def test_demo_bad_arguments_fail_before_any_work(tmp_path, capsys, extra, words):
@@ -137,6 +138,26 @@ def test_demo_config_file_and_out(tmp_path, capsys):
     file.write_text("x")
     code, err = _cli(["demo", "--out", str(file)], capsys)
     assert code == 2 and "is a file" in err and file.read_text() == "x"
+
+
+def test_demo_recipe_is_opt_in_for_train():
+    """The demo's small CNN and AdamW are its own settings: `fdflare train` keeps the study's."""
+    from fdflare.reports.demo import DemoConfig
+    from fdflare.training.config import TrainConfig, default_config_path, load_config
+
+    study = load_config(default_config_path())
+    assert study == TrainConfig() and study.optimizer == "sgd" and study.model == "alexnet"
+    tcfg = DemoConfig().train_config(3, "labels", "images")
+    assert (tcfg.model, tcfg.optimizer, tcfg.pretrained, tcfg.fold) == (
+        "smallcnn",
+        "adamw",
+        False,
+        3,
+    )
+    assert (
+        DemoConfig().updated({"train": {"optimizer": "sgd"}}).train_config(1, "l", "i").optimizer
+        == "sgd"
+    )
 
 
 def test_packaged_demo_settings_are_the_defaults():
