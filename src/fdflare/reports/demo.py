@@ -184,11 +184,13 @@ def run_demo(
     write_labels(labels, out / "labels", label_cfg)
 
     pred_files, joined_files, notes = [], [], []
+    selected_on: set[str] = set()
     for k in cfg.folds:
         _say(f"[3/7] train: {cfg.model}, fold {k}, {cfg.epochs} epochs", quiet)
         tcfg = cfg.train_config(k, str(out / "labels"), str(synth_dir / "images"))
         result = fit(tcfg, out / "runs" / f"{cfg.model}_fold{k}", resume=True, quiet=quiet)
         ckpt = result.best_checkpoint or result.last_checkpoint
+        selected_on.add("holdout" if tcfg.holdout_fraction > 0 else "validation")
         if result.best_checkpoint is None:
             notes.append(
                 f"fold {k}: no epoch passed the selection rule (validation TSS above 0 and the "
@@ -236,6 +238,7 @@ def run_demo(
             "calibration skipped: cross-fold calibration needs the predictions of two or more folds"
         )
     results["verdict"] = verdict(results)
+    results["verdict"]["selected_on"] = sorted(selected_on)
     _say("[7/7] spatial", quiet)
     results["spatial"] = analyse(
         read_spatial_tables(joined_files), SpatialConfig(), out=out / "figures", name=cfg.model
@@ -343,6 +346,13 @@ def _verdict_sentences(v: dict[str, Any]) -> list[str]:
         lines.append(
             "beside it, calibrated and at the TSS-maximising threshold of the other folds "
             f"(never the fold's own): mean TSS {_fmt(v['mean_tss_at_threshold'])}"
+        )
+    if "validation" in v.get("selected_on", []):
+        lines.append(
+            "caution: each fold's epoch was selected on its own validation fold, as the study "
+            "does; that favours the model over persistence, which selects nothing. To select on "
+            "held-out training data instead, set `train: {holdout_fraction: 0.25}` in a demo "
+            "config (docs/demo.md has the numbers)"
         )
     return lines
 
