@@ -111,6 +111,19 @@ def train_pair(
         )
 
 
+def predict_options(config: TrainConfig) -> dict[str, Any]:
+    """The :func:`fdflare.inference.predict.predict` settings that follow a pair's training."""
+    return {
+        "batch_size": config.batch_size,
+        "workers": config.workers,
+        "accelerator": config.accelerator if config.accelerator != "tpu" else "auto",
+        "skip_missing": config.skip_missing,
+        "image_ext": config.image_ext,
+        "decoder": config.decoder,
+        "array_store": config.array_store,
+    }
+
+
 def summarise_pair(config: TrainConfig, run_dir: Path, out: Path, *, quiet: bool) -> dict[str, Any]:
     """Predict the pair's validation fold (unless done already) and score it."""
     import json
@@ -143,14 +156,8 @@ def summarise_pair(config: TrainConfig, run_dir: Path, out: Path, *, quiet: bool
             config.images,
             pred_file,
             table=table if table.is_file() else None,
-            batch_size=config.batch_size,
-            workers=config.workers,
-            accelerator=config.accelerator if config.accelerator != "tpu" else "auto",
-            skip_missing=config.skip_missing,
-            image_ext=config.image_ext,
-            decoder=config.decoder,
-            array_store=config.array_store,
             quiet=quiet,
+            **predict_options(config),
         )
     pred = pd.read_csv(pred_file)
     tp, fp, tn, fn = confusion(pred["flare_prob"].to_numpy(), pred["target"].to_numpy(), 0.5)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fdflare.reports.cv import _merge_lock, prediction_path
+from fdflare.reports.cv import _merge_lock, predict_options, prediction_path
 from fdflare.training.config import TrainConfig
 
 RESULTS = "results.json"
@@ -153,13 +153,7 @@ def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path
         tables.train[hold].reset_index(drop=True),
         str(config.images),
         path,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        accelerator=config.accelerator if config.accelerator != "tpu" else "auto",
-        skip_missing=config.skip_missing,
-        image_ext=config.image_ext,
-        decoder=config.decoder,
-        array_store=config.array_store,
         quiet=True,
+        **predict_options(config),
     )
     return path

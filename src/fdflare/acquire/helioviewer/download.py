@@ -537,6 +537,12 @@ def _run_pool(
                 finish(future)  # completed while stopping: keep it
         pending.clear()
 
+    def run_item(item: _Item) -> _Result | None:
+        # a queued item that a worker picks up after the cancel is not started at all
+        if cancel is not None and cancel.is_set():
+            return None
+        return fetcher.process(item)
+
     queue = iter(items)
     pending: set[cf.Future[_Result | None]] = set()
     pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fdflare-download")
@@ -547,7 +553,7 @@ def _run_pool(
                 item = next(queue, None)
                 if item is None:
                     break
-                pending.add(pool.submit(fetcher.process, item))
+                pending.add(pool.submit(run_item, item))
             if not pending:
                 return False
             done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
