@@ -441,3 +441,108 @@ def test_cv_with_holdout_calibrates_on_the_held_out_slice(trained, tmp_path, cap
         train_names = set(pd.read_csv(trained["labels"] / f"Fold{k}_train.csv")["label"])
         assert held_names <= train_names and not held_names & val_names
     assert (out / "calibration" / "resnet18" / "fold1_resnet18.csv").is_file()
+
+
+# --------------------------------------------------------------------------- without answers
+
+
+def test_predict_images_without_labels_matches_labelled_prediction(trained, tmp_path, capsys):
+    labelled = tmp_path / "labelled.csv"
+    assert main(predict_argv(trained, labelled, "--image-size", "32")) == 0
+    names = pd.read_csv(labelled)["timestamp"].tolist()
+    listing = trained["images"] / "some.txt"
+    listing.write_text("# the first validation images\n" + "\n".join(names) + "\n\n")
+    out = tmp_path / "unlabelled.csv"
+    argv = ["predict", "--checkpoint", str(trained["ckpt"]), "--images", str(listing),
+            "--out", str(out), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    got = pd.read_csv(out)
+    assert list(got.columns) == ["timestamp", "flare_prob"]
+    want = pd.read_csv(labelled)
+    assert got["timestamp"].tolist() == want["timestamp"].tolist()
+    assert np.allclose(got["flare_prob"], want["flare_prob"])
+    # a whole folder: every image, sorted
+    out_all = tmp_path / "all.csv"
+    argv = ["predict", "--checkpoint", str(trained["ckpt"]), "--images", str(trained["images"]),
+            "--out", str(out_all), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(pd.read_csv(out_all)) == len(pd.read_csv(trained["table"]))
+    capsys.readouterr()
+
+
+def test_an_ensemble_is_the_mean_of_its_members_and_a_map_calibrates_it(trained, tmp_path, capsys):
+    import json
+
+    from fdflare.analysis.calibration import Calibrator
+
+    other = tmp_path / "other"
+    argv = ["train", "--model", "resnet18", "--fold", "2", "--labels", str(trained["labels"]),
+            "--images", str(trained["images"]), "--out", str(other), "--epochs", "1",
+            "--image-size", "32", "--max-lr", "0.01", "--seed", "3", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    members = [trained["ckpt"], other / "last.ckpt"]
+    singles = []
+    for i, ckpt in enumerate(members):
+        out = tmp_path / f"m{i}.csv"
+        argv = ["predict", "--checkpoint", str(ckpt), "--images", str(trained["images"]),
+                "--out", str(out), "--workers", "0", "--quiet"]  # fmt: skip
+        assert main(argv) == 0
+        singles.append(pd.read_csv(out)["flare_prob"].to_numpy())
+    assert not np.allclose(singles[0], singles[1])
+    out = tmp_path / "ens.csv"
+    argv = ["predict", "--checkpoint", *map(str, members), "--images", str(trained["images"]),
+            "--out", str(out), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble of 2" in printed and printed.count("member ") == 2
+    ens = pd.read_csv(out)["flare_prob"].to_numpy()
+    assert np.allclose(ens, (singles[0] + singles[1]) / 2, atol=1e-6)
+    cal_map = Calibrator("platt", a=2.0, b=-1.0)
+    cal_file = tmp_path / "map.json"
+    cal_file.write_text(json.dumps(cal_map.to_dict()))
+    out_cal = tmp_path / "ens_cal.csv"
+    argv = ["predict", "--checkpoint", *map(str, members), "--images", str(trained["images"]),
+            "--out", str(out_cal), "--calibration", str(cal_file), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert np.allclose(pd.read_csv(out_cal)["flare_prob"], cal_map(ens), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--labels", "{labels}", "--checkpoint", "{ckpt}"], "without --labels"),
+        (["--labels", "{labels}", "--calibration", "{labels}"], "--calibration"),
+        (["--calibration", "{nope}"], "no such calibration file"),
+        (["--calibration", "{labels}"], "not a readable JSON"),
+        (["--table", "{labels}"], "--table"),
+    ],
+)
+def test_predict_without_labels_bad_arguments(trained, tmp_path, capsys, extra, words):
+    subs = {
+        "{labels}": str(trained["labels"] / "Fold1_val.csv"),
+        "{ckpt}": str(trained["ckpt"]),
+        "{nope}": str(tmp_path / "nope.json"),
+    }
+    argv = ["predict", "--checkpoint", str(trained["ckpt"]), "--images", str(trained["images"]),
+            "--out", str(tmp_path / "o.csv"), "--workers", "0", "--quiet"]  # fmt: skip
+    argv += [subs.get(a, a) for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_an_image_list_that_is_not_text_or_leaves_its_folder(trained, tmp_path, capsys):
+    bad = tmp_path / "list.txt"
+    bad.write_bytes(b"2011/01/\xff.png\n")
+    base = ["predict", "--checkpoint", str(trained["ckpt"]), "--out", str(tmp_path / "o.csv"),
+            "--workers", "0", "--quiet", "--images"]  # fmt: skip
+    assert main([*base, str(bad)]) == 2
+    assert "UTF-8" in capsys.readouterr().err
+    bad.write_text("../elsewhere/HMI.m2011.01.01_00.00.00.png\n")
+    assert main([*base, str(bad)]) == 2
+    assert "line 1" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*base, str(empty)]) == 2
+    assert "no images" in capsys.readouterr().err

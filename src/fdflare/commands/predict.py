@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-HELP = "predict P(flare) for every image of a label table with a trained checkpoint"
+HELP = (
+    "predict P(flare) for the images of a label table, or any images, with one model or an ensemble"
+)
 DESCRIPTION = """\
 Run a checkpoint of `fdflare train` (or a bare state_dict file with --model) over the images
 of a label CSV and write OUT: timestamp,flare_prob,target (the study's prediction files;
@@ -12,9 +15,16 @@ timestamp is the relative image path). With --table DIR/labels.csv (the full tab
 `fdflare label`) also write OUT_joined.csv: label,flare_prob,target,goes_class,fl_lon,fl_lat,
 fl_start, read by `fdflare evaluate` and `fdflare spatial`.
 
-example:
+Without --labels, every image of --images (a folder, an array store, or a text file of
+image paths relative to it) is predicted and OUT holds timestamp,flare_prob: no answers are
+needed. --checkpoint given several times is an ensemble (the mean of the members), and
+--calibration FILE maps that mean through a calibration map of `fdflare calibrate`.
+
+examples:
   fdflare predict --checkpoint runs/alex1/best.ckpt --labels labels/Fold1_val.csv \\
       --images hmi_jpgs_512/ --out preds/fold1_alex.csv --table labels/labels.csv
+  fdflare predict --checkpoint cv/alexnet/fold{1,2,3,4}/best.ckpt --images new_images/ \\
+      --out forecast.csv
 """
 
 
@@ -39,15 +49,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from fdflare.models.registry import list_models
 
     p.add_argument(
-        "--checkpoint", required=True, metavar="FILE", help="best.ckpt or last.ckpt of a run"
+        "--checkpoint",
+        required=True,
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help="best.ckpt or last.ckpt of a run (or a bare state_dict with --model); give it "
+        "several times for an ensemble (their mean; images without --labels)",
     )
     p.add_argument(
         "--labels",
-        required=True,
         metavar="CSV",
-        help="label table: label + target (or goes_class 0/1)",
+        help="label table: label + target (or goes_class 0/1); without it, every image of "
+        "--images is predicted and OUT holds timestamp,flare_prob",
     )
-    p.add_argument("--images", required=True, metavar="DIR", help="image folder or array store")
+    p.add_argument(
+        "--images",
+        required=True,
+        metavar="DIR_OR_LIST",
+        help="image folder or array store; without --labels also a text file of image paths",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration map applied to the (ensemble) probability: a map of `fdflare "
+        "calibrate` (calibration.json with one file, or one map object); without --labels",
+    )
     p.add_argument("--out", required=True, metavar="CSV", help="prediction file to write")
     p.add_argument(
         "--table",
@@ -116,12 +143,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _calibration(path: str) -> Any:
+    """The one calibration map in ``path`` (a map object, or calibration.json with one file)."""
+    import json
+
+    from fdflare.analysis.calibration import Calibrator
+    from fdflare.core.errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise InputError("no such calibration file", path=path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable JSON file ({exc})", path=path) from None
+    if isinstance(data, dict) and "method" in data:
+        return Calibrator.from_dict(data, path=path)
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list) or not files:
+        raise InputError("expected a calibration map or calibration.json", path=path)
+    if len(files) != 1:
+        raise InputError(
+            f"holds {len(files)} maps (one per fold); give a file with one map (its "
+            "files[k].map object) or calibrate with --fit/--apply",
+            path=path,
+        )
+    return Calibrator.from_dict(files[0]["map"], path=path)
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict and print what was written."""
+    from fdflare.core.errors import UsageError
     from fdflare.inference.predict import predict
 
+    if args.labels is None:
+        return _run_images(args)
+    if len(args.checkpoint) > 1:
+        raise UsageError(
+            "several --checkpoint (an ensemble) predict the images of --images without --labels"
+        )
+    if args.calibration:
+        raise UsageError(
+            "--calibration goes with predictions without --labels; calibrate labelled "
+            "predictions with `fdflare calibrate --fit ... --apply ...`"
+        )
     result = predict(
-        args.checkpoint,
+        args.checkpoint[0],
         args.labels,
         args.images,
         args.out,
@@ -143,4 +210,41 @@ def run(args: argparse.Namespace) -> int:
         f" ({result.skipped_missing} rows skipped: image missing)" if result.skipped_missing else ""
     )
     print(f"wrote {result.n} predictions to {result.predictions}{extra}{skipped}")
+    return 0
+
+
+def _run_images(args: argparse.Namespace) -> int:
+    from fdflare.core.errors import UsageError
+    from fdflare.inference.images import predict_images
+
+    if args.table:
+        raise UsageError("--table joins labelled predictions: give --labels too")
+    if args.skip_missing:
+        raise UsageError(
+            "--skip-missing goes with --labels (without them every listed image is needed)"
+        )
+    cal = _calibration(args.calibration) if args.calibration else None
+    result = predict_images(
+        args.checkpoint,
+        args.images,
+        args.out,
+        transform=cal,
+        inputs=[args.calibration],
+        model=args.model,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        image_ext=args.image_ext,
+        decoder=args.decoder,
+        array_store=not args.no_array_store,
+        quiet=args.quiet,
+    )
+    kind = "ensemble of " + str(len(result.members)) if len(result.members) > 1 else "model"
+    cal_text = f", calibrated with {args.calibration}" if args.calibration else ""
+    print(f"wrote {result.n} predictions ({kind}{cal_text}) to {result.out}")
+    if len(result.members) > 1:
+        for ckpt, mean in result.members:
+            print(f"  member {ckpt}: mean P(flare) {mean:.4f}")
     return 0
