@@ -546,3 +546,38 @@ def test_an_image_list_that_is_not_text_or_leaves_its_folder(trained, tmp_path, 
     empty.mkdir()
     assert main([*base, str(empty)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_cv_writes_an_ensemble_that_predict_runs(trained, tmp_path, capsys):
+    from fdflare.analysis.calibration import Calibrator
+
+    out = tmp_path / "cv"
+    argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
+            "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
+            "--image-size", "32", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    ens = json.loads((out / "ensemble.json").read_text())
+    assert [(m["model"], m["fold"]) for m in ens["members"]] == [("resnet18", 1), ("resnet18", 2)]
+    assert all(not Path(m["checkpoint"]).is_absolute() for m in ens["members"])
+    assert all(m["calibration"]["method"] == "isotonic" for m in ens["members"])
+    # the folder moves whole: checkpoints are found beside the file
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    shutil.rmtree(out)
+    pred = tmp_path / "ens.csv"
+    argv = ["predict", "--ensemble", str(moved / "ensemble.json"), "--images",
+            str(trained["images"]), "--out", str(pred), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert "2 of 2 members calibrated" in capsys.readouterr().out
+    got = pd.read_csv(pred)["flare_prob"].to_numpy()
+    singles = []
+    for m in ens["members"]:
+        single = tmp_path / f"fold{m['fold']}.csv"
+        argv = ["predict", "--checkpoint", str(moved / m["checkpoint"]), "--images",
+                str(trained["images"]), "--out", str(single), "--workers", "0", "--quiet"]  # fmt: skip
+        assert main(argv) == 0
+        raw = pd.read_csv(single)["flare_prob"].to_numpy()
+        singles.append(Calibrator.from_dict(m["calibration"])(raw))
+    assert np.allclose(got, np.mean(singles, axis=0), atol=1e-5)
+    assert main(["predict", "--images", str(trained["images"]), "--out", str(pred)]) == 2
+    assert "--checkpoint FILE... or --ensemble FILE" in capsys.readouterr().err

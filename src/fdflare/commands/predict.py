@@ -49,8 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from fdflare.models.registry import list_models
 
     p.add_argument(
+        "--ensemble",
+        metavar="FILE",
+        help="ensemble.json of `fdflare cv`: every member, each through its own calibration "
+        "map, then their mean (images without --labels)",
+    )
+    p.add_argument(
         "--checkpoint",
-        required=True,
         action="extend",
         nargs="+",
         metavar="FILE",
@@ -176,8 +181,12 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.errors import UsageError
     from fdflare.inference.predict import predict
 
+    if bool(args.checkpoint) == bool(args.ensemble):
+        raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
     if args.labels is None:
         return _run_images(args)
+    if args.ensemble:
+        raise UsageError("--ensemble predicts the images of --images without --labels")
     if len(args.checkpoint) > 1:
         raise UsageError(
             "several --checkpoint (an ensemble) predict the images of --images without --labels"
@@ -224,12 +233,20 @@ def _run_images(args: argparse.Namespace) -> int:
             "--skip-missing goes with --labels (without them every listed image is needed)"
         )
     cal = _calibration(args.calibration) if args.calibration else None
+    checkpoints, member_maps = args.checkpoint, None
+    if args.ensemble:
+        from fdflare.reports.ensemble import read_ensemble
+
+        members = read_ensemble(args.ensemble)
+        checkpoints = [m["checkpoint"] for m in members]
+        member_maps = [m["calibration"] for m in members]
     result = predict_images(
-        args.checkpoint,
+        checkpoints,
         args.images,
         args.out,
         transform=cal,
-        inputs=[args.calibration],
+        member_transforms=member_maps,
+        inputs=[args.calibration, args.ensemble],
         model=args.model,
         image_size=args.image_size,
         batch_size=args.batch_size,
@@ -243,6 +260,9 @@ def _run_images(args: argparse.Namespace) -> int:
     )
     kind = "ensemble of " + str(len(result.members)) if len(result.members) > 1 else "model"
     cal_text = f", calibrated with {args.calibration}" if args.calibration else ""
+    if args.ensemble:
+        calibrated = sum(m is not None for m in member_maps or [])
+        cal_text += f", {args.ensemble}: {calibrated} of {len(checkpoints)} members calibrated"
     print(f"wrote {result.n} predictions ({kind}{cal_text}) to {result.out}")
     if len(result.members) > 1:
         for ckpt, mean in result.members:

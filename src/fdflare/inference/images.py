@@ -88,6 +88,7 @@ def predict_images(
     out: str | os.PathLike[str],
     *,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    member_transforms: Sequence[Callable[[np.ndarray], np.ndarray] | None] | None = None,
     inputs: Sequence[str | os.PathLike[str] | None] = (),
     model: str | None = None,
     image_size: int | None = None,
@@ -110,6 +111,8 @@ def predict_images(
         images: image folder, array store, or text file listing images.
         out: the CSV to write (``timestamp,flare_prob``).
         transform: calibration map applied to the ensemble mean.
+        member_transforms: one calibration map (or None) per checkpoint, applied to that
+            member's probability before the mean (an ``ensemble.json``'s maps).
         inputs: other files the caller read (the calibration map), never to be overwritten.
         model: architecture of bare ``state_dict`` files.
         image_size: image size of bare ``state_dict`` files.
@@ -150,6 +153,13 @@ def predict_images(
                 progress=not quiet and sys.stderr.isatty(),
             )
         )
+    if member_transforms is not None:
+        if len(member_transforms) != len(probs):
+            raise InputError("one calibration map (or none) per checkpoint is needed")
+        probs = [
+            p if f is None else np.clip(f(p), 0.0, 1.0)
+            for p, f in zip(probs, member_transforms, strict=True)
+        ]
     mean = np.mean(probs, axis=0)
     prob = np.clip(transform(mean), 0.0, 1.0) if transform is not None else mean
     out = Path(out)

@@ -10,6 +10,8 @@ model with prediction files:
   ``--holdout`` the map of each fold is fitted on the model's predictions for that fold's
   held-out slice of training data (``OUT/predictions/holdout/``), so nothing touches the
   validation fold; without it, on the model's other folds (cross-fold isotonic);
+* ``OUT/ensemble.json``: every fold checkpoint with its calibration map
+  (:mod:`fdflare.reports.ensemble`), for ``fdflare predict --ensemble``;
 * ``OUT/results.json`` and ``OUT/report.html`` (:mod:`fdflare.reports.report`).
 """
 
@@ -78,6 +80,7 @@ def _cv_results(
         write_predictions(preds, baseline_dir)
         results["baselines"] = {"catalog": str(catalog), "folder": "baselines"}
     rates = [float(fold_tables(labels, k).train["target"].mean()) for k in folds]
+    members: list[dict[str, Any]] = []
     for model in models:
         files = [prediction_path(out, model, k) for k in folds]
         present = [(f, r) for f, r in zip(files, rates, strict=True) if f.is_file()]
@@ -117,6 +120,23 @@ def _cv_results(
                 "files": record["files"],
             }
         results["models"][model] = entry
+        ks = [k for k, f in zip(folds, files, strict=True) if f.is_file()]
+        maps = [i["map"] for i in entry["calibration"]["files"]] if "calibration" in entry else []
+        for i, k in enumerate(ks):
+            run_dir = out / model / f"fold{k}"
+            ckpt = run_dir / "best.ckpt"
+            members.append(
+                {
+                    "model": model,
+                    "fold": k,
+                    "checkpoint": ckpt if ckpt.is_file() else run_dir / "last.ckpt",
+                    "calibration": maps[i] if maps else None,
+                }
+            )
+    if members:
+        from fdflare.reports.ensemble import write_ensemble
+
+        results["ensemble"] = write_ensemble(out, members).name
     write_text_atomic(out / RESULTS, json.dumps(results, indent=2, default=str) + "\n")
     write_report(out, out / REPORT_NAME)
     return results
