@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
+from clitools import run_cli as _cli
 from fdflare.cli import main
 
 pytest.importorskip("torch", reason="the demo trains models: install the 'train' extra")
@@ -101,14 +102,6 @@ def test_demo_small_through_the_cli(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again == json.loads(before)
     assert {p: p.stat().st_mtime_ns for p in kept} == times
-
-
-def _cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clitools import run_cli as cli
 from fdflare.cli import main
 from fdflare.models.networks import create_model
 from test_data import make_tiny_dataset
@@ -258,15 +259,6 @@ def test_a_checkpoint_is_read_without_lightning(trained):
         "sorted(m for m in sys.modules if 'lightning' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str]:
-    """Run the CLI in-process: (exit status, stderr), argparse's exits included."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
+from clitools import run_cli as cli
 from fdflare.analysis.metrics import skill_scores
 from fdflare.cli import main
 from fdflare.core.errors import InputError
@@ -478,15 +479,6 @@ def test_corrupt_image_found_in_a_worker_names_the_file(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(path) in err and "cannot decode image" in err
     assert "Traceback" not in err
-
-
-def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the CLI in-process: (exit status, stderr), argparse's exits included."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

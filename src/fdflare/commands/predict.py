@@ -150,18 +150,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _calibration(path: str) -> Any:
     """The one calibration map in ``path`` (a map object, or calibration.json with one file)."""
-    import json
-
     from fdflare.analysis.calibration import Calibrator
     from fdflare.core.errors import InputError
+    from fdflare.core.io import read_json
 
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise InputError("no such calibration file", path=path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable JSON file ({exc})", path=path) from None
+    data = read_json(path, what="calibration file")
     if isinstance(data, dict) and "method" in data:
         return Calibrator.from_dict(data, path=path)
     files = data.get("files") if isinstance(data, dict) else None

@@ -90,3 +90,25 @@ def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs
         return pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+
+
+def read_json(path: str | os.PathLike[str], *, what: str = "JSON file") -> Any:
+    """Read a JSON file, turning a missing or unreadable file into an ``InputError``.
+
+    Args:
+        path: the file.
+        what: what the file is, for the "no such ..." message.
+    """
+    import json
+
+    from fdflare.core.errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"is a folder; expected a {what}", path=path)
+    if not path.is_file():
+        raise InputError(f"no such {what}", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable JSON file ({exc})", path=path) from None

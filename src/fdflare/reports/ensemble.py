@@ -58,18 +58,12 @@ def read_ensemble(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         InputError: not an ensemble file, a member without a checkpoint file, or a bad map.
     """
     from fdflare.analysis.calibration import Calibrator
+    from fdflare.core.io import read_json
 
     file = Path(path)
     if file.is_dir():
         file = file / ENSEMBLE_NAME
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(
-            "no such ensemble file (`fdflare cv` writes OUT/ensemble.json)", path=file
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable JSON file ({exc})", path=file) from None
+    data = read_json(file, what="ensemble file (`fdflare cv` writes OUT/ensemble.json)")
     members = data.get("members") if isinstance(data, dict) else None
     if not isinstance(members, list) or not members:
         raise InputError('expected {"format": 1, "members": [...]} with members', path=file)

@@ -36,10 +36,9 @@ def _fmt(x: Any, digits: int = 4) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable JSON file ({exc})", path=path) from exc
+    from fdflare.core.io import read_json
+
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError("expected one JSON object", path=path)
     return data
