@@ -27,7 +27,9 @@ STAGES = (
     ("training",),
     ("inference",),
     ("analysis",),
+    ("forecast",),  # operational: acquire -> prepare -> inference -> calibration (-> explain)
     ("reports",),
+    ("bench",),  # measures every stage against the study's way
     ("commands",),
     ("cli", "__main__"),
 )

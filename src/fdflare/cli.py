@@ -32,13 +32,17 @@ COMMANDS = (
     "train",
     "cv",
     "predict",
+    "forecast",
+    "verify",
     "baseline",
     "evaluate",
     "calibrate",
     "spatial",
+    "explain",
     "reproduce",
     "report",
     "demo",
+    "bench",
 )
 
 

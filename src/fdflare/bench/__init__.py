@@ -1,0 +1,1 @@
+"""Benchmarks of every stage against the study's way of doing it, in the same run."""

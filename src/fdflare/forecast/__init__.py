@@ -1,0 +1,1 @@
+"""Operational forecasts: the closest magnetogram to a time, an ensemble, a calibrated probability."""
