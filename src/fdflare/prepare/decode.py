@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from fdflare.core.errors import InputError
-from fdflare.prepare.jp2 import JP2Info, read_jp2_info, reduced_size
+from fdflare.prepare.geometry import disk_geometry
+from fdflare.prepare.jp2 import JP2Info, parse_helioviewer_xml, read_jp2_info, reduced_size
 
 
 def choose_reduce(width: int, height: int, size: int, levels: int) -> int:
@@ -78,6 +79,55 @@ def decode_jp2(
     if image.mode != "L":
         raise InputError(f"expected a grey image, decoded mode {image.mode!r}", path=path)
     return np.asarray(image), k
+
+
+def jp2_header(info: JP2Info, path: str | os.PathLike[str]) -> dict[str, str]:
+    """The FITS keywords of a JP2's Helioviewer XML box.
+
+    Raises:
+        InputError: the file has no Helioviewer XML box, or it does not parse.
+    """
+    if info.xml is None:
+        raise InputError(
+            "no Helioviewer XML box (<meta><fits>...): cannot read the disk geometry", path=path
+        )
+    return parse_helioviewer_xml(info.xml, path=path)
+
+
+def geometry_of(
+    info: JP2Info, header: dict[str, str], size: int, k: int, path: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """The disk geometry of a ``size`` x ``size`` image decoded at reduction ``k``.
+
+    Returns:
+        :func:`~fdflare.prepare.geometry.disk_geometry`'s keys plus ``width``, ``height``,
+        ``src_width``, ``src_height`` and ``reduce``.
+    """
+    geo = disk_geometry(header, (info.height, info.width), (size, size), reduce=k, path=path)
+    geo.update(width=size, height=size, src_width=info.width, src_height=info.height, reduce=k)
+    return geo
+
+
+def decode_with_geometry(
+    path: str | os.PathLike[str], size: int, *, full_decode: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode a Helioviewer JP2 to ``size`` x ``size`` in memory, with its disk geometry.
+
+    The geometry is read first, so a file without usable geometry is not decoded. This is
+    what ``fdflare prepare`` does for each file, without writing anything.
+
+    Returns:
+        ``(image, geometry)``: the ``uint8`` image and :func:`geometry_of`'s dict.
+
+    Raises:
+        InputError: not a usable 8-bit JPEG 2000 file, or no usable geometry in its header.
+        OSError: the decoder failed on corrupt data.
+    """
+    info = read_jp2_info(path)
+    header = jp2_header(info, path)
+    geometry_of(info, header, size, 0, path)
+    image, k = decode_jp2(path, size, full_decode=full_decode, info=info)
+    return image, geometry_of(info, header, size, k, path)
 
 
 def _box(im: Any, size: int) -> Any:

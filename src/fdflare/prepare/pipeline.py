@@ -28,9 +28,14 @@ import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
 from fdflare.core.io import atomic_path
-from fdflare.prepare.decode import choose_reduce, decode_jp2
-from fdflare.prepare.geometry import disk_geometry
-from fdflare.prepare.jp2 import JP2Info, parse_helioviewer_xml, read_jp2_info
+from fdflare.prepare.decode import (
+    choose_reduce,
+    decode_jp2,
+    decode_with_geometry,
+    geometry_of,
+    jp2_header,
+)
+from fdflare.prepare.jp2 import read_jp2_info
 from fdflare.prepare.pack import _mtimes, _write_table, build_array_store
 from fdflare.prepare.store import STORE_FILE, STORE_INDEX_FILE, open_array_store
 from fdflare.prepare.workers import default_workers, progress_bar, run_tasks
@@ -143,33 +148,8 @@ class _Task:
     header_only: bool = False  # output is up to date: only recompute its geometry row
 
 
-def _header(info: JP2Info, src: str) -> dict[str, str]:
-    if info.xml is None:
-        raise InputError(
-            "no Helioviewer XML box (<meta><fits>...): cannot read the disk geometry", path=src
-        )
-    return parse_helioviewer_xml(info.xml, path=src)
-
-
-def _geometry_row(
-    task: _Task, info: JP2Info, header: dict[str, str], k: int, shape_out: tuple[int, int]
-) -> dict[str, Any]:
-    geo = disk_geometry(header, (info.height, info.width), shape_out, reduce=k, path=task.src)
-    return {
-        "path": task.path,
-        "source": task.source,
-        "date_obs": geo["date_obs"],
-        "center_x": geo["center_x"],
-        "center_y": geo["center_y"],
-        "radius_px": geo["radius_px"],
-        "width": shape_out[1],
-        "height": shape_out[0],
-        "crota2": geo["crota2"],
-        "rsun_obs": geo["rsun_obs"],
-        "src_width": info.width,
-        "src_height": info.height,
-        "reduce": k,
-    }
+def _geometry_row(task: _Task, geo: dict[str, Any]) -> dict[str, Any]:
+    return {"path": task.path, "source": task.source, **{c: geo[c] for c in GEOMETRY_COLUMNS[2:]}}
 
 
 def _output_shape(path: str) -> tuple[int, int] | None:
@@ -188,18 +168,17 @@ def _prepare_one(task: _Task) -> dict[str, Any]:
     from PIL import Image
 
     try:
-        info = read_jp2_info(task.src)
-        header = _header(info, task.src)
         if task.header_only and _output_shape(task.dst) == (task.size, task.size):
+            info = read_jp2_info(task.src)
+            header = jp2_header(info, task.src)
             k = 0
             if not task.full_decode and info.offset_x == 0 and info.offset_y == 0:
                 k = choose_reduce(info.width, info.height, task.size, info.levels)
-            row = _geometry_row(task, info, header, k, (task.size, task.size))
+            row = _geometry_row(task, geometry_of(info, header, task.size, k, task.src))
             return {"row": row, "redone": False}
         # geometry first: a file without usable geometry gets no output image
-        _geometry_row(task, info, header, 0, (task.size, task.size))
-        data, k = decode_jp2(task.src, task.size, full_decode=task.full_decode, info=info)
-        row = _geometry_row(task, info, header, k, (task.size, task.size))
+        data, geo = decode_with_geometry(task.src, task.size, full_decode=task.full_decode)
+        row = _geometry_row(task, geo)
     except (*_BAD_INPUT, Image.DecompressionBombError) as exc:
         return {"bad": _reason(exc, task.src)}
     _write_image(Path(task.dst), data, task.fmt, task.jpeg_quality)  # write errors stop the run
