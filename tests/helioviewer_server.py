@@ -32,7 +32,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -91,6 +91,8 @@ class FakeHelioviewer:
         offset: observation time minus grid time (real HMI images are a few seconds off).
         gaps: ``(from, to)`` intervals with no observations.
         jp2_file: serve this file's bytes for every image instead of generated ones.
+        jp2_for: a function of the observation time giving the bytes served for that image
+            (e.g. the synthetic Sun's JP2 of that hour).
         codestream: generated images are raw J2K codestreams instead of JP2 files.
         delay: seconds every request waits before answering (settable while running).
         drip: seconds between the four pieces of each JP2 body (settable while running).
@@ -116,6 +118,7 @@ class FakeHelioviewer:
         offset: timedelta = timedelta(seconds=42),
         gaps: Iterable[tuple[str, str]] = (),
         jp2_file: str | Path | None = None,
+        jp2_for: Callable[[pd.Timestamp], bytes] | None = None,
         codestream: bool = False,
         delay: float = 0.0,
         drip: float = 0.0,
@@ -133,6 +136,7 @@ class FakeHelioviewer:
         self._ns = self.observations.asi8
         self.first_id = 1000
         self.jp2_file = None if jp2_file is None else Path(jp2_file).read_bytes()
+        self.jp2_for = jp2_for
         self.codestream = codestream
         self.delay = delay
         self.drip = drip
@@ -230,6 +234,8 @@ class FakeHelioviewer:
         """The bytes served for an image."""
         if self.jp2_file is not None:
             return self.jp2_file
+        if self.jp2_for is not None:
+            return self.jp2_for(self.observation(image_id))
         with self.lock:
             if image_id not in self._cache:
                 self._cache[image_id] = small_jp2(image_id, codestream=self.codestream)

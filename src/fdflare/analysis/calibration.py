@@ -119,6 +119,29 @@ class Calibrator:
         return cal
 
 
+def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
+    """The one calibration map in ``path``: a map object, or a calibration.json with one file.
+
+    Raises:
+        InputError: not a map, or a calibration.json with several maps (one per fold).
+    """
+    from fdflare.core.io import read_json
+
+    data = read_json(path, what="calibration file")
+    if isinstance(data, dict) and "method" in data:
+        return Calibrator.from_dict(data, path=str(path))
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list) or not files:
+        raise InputError("expected a calibration map or calibration.json", path=path)
+    if len(files) != 1:
+        raise InputError(
+            f"holds {len(files)} maps (one per fold); give a file with one map (its "
+            "files[k].map object) or calibrate with --fit/--apply",
+            path=path,
+        )
+    return Calibrator.from_dict(files[0]["map"], path=str(path))
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
     return np.log(q / (1 - q))

@@ -1,18 +1,270 @@
-"""``fdflare forecast``."""
+"""``fdflare forecast``: P(flare >= M1.0 in the next 24 h) from the magnetogram closest to a time."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
 
-HELP = "forecast (in development)"
+HELP = "forecast P(flare >= M1.0 in 24 h) now or at a time: Helioviewer -> ensemble -> probability"
+DESCRIPTION = """\
+Ask Helioviewer for the HMI magnetogram closest to --time (default now), decode it at
+reduced resolution in memory with its disk geometry, run every member (--checkpoint given
+one or more times, or the ensemble.json of `fdflare cv`) and print P(flare >= M1.0 in the
+24 h after the observation): the mean of the members, each through its own calibration
+map when the ensemble carries them (and the mean through --calibration when given).
+
+Each --base-url is tried in turn (the first that answers is used; the others are mirrors);
+every request follows the downloader's HTTP policy (timeouts, retries with back-off,
+Retry-After).
+
+exit status: 0 forecast made; 2 bad arguments or input (a checkpoint that does not load,
+a --time in the future); 3 the service down or answering garbage on every base URL;
+4 no observation within --tolerance (the message names the closest one); 130 interrupted.
+
+examples:
+  fdflare forecast --ensemble cv/ensemble.json
+  fdflare forecast --time 2017-09-06T08:00 --checkpoint fold{1,2,3,4}.pth --model alexnet --json
+  fdflare forecast --ensemble cv/ensemble.json --history forecasts.csv --explain now.png
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare forecast``."""
+    from fdflare.commands._common import nonnegative_int, positive_float, positive_int
+    from fdflare.models.registry import list_models
+
+    p.add_argument(
+        "--time",
+        default="now",
+        metavar="ISO|now",
+        help="the time to forecast from, UTC (default %(default)s; never in the future)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help="best.ckpt of `fdflare train`, or a bare state_dict with --model; several make "
+        "an ensemble (their mean)",
+    )
+    p.add_argument(
+        "--ensemble",
+        metavar="FILE",
+        help="ensemble.json of `fdflare cv`: every fold checkpoint, each through its own "
+        "calibration map, then their mean",
+    )
+    p.add_argument(
+        "--model",
+        choices=list_models(),
+        help="architecture: checked against checkpoints; required for a bare state_dict",
+    )
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PX",
+        help="image size of a bare state_dict (default 512)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration map of `fdflare calibrate` applied to the mean",
+    )
+    p.add_argument(
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help="Helioviewer API base URL; give it again for mirrors, tried in turn (default "
+        "$FDFLARE_HELIOVIEWER_URL, else https://api.helioviewer.org/v2/ then the IAS mirror)",
+    )
+    p.add_argument(
+        "--tolerance",
+        default="12min",
+        help="largest distance between --time and the observation (default %(default)s; "
+        "near-real-time HMI images reach Helioviewer with a delay: use e.g. 3h with now)",
+    )
+    p.add_argument(
+        "--retries",
+        type=nonnegative_int,
+        default=3,
+        metavar="N",
+        help="retries per request on timeouts, HTTP 429/5xx, broken connections and garbage "
+        "answers (default %(default)s)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="default %(default)s",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest wait for each read (default %(default)s)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: probability, requested_time, observation_time, window_start, "
+        "window_end, members, ...",
+    )
+    p.add_argument(
+        "--scoreboard",
+        metavar="DIR",
+        help="also write the CCMC Flare Scoreboard submission file "
+        "DIR/Flare_Forecast_<method>_<yyyymmdd_hhmm>.txt",
+    )
+    p.add_argument(
+        "--method-name",
+        metavar="NAME",
+        help="method name of the scoreboard file (default fdflare_<model>)",
+    )
+    p.add_argument(
+        "--history",
+        metavar="CSV",
+        help="append the forecast to this table (created if missing) for `fdflare verify`",
+    )
+    p.add_argument(
+        "--explain",
+        metavar="PNG",
+        help="write an attribution map of the magnetogram (first member) to PNG",
+    )
+    p.add_argument(
+        "--explain-method",
+        choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
+        default="guided-gradcam",
+        help="attribution method of --explain (default %(default)s)",
+    )
+    p.add_argument(
+        "--accelerator",
+        default="auto",
+        choices=("auto", "cpu", "gpu", "cuda", "mps"),
+        help="where the members run (default %(default)s)",
+    )
+
+
+def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """Validate every option before any work; return the base URLs and the tolerance."""
+    from pathlib import Path
+
+    from fdflare.acquire.helioviewer.client import BASE_URL_ENV, resolve_base_url
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.core.outputs import check_output_dir, check_output_file
+    from fdflare.core.timeparse import option_duration
+    from fdflare.forecast.formats import check_method_name
+    from fdflare.forecast.service import DEFAULT_BASE_URLS
+
+    if bool(args.checkpoint) == bool(args.ensemble):
+        raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
+    tolerance = option_duration(args.tolerance, "--tolerance")
+    import os
+
+    urls = args.base_url or (
+        [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
+    )
+    try:
+        urls = [resolve_base_url(u, option="--base-url") for u in urls]
+    except InputError as exc:
+        raise UsageError(f"--base-url: {exc.message}") from None
+    if args.method_name is not None:
+        check_method_name(args.method_name)
+    if args.method_name is not None and not args.scoreboard:
+        raise UsageError("--method-name names the --scoreboard file: give --scoreboard DIR too")
+    inputs = [*(args.checkpoint or []), args.ensemble, args.calibration]
+    if args.history:
+        check_output_file(args.history, inputs=inputs, option="--history")
+    if args.explain:
+        check_output_file(args.explain, inputs=inputs, option="--explain")
+        if Path(args.explain).suffix.lower() != ".png":
+            raise UsageError(f"--explain {args.explain}: the figure is a PNG file (name it .png)")
+    if args.scoreboard:
+        check_output_dir(args.scoreboard, inputs=inputs, option="--scoreboard")
+    return urls, tolerance
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
-    from fdflare.core.errors import UsageError
+    """Forecast, print it, and write what was asked for."""
+    from pathlib import Path
 
-    raise UsageError("fdflare forecast is not available in this build")
+    from fdflare.core.http import HttpPolicy
+    from fdflare.core.io import write_text_atomic
+    from fdflare.forecast import formats, service
+
+    urls, tolerance = _check(args)
+    requested = service.parse_requested_time(args.time, now=service.utcnow())
+    cal = None
+    if args.calibration:
+        from fdflare.analysis.calibration import read_calibration_map
+
+        cal = read_calibration_map(args.calibration)
+    if args.ensemble:
+        from fdflare.forecast.ensemble import read_ensemble
+
+        entries = read_ensemble(args.ensemble)
+        members = service.load_members(
+            [e["checkpoint"] for e in entries],
+            calibrations=[e["calibration"] for e in entries],
+            model=args.model,
+            image_size=args.image_size,
+        )
+    else:
+        members = service.load_members(
+            args.checkpoint, model=args.model, image_size=args.image_size
+        )
+    if args.explain:
+        from fdflare.analysis.explain import check_explain_available
+
+        check_explain_available()
+    policy = HttpPolicy(
+        retries=args.retries,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        concurrency=1,
+    )
+    fc = service.run_forecast(
+        members,
+        requested=requested,
+        base_urls=urls,
+        tolerance=tolerance,
+        calibration=cal,
+        accelerator=args.accelerator,
+        policy=policy,
+        now=service.utcnow,
+    )
+    written = []
+    if args.explain:
+        from fdflare.analysis.explain import explain_image
+
+        first = members[0]
+        size = first.loaded.image_size
+        explain_image(
+            first.loaded,
+            fc.observation.images[size],
+            fc.observation.geometry[size],
+            method=args.explain_method,
+            out_png=Path(args.explain),
+            title=f"{service.iso(fc.observation.time)}  P = {fc.probability:.3f}",
+        )
+        written.append(f"explanation {args.explain} ({args.explain_method}, {first.checkpoint})")
+    if args.scoreboard:
+        method = args.method_name or f"fdflare_{members[0].loaded.model}"
+        out = Path(args.scoreboard)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / formats.scoreboard_name(fc, method)
+        write_text_atomic(path, formats.scoreboard_text(fc, method))
+        written.append(f"scoreboard file {path}")
+    if args.history:
+        rows, replaced = formats.append_history(args.history, fc)
+        what = "replaced the row of this time in" if replaced else "appended to"
+        written.append(f"{what} {args.history} ({rows} forecasts)")
+    if args.json:
+        print(json.dumps(fc.to_dict(), indent=2))
+    else:
+        print(formats.format_text(fc))
+    for line in written:
+        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
+    return 0

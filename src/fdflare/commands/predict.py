@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 HELP = (
     "predict P(flare) for the images of a label table, or any images, with one model or an ensemble"
@@ -148,27 +147,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _calibration(path: str) -> Any:
-    """The one calibration map in ``path`` (a map object, or calibration.json with one file)."""
-    from fdflare.analysis.calibration import Calibrator
-    from fdflare.core.errors import InputError
-    from fdflare.core.io import read_json
-
-    data = read_json(path, what="calibration file")
-    if isinstance(data, dict) and "method" in data:
-        return Calibrator.from_dict(data, path=path)
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list) or not files:
-        raise InputError("expected a calibration map or calibration.json", path=path)
-    if len(files) != 1:
-        raise InputError(
-            f"holds {len(files)} maps (one per fold); give a file with one map (its "
-            "files[k].map object) or calibrate with --fit/--apply",
-            path=path,
-        )
-    return Calibrator.from_dict(files[0]["map"], path=path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Predict and print what was written."""
     from fdflare.core.errors import UsageError
@@ -225,10 +203,12 @@ def _run_images(args: argparse.Namespace) -> int:
         raise UsageError(
             "--skip-missing goes with --labels (without them every listed image is needed)"
         )
-    cal = _calibration(args.calibration) if args.calibration else None
+    from fdflare.analysis.calibration import read_calibration_map
+
+    cal = read_calibration_map(args.calibration) if args.calibration else None
     checkpoints, member_maps = args.checkpoint, None
     if args.ensemble:
-        from fdflare.reports.ensemble import read_ensemble
+        from fdflare.forecast.ensemble import read_ensemble
 
         members = read_ensemble(args.ensemble)
         checkpoints = [m["checkpoint"] for m in members]

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -172,3 +173,24 @@ def predict_images(
         len(names),
         [(str(c), float(p.mean())) for c, p in zip(checkpoints, probs, strict=True)],
     )
+
+
+def predict_array(
+    net: Any, images: np.ndarray, *, device: Any = "auto", batch_size: int = 64
+) -> np.ndarray:
+    """P(flare) of images held in memory: ``(N, H, W)`` or ``(H, W)`` ``uint8``, as float64.
+
+    The images are scaled to [0, 1] on the device exactly as :func:`predict_images` does.
+    """
+    import torch
+
+    from fdflare.inference.predict import predict_probabilities
+
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.dtype != np.uint8:
+        raise InputError(f"expected (N, H, W) uint8 images, got {arr.dtype} {arr.shape}")
+    x = torch.from_numpy(np.array(arr, copy=True)).unsqueeze(1)
+    dataset = torch.utils.data.TensorDataset(x, torch.zeros(len(arr), dtype=torch.int64))
+    return predict_probabilities(net, dataset, batch_size=batch_size, device=device)  # type: ignore[arg-type]

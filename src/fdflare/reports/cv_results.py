@@ -11,7 +11,7 @@ model with prediction files:
   held-out slice of training data (``OUT/predictions/holdout/``), so nothing touches the
   validation fold; without it, on the model's other folds (cross-fold isotonic);
 * ``OUT/ensemble.json``: every fold checkpoint with its calibration map
-  (:mod:`fdflare.reports.ensemble`), for ``fdflare predict --ensemble``;
+  (:mod:`fdflare.forecast.ensemble`), for ``fdflare predict --ensemble``;
 * ``OUT/results.json`` and ``OUT/report.html`` (:mod:`fdflare.reports.report`).
 """
 
@@ -134,7 +134,7 @@ def _cv_results(
                 }
             )
     if members:
-        from fdflare.reports.ensemble import write_ensemble
+        from fdflare.forecast.ensemble import write_ensemble
 
         results["ensemble"] = write_ensemble(out, members).name
     write_text_atomic(out / RESULTS, json.dumps(results, indent=2, default=str) + "\n")

@@ -1,0 +1,361 @@
+"""One forecast: the magnetogram closest to a time, every member, their (calibrated) mean.
+
+:func:`run_forecast` is ``fdflare forecast``:
+
+1. every member is loaded before anything is fetched (a checkpoint that does not load is
+   an error before the first request);
+2. Helioviewer is asked for the HMI magnetogram closest to the requested time, through the
+   downloader's client (:class:`~fdflare.acquire.helioviewer.client.HelioviewerClient`: the
+   one HTTP policy's timeouts, retries with back-off and ``Retry-After``). Each base URL is
+   tried in turn: when one cannot be reached or answers garbage after its retries, the next
+   (a mirror) is asked;
+3. the observation must lie within the tolerance of the requested time, else nothing is
+   forecast and the error names the closest observation;
+4. its JPEG 2000 file is fetched to a temporary folder, decoded at reduced resolution with
+   its disk geometry (:func:`fdflare.prepare.decode.decode_with_geometry`) and removed;
+5. each member predicts it, its probability goes through its own calibration map when the
+   ensemble carries one, and the forecast is the mean (optionally through one more map).
+
+The forecast window is the label window of the study: the 24 hours after the observation
+the models saw (an image at ``t`` is labelled with the flares starting in ``(t, t + 24 h)``).
+
+Errors and their exit statuses: bad arguments, a checkpoint that does not load or a
+requested time in the future: 2 (:class:`~fdflare.core.errors.InputError`); the service
+down or answering garbage on every base URL: 3 (:class:`ServiceError`); no observation
+within the tolerance: 4 (:class:`NoObservationError`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fdflare.core.errors import FdflareError, InputError, RunError
+
+#: the label window of the study
+WINDOW = pd.Timedelta(hours=24)
+#: how far ahead of the clock a requested time may lie (clock skew), before it is refused
+FUTURE_SLACK = pd.Timedelta(minutes=1)
+#: the public API, then the IAS mirror
+DEFAULT_BASE_URLS = ("https://api.helioviewer.org/v2/", "https://helioviewer-api.ias.u-psud.fr/v2/")
+#: exit status when no observation lies within the tolerance
+EXIT_NO_OBSERVATION = 4
+
+
+class ServiceError(RunError):
+    """Every base URL was down, or answered garbage, after the retries (exit status 3)."""
+
+
+class NoObservationError(FdflareError):
+    """No observation within the tolerance of the requested time (exit status 4)."""
+
+    exit_status = EXIT_NO_OBSERVATION
+
+
+def utcnow() -> pd.Timestamp:
+    """The current time, UTC, timezone-naive (the clock of ``--time now``; tests replace it)."""
+    return pd.Timestamp(datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def iso(t: pd.Timestamp) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ``."""
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_age(delta: pd.Timedelta) -> str:
+    """A signed duration as people write it: ``12 min``, ``2 h 05 min``, ``40 s``."""
+    seconds = round(abs(delta.total_seconds()))
+    sign = "-" if delta < pd.Timedelta(0) else ""
+    if seconds < 60:
+        return f"{sign}{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    minutes = rest // 60
+    return f"{sign}{hours} h {minutes:02d} min" if hours else f"{sign}{minutes} min"
+
+
+@dataclass
+class Member:
+    """One model of the forecast: its checkpoint, network and optional calibration map."""
+
+    checkpoint: str
+    loaded: Any  # fdflare.inference.predict.LoadedModel
+    calibration: Any = None  # fdflare.analysis.calibration.Calibrator or None
+    raw_probability: float | None = None
+    probability: float | None = None
+
+
+@dataclass
+class Observation:
+    """The magnetogram a forecast was made from."""
+
+    base_url: str
+    image_id: int
+    time: pd.Timestamp
+    images: dict[int, np.ndarray] = field(default_factory=dict)  # size -> uint8 image
+    geometry: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # size -> geometry
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Forecast:
+    """A forecast: P(flare >= M1.0 in the window) and how it was made."""
+
+    probability: float
+    requested_time: pd.Timestamp
+    observation: Observation
+    members: list[Member]
+    calibrated: bool
+    issue_time: pd.Timestamp
+
+    @property
+    def window_start(self) -> pd.Timestamp:
+        """Start of the 24 h window: the observation time."""
+        return self.observation.time
+
+    @property
+    def window_end(self) -> pd.Timestamp:
+        """End of the window (excluded)."""
+        return self.observation.time + WINDOW
+
+    @property
+    def age(self) -> pd.Timedelta:
+        """How old the observation was at the requested time."""
+        return self.requested_time - self.observation.time
+
+    @property
+    def spread(self) -> float:
+        """Standard deviation of the members' probabilities (0 for one member)."""
+        probs = [m.probability for m in self.members if m.probability is not None]
+        return float(np.std(probs)) if len(probs) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` object."""
+        return {
+            "probability": round(self.probability, 6),
+            "threshold": "M1.0",
+            "requested_time": iso(self.requested_time),
+            "issue_time": iso(self.issue_time),
+            "observation_time": iso(self.observation.time),
+            "observation_age_s": round(self.age.total_seconds()),
+            "window_start": iso(self.window_start),
+            "window_end": iso(self.window_end),
+            "source": {
+                "base_url": self.observation.base_url,
+                "image_id": self.observation.image_id,
+                "instrument": "SDO/HMI line-of-sight magnetogram",
+            },
+            "calibrated": self.calibrated,
+            "spread": round(self.spread, 6),
+            "members": [
+                {
+                    "checkpoint": m.checkpoint,
+                    "model": m.loaded.model,
+                    "probability": None if m.probability is None else round(m.probability, 6),
+                    "raw_probability": None
+                    if m.raw_probability is None
+                    else round(m.raw_probability, 6),
+                    "calibrated": m.calibration is not None,
+                }
+                for m in self.members
+            ],
+            "notes": list(self.observation.notes),
+        }
+
+
+def parse_requested_time(text: str, *, now: pd.Timestamp) -> pd.Timestamp:
+    """``now`` or an ISO time (UTC), floored to the second; a time in the future is refused.
+
+    Raises:
+        InputError: not a time, or later than ``now`` (plus a minute of clock skew).
+    """
+    from fdflare.core.timeparse import parse_time
+
+    if text.strip().lower() == "now":
+        return pd.Timestamp(now).floor("s")
+    t = parse_time(text, name="--time").floor("s")
+    if t > now + FUTURE_SLACK:
+        raise InputError(
+            f"--time {iso(t)} is in the future (now is {iso(now)}): a forecast is made from an "
+            "observation that exists",
+            field="--time",
+        )
+    return t
+
+
+def load_members(
+    checkpoints: Sequence[str | os.PathLike[str]],
+    *,
+    calibrations: Sequence[Any] | None = None,
+    model: str | None = None,
+    image_size: int | None = None,
+) -> list[Member]:
+    """Load every member (``torch.load(weights_only=True)``), in eval mode.
+
+    Raises:
+        InputError: a checkpoint that does not load, naming the file.
+    """
+    from fdflare.inference.predict import load_model
+
+    if not checkpoints:
+        raise InputError("at least one checkpoint is needed")
+    maps = list(calibrations) if calibrations is not None else [None] * len(checkpoints)
+    return [
+        Member(str(c), load_model(c, model=model, image_size=image_size), cal)
+        for c, cal in zip(checkpoints, maps, strict=True)
+    ]
+
+
+def fetch_observation(
+    requested: pd.Timestamp,
+    sizes: Sequence[int],
+    *,
+    base_urls: Sequence[str],
+    tolerance: pd.Timedelta,
+    policy: Any = None,
+    source_id: int | None = None,
+) -> Observation:
+    """The observation closest to ``requested``, decoded at each of ``sizes``.
+
+    Raises:
+        NoObservationError: no observation within ``tolerance`` (the closest one is named).
+        ServiceError: every base URL was unreachable or answered garbage after its retries.
+    """
+    from fdflare import __version__
+    from fdflare.acquire.helioviewer.client import (
+        HMI_MAGNETOGRAM_SOURCE_ID,
+        HelioviewerClient,
+        ItemFailed,
+    )
+    from fdflare.core.http import GaveUp, HttpPolicy
+    from fdflare.prepare.decode import decode_jp2, decode_with_geometry
+
+    policy = policy or HttpPolicy(retries=3, concurrency=1)
+    source = HMI_MAGNETOGRAM_SOURCE_ID if source_id is None else source_id
+    failures: list[str] = []
+    closest: list[tuple[pd.Timedelta, pd.Timestamp, str]] = []
+    for url in base_urls:
+        image_id = None
+        with policy.client(headers={"User-Agent": f"fdflare/{__version__}"}) as client:
+            api = HelioviewerClient(
+                client=client, base_url=url, source_id=source, policy=policy, stop=threading.Event()
+            )
+            try:
+                found = api.closest(requested)
+                if isinstance(found, str):
+                    closest.append((pd.Timedelta.max, requested, f"{url}: {found}"))
+                    continue
+                image_id, observed = found
+                delta = observed - requested
+                if abs(delta) > tolerance:
+                    closest.append((abs(delta), observed, url))
+                    continue
+                with tempfile.TemporaryDirectory(prefix="fdflare-forecast-") as tmp:
+                    path = Path(tmp) / "magnetogram.jp2"  # never a name the server chose
+                    api.jp2(image_id, path)
+                    obs = Observation(url, image_id, observed)
+                    for size in sorted(set(sizes)):
+                        try:
+                            image, geo = decode_with_geometry(path, size)
+                        except InputError as exc:
+                            if "geometry" not in exc.message and exc.field is None:
+                                raise
+                            image, _k = decode_jp2(path, size)
+                            geo = None
+                            obs.notes.append(f"no disk geometry in the file ({exc.message})")
+                        obs.images[size], obs.geometry[size] = image, geo
+                return obs
+            except GaveUp as exc:
+                failures.append(f"{url}: {exc.reason}")
+            except ItemFailed as exc:
+                failures.append(f"{url}: {exc}")
+            except (InputError, OSError, SyntaxError, ValueError) as exc:
+                text = (
+                    exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+                )
+                failures.append(f"{url}: image {image_id} is not a usable magnetogram: {text}")
+    if closest:
+        raise _no_observation(requested, tolerance, closest, also="; ".join(failures))
+    raise ServiceError("the service failed: " + "; ".join(failures))
+
+
+def _no_observation(
+    requested: pd.Timestamp,
+    tolerance: pd.Timedelta,
+    closest: list[tuple[pd.Timedelta, pd.Timestamp, str]],
+    also: str = "",
+) -> NoObservationError:
+    delta, observed, where = min(closest, key=lambda c: c[0])
+    extra = f" (also: {also})" if also else ""
+    if delta == pd.Timedelta.max:
+        return NoObservationError(f"no HMI magnetogram near {iso(requested)}: {where}{extra}")
+    side = "after" if observed > requested else "before"
+    return NoObservationError(
+        f"no HMI magnetogram within {format_age(tolerance)} of {iso(requested)}: the closest is "
+        f"{iso(observed)}, {format_age(delta)} {side} ({where}); widen --tolerance to use it{extra}"
+    )
+
+
+def predict_members(
+    members: Sequence[Member],
+    observation: Observation,
+    *,
+    calibration: Callable[[np.ndarray], np.ndarray] | None = None,
+    accelerator: str = "auto",
+) -> tuple[float, bool]:
+    """Run each member on the observation; return the (calibrated) mean and whether mapped."""
+    from fdflare.inference.images import predict_array
+    from fdflare.inference.predict import resolve_device
+
+    device = resolve_device(accelerator, "auto")
+    probs = []
+    for m in members:
+        raw = float(
+            predict_array(m.loaded.net, observation.images[m.loaded.image_size], device=device)[0]
+        )
+        m.raw_probability = raw
+        p = (
+            raw
+            if m.calibration is None
+            else float(np.clip(m.calibration(np.array([raw]))[0], 0, 1))
+        )
+        m.probability = p
+        probs.append(p)
+    mean = float(np.mean(probs))
+    if calibration is not None:
+        mean = float(np.clip(calibration(np.array([mean]))[0], 0.0, 1.0))
+    calibrated = calibration is not None or any(m.calibration is not None for m in members)
+    return mean, calibrated
+
+
+def run_forecast(
+    members: Sequence[Member],
+    *,
+    requested: pd.Timestamp,
+    base_urls: Sequence[str],
+    tolerance: pd.Timedelta,
+    calibration: Callable[[np.ndarray], np.ndarray] | None = None,
+    accelerator: str = "auto",
+    policy: Any = None,
+    now: Callable[[], pd.Timestamp] = utcnow,
+) -> Forecast:
+    """Fetch the observation, run the members and return the forecast (see module doc)."""
+    obs = fetch_observation(
+        requested,
+        [m.loaded.image_size for m in members],
+        base_urls=base_urls,
+        tolerance=tolerance,
+        policy=policy,
+    )
+    prob, calibrated = predict_members(
+        members, obs, calibration=calibration, accelerator=accelerator
+    )
+    return Forecast(prob, requested, obs, list(members), calibrated, now().floor("s"))

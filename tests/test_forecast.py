@@ -1,0 +1,336 @@
+"""``fdflare forecast`` against a loopback Helioviewer serving real JPEG 2000 magnetograms.
+
+The magnetograms are the synthetic Sun's Helioviewer-style JP2 files (with the XML header
+that gives the disk geometry) and sunpy's real Helioviewer HMI JP2; the models are real
+networks trained for one epoch; every run goes through the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fdflare.cli import main
+from helioviewer_server import CLOSEST, JP2, FakeHelioviewer, Fault, small_jp2
+from test_data import make_tiny_dataset
+
+FAST = ["--no-pretrained", "--workers", "0", "--batch-size", "16", "--quiet"]
+SIZE = 32
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``fdflare ARGV`` in-process: (exit status, stdout, stderr)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """Two trained checkpoints and a synthetic Sun with its JP2 files, prepared too."""
+    root = tmp_path_factory.mktemp("forecast")
+    ds = make_tiny_dataset(root / "tiny", size=SIZE)
+    ckpts = []
+    for seed in (0, 1):
+        run = root / f"run{seed}"
+        argv = ["train", "--model", "resnet18", "--fold", "1", "--labels", str(ds["labels"]),
+                "--images", str(ds["images"]), "--out", str(run), "--epochs", "1",
+                "--image-size", str(SIZE), "--max-lr", "0.01", "--seed", str(seed), *FAST]  # fmt: skip
+        assert main(argv) == 0
+        ckpts.append(run / "last.ckpt")
+    sun = root / "sun"
+    assert main(["synth", "--out", str(sun), "--start", "2011-01-01", "--end", "2011-01-03",
+                 "--cadence", "1h", "--image-size", str(SIZE), "--jp2", "--jp2-size", "256",
+                 "--quiet"]) == 0  # fmt: skip
+    prep = root / "prep"
+    assert main(["prepare", "--source", str(sun / "jp2"), "--out", str(prep), "--image-size",
+                 str(SIZE), "--format", "png", "--workers", "1", "--quiet"]) == 0  # fmt: skip
+    return {"ckpt0": ckpts[0], "ckpt1": ckpts[1], "sun": sun, "prep": prep, "root": root}
+
+
+def synth_jp2(world: dict[str, Path]):
+    """The synthetic Sun's JP2 of the hour of an observation time."""
+
+    def read(t: pd.Timestamp) -> bytes:
+        h = pd.Timestamp(t).floor("h")
+        return (
+            world["sun"] / "jp2" / h.strftime("%Y/%m/%d/HMI.m%Y.%m.%d_%H.%M.%S.jp2")
+        ).read_bytes()
+
+    return read
+
+
+def server(world: dict[str, Path], **kwargs) -> FakeHelioviewer:
+    kwargs.setdefault("jp2_for", synth_jp2(world))
+    return FakeHelioviewer("2011-01-01T00:00", "2011-01-02T23:00", **kwargs)
+
+
+def forecast_argv(url: str, *extra: str, time: str = "2011-01-01T10:00") -> list[str]:
+    return ["forecast", "--time", time, "--base-url", url, "--retries", "1", "--read-timeout", "5",
+            "--accelerator", "cpu", *extra]  # fmt: skip
+
+
+def predicted(world: dict[str, Path], tmp: Path, relpath: str, ckpt: Path) -> float:
+    """P(flare) of the prepared image of ``relpath`` through ``fdflare predict``."""
+    listing = world["prep"] / f"one_{os.getpid()}_{ckpt.parent.name}.txt"
+    listing.write_text(relpath + "\n")
+    out = tmp / f"pred_{ckpt.parent.name}.csv"
+    try:
+        assert main(["predict", "--checkpoint", str(ckpt), "--images", str(listing), "--out",
+                     str(out), "--workers", "0", "--quiet", "--accelerator", "cpu"]) == 0  # fmt: skip
+    finally:
+        listing.unlink()
+    return float(pd.read_csv(out)["flare_prob"].iloc[0])
+
+
+def test_a_forecast_is_the_model_on_the_closest_magnetogram(world, tmp_path, capsys):
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--json"), capsys)  # fmt: skip
+        image_id = hv.image_id("2011-01-01T10:00")
+        observed = hv.observation(image_id)
+    assert code == 0, err
+    fc = json.loads(out)
+    assert {"probability", "requested_time", "observation_time", "window_start", "window_end",
+            "members"} <= set(fc)  # fmt: skip
+    assert fc["requested_time"] == "2011-01-01T10:00:00Z"
+    assert (
+        fc["observation_time"] == observed.strftime("%Y-%m-%dT%H:%M:%SZ") == "2011-01-01T10:00:42Z"
+    )
+    assert fc["window_start"] == fc["observation_time"]
+    assert fc["window_end"] == "2011-01-02T10:00:42Z"
+    assert fc["observation_age_s"] == -42
+    assert fc["source"]["image_id"] == image_id
+    assert [m["checkpoint"] for m in fc["members"]] == [str(world["ckpt0"])]
+    # the same magnetogram through prepare (a PNG on disk) and predict gives the same number
+    expect = predicted(world, tmp_path, "2011/01/01/HMI.m2011.01.01_10.00.00.png", world["ckpt0"])
+    assert fc["probability"] == pytest.approx(expect, abs=1e-6)
+    assert fc["members"][0]["probability"] == pytest.approx(expect, abs=1e-6)
+
+
+def test_text_output_shows_probability_window_age_and_members(world, capsys):
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           str(world["ckpt1"])), capsys)  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("P(flare >= M1.0 in the next 24 h) = ")
+    assert "mean of 2 members" in out
+    assert "window:      2011-01-01T10:00:42Z to 2011-01-02T10:00:42Z" in out
+    assert "observation: 2011-01-01T10:00:42Z" in out
+    assert "age:         -42 s at the requested time 2011-01-01T10:00:00Z" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("  ")]
+    assert len(lines) == 2 and str(world["ckpt0"]) in lines[0] and str(world["ckpt1"]) in lines[1]
+    probs = [float(ln.split()[0]) for ln in lines]
+    shown = float(out.split(" = ")[1].split()[0])
+    assert shown == pytest.approx(np.mean(probs), abs=1e-3)
+
+
+def test_an_ensemble_file_maps_each_member_then_averages(world, tmp_path, capsys):
+    from fdflare.analysis.calibration import Calibrator
+
+    ens = tmp_path / "ensemble.json"
+    maps = [{"method": "platt", "a": 2.0, "b": -1.0}, None]
+    ens.write_text(json.dumps({"format": 1, "members": [
+        {"model": "resnet18", "fold": 1, "checkpoint": os.path.relpath(world["ckpt0"], tmp_path), "calibration": maps[0]},
+        {"model": "resnet18", "fold": 2, "checkpoint": os.path.relpath(world["ckpt1"], tmp_path), "calibration": maps[1]},
+    ]}))  # fmt: skip
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--ensemble", str(ens), "--json"), capsys)
+    assert code == 0, err
+    fc = json.loads(out)
+    m0, m1 = fc["members"]
+    cal = Calibrator.from_dict(maps[0])
+    assert m0["calibrated"] and not m1["calibrated"]
+    assert m0["probability"] == pytest.approx(
+        float(cal(np.array([m0["raw_probability"]]))[0]), abs=1e-6
+    )
+    assert m1["probability"] == pytest.approx(m1["raw_probability"])
+    assert fc["probability"] == pytest.approx((m0["probability"] + m1["probability"]) / 2, abs=1e-6)
+    assert fc["calibrated"] is True
+    assert fc["spread"] == pytest.approx(abs(m0["probability"] - m1["probability"]) / 2, abs=1e-6)
+
+
+def test_time_now_uses_the_clock(world, capsys, monkeypatch):
+    from fdflare.forecast import service
+
+    monkeypatch.setattr(service, "utcnow", lambda: pd.Timestamp("2011-01-02T07:20:13.5"))
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--json",
+                                           time="now"), capsys)  # fmt: skip
+    assert code == 0, err
+    fc = json.loads(out)
+    assert fc["requested_time"] == "2011-01-02T07:20:13Z"
+    assert fc["issue_time"] == "2011-01-02T07:20:13Z"
+    assert fc["observation_time"] == "2011-01-02T07:24:42Z"  # the 12-minute grid's closest
+    assert fc["observation_age_s"] == -269
+
+
+def test_a_time_in_the_future_is_refused_before_any_request(world, capsys, monkeypatch):
+    from fdflare.forecast import service
+
+    monkeypatch.setattr(service, "utcnow", lambda: pd.Timestamp("2011-01-02T07:20:00"))
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           time="2011-01-02T09:00"), capsys)  # fmt: skip
+        assert hv.count() == 0
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "in the future" in err and "2011-01-02T07:20:00Z" in err
+
+
+def test_no_image_within_the_tolerance_names_the_closest(world, capsys):
+    with server(world, gaps=[("2011-01-01T08:00", "2011-01-01T11:30")]) as hv:
+        code, out, err = cli(
+            forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"])), capsys
+        )
+        assert hv.count(JP2) == 0
+    assert code == 4 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "closest is 2011-01-01T11:36:42Z, 1 h 36 min after" in err
+    assert "--tolerance" in err
+    with server(world, gaps=[("2011-01-01T08:00", "2011-01-01T11:30")]) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           "--tolerance", "3h", "--json"), capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["observation_time"] == "2011-01-01T11:36:42Z"
+
+
+def _closed_port_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}/v2/"
+
+
+def test_a_service_down_is_status_3_and_a_mirror_takes_over(world, capsys):
+    down = _closed_port_url()
+    code, out, err = cli(forecast_argv(down, "--checkpoint", str(world["ckpt0"]), "--retries", "0"), capsys)  # fmt: skip
+    assert code == 3 and out == ""
+    assert err.count("\n") == 1 and down in err and "Traceback" not in err
+    with server(world) as hv:
+        argv = forecast_argv(down, "--checkpoint", str(world["ckpt0"]), "--retries", "0",
+                             "--base-url", hv.base_url, "--json")  # fmt: skip
+        code, out, err = cli(argv, capsys)
+    assert code == 0, err
+    assert json.loads(out)["source"]["base_url"] == hv.base_url
+
+
+def test_garbage_answers_are_retried_then_status_3(world, capsys):
+    with server(world) as hv:
+        hv.inject(CLOSEST, "2011-01-01T10:00", Fault("html"))
+        code, out, err = cli(
+            forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"])), capsys
+        )
+        assert hv.count(CLOSEST) == 2  # an HTML page, then the answer
+    assert code == 0, err
+    with server(world) as hv:
+        hv.inject(CLOSEST, "2011-01-01T10:00", Fault("html"), Fault("503"), Fault("html"))
+        code, out, err = cli(
+            forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"])), capsys
+        )
+        assert hv.count(CLOSEST) == 2  # the first try and one retry (--retries 1)
+    assert code == 3 and out == ""
+    assert err.count("\n") == 1 and "503" in err and "Traceback" not in err
+    with server(world, jp2_for=lambda t: b"<html>busy</html>") as hv:
+        code, out, err = cli(
+            forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"])), capsys
+        )
+    assert code == 3 and "not a JPEG 2000 file" in err
+
+
+def test_a_checkpoint_that_does_not_load_fails_before_any_request(world, tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(bad)), capsys)
+        assert hv.count() == 0
+    assert code == 2 and out == "" and err.count("\n") == 1 and str(bad) in err
+
+
+def test_a_real_helioviewer_hmi_file_and_one_without_geometry(world, sunpy_test_data, capsys):
+    real = sunpy_test_data / "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
+    with server(world, jp2_file=real) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--json"), capsys)  # fmt: skip
+    assert code == 0, err
+    fc = json.loads(out)
+    assert 0.0 <= fc["probability"] <= 1.0 and fc["notes"] == []
+    with server(world, jp2_for=lambda t: small_jp2(7, size=64)) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--json"), capsys)  # fmt: skip
+    assert code == 0, err
+    notes = json.loads(out)["notes"]
+    assert len(notes) == 1 and "no disk geometry" in notes[0]
+
+
+def test_history_appends_and_a_rerun_replaces_its_row(world, tmp_path, capsys):
+    hist = tmp_path / "forecasts.csv"
+    with server(world) as hv:
+        for t in ("2011-01-01T10:00", "2011-01-01T11:00", "2011-01-01T10:00"):
+            code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                               "--history", str(hist), time=t), capsys)  # fmt: skip
+            assert code == 0, err
+    assert "replaced the row of this time" in out
+    df = pd.read_csv(hist, keep_default_na=False)
+    assert list(df["requested_time"]) == ["2011-01-01T10:00:00Z", "2011-01-01T11:00:00Z"]
+    assert list(df.columns[:3]) == ["timestamp", "flare_prob", "target"]
+    assert df["timestamp"].iloc[0] == "2011/01/01/HMI.m2011.01.01_10.00.42.jp2"
+    assert (df["target"] == "").all()
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_scoreboard_file(world, tmp_path, capsys, monkeypatch):
+    from fdflare.forecast import service
+
+    monkeypatch.setattr(service, "utcnow", lambda: pd.Timestamp("2011-01-05T00:00:00"))
+    out_dir = tmp_path / "sb"
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), str(world["ckpt1"]),
+                                           "--scoreboard", str(out_dir), "--method-name", "fdflare_test"), capsys)  # fmt: skip
+    assert code == 0, err
+    files = list(out_dir.iterdir())
+    assert [f.name for f in files] == ["Flare_Forecast_fdflare_test_20110105_0000.txt"]
+    lines = files[0].read_text().splitlines()
+    assert lines[:8] == [
+        "Forecasting method: fdflare_test",
+        "Issue Time: 2011-01-05T00:00Z",
+        "Prediction Window Start Time: 2011-01-01T10:00Z",
+        "Prediction Window End Time: 2011-01-02T10:00Z",
+        "Probability Bins: M+",
+        "Input data: SDO/HMI LOS_Magnetogram",
+        "Prediction window (hours): 24",
+        "#Full Disk Forecast",
+    ]
+    prob, uncert = (float(v) for v in lines[9].split())
+    shown = float(out.split(" = ")[1].split()[0])
+    assert prob == pytest.approx(shown, abs=1e-3) and uncert >= 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ([], "--checkpoint FILE... or --ensemble FILE"),
+        (["--checkpoint", "x", "--ensemble", "y"], "one of them"),
+        (["--checkpoint", "x", "--tolerance", "soon"], "--tolerance"),
+        (["--checkpoint", "x", "--base-url", "ftp://x/"], "--base-url"),
+        (["--checkpoint", "x", "--scoreboard", "sb", "--method-name", "../evil"], "--method-name"),
+        (["--checkpoint", "x", "--method-name", "ok"], "--scoreboard DIR too"),
+        (["--checkpoint", "x", "--explain", "e.jpg"], "PNG"),
+        (["--checkpoint", "x", "--time", "yesterday-ish"], "--time"),
+    ],
+)
+def test_bad_arguments_are_one_line_before_any_request(world, tmp_path, capsys, extra, words):
+    with server(world) as hv:
+        argv = ["forecast", "--base-url", hv.base_url, *extra]
+        if "--base-url" in extra:
+            argv = ["forecast", *extra]
+        code, out, err = cli(argv, capsys)
+        assert hv.count() == 0
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
