@@ -334,3 +334,113 @@ def test_bad_arguments_are_one_line_before_any_request(world, tmp_path, capsys, 
         assert hv.count() == 0
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------- verify
+
+
+@pytest.fixture(scope="module")
+def history(world, tmp_path_factory) -> Path:
+    """A forecast history of every fourth hour of the synthetic Sun's two days."""
+    hist = tmp_path_factory.mktemp("hist") / "forecasts.csv"
+    with server(world) as hv:
+        for t in pd.date_range("2011-01-01T01:00", "2011-01-02T23:00", freq="4h"):
+            argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--history",
+                                 str(hist), time=t.isoformat())  # fmt: skip
+            assert main(argv) == 0
+    return hist
+
+
+def _flare_times(world) -> np.ndarray:
+    from fdflare.acquire.goes import class_flux
+
+    cat = pd.read_csv(world["sun"] / "catalog.csv")
+    strong = class_flux(cat["goes_class"].tolist()) >= 1e-5
+    return pd.to_datetime(cat.loc[strong, "start_time"]).to_numpy()
+
+
+def test_verify_labels_each_window_and_scores_beside_the_baselines(
+    world, history, tmp_path, capsys
+):
+    out = tmp_path / "verified.csv"
+    argv = ["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
+            "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
+    code, text, err = cli(argv, capsys)
+    assert code == 0, err
+    assert "12 forecast(s), 12 verified" in text and "0 pending" in text
+    for kind in ("model", "persistence", "climatology"):
+        assert any(line.split()[:1] == [kind] for line in text.splitlines()), text
+    assert "persistence (" in text and "climatology (BSS" in text
+    table = pd.read_csv(out, keep_default_na=False)
+    flares = _flare_times(world)
+    for _, row in table.iterrows():
+        t = pd.Timestamp(row["window_start"]).tz_localize(None).to_datetime64()
+        expect = int(((flares > t) & (flares < t + np.timedelta64(24, "h"))).any())
+        before = int(((flares > t - np.timedelta64(24, "h")) & (flares <= t)).any())
+        assert row["target"] == expect, row["window_start"]
+        assert row["persistence"] == before, row["window_start"]
+    code, js, err = cli([*argv[:-2], "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(js)
+    assert result["events"] == int(table["target"].sum())
+    # the verified table is a prediction file: fdflare evaluate scores it the same way
+    code, ev, err = cli(["evaluate", "--json", str(out)], capsys)
+    assert code == 0, err
+    scored = json.loads(ev)["files"][0]
+    model = result["scores"]["model"]
+    for key in ("tp", "fp", "tn", "fn", "tss", "hss2"):
+        assert scored[key] == model[key], key
+    clim = result["climatology"]
+    brier_clim = float(np.mean((clim - table["target"]) ** 2))
+    assert model["bss"] == pytest.approx(1 - model["brier"] / brier_clim)
+
+
+def test_verify_counts_pending_windows(world, history, capsys):
+    from fdflare.acquire.catalog import read_catalog
+
+    last = read_catalog(world["sun"] / "catalog.csv")["start_time"].max()
+    starts = pd.to_datetime(pd.read_csv(history)["window_start"]).dt.tz_localize(None)
+    pending = int((starts + pd.Timedelta(hours=24) > last).sum())
+    assert 0 < pending < len(starts)
+    code, js, err = cli(["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
+                         "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(js)
+    assert result["pending"] == pending and result["verified"] == len(starts) - pending
+    code, text, err = cli(["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
+                           "--until", "2011-01-01T12:00"], capsys)  # fmt: skip
+    assert code == 1 and "nothing to verify yet" in text and "12 pending" in text
+
+
+def test_verify_bad_history_names_line_and_field(world, history, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    lines = history.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[6] = "soon"  # window_start
+    lines[3] = ",".join(cells)
+    bad.write_text("\n".join(lines) + "\n")
+    code, out, err = cli(["verify", "--history", str(bad), "--catalog", str(world["sun"] / "catalog.csv")], capsys)  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "line 4" in err and "window_start" in err and str(bad) in err
+    other = tmp_path / "preds.csv"
+    other.write_text("timestamp,flare_prob,target\na.jpg,0.5,1\n")
+    code, out, err = cli(["verify", "--history", str(other), "--catalog", str(world["sun"] / "catalog.csv")], capsys)  # fmt: skip
+    assert code == 2 and "not a forecast history" in err
+
+
+def test_prior_climatology_is_the_catalogs_rate_before_the_first_forecast():
+    from fdflare.forecast.verify import prior_climatology
+
+    # an M flare at noon every fourth day, 60 days before the first forecast
+    starts = pd.date_range("2011-01-01T12:00", "2011-03-01", freq="4D")
+    cat = pd.DataFrame({"start_time": starts, "flux": 2e-5, "goes_class": "M2.0",
+                        "fl_lon": 0.0, "fl_lat": 0.0})  # fmt: skip
+    first = pd.Timestamp("2011-03-02T00:00")
+    rate, why = prior_climatology(cat, first, 1e-5)
+    hours = pd.date_range(
+        "2011-01-01T12:00", first - pd.Timedelta(hours=24), freq="h", inclusive="left"
+    )
+    expect = np.mean([((starts > h) & (starts < h + pd.Timedelta(hours=24))).any() for h in hours])
+    assert rate == pytest.approx(expect) and 0.2 < rate < 0.3
+    assert str(len(hours)) in why
+    assert prior_climatology(cat, pd.Timestamp("2011-01-20"), 1e-5)[0] is None
