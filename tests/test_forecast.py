@@ -125,7 +125,7 @@ def test_text_output_shows_probability_window_age_and_members(world, capsys):
     assert "mean of 2 members" in out
     assert "window:      2011-01-01T10:00:42Z to 2011-01-02T10:00:42Z" in out
     assert "observation: 2011-01-01T10:00:42Z" in out
-    assert "age:         -42 s at the requested time 2011-01-01T10:00:00Z" in out
+    assert "age:         42 s after the requested time 2011-01-01T10:00:00Z" in out
     lines = [ln for ln in out.splitlines() if ln.startswith("  ")]
     assert len(lines) == 2 and str(world["ckpt0"]) in lines[0] and str(world["ckpt1"]) in lines[1]
     probs = [float(ln.split()[0]) for ln in lines]
@@ -444,3 +444,27 @@ def test_prior_climatology_is_the_catalogs_rate_before_the_first_forecast():
     assert rate == pytest.approx(expect) and 0.2 < rate < 0.3
     assert str(len(hours)) in why
     assert prior_climatology(cat, pd.Timestamp("2011-01-20"), 1e-5)[0] is None
+
+
+def test_calibration_of_the_mean_and_a_file_of_several_maps(world, tmp_path, capsys):
+    from fdflare.analysis.calibration import Calibrator
+
+    one = {"method": "platt", "a": 3.0, "b": 0.5}
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({"files": [{"map": one}, {"map": one}]}))
+    differ = tmp_path / "differ.json"
+    differ.write_text(json.dumps({"files": [{"map": one}, {"map": {**one, "a": 1.0}}]}))
+    with server(world) as hv:
+        base = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), str(world["ckpt1"]), "--json")  # fmt: skip
+        code, out, err = cli([*base, "--calibration", str(same)], capsys)
+        assert code == 0, err
+        fc = json.loads(out)
+        mean = np.mean([m["probability"] for m in fc["members"]])
+        assert fc["probability"] == pytest.approx(
+            float(Calibrator.from_dict(one)(np.array([mean]))[0]), abs=1e-6
+        )
+        assert fc["calibrated"] is True
+        n = hv.count()
+        code, out, err = cli([*base, "--calibration", str(differ)], capsys)
+        assert hv.count() == n  # refused before any request
+    assert code == 2 and "2 different maps" in err and err.count("\n") == 1

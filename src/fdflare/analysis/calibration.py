@@ -133,13 +133,16 @@ def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, list) or not files:
         raise InputError("expected a calibration map or calibration.json", path=path)
-    if len(files) != 1:
+    maps = [f.get("map") if isinstance(f, dict) else None for f in files]
+    if any(m != maps[0] for m in maps[1:]):
         raise InputError(
-            f"holds {len(files)} maps (one per fold); give a file with one map (its "
-            "files[k].map object) or calibrate with --fit/--apply",
+            f"holds {len(files)} different maps (one per fold, --cross-fold); give a file "
+            "with one map (its files[k].map object) or calibrate with --fit/--apply",
             path=path,
         )
-    return Calibrator.from_dict(files[0]["map"], path=str(path))
+    if not isinstance(maps[0], dict):
+        raise InputError("expected a calibration map or calibration.json", path=path)
+    return Calibrator.from_dict(maps[0], path=str(path))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

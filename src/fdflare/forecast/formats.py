@@ -55,7 +55,9 @@ def format_text(fc: Forecast) -> str:
         f"window:      {iso(fc.window_start)} to {iso(fc.window_end)} (24 h from the observation)",
         f"observation: {iso(fc.observation.time)}, SDO/HMI magnetogram {fc.observation.image_id} "
         f"from {fc.observation.base_url}",
-        f"age:         {format_age(fc.age)} at the requested time {iso(fc.requested_time)}",
+        f"age:         {format_age(abs(fc.age))} "
+        + ("old at" if fc.age >= pd.Timedelta(0) else "after")
+        + f" the requested time {iso(fc.requested_time)}",
     ]
     if n > 1 or fc.calibrated:
         lines.append("members:")
