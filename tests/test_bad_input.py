@@ -81,6 +81,13 @@ def inputs(tmp_path_factory) -> Path:
     (root / "joined_header_only.csv").write_text(
         "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
     )
+    from fdflare.forecast.formats import HISTORY_COLUMNS
+
+    (root / "history.csv").write_text(
+        ",".join(HISTORY_COLUMNS) + "\n"
+        "2011/01/01/HMI.m2011.01.01_00.00.42.jp2,0.4,,2011-01-01T00:00:00Z,2011-01-01T00:01:00Z,"
+        "2011-01-01T00:00:42Z,2011-01-01T00:00:42Z,2011-01-02T00:00:42Z,1000,http://x/v2/,0,0,0.4,a.pt\n"
+    )
     (root / "random.pt").write_bytes(rng.integers(0, 255, 4096, dtype=np.uint8).tobytes())
     (root / "empty.pt").write_bytes(b"")
     (root / "not_really.jp2").write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
@@ -395,6 +402,95 @@ CASES: dict[str, tuple[list[str], str]] = {
         "is a file",
     ),
     "spatial header only": (["spatial", "--out", "{out}", "{in}/joined_header_only.csv"], "header"),
+    # forecast (no request is made: the base URL is a closed loopback port)
+    "forecast random checkpoint": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--model",
+            "alexnet",
+            "--time",
+            "2011-01-01T00:00",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+            "--history",
+            "{out}/h.csv",
+        ],
+        "random.pt",
+    ),
+    "forecast empty checkpoint": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/empty.pt",
+            "--time",
+            "2011-01-01T00:00",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+        ],
+        "empty.pt",
+    ),
+    "forecast in the future": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--time",
+            "2999-01-01T00:00",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+        ],
+        "in the future",
+    ),
+    "forecast ensemble missing": (
+        ["forecast", "--ensemble", "{in}/nope.json", "--base-url", "http://127.0.0.1:9/v2/"],
+        "nope.json",
+    ),
+    "forecast history is an input": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--history",
+            "{in}/random.pt",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+        ],
+        "--history",
+    ),
+    "verify history is predictions": (
+        ["verify", "--history", "{in}/fold1.csv", "--catalog", "{in}/catalog.csv"],
+        "not a forecast history",
+    ),
+    "verify catalog bad class": (
+        ["verify", "--history", "{in}/history.csv", "--catalog", "{in}/catalog_mixed_tz.csv"],
+        "Q1.0",
+    ),
+    "verify out is the history": (
+        [
+            "verify",
+            "--history",
+            "{in}/history.csv",
+            "--catalog",
+            "{in}/catalog.csv",
+            "--out",
+            "{in}/history.csv",
+        ],
+        "--out",
+    ),
+    "verify until garbage": (
+        [
+            "verify",
+            "--history",
+            "{in}/history.csv",
+            "--catalog",
+            "{in}/catalog.csv",
+            "--until",
+            "later",
+        ],
+        "--until",
+    ),
     # reports
     "reproduce reference missing": (
         ["reproduce", "--reference", "{in}/nope", "--out", "{out}"],
