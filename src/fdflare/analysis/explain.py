@@ -277,9 +277,31 @@ def explanation_figure(
         )
         if flare is not None:
             lon, lat = heliographic(a.shape, geo)
-            near = np.isfinite(lon) & (great_circle_deg(lon, lat, flare[0], flare[1]) <= 10.0)
+            dist = great_circle_deg(lon, lat, flare[0], flare[1])
+            near = np.isfinite(lon) & (dist <= NEAR_FLARE_DEG)
             if near.any():
                 ax.contour(near.astype(float), levels=[0.5], colors="cyan", linewidths=1.0)
+    if geo is not None:
+        from matplotlib.lines import Line2D
+
+        handles = [
+            Line2D([], [], color="yellow", linestyle=":", label="limb"),
+            Line2D(
+                [], [], color="lime", linestyle="--", label=f"heliocentric angle {limb_deg:g} deg"
+            ),
+        ]
+        if flare is not None:
+            handles.append(
+                Line2D([], [], color="cyan", label=f"{NEAR_FLARE_DEG:g} deg about the flare")
+            )
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=len(handles),
+            frameon=False,
+            fontsize=8,
+        )
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(image.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
