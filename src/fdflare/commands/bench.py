@@ -1,18 +1,110 @@
-"""``fdflare bench``."""
+"""``fdflare bench``: every stage against the study's way of doing it, in the same run."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "bench (in development)"
+from fdflare.bench import ROW_NAMES
+from fdflare.commands._common import add_deprecated_alias
+
+HELP = "measure each stage against the study's way of doing it (label, prepare, loader, train, predict)"
+DESCRIPTION = f"""\
+Run each stage the study's way and fdflare's way on the same data in the same run and
+print a table: the study's figure, fdflare's, the speed-up, and (below the table) what
+limits each row, with a ceiling measured on this machine in this run (matmul peak, memory
+bandwidth, decode time). Rows: {", ".join(ROW_NAMES)}. --quick uses tiny sizes and few
+repeats (under a minute on 2 CPU cores; say so when quoting it). The full run takes about
+8 minutes on 2 CPU cores. See docs/performance.md.
+
+exit status: 0 done; 2 bad arguments (an unknown row, --accelerator cuda without a GPU, an
+unwritable --json file), checked before any work.
+
+example:
+  fdflare bench --quick
+  fdflare bench --only label prepare --json bench.json
+  fdflare bench --accelerator cuda --only train_alexnet train_vgg16 train_resnet34
+"""
+
+
+def _row(text: str) -> str:
+    if text not in ROW_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown row {text!r}; the rows are {', '.join(ROW_NAMES)}"
+        )
+    return text
+
+
+def _accelerator(text: str) -> str:
+    value = {"gpu": "cuda"}.get(text, text)
+    if value not in ("auto", "cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda (gpu), got {text!r}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare bench``."""
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and few repeats: under a minute on 2 CPU cores (labelled in the notes)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        type=_row,
+        metavar="ROW",
+        help=f"run only these rows ({', '.join(ROW_NAMES)})",
+    )
+    p.add_argument(
+        "--accelerator",
+        type=_accelerator,
+        default="auto",
+        metavar="A",
+        help="auto (CUDA where there is a GPU, else cpu), cpu or cuda (= gpu) (default auto)",
+    )
+    add_deprecated_alias(p, "--device", "--accelerator", dest="accelerator", type=_accelerator)
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        default=None,
+        help='also write {"machine": {...}, "rows": [...]} to FILE',
+    )
+    p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument(
+        "--quiet", action="store_true", help="no line per row while it runs; the table still prints"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
-    from fdflare.core.errors import UsageError
+    """Run the rows asked for, print the table, write the JSON."""
+    import json
 
-    raise UsageError("fdflare bench is not available in this build")
+    from fdflare.core.errors import UsageError
+    from fdflare.core.io import write_text_atomic
+    from fdflare.core.outputs import check_output_file
+
+    out = check_output_file(args.json, option="--json") if args.json else None
+    from fdflare.training.config import accelerator_problem
+
+    device = args.accelerator
+    if device == "cuda":
+        problem = accelerator_problem("cuda")
+        if problem:
+            raise UsageError(f"--accelerator {problem}")
+    elif device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    from fdflare.bench.measure import Settings
+    from fdflare.bench.run import render_bench, run_bench
+
+    names = None if args.only is None else list(dict.fromkeys(args.only))
+    settings = Settings(quick=args.quick, device=device, progress=not args.quiet)
+    result = run_bench(names, settings)
+    if out is not None:
+        write_text_atomic(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    print(render_bench(result, markdown=args.markdown))
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
