@@ -543,3 +543,62 @@ def test_bad_invocation(case, inputs, tmp_path, capsys):
         assert noise not in lines[0], lines[0]
     assert _digest(inputs) == before, "an input file was changed"
     assert not out.exists(), f"{out} was left behind"
+
+
+EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
+    "explain unknown --where name": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--predictions", "{in}/fold1.csv",
+         "--where", "near_limb and fnn", "--images", "{in}/images", "--out", "{out}"],
+        r"unknown name 'fnn'; valid names: tp, fp, tn, fn, positive, negative, near_limb, central",
+    ),
+    "explain --where near_limb without locations": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--predictions", "{in}/fold1.csv",
+         "--where", "near_limb", "--images", "{in}/images", "--out", "{out}"],
+        r"fl_lon, fl_lat.*_joined\.csv",
+    ),
+    "explain --where without --predictions": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--where", "fn", "--images", "{in}/images",
+         "--out", "{out}"],
+        r"--predictions",
+    ),
+    "explain bad checkpoint": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--out", "{out}"],
+        r"random\.pt",
+    ),
+    "explain out is a file": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--out",
+         "{in}/catalog.csv"],
+        r"is a file",
+    ),
+    "explain method typo": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--method",
+         "gradcamm", "--out", "{out}"],
+        r"gradcamm",
+    ),
+    "explain limit 0": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--limit", "0",
+         "--out", "{out}"],
+        r"--limit",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(EXPLAIN_CASES))
+def test_bad_explain_invocation(case, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    template, pattern = EXPLAIN_CASES[case]
+    argv = [a.replace("{in}", str(inputs)).replace("{out}", str(out)) for a in template]
+    before = _digest(inputs)
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse
+        status = exc.code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert status == 2, f"exit {status}; stdout: {captured.out!r}"
+    assert "Traceback" not in captured.err
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {captured.err!r}"
+    assert lines[0].startswith("fdflare explain: "), lines[0]
+    assert re.search(pattern, lines[0]), f"{lines[0]!r} does not match {pattern!r}"
+    assert _digest(inputs) == before, "an input file was changed"
+    assert not out.exists(), f"{out} was left behind"

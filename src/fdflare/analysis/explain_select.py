@@ -436,7 +436,7 @@ def explain(
     from fdflare.inference.predict import load_model
 
     def say(text: str) -> None:
-        (warn or (lambda s: print(s, file=sys.stderr)))(text)
+        (warn or (lambda s: print(f"fdflare explain: {s}", file=sys.stderr)))(text)
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -471,7 +471,9 @@ def explain(
         geo_path = default_geometry(root)
     geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}
     if where is not None and not names:
-        notes.append(f"--where {where!r} selected none of the {n_table} rows: nothing to explain")
+        notes.append(
+            f"note: --where {where!r} selected none of the {n_table} rows: nothing to explain"
+        )
     rows: list[dict[str, Any]] = []
     n_warn = 0
     out = Path(out)
