@@ -465,6 +465,22 @@ def test_cli(tree, tmp_path, capsys):
     assert "--image-size" in capsys.readouterr().err
 
 
+def test_cli_writes_the_array_store_by_default(tree, tmp_path, capsys):
+    argv = ["prepare", "--source", str(tree), "--image-size", "64", "--workers", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "array store:" in capsys.readouterr().out
+    images, index = open_array_store(tmp_path / "a")
+    assert images.shape == (4, 64, 64) and len(index) == 4
+    # the fast path of train and predict: open_images picks the store without being told
+    from fdflare.data.sources import ArrayStoreImages, open_images
+
+    assert isinstance(open_images(tmp_path / "a"), ArrayStoreImages)
+    assert main([*argv, "--out", str(tmp_path / "b"), "--no-array-store"]) == 0
+    assert "array store:" not in capsys.readouterr().out
+    assert not (tmp_path / "b" / "images.npy").exists()
+    assert len(read_geometry(tmp_path / "b")) == 4
+
+
 def test_cli_old_spellings_still_work_and_warn(tree, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["prepare", str(tree), "--out", str(out), "--size", "64", "--workers", "1"]) == 0

@@ -16,16 +16,17 @@ DIR/<rel>/<name>.png (or .jpg: the study's layout), decoding at reduced resoluti
 area-averaging the rest of the way. Writes DIR/geometry.csv (observation time, disk centre
 and radius in output pixels, from each JP2's Helioviewer XML header) and DIR/bad_files.csv
 (files and folders that could not be read; the batch carries on and the exit status is 1).
-Re-running skips up-to-date images. With --array-store, also packs all images into
-DIR/images.npy (N x size x size, uint8) with DIR/images_index.csv (row -> path) for fast
-training. See docs/prepare.md.
+Re-running skips up-to-date images. Also packs all images into DIR/images.npy
+(N x size x size, uint8) with DIR/images_index.csv (row -> path), the array store that
+fdflare train and predict read by default (about 7x the per-core rate of decoding the image
+files; --no-array-store: the image files only). See docs/prepare.md.
 
 exit status: 0 done; 1 done, but some files or folders could not be read (listed in
 DIR/bad_files.csv), or SRC holds no .jp2 file; 2 bad arguments.
 
 example:
   fdflare prepare --source hmi_jp2/ --out hmi_512/ --format jpg
-  fdflare prepare --source hmi_jp2/ --out hmi_256/ --image-size 256 --array-store --workers 8
+  fdflare prepare --source hmi_jp2/ --out hmi_256/ --image-size 256 --workers 8
 """
 
 #: What prepare writes inside --out besides the images (an input there would be overwritten).
@@ -78,8 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--array-store",
-        action="store_true",
-        help="also pack the images into DIR/images.npy with DIR/images_index.csv",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also pack the images into DIR/images.npy with DIR/images_index.csv, the fast "
+        "path of train and predict (default; --no-array-store: the image files only)",
     )
     p.add_argument(
         "--full-decode",

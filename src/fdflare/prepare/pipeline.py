@@ -275,15 +275,16 @@ def prepare(
     workers: int | None = None,
     full_decode: bool = False,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-    array_store: bool = False,
+    array_store: bool = True,
     progress: bool = True,
 ) -> PrepareResult:
     """Prepare every ``.jp2`` under ``src`` into ``size`` x ``size`` images under ``out``.
 
     Writes ``out/<rel>/<stem>.<fmt>`` for each ``src/<rel>/<stem>.jp2``,
     ``out/geometry.csv`` (one row per image, :data:`GEOMETRY_COLUMNS`) and
-    ``out/bad_files.csv`` (``path, reason`` of the files that failed in this run), and with
-    ``array_store`` ``out/images.npy`` plus ``out/images_index.csv``.
+    ``out/bad_files.csv`` (``path, reason`` of the files that failed in this run), and
+    (unless ``array_store`` is false) the array store ``out/images.npy`` plus
+    ``out/images_index.csv``.
 
     Re-running is cheap and safe: an image whose output exists and is newer than its JP2
     is skipped and its geometry row kept; deleted or stale outputs are redone; rows of
@@ -299,7 +300,7 @@ def prepare(
             decoding at reduced resolution (40 to 130 times slower; sub-pixel different).
         jpeg_quality: JPEG quality for ``fmt="jpg"`` (the study used OpenCV's default, 95).
         array_store: also pack all images into ``out/images.npy`` (see
-            :func:`open_array_store`).
+            :func:`open_array_store`), the default: training and prediction read it.
         progress: show a progress bar on stderr when it is a terminal.
 
     Returns:

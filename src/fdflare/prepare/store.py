@@ -2,7 +2,7 @@
 
 ``OUT/images.npy`` holds an ``(N, size, size)`` ``uint8`` array (row 0 of each image at the
 top, as in the image files); ``OUT/images_index.csv`` maps each row to the image's path
-relative to ``OUT`` (the key of ``geometry.csv``). ``fdflare prepare --array-store`` writes
+relative to ``OUT`` (the key of ``geometry.csv``). ``fdflare prepare`` writes
 it (:func:`fdflare.prepare.pipeline.build_array_store`); the data stage reads it here.
 """
 
@@ -21,7 +21,7 @@ STORE_INDEX_FILE = "images_index.csv"
 
 
 def open_array_store(out: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFrame]:
-    """Open the array store written by ``fdflare prepare --array-store``.
+    """Open the array store written by ``fdflare prepare`` (unless ``--no-array-store``).
 
     Returns:
         ``(images, index)``: a read-only ``uint8`` memory map of shape ``(N, size, size)``
@@ -38,7 +38,8 @@ def open_array_store(out: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFra
     if not store.is_file() or not index_path.is_file():
         missing = store if not store.is_file() else index_path
         raise MissingDataError(
-            f"{missing} not found: run `fdflare prepare --source SRC --out {out} --array-store`"
+            f"{missing} not found: run `fdflare prepare --source SRC --out {out}`, which writes "
+            "it (--array-store, the default)"
         )
     images = np.load(store, mmap_mode="r")
     if images.dtype != np.uint8 or images.ndim != 3:
@@ -55,7 +56,7 @@ def open_array_store(out: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFra
     ):
         raise InputError(
             f"index has {len(index)} rows numbered otherwise than the {images.shape[0]} images "
-            f"of {store.name}: rerun `fdflare prepare ... --array-store`",
+            f"of {store.name}: rerun `fdflare prepare ...` (--array-store, the default)",
             path=index_path,
         )
     return images, index

@@ -307,7 +307,14 @@ def fit(
         input_adapter=config.input_adapter,
         weights_path=config.weights_path,
     )
-    module = FlareClassifier(config, weights, model)
+    runtime = resolve_runtime(config)
+    module = FlareClassifier(
+        config,
+        weights,
+        model,
+        channels_last=runtime.channels_last,
+        compile=runtime.compile,
+    )
 
     def dataset(table: pd.DataFrame, augment: bool = False) -> FlareDataset:
         return FlareDataset(
@@ -327,10 +334,9 @@ def fit(
         batch_size=config.batch_size,
         workers=config.workers,
         seed=config.seed,
-        channels_last=config.channels_last,
+        channels_last=runtime.channels_last,
     )
 
-    runtime = resolve_runtime(config)
     meta = {"counts": counts, "class_weights": list(weights), "runtime": runtime.to_dict()}
     recorder = RunRecorder(out, config, meta, quiet=quiet)
     deterministic_before = torch.are_deterministic_algorithms_enabled()

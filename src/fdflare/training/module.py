@@ -26,16 +26,33 @@ class FlareClassifier(L.LightningModule):
         config: the run's config.
         weights: NLL class weights ``(w_noflare, w_flare)``.
         model: the network; by default built from ``config``.
+        channels_last: keep the weights in channels-last memory format (default: the
+            config's ``channels_last``; :func:`~fdflare.training.config.resolve_runtime`
+            resolves its ``auto``).
+        compile: compile the network's forward with ``torch.compile`` (in place: the
+            ``state_dict`` and so the checkpoints keep their names).
     """
 
     def __init__(
-        self, config: TrainConfig, weights: tuple[float, float], model: FlareNet | None = None
+        self,
+        config: TrainConfig,
+        weights: tuple[float, float],
+        model: FlareNet | None = None,
+        *,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
         self.model = model if model is not None else create_model(config.model, pretrained=False)
-        if config.channels_last:
+        if config.channels_last if channels_last is None else channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:
+            import torch._dynamo as dynamo
+
+            # a graph torch.compile cannot build runs eagerly (with a warning), never kills a run
+            dynamo.config.suppress_errors = True
+            self.model.compile()
         self.register_buffer(
             "class_weights", torch.tensor(weights, dtype=torch.float32), persistent=False
         )
