@@ -46,6 +46,7 @@ import pandas as pd
 from fdflare.acquire.goes import class_flux, normalise_class, threshold_flux
 from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
 from fdflare.core.errors import InputError
+from fdflare.core.io import refuse_first
 from fdflare.core.timeparse import parse_utc_series
 
 __all__ = [
@@ -92,21 +93,23 @@ def detect_format(columns: list[str] | pd.Index) -> str | None:
     return None
 
 
+def _quoted(raw: object) -> str:
+    return "empty" if raw is pd.NA or raw == "" else repr(str(raw))
+
+
 def _parse_times(values: pd.Series, *, path: Path, field: str, fmt: str | None = None) -> pd.Series:
     s = values.astype("string").str.strip()
     times = parse_utc_series(s, fmt=fmt)
     bad = times.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raw = s.iloc[i]
-        shown = "empty" if raw is pd.NA or raw == "" else repr(str(raw))
-        raise InputError(
-            f"unparsable time {shown} (expected YYYY-MM-DD HH:MM:SS); "
-            f"{int(bad.sum())} unparsable value(s) in all",
-            path=path,
-            line=i + 2,
-            field=field,
-        )
+    refuse_first(
+        bad,
+        lambda i: (
+            f"unparsable time {_quoted(s.iloc[i])} (expected YYYY-MM-DD HH:MM:SS); "
+            f"{int(bad.sum())} unparsable value(s) in all"
+        ),
+        path=path,
+        field=field,
+    )
     return times.astype("datetime64[ns]")
 
 
@@ -114,16 +117,15 @@ def _parse_coord(values: pd.Series, *, path: Path, field: str) -> np.ndarray:
     s = values.astype("string").str.strip()
     unknown = s.isna() | s.str.lower().isin(_UNKNOWN_TOKENS)
     nums = pd.to_numeric(s.where(~unknown), errors="coerce")
-    bad = (nums.isna() & ~unknown).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"not a number: {str(s.iloc[i])!r} (use a number in degrees, or leave empty/UNK "
-            "for an unknown location)",
-            path=path,
-            line=i + 2,
-            field=field,
-        )
+    refuse_first(
+        (nums.isna() & ~unknown).to_numpy(),
+        lambda i: (
+            f"not a number: {str(s.iloc[i])!r} (use a number in degrees, or leave "
+            "empty/UNK for an unknown location)"
+        ),
+        path=path,
+        field=field,
+    )
     return nums.to_numpy(dtype=float)
 
 

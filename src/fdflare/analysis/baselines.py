@@ -33,6 +33,7 @@ import pandas as pd
 
 from fdflare.acquire.goes import threshold_flux
 from fdflare.core.errors import InputError, MissingDataError
+from fdflare.core.io import refuse_first
 from fdflare.core.paths import parse_image_times
 
 KINDS = ("persistence", "climatology", "flux")
@@ -82,15 +83,12 @@ def list_folds(labels: str | os.PathLike[str]) -> list[int]:
 
 def _times(table: pd.DataFrame, what: str) -> pd.DatetimeIndex:
     times, _ = parse_image_times(table["label"].astype(str))
-    bad = times.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"image name {table['label'].iloc[i]!s} holds no time (HMI.mYYYY.MM.DD_HH.MM.SS)",
-            path=table.attrs.get("path", what),
-            line=i + 2,
-            field="label",
-        )
+    refuse_first(
+        times.isna().to_numpy(),
+        lambda i: f"image name {table['label'].iloc[i]!s} holds no time (HMI.mYYYY.MM.DD_HH.MM.SS)",
+        path=table.attrs.get("path", what),
+        field="label",
+    )
     return pd.DatetimeIndex(times)
 
 

@@ -14,7 +14,6 @@ why, never divided.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
+from fdflare.core.io import parse_probabilities, read_csv_table, refuse_first, shown_cell
 from fdflare.core.scores import confusion, skill_scores
-from fdflare.core.table import fmt_number, plain, render_table
+from fdflare.core.table import fmt_number, render_table
 
 ID_COLUMNS = ("timestamp", "label")
 
@@ -56,20 +56,6 @@ class Scores:
         return asdict(self)
 
 
-def _shown(raw: Any) -> str:
-    """A cell of a CSV table as written, for a message (``'high'``, ``1.5``, ``empty``)."""
-    raw = plain(raw)
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() == "":
-        return "empty"
-    if isinstance(raw, str):
-        try:
-            float(raw)
-        except ValueError:
-            return repr(raw)
-        return raw.strip()
-    return str(raw)
-
-
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a prediction CSV: ``timestamp`` (or ``label``), ``flare_prob``, ``target``.
 
@@ -79,8 +65,6 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
         InputError: the path is a folder, a column is missing, or a probability is outside
             [0, 1] / a target is not 0 or 1, naming the file, line and field.
     """
-    from fdflare.core.io import read_csv_table
-
     path = Path(path)
     if path.is_dir():
         raise InputError(
@@ -96,26 +80,14 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
                 path=path,
                 field=col,
             )
-    prob = pd.to_numeric(df["flare_prob"].str.strip(), errors="coerce")
-    bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"probability {_shown(df['flare_prob'].iloc[i])} is not a number in [0, 1]",
-            path=path,
-            line=i + 2,
-            field="flare_prob",
-        )
+    prob = parse_probabilities(df["flare_prob"], path=path)
     target = pd.to_numeric(df["target"].str.strip(), errors="coerce")
-    bad = ~target.isin([0, 1]).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"target {_shown(df['target'].iloc[i])} is not 0 or 1",
-            path=path,
-            line=i + 2,
-            field="target",
-        )
+    refuse_first(
+        ~target.isin([0, 1]).to_numpy(),
+        lambda i: f"target {shown_cell(df['target'].iloc[i])} is not 0 or 1",
+        path=path,
+        field="target",
+    )
     df["flare_prob"] = prob.astype(float)
     df["target"] = target.astype(np.int64)
     return df

@@ -32,6 +32,7 @@ import pandas as pd
 
 from fdflare.acquire.goes import CLASS_PATTERN
 from fdflare.core.errors import InputError, UsageError
+from fdflare.core.io import parse_probabilities, refuse_first
 from fdflare.core.table import fmt_number, render_table
 
 CLASSES = ("X", "M", "X+M")
@@ -89,16 +90,44 @@ def _check_classes(cls: pd.Series, path: Path) -> None:
     """Refuse a class that is neither empty (no flare) nor a GOES class such as ``M1.3``."""
     text = cls.fillna("")
     bad = ((text != "") & ~text.str.match(CLASS_PATTERN).fillna(False)).to_numpy(dtype=bool)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"not a GOES class: {str(text.iloc[i])!r} (expected a letter A, B, C, M or X and a "
-            f"number, e.g. M1.3, or NF or empty for no flare); {int(bad.sum())} such value(s) in "
-            "all",
-            path=path,
-            line=i + 2,
-            field="goes_class",
-        )
+    refuse_first(
+        bad,
+        lambda i: (
+            f"not a GOES class: {str(text.iloc[i])!r} (expected a letter A, B, C, M or X "
+            f"and a number, e.g. M1.3, or NF or empty for no flare); {int(bad.sum())} such value(s) "
+            "in all"
+        ),
+        path=path,
+        field="goes_class",
+    )
+
+
+def _coord_values(
+    s: pd.Series,
+    unknown: pd.Series,
+    num: pd.Series,
+    fld: str,
+    limit: float,
+    what: str,
+    path: Path,
+) -> np.ndarray:
+    """The numbers of a location column; a value that is not one, or out of range, is an error."""
+    refuse_first(
+        (num.isna() & ~unknown).to_numpy(),
+        lambda i: f"not a location: {str(s.iloc[i])!r}",
+        path=path,
+        field=fld,
+    )
+    values = num.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        out = ~unknown.to_numpy(dtype=bool) & ~(np.abs(values) <= limit)
+    refuse_first(
+        out,
+        lambda i: f"{what} {s.iloc[i]!s} is not a number from -{limit:g} to {limit:g} degrees",
+        path=path,
+        field=fld,
+    )
+    return values
 
 
 def _parse_coords(
@@ -112,23 +141,7 @@ def _parse_coords(
         s = raw.astype("string").str.strip()
         unknown = s.isna() | s.str.lower().isin(["", "nan", "unk", "none"])
         num = pd.to_numeric(s.where(~unknown), errors="coerce")
-        bad = (num.isna() & ~unknown).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(
-                f"not a location: {str(s.iloc[i])!r}", path=path, line=i + 2, field=fld
-            )
-        values = num.to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            out = ~unknown.to_numpy(dtype=bool) & ~(np.abs(values) <= limit)
-        if out.any():
-            i = int(np.flatnonzero(out)[0])
-            raise InputError(
-                f"{what} {s.iloc[i]!s} is not a number from -{limit:g} to {limit:g} degrees",
-                path=path,
-                line=i + 2,
-                field=fld,
-            )
+        values = _coord_values(s, unknown, num, fld, limit, what, path)
         coords.append(values)
         known.append(~unknown.to_numpy(dtype=bool))
     half = known[0] != known[1]
@@ -198,16 +211,7 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     cls = cls.mask(cls.str.upper().eq("NF"), "")
     _check_classes(cls, path)
     df["goes_class"] = cls
-    prob = pd.to_numeric(df["flare_prob"].astype("string").str.strip(), errors="coerce")
-    bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"probability {df['flare_prob'].iloc[i]} is not a number in [0, 1]",
-            path=path,
-            line=i + 2,
-            field="flare_prob",
-        )
+    prob = parse_probabilities(df["flare_prob"], path=path)
     id_col = next((c for c in ("timestamp", "label") if c in df.columns), None)
     return pd.DataFrame(
         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -112,3 +112,74 @@ def read_json(path: str | os.PathLike[str], *, what: str = "JSON file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"not a readable JSON file ({exc})", path=path) from None
+
+
+def refuse_first(
+    bad: Any,
+    message: Callable[[int], str],
+    *,
+    path: str | os.PathLike[str] | None,
+    field: str | None,
+    first_line: int = 2,
+) -> None:
+    """Raise an ``InputError`` for the first row where ``bad`` is true, if any.
+
+    Every table reader checks a whole column at once and reports the first bad row by its
+    line in the file (``first_line`` is the line of row 0: 2 below a header) and field.
+
+    Args:
+        bad: a boolean mask over the rows.
+        message: the message for row ``i`` (it may count ``bad`` for "... in all").
+        path: the file.
+        field: the column.
+        first_line: the file line of row 0.
+    """
+    import numpy as np
+
+    from fdflare.core.errors import InputError
+
+    mask = np.asarray(bad, dtype=bool)
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        raise InputError(message(i), path=path, line=first_line + i, field=field)
+
+
+def parse_probabilities(
+    values: Any, *, path: str | os.PathLike[str] | None, field: str = "flare_prob"
+) -> Any:
+    """A text column of probabilities as floats.
+
+    Raises:
+        InputError: a value that is not a number in [0, 1], naming the file, line and field.
+    """
+    import pandas as pd
+
+    s = pd.Series(values).astype("string").str.strip()
+    prob = pd.to_numeric(s, errors="coerce")
+    refuse_first(
+        (prob.isna() | (prob < 0) | (prob > 1)).to_numpy(dtype=bool),
+        lambda i: f"probability {shown_cell(s.iloc[i])} is not a number in [0, 1]",
+        path=path,
+        field=field,
+    )
+    return prob.astype(float)
+
+
+def shown_cell(raw: Any) -> str:
+    """A cell of a CSV table as written, for a message (``'high'``, ``1.5``, ``empty``)."""
+    import math
+
+    from fdflare.core.table import plain
+
+    raw = plain(raw)
+    if raw is None or str(raw) == "<NA>":
+        return "empty"
+    if (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() == "":
+        return "empty"
+    if isinstance(raw, str):
+        try:
+            float(raw)
+        except ValueError:
+            return repr(raw)
+        return raw.strip()
+    return str(raw)

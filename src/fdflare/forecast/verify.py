@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
+from fdflare.core.io import parse_probabilities, refuse_first
 
 WINDOW = pd.Timedelta(hours=24)
 PRIOR = pd.Timedelta(days=365)
@@ -70,30 +71,13 @@ class Verification:
 
 def _times(df: pd.DataFrame, column: str, path: Path) -> pd.DatetimeIndex:
     values = pd.to_datetime(df[column].str.strip(), errors="coerce", utc=True)
-    bad = values.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"{df[column].iloc[i]!r} is not a time (YYYY-MM-DDTHH:MM:SSZ)",
-            path=path,
-            line=i + 2,
-            field=column,
-        )
+    refuse_first(
+        values.isna().to_numpy(),
+        lambda i: f"{df[column].iloc[i]!r} is not a time (YYYY-MM-DDTHH:MM:SSZ)",
+        path=path,
+        field=column,
+    )
     return pd.DatetimeIndex(values).tz_localize(None)
-
-
-def _probabilities(df: pd.DataFrame, path: Path) -> np.ndarray:
-    prob = pd.to_numeric(df["flare_prob"].str.strip(), errors="coerce")
-    bad = (prob.isna() | (prob < 0) | (prob > 1)).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"probability {df['flare_prob'].iloc[i]!r} is not a number in [0, 1]",
-            path=path,
-            line=i + 2,
-            field="flare_prob",
-        )
-    return prob.to_numpy(dtype=float)
 
 
 def prior_climatology(
@@ -142,7 +126,7 @@ def verify_history(
     path = Path(history)
     df = read_history(path)
     starts = _times(df, "window_start", path)
-    prob = _probabilities(df, path)
+    prob = parse_probabilities(df["flare_prob"], path=path).to_numpy(dtype=float)
     cat = read_catalog(catalog, fmt=catalog_format)
     flux = threshold_flux(mode)
     last = pd.Timestamp(cat["start_time"].max()) if len(cat) else None
