@@ -122,7 +122,7 @@ def test_the_table_shows_each_row_with_its_limit_and_the_machine():
         },
         "rows": [
             Row("label", "s", 100.0, 0.25, "pandas", "n1").to_dict(),
-            forecast_row(Settings(), None).to_dict(),  # type: ignore[arg-type]
+            Row("forecast_latency", "ms", None, None, "", "not measured").to_dict(),
         ],
     }
     text = render_bench(doc)
@@ -132,9 +132,11 @@ def test_the_table_shows_each_row_with_its_limit_and_the_machine():
     assert "| label | s |" in render_bench(doc, markdown=True)
 
 
-def test_forecast_row_is_not_measured_without_a_driver():
-    row = forecast_row(Settings(quick=True), None)  # type: ignore[arg-type]
-    assert row.baseline is None and row.fdflare is None and "not measured" in row.note
+def test_forecast_row_runs_an_ensemble_on_a_local_jp2():
+    row = forecast_row(Settings(quick=True, progress=False), None)  # type: ignore[arg-type]
+    assert row.name == "forecast_latency" and row.unit == "ms"
+    assert row.baseline is not None and row.fdflare is not None and row.ratio is not None
+    assert "2 fold models" in row.note
 
 
 def test_the_study_label_loop_gives_the_same_targets_as_make_labels():
