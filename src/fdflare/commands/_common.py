@@ -160,3 +160,50 @@ def add_deprecated_alias(
         if nargs is not None:
             kwargs["nargs"] = nargs
     parser.add_argument(old, **kwargs)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--image-size`` of a command that loads checkpoints.
+
+    A checkpoint of ``fdflare train`` records both (``--model`` is then checked against
+    it); a bare ``state_dict`` file needs ``--model``, and ``--image-size`` when not 512.
+    """
+    from fdflare.models.registry import list_models
+
+    p.add_argument(
+        "--model",
+        choices=list_models(),
+        help="architecture: checked against the checkpoint; required for a bare state_dict",
+    )
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PX",
+        help="image size of a bare state_dict (default 512)",
+    )
+
+
+def add_http_options(p: argparse.ArgumentParser, *, retries: int) -> None:
+    """``--connect-timeout``, ``--read-timeout`` and ``--retries`` of a command that asks a service."""
+    p.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="default %(default)s",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest wait for each read from the server (default %(default)s)",
+    )
+    p.add_argument(
+        "--retries",
+        type=nonnegative_int,
+        default=retries,
+        metavar="N",
+        help="retries per request on timeouts, HTTP 429/5xx, broken connections, truncated "
+        "bodies and garbage answers (HTML instead of JSON or an image) (default %(default)s)",
+    )

@@ -9,9 +9,9 @@ import threading
 from typing import Any
 
 from fdflare.commands._common import (
+    add_http_options,
     nonnegative_float,
     nonnegative_int,
-    positive_float,
     positive_int,
 )
 
@@ -88,28 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="manifest file (default DIR/manifest.csv); one per job when jobs share DIR",
     )
-    p.add_argument(
-        "--connect-timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="default %(default)s",
-    )
-    p.add_argument(
-        "--read-timeout",
-        type=positive_float,
-        default=60.0,
-        metavar="SECONDS",
-        help="longest wait for each read from the server (default %(default)s)",
-    )
-    p.add_argument(
-        "--retries",
-        type=nonnegative_int,
-        default=5,
-        metavar="N",
-        help="retries per request on timeouts, HTTP 429/5xx, broken connections, truncated "
-        "bodies and HTML pages instead of images (default %(default)s)",
-    )
+    add_http_options(p, retries=5)
     p.add_argument(
         "--backoff",
         type=nonnegative_float,

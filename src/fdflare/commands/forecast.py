@@ -32,8 +32,7 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare forecast``."""
-    from fdflare.commands._common import nonnegative_int, positive_float, positive_int
-    from fdflare.models.registry import list_models
+    from fdflare.commands._common import add_http_options, add_model_options
 
     p.add_argument(
         "--time",
@@ -55,17 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="ensemble.json of `fdflare cv`: every fold checkpoint, each through its own "
         "calibration map, then their mean",
     )
-    p.add_argument(
-        "--model",
-        choices=list_models(),
-        help="architecture: checked against checkpoints; required for a bare state_dict",
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PX",
-        help="image size of a bare state_dict (default 512)",
-    )
+    add_model_options(p)
     p.add_argument(
         "--calibration",
         metavar="FILE",
@@ -84,28 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="largest distance between --time and the observation (default %(default)s; "
         "near-real-time HMI images reach Helioviewer with a delay: use e.g. 3h with now)",
     )
-    p.add_argument(
-        "--retries",
-        type=nonnegative_int,
-        default=3,
-        metavar="N",
-        help="retries per request on timeouts, HTTP 429/5xx, broken connections and garbage "
-        "answers (default %(default)s)",
-    )
-    p.add_argument(
-        "--connect-timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="default %(default)s",
-    )
-    p.add_argument(
-        "--read-timeout",
-        type=positive_float,
-        default=60.0,
-        metavar="SECONDS",
-        help="longest wait for each read (default %(default)s)",
-    )
+    add_http_options(p, retries=3)
     p.add_argument(
         "--json",
         action="store_true",

@@ -44,8 +44,12 @@ def _one_device(text: str) -> int | str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare predict``."""
-    from fdflare.commands._common import add_deprecated_alias, nonnegative_int, positive_int
-    from fdflare.models.registry import list_models
+    from fdflare.commands._common import (
+        add_deprecated_alias,
+        add_model_options,
+        nonnegative_int,
+        positive_int,
+    )
 
     p.add_argument(
         "--ensemble",
@@ -85,17 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="CSV",
         help="full labels.csv of `fdflare label`: also write OUT_joined.csv",
     )
-    p.add_argument(
-        "--model",
-        choices=list_models(),
-        help="architecture: checked against the checkpoint; required for a bare state_dict",
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PX",
-        help="image size of a bare state_dict (default 512)",
-    )
+    add_model_options(p)
     p.add_argument(
         "--batch-size",
         type=positive_int,
