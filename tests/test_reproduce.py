@@ -21,7 +21,7 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
     assert "| X | central \\|lon\\| <= 70 | 614 | 54 |" in report
     assert "| M | near-limb \\|lon\\| > 70 | 1276 | 1014 |" in report
     assert "mean HSS2 does NOT beat persistence" in report
-    assert "BSS before" in report and "calibration/alex/reliability.png" in report
+    assert "BSS isotonic" in report and "calibration/alex/reliability.png" in report
     assert (
         "![AlexNet X heatmap](alex_heatmap_X.png)" in report
         and (out / "alex_heatmap_X.png").is_file()

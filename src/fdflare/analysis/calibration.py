@@ -119,6 +119,51 @@ class Calibrator:
         return cal
 
 
+def before_after(
+    record: dict[str, Any], method: str = "calibrated"
+) -> tuple[list[str], list[list[str]]]:
+    """The before/after table of a calibration record (``calibration.json``): head and rows.
+
+    One row per file: Brier and BSS before and after, the threshold chosen on the
+    calibration data, TSS at 0.5 before and after, and TSS and FAR after at that threshold.
+    Every report of a calibration (the command, the demo, the reproduction, the HTML page)
+    shows this table.
+    """
+    from fdflare.core.table import fmt_number
+
+    head = [
+        "file",
+        "Brier",
+        "BSS",
+        f"Brier {method}",
+        f"BSS {method}",
+        "threshold",
+        "TSS at 0.5",
+        f"TSS {method} at 0.5",
+        f"TSS {method} at threshold",
+        "FAR at threshold",
+    ]
+    rows = []
+    for item in record["files"]:
+        b, a = item["before"], item["after"]
+        at = a.get("at_threshold") or {}
+        rows.append(
+            [
+                str(item["file"]),
+                fmt_number(b["brier"]),
+                fmt_number(b["bss"]),
+                fmt_number(a["brier"]),
+                fmt_number(a["bss"]),
+                fmt_number(item["threshold"], 3),
+                fmt_number(b["at_0.5"]["tss"]),
+                fmt_number(a["at_0.5"]["tss"]),
+                fmt_number(at.get("tss")),
+                fmt_number(at.get("far")),
+            ]
+        )
+    return head, rows
+
+
 def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
     """The one calibration map in ``path``: a map object, or a calibration.json with one file.
 

@@ -103,39 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(record: dict, method: str) -> str:
     """The before/after table of ``calibration.json``."""
+    from fdflare.analysis.calibration import before_after
     from fdflare.core.table import render_table
 
-    def f(x: float | None, d: int = 4) -> str:
-        return "" if x is None else f"{x:.{d}f}"
-
-    rows = []
-    for item in record["files"]:
-        b, a = item["before"], item["after"]
-        at = a["at_threshold"] or {}
-        rows.append(
-            [
-                item["file"],
-                f(b["brier"]),
-                f(b["bss"]),
-                f(a["brier"]),
-                f(a["bss"]),
-                f(b["at_0.5"]["tss"]),
-                f(a["at_0.5"]["tss"]),
-                f(item["threshold"], 3),
-                f(at.get("tss")),
-                f(at.get("far")),
-            ]
-        )
-    header = [
-        "file",
-        "Brier",
-        "BSS",
-        f"Brier {method}",
-        f"BSS {method}",
-        "TSS@0.5",
-        "cal TSS@0.5",
-        "cal thr",
-        "cal TSS@thr",
-        "cal FAR@thr",
-    ]
+    header, rows = before_after(record, method)
     return render_table(header, rows)

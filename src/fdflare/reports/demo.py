@@ -300,30 +300,10 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 def calibration_table(results: dict[str, Any], markdown: bool = False) -> str:
     """Per fold: Brier skill before and after calibration, TSS at 0.5 and at the threshold."""
+    from fdflare.analysis.calibration import before_after
     from fdflare.core.table import render_table
 
-    head = [
-        "file",
-        "BSS",
-        "BSS calibrated",
-        "threshold (other folds)",
-        "TSS at 0.5",
-        "TSS calibrated at threshold",
-    ]
-    rows = []
-    for item in results["calibration"]["files"]:
-        b, a = item["before"], item["after"]
-        at = a["at_threshold"] or {}
-        rows.append(
-            [
-                item["file"],
-                _fmt(b["bss"]),
-                _fmt(a["bss"]),
-                _fmt(item["threshold"], 3),
-                _fmt(b["at_0.5"]["tss"]),
-                _fmt(at.get("tss")),
-            ]
-        )
+    head, rows = before_after(results["calibration"])
     return render_table(
         head,
         rows,

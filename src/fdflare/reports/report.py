@@ -133,39 +133,9 @@ def _calibration_section(page: Page, folder: Path, entry: dict[str, Any]) -> Non
     if not cal:
         return
     page.heading("Calibration and reliability", 3)
-    rows = []
-    for item in cal["files"]:
-        b, a = item["before"], item["after"]
-        at = a.get("at_threshold") or {}
-        rows.append(
-            [
-                item["file"],
-                _fmt(b["brier"]),
-                _fmt(b["bss"]),
-                _fmt(a["brier"]),
-                _fmt(a["bss"]),
-                _fmt(item["threshold"], 3),
-                _fmt(b["at_0.5"]["tss"]),
-                _fmt(at.get("tss")),
-                _fmt(at.get("far")),
-            ]
-        )
-    page.raw(
-        table_html(
-            [
-                "file",
-                "Brier",
-                "BSS",
-                "Brier calibrated",
-                "BSS calibrated",
-                "threshold",
-                "TSS at 0.5",
-                "TSS at threshold",
-                "FAR at threshold",
-            ],
-            rows,
-        )
-    )
+    from fdflare.analysis.calibration import before_after
+
+    page.raw(table_html(*before_after(cal)))
     page.paragraph(
         "BSS is against climatology (each fold's training positive rate). The threshold that "
         "maximises TSS is chosen on the calibration data only."

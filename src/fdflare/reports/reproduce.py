@@ -355,7 +355,8 @@ def _calibrate(
     model: str, folds: list[Path], ref_dir: Path, out: Path, lines: list[str]
 ) -> dict[str, Any]:
     """Cross-fold isotonic calibration: each fold mapped with the other folds' predictions."""
-    from fdflare.analysis.calibration import cross_fold, write_calibrated
+    from fdflare.analysis.calibration import before_after, cross_fold, write_calibrated
+    from fdflare.core.table import render_table
     from fdflare.data.tables import fold_tables
 
     rates: list[float] | None = None
@@ -373,21 +374,8 @@ def _calibrate(
             rates = None
     folder = out / CALIBRATION_DIR / model
     record = write_calibrated(cross_fold(folds, "isotonic", reference_rates=rates), folder)
-    rows = [
-        "| fold | BSS before | BSS after | threshold (other folds) | TSS at 0.5 before | TSS at threshold after |",
-        "|---|---|---|---|---|---|",
-    ]
-
-    def f(x: float | None, d: int = 4) -> str:
-        return "n/a" if x is None else f"{x:.{d}f}"
-
-    for item in record["files"]:
-        b, a = item["before"], item["after"]
-        at = a["at_threshold"] or {}
-        rows.append(
-            f"| {item['file']} | {f(b['bss'])} | {f(a['bss'])} | {f(item['threshold'], 3)} | "
-            f"{f(b['at_0.5']['tss'])} | {f(at.get('tss'))} |"
-        )
+    head, table = before_after(record, "isotonic")
+    rows = render_table(head, table, markdown=True).splitlines()
     lines += [
         "### Calibrated probabilities (cross-fold isotonic)",
         "",
