@@ -397,6 +397,13 @@ def test_no_geometry_file_at_all_warns_per_image(trained, tmp_path, capsys):
     (images / name).write_bytes((trained["images"] / name).read_bytes())
     code, err = cli(explain_argv(trained, tmp_path / "out", "--images", str(images)), capsys)
     assert code == 0 and "no geometry.csv: give --geometry" in err
+    # the layout of `fdflare prepare`: IMAGES/geometry.csv, paths relative to IMAGES
+    pd.DataFrame([{"path": name, **GEO}]).to_csv(images / "geometry.csv", index=False)
+    code, err = cli(
+        explain_argv(trained, tmp_path / "out2", "--images", str(images), "--method", "ig"), capsys
+    )
+    assert code == 0 and err == ""
+    assert pd.read_csv(tmp_path / "out2" / "explanations.csv")["share_central"].notna().all()
 
 
 def test_wrong_size_image_is_an_error_before_work(trained, tmp_path, capsys):
@@ -409,6 +416,20 @@ def test_wrong_size_image_is_an_error_before_work(trained, tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert str(path) in err and "40x40" in err and "expected 32x32" in err
     assert not out.exists()
+
+
+def test_missing_images_are_counted_before_work(trained, tmp_path, capsys):
+    table = pd.read_csv(trained["joined"])
+    table.loc[[1, 3], "label"] = ["2011/01/01/HMI.m2011.01.01_07.00.00.png", "nowhere.png"]
+    path = tmp_path / "joined.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "out"
+    argv = explain_argv(trained, out, "--predictions", str(path), "--where", "tp or not tp",
+                        "--images", str(trained["images"]))  # fmt: skip
+    code, err = cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "2 of 12 images to explain are missing" in err and "nowhere.png" in err
+    assert "--skip-missing" not in err and not out.exists()
 
 
 def test_bad_checkpoint_names_the_file(trained, tmp_path, capsys):

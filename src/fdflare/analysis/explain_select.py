@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import InputError, UsageError
+from fdflare.core.errors import InputError, MissingDataError, UsageError
 
 __all__ = [
     "NAMES",
@@ -464,9 +464,14 @@ def explain(
     source = open_images(root)
     shown = predictions if predictions is not None else images
     if names:
-        check_images(
-            pd.DataFrame({"label": names}), source, image_size=loaded.image_size, table_path=shown
-        )
+        wanted = pd.DataFrame({"label": names})
+        missing = [n for n, ok in zip(names, source.exists(wanted["label"]), strict=True) if not ok]
+        if missing:
+            raise MissingDataError(
+                f"{len(missing)} of {len(names)} images to explain are missing (listed in "
+                f"{shown}), e.g. {', '.join(source.describe(n) for n in missing[:5])}"
+            )
+        check_images(wanted, source, image_size=loaded.image_size, table_path=shown)
     if geo_path is None:
         geo_path = default_geometry(root)
     geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}
