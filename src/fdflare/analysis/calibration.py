@@ -164,6 +164,17 @@ def before_after(
     return head, rows
 
 
+def training_rates(labels: str | os.PathLike[str], folds: Sequence[int]) -> list[float]:
+    """Each fold's training positive rate: the climatology a forecaster knows in advance.
+
+    Raises:
+        MissingDataError: a fold's training table is missing from ``labels``.
+    """
+    from fdflare.data.tables import fold_tables
+
+    return [float(fold_tables(labels, int(k)).train["target"].mean()) for k in folds]
+
+
 def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
     """The one calibration map in ``path``: a map object, or a calibration.json with one file.
 

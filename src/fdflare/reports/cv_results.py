@@ -55,11 +55,15 @@ def _cv_results(
     catalog: str | None,
     mode: str,
 ) -> dict[str, Any]:
-    from fdflare.analysis.calibration import cross_fold, fit_apply, write_calibrated
+    from fdflare.analysis.calibration import (
+        cross_fold,
+        fit_apply,
+        training_rates,
+        write_calibrated,
+    )
     from fdflare.analysis.metrics import evaluate_files
     from fdflare.analysis.skill import compare
     from fdflare.core.io import write_text_atomic
-    from fdflare.data.tables import fold_tables
     from fdflare.reports.report import REPORT_NAME, write_report
 
     labels = Path(str(base.labels))
@@ -79,7 +83,7 @@ def _cv_results(
         baseline_dir = out / "baselines"
         write_predictions(preds, baseline_dir)
         results["baselines"] = {"catalog": str(catalog), "folder": "baselines"}
-    rates = [float(fold_tables(labels, k).train["target"].mean()) for k in folds]
+    rates = training_rates(labels, folds)
     members: list[dict[str, Any]] = []
     for model in models:
         files = [prediction_path(out, model, k) for k in folds]

@@ -257,10 +257,9 @@ def run_demo(
 
 def _calibrate(out: Path, cfg: DemoConfig, pred_files: list[Path]) -> dict[str, Any]:
     """Cross-fold isotonic calibration: each fold mapped with the other folds' predictions."""
-    from fdflare.analysis.calibration import cross_fold, write_calibrated
-    from fdflare.data.tables import fold_tables
+    from fdflare.analysis.calibration import cross_fold, training_rates, write_calibrated
 
-    rates = [float(fold_tables(out / "labels", k).train["target"].mean()) for k in cfg.folds]
+    rates = training_rates(out / "labels", cfg.folds)
     folder = f"{CALIBRATION_DIR}/{cfg.model}"
     record = write_calibrated(
         cross_fold(pred_files, "isotonic", reference_rates=rates), out / folder

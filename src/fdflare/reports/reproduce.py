@@ -355,22 +355,21 @@ def _calibrate(
     model: str, folds: list[Path], ref_dir: Path, out: Path, lines: list[str]
 ) -> dict[str, Any]:
     """Cross-fold isotonic calibration: each fold mapped with the other folds' predictions."""
-    from fdflare.analysis.calibration import before_after, cross_fold, write_calibrated
+    from fdflare.analysis.calibration import (
+        before_after,
+        cross_fold,
+        training_rates,
+        write_calibrated,
+    )
     from fdflare.core.table import render_table
-    from fdflare.data.tables import fold_tables
 
     rates: list[float] | None = None
     labels = ref_dir / "labels"
-    if labels.is_dir():
+    matches = [FOLD_FILE.match(path.name) for path in folds]
+    if labels.is_dir() and all(matches):
         try:
-            rates = []
-            for path in folds:
-                match = FOLD_FILE.match(path.name)
-                if match is None:
-                    raise ValueError(path.name)
-                train = fold_tables(labels, int(match.group(1))).train
-                rates.append(float(train["target"].mean()))
-        except (MissingDataError, ValueError):
+            rates = training_rates(labels, [int(m.group(1)) for m in matches if m])
+        except MissingDataError:
             rates = None
     folder = out / CALIBRATION_DIR / model
     record = write_calibrated(cross_fold(folds, "isotonic", reference_rates=rates), folder)
