@@ -570,6 +570,11 @@ EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
          "{in}/catalog.csv"],
         r"is a file",
     ),
+    "explain geometry file missing": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--geometry",
+         "{in}/no_geometry.csv", "--out", "{out}"],
+        r"no_geometry\.csv: no such geometry file",
+    ),
     "explain method typo": (
         ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--method",
          "gradcamm", "--out", "{out}"],

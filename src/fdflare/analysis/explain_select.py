@@ -460,6 +460,9 @@ def explain(
     geo_path = Path(geometry) if geometry is not None else None
     inputs = [checkpoint, images, predictions, geo_path]
     check_output_dir(out, inputs=inputs, writes=["explanations.csv", *pngs])
+    if geo_path is None:
+        geo_path = default_geometry(root)
+    geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}
     loaded = load_model(checkpoint, model=model, image_size=image_size)
     source = open_images(root)
     shown = predictions if predictions is not None else images
@@ -472,9 +475,6 @@ def explain(
                 f"{shown}), e.g. {', '.join(source.describe(n) for n in missing[:5])}"
             )
         check_images(wanted, source, image_size=loaded.image_size, table_path=shown)
-    if geo_path is None:
-        geo_path = default_geometry(root)
-    geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}
     if where is not None and not names:
         notes.append(
             f"note: --where {where!r} selected none of the {n_table} rows: nothing to explain"
