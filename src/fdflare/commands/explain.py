@@ -31,8 +31,7 @@ examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare explain``."""
     from fdflare.analysis.attribution import METHODS
-    from fdflare.commands._common import positive_int, probability
-    from fdflare.models.registry import list_models
+    from fdflare.commands._common import add_model_options, positive_int, probability
 
     p.add_argument(
         "--checkpoint",
@@ -40,17 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="best.ckpt or last.ckpt of a run, or a bare state_dict with --model",
     )
-    p.add_argument(
-        "--model",
-        choices=list_models(),
-        help="architecture: checked against the checkpoint; required for a bare state_dict",
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PX",
-        help="image size of a bare state_dict (default 512)",
-    )
+    add_model_options(p)
     p.add_argument(
         "--images",
         required=True,
