@@ -468,3 +468,12 @@ def test_calibration_of_the_mean_and_a_file_of_several_maps(world, tmp_path, cap
         code, out, err = cli([*base, "--calibration", str(differ)], capsys)
         assert hv.count() == n  # refused before any request
     assert code == 2 and "2 different maps" in err and err.count("\n") == 1
+
+
+def test_verify_refuses_an_impossible_flare_location(world, history, tmp_path, capsys):
+    cat = tmp_path / "cat.csv"
+    cat.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-01-01 02:10:00,M1.2,30,-15\n"
+                   "2011-01-01 05:00:00,M3.0,500,10\n")  # fmt: skip
+    code, out, err = cli(["verify", "--history", str(history), "--catalog", str(cat)], capsys)
+    assert code == 2 and out == ""
+    assert "line 3" in err and "fl_lon" in err and "longitude 500" in err

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.catalog import drop_duplicate_flares
+from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
 from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
 from fdflare.core.paths import parse_image_times, scan_images
@@ -36,7 +36,6 @@ from fdflare.core.paths import parse_image_times, scan_images
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
 #: positive whatever it holds.
 MIN_THRESHOLD_FLUX = LETTER_FLUX["A"]
-_UNKNOWN_TOKENS = {"", "unk", "unknown", "nan", "none", "null", "na", "n/a", "--"}
 
 STUDY_START = "2010-12-01 00:00:00"
 STUDY_END = "2018-12-31 00:00:00"  # last instance 2018-12-30 23:00, as the study's stop rule
@@ -173,76 +172,11 @@ def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timed
 # --------------------------------------------------------------------------- catalog
 
 
-def _coords(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers of a coordinate column as written: ``(value, known)``; unparsable -> known NaN."""
-    s = values.astype("string").str.strip()
-    unknown = (s.isna() | s.str.lower().isin(_UNKNOWN_TOKENS)).to_numpy(dtype=bool)
-    num = pd.to_numeric(s.where(~unknown), errors="coerce").to_numpy(dtype=float)
-    return num, ~unknown
-
-
-def _location_problem(
-    lon: np.ndarray, lat: np.ndarray, lon_known: np.ndarray, lat_known: np.ndarray
-) -> tuple[int, str, bool] | None:
-    """First row with an impossible location: ``(row, message, on_longitude)``."""
-    with np.errstate(invalid="ignore"):
-        bad_lon = lon_known & ~(np.abs(lon) <= 180)
-        bad_lat = lat_known & ~(np.abs(lat) <= 90)
-    half = lon_known != lat_known
-    # (0, 0) is the "no position" placeholder of some catalogs, as read_catalog treats it
-    rows = np.flatnonzero(bad_lon | bad_lat | half)
-    if not len(rows):
-        return None
-    i = int(rows[0])
-    if bad_lon[i]:
-        return i, f"longitude {lon[i]:g} is not a number from -180 to 180 degrees", True
-    if bad_lat[i]:
-        return i, f"latitude {lat[i]:g} is not a number from -90 to 90 degrees", False
-    if lon_known[i]:
-        return i, "a longitude without a latitude (give both, or neither for an unknown one)", False
-    return i, "a latitude without a longitude (give both, or neither for an unknown one)", True
-
-
-def check_catalog_locations(path: str | os.PathLike[str], fmt: str = "auto") -> None:
-    """Refuse impossible flare locations in a catalog file, naming the file, line and field.
-
-    A longitude outside -180..180 (``500``, ``inf``), a latitude outside -90..90, or one
-    coordinate without the other is an error; unknown locations (empty, ``UNK``, ``nan``)
-    are fine. Catalog formats without locations (SWPC, NOAA reports) pass.
-
-    Raises:
-        InputError: with the file, the 1-based line (header = line 1) and the field.
-    """
-    from fdflare.acquire.catalog import FORMATS, detect_format
-    from fdflare.acquire.noaa import is_noaa_report
-
-    path = Path(path)
-    if not path.is_file() or fmt in ("noaa", "swpc"):
-        return
-    if fmt == "auto" and is_noaa_report(path):
-        return
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return  # read_catalog names the problem
-    raw.columns = [str(c).strip() for c in raw.columns]
-    found = detect_format(raw.columns) if fmt == "auto" else fmt
-    if found not in ("study", "hek") or not set(FORMATS[found]) <= set(raw.columns):
-        return
-    _time, _cls, lon_col, lat_col = FORMATS[found]
-    lon, lon_known = _coords(raw[lon_col])
-    lat, lat_known = _coords(raw[lat_col])
-    problem = _location_problem(lon, lat, lon_known, lat_known)
-    if problem is not None:
-        i, message, on_lon = problem
-        raise InputError(message, path=path, line=i + 2, field=lon_col if on_lon else lat_col)
-
-
 def _check_frame_locations(catalog: pd.DataFrame) -> None:
     """The same rule on a catalog already read (no line numbers: NOAA reports, frames)."""
     lon = catalog["fl_lon"].to_numpy(dtype=float)
     lat = catalog["fl_lat"].to_numpy(dtype=float)
-    problem = _location_problem(lon, lat, ~np.isnan(lon), ~np.isnan(lat))
+    problem = location_problem(lon, lat, ~np.isnan(lon), ~np.isnan(lat))
     if problem is not None:
         i, message, on_lon = problem
         when = pd.Timestamp(catalog["start_time"].iloc[i])

@@ -172,6 +172,28 @@ def _check_field_counts(path: Path) -> None:
         )
 
 
+def location_problem(
+    lon: np.ndarray, lat: np.ndarray, lon_known: np.ndarray, lat_known: np.ndarray
+) -> tuple[int, str, bool] | None:
+    """First row with an impossible location: ``(row, message, on_longitude)``."""
+    with np.errstate(invalid="ignore"):
+        bad_lon = lon_known & ~(np.abs(lon) <= 180)
+        bad_lat = lat_known & ~(np.abs(lat) <= 90)
+    half = lon_known != lat_known
+    # (0, 0) is the "no position" placeholder of some catalogs, as read_catalog treats it
+    rows = np.flatnonzero(bad_lon | bad_lat | half)
+    if not len(rows):
+        return None
+    i = int(rows[0])
+    if bad_lon[i]:
+        return i, f"longitude {lon[i]:g} is not a number from -180 to 180 degrees", True
+    if bad_lat[i]:
+        return i, f"latitude {lat[i]:g} is not a number from -90 to 90 degrees", False
+    if lon_known[i]:
+        return i, "a longitude without a latitude (give both, or neither for an unknown one)", False
+    return i, "a latitude without a longitude (give both, or neither for an unknown one)", True
+
+
 def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFrame:
     """Read a flare catalog file into the common schema (see module docstring).
 
@@ -186,9 +208,10 @@ def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFram
         repeated lines of a NOAA report).
 
     Raises:
-        InputError: naming the file, line and field of the first bad value, the line of a
-            row with too many or too few fields, or the missing columns. Nothing else is
-            dropped: a bad row is an error, not a skip.
+        InputError: naming the file, line and field of the first bad value (an impossible
+            location too: a longitude outside -180..180, a latitude outside -90..90, or one
+            without the other), the line of a row with too many or too few fields, or the
+            missing columns. Nothing else is dropped: a bad row is an error, not a skip.
     """
     path = Path(path)
     if not path.is_file():
@@ -220,6 +243,10 @@ def read_catalog(path: str | os.PathLike[str], fmt: str = "auto") -> pd.DataFram
         start = _parse_times(raw[time_col], path=path, field=time_col)
         lon = _parse_coord(raw[lon_col], path=path, field=lon_col)
         lat = _parse_coord(raw[lat_col], path=path, field=lat_col)
+        problem = location_problem(lon, lat, ~np.isnan(lon), ~np.isnan(lat))
+        if problem is not None:
+            i, message, on_lon = problem
+            raise InputError(message, path=path, line=i + 2, field=lon_col if on_lon else lat_col)
 
     flux = class_flux(raw["goes_class"], path=path, field="goes_class")
     placeholder = (lon == 0) & (lat == 0)

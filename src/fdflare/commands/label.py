@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.outputs import check_output_dir, output_lock
     from fdflare.label import (
         LabelConfig,
-        check_catalog_locations,
         check_config,
         make_labels,
         read_image_list,
@@ -97,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     )
     with output_lock(args.out, command="label"):
         catalog = read_catalog(args.catalog, fmt=args.catalog_format)
-        check_catalog_locations(args.catalog, fmt=args.catalog_format)
         names = read_image_list(args.images)
         result = make_labels(catalog, names, config)
         if result.counts["instances"] == 0:
