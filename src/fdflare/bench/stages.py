@@ -304,6 +304,25 @@ def _items(ds: Any) -> Callable[[], int]:
     return run
 
 
+def _through_loader(ds: Any, *, workers: int, pin: bool, repeat: int) -> Callable[[], int]:
+    """Items per call through a ``DataLoader`` of ``workers`` processes, batch 64."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=64,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        shuffle=False,
+    )
+
+    def run() -> int:
+        return sum(len(x) for x, _ in loader)
+
+    return run
+
+
 def loader_row(settings: Settings, ceilings: Ceilings) -> Row:
     """The loader row: items per second of one process over the augmented training set."""
     import torch
@@ -334,8 +353,15 @@ def loader_row(settings: Settings, ceilings: Ceilings) -> Row:
             fast = best_rate(_items(default), repeat)
             samples = len(default)
             kind = type(source).__name__
+            through: dict[str, float] = {}
+            if not settings.quick:  # batches of 64 from one worker process, as train does
+                pin = settings.device == "cuda"
+                for key, ds in (("study", study), ("fdflare", default)):
+                    run = _through_loader(ds, workers=1, pin=pin, repeat=repeat)
+                    through[key] = best_rate(run, repeat + 1)  # the first pass starts the worker
     finally:
         torch.set_num_threads(threads)
+    pin_text = settings.device == "cuda"
     # every item reads its image (size^2 bytes) from the memory map and writes it once
     ceiling = ceilings.memory_gbs * 1e9 / (2 * size * size)
     return Row(
@@ -354,6 +380,12 @@ def loader_row(settings: Settings, ceilings: Ceilings) -> Row:
             f"{samples} augmented samples, best of {repeat}; fdflare's default path "
             f"({kind}, uint8); decoding the JPGs instead: {decode_path:,.0f} img/s "
             f"({decode_path / base:.2f}x)"
+            + (
+                f"; through a DataLoader (1 worker, batch 64{', pinned' if pin_text else ''}): "
+                f"study {through['study']:,.0f}, fdflare {through['fdflare']:,.0f} img/s"
+                if through
+                else ""
+            )
         ),
-        extra={"decode_path_img_s": decode_path},
+        extra={"decode_path_img_s": decode_path, "dataloader_1_worker_img_s": through},
     )
