@@ -477,3 +477,28 @@ def test_verify_refuses_an_impossible_flare_location(world, history, tmp_path, c
     code, out, err = cli(["verify", "--history", str(history), "--catalog", str(cat)], capsys)
     assert code == 2 and out == ""
     assert "line 3" in err and "fl_lon" in err and "longitude 500" in err
+
+
+def test_explain_writes_the_forecast_magnetograms_map(world, tmp_path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "now.png"
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           "--explain", str(png), "--explain-method", "gradcam"), capsys)  # fmt: skip
+    assert code == 0, err
+    assert f"wrote explanation {png} (gradcam" in out
+    with Image.open(png) as im:
+        im.load()
+        assert im.format == "PNG" and min(im.size) >= 300
+    bare = tmp_path / "bare.png"
+    with server(world, jp2_for=lambda t: small_jp2(3, size=64)) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           "--explain", str(bare)), capsys)  # fmt: skip
+    assert code == 0 and bare.is_file()
+    assert "warning:" in err and "circle" in err and "no disk geometry" in out
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           "--explain", str(world["ckpt0"])), capsys)  # fmt: skip
+        assert hv.count() == 0
+    assert code == 2 and "--explain" in err

@@ -209,14 +209,17 @@ def run(args: argparse.Namespace) -> int:
 
         first = members[0]
         size = first.loaded.image_size
-        explain_image(
+        record = explain_image(
             first.loaded,
             fc.observation.images[size],
             fc.observation.geometry[size],
             method=args.explain_method,
             out_png=Path(args.explain),
-            title=f"{service.iso(fc.observation.time)}  P = {fc.probability:.3f}",
+            title=f"{service.iso(fc.observation.time)}: forecast {fc.probability:.3f}; "
+            f"the map of member 1 of {len(members)}",
         )
+        for warning in record.get("warnings", []):
+            print(f"fdflare forecast: warning: {warning}", file=sys.stderr)
         written.append(f"explanation {args.explain} ({args.explain_method}, {first.checkpoint})")
     if args.scoreboard:
         method = args.method_name or f"fdflare_{members[0].loaded.model}"
