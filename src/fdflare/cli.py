@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fdflare",
         description="Full-disk solar flare forecasting: one subcommand per pipeline stage.",
         epilog="exit status: 0 done, 1 done but some items failed, 2 bad arguments or input, "
-        "3 a run failed, 130 interrupted",
+        "3 a run failed, 4 no observation to forecast from (forecast), 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"fdflare {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

@@ -10,6 +10,7 @@ Exit statuses, the same for every command:
 1     done, but some items failed (each is counted and listed)
 2     bad arguments or input: nothing was done, or nothing was written
 3     a run failed (a service that retries could not mend, training failed)
+4     ``fdflare forecast`` only: no observation within the tolerance to forecast from
 130   interrupted (Ctrl-C); a rerun or ``--resume`` continues
 ====  ======================================================================
 """
@@ -22,6 +23,7 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
+EXIT_NO_DATA = 4
 EXIT_INTERRUPTED = 130
 
 

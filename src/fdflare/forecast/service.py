@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import FdflareError, InputError, RunError
+from fdflare.core.errors import EXIT_NO_DATA, FdflareError, InputError, RunError
 
 #: the label window of the study
 WINDOW = pd.Timedelta(hours=24)
@@ -47,8 +47,6 @@ WINDOW = pd.Timedelta(hours=24)
 FUTURE_SLACK = pd.Timedelta(minutes=1)
 #: the public API, then the IAS mirror
 DEFAULT_BASE_URLS = ("https://api.helioviewer.org/v2/", "https://helioviewer-api.ias.u-psud.fr/v2/")
-#: exit status when no observation lies within the tolerance
-EXIT_NO_OBSERVATION = 4
 
 
 class ServiceError(RunError):
@@ -58,7 +56,7 @@ class ServiceError(RunError):
 class NoObservationError(FdflareError):
     """No observation within the tolerance of the requested time (exit status 4)."""
 
-    exit_status = EXIT_NO_OBSERVATION
+    exit_status = EXIT_NO_DATA
 
 
 def utcnow() -> pd.Timestamp:
