@@ -13,8 +13,8 @@ Run each stage the study's way and fdflare's way on the same data in the same ru
 print a table: the study's figure, fdflare's, the speed-up, and (below the table) what
 limits each row, with a ceiling measured on this machine in this run (matmul peak, memory
 bandwidth, decode time). Rows: {", ".join(ROW_NAMES)}. --quick uses tiny sizes and few
-repeats (under a minute on 2 CPU cores; say so when quoting it). The full run takes about
-8 minutes on 2 CPU cores. See docs/performance.md.
+repeats (25 s on 2 idle CPU cores; say so when quoting it). The full run takes about 5
+minutes on 2 CPU cores. See docs/performance.md.
 
 exit status: 0 done; 2 bad arguments (an unknown row, --accelerator cuda without a GPU, an
 unwritable --json file), checked before any work.
