@@ -12,9 +12,12 @@ DESCRIPTION = f"""\
 Run each stage the study's way and fdflare's way on the same data in the same run and
 print a table: the study's figure, fdflare's, the speed-up, and (below the table) what
 limits each row, with a ceiling measured on this machine in this run (matmul peak, memory
-bandwidth, decode time). Rows: {", ".join(ROW_NAMES)}. --quick uses tiny sizes and few
-repeats (25 s on 2 idle CPU cores; say so when quoting it). The full run takes about 5
-minutes on 2 CPU cores. See docs/performance.md.
+bandwidth, decode time). --quick uses tiny sizes and few repeats (25 s on 2 idle CPU
+cores; say so when quoting it). The full run takes about 5 minutes on 2 CPU cores. See
+docs/performance.md.
+
+rows: {", ".join(ROW_NAMES[:4])},
+      {", ".join(ROW_NAMES[4:])}
 
 exit status: 0 done; 2 bad arguments (an unknown row, --accelerator cuda without a GPU, an
 unwritable --json file), checked before any work.
@@ -46,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="tiny sizes and few repeats: under a minute on 2 CPU cores (labelled in the notes)",
+        help="tiny sizes and few repeats: under a minute on 2 CPU cores (said in the notes)",
     )
     p.add_argument(
         "--only",
