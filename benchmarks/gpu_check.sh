@@ -86,8 +86,8 @@ fi
 # --------------------------------------------------------------------------- 1. bench rows
 # one fdflare bench per row, so that a row that runs out of time loses only itself
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
-    for spec in loader:45 train_alexnet:70 train_resnet34:80 train_vgg16:90 predict_latency:40 \
-                forecast_latency:40; do
+    for spec in loader:40 train_alexnet:75 train_resnet34:90 train_vgg16:110 predict_latency:35 \
+                forecast_latency:35; do
         row=${spec%%:*}
         part "bench_$row" "${spec##*:}" fdflare bench --accelerator "$ACC" "${BENCH_QUICK[@]}" \
             --quiet --only "$row" --json "$OUT/bench_$row.json"
@@ -111,7 +111,7 @@ fi
 # --------------------------------------------------------------------------- 2. a real epoch
 E="$OUT/epoch"
 mkdir -p "$E"
-part epoch_data 90 bash -c "
+part epoch_data 60 bash -c "
     fdflare synth --out '$WORK/sun' --start 2011-01-01 --end $EPOCH_END --cadence $EPOCH_CADENCE \
         --image-size $EPOCH_SIZE --jp2 --jp2-size $JP2_SIZE --workers $CORES --quiet &&
     fdflare prepare --source '$WORK/sun/jp2' --out '$WORK/prepared' --image-size $EPOCH_SIZE \
@@ -126,7 +126,7 @@ if [ -f "$WORK/prepared/images.npy" ]; then
         SAMPLER=$!
     fi
     date +%s.%N > "$E/train_start"
-    part epoch_train 120 fdflare train --model alexnet --no-pretrained --fold 1 \
+    part epoch_train 90 fdflare train --model alexnet --no-pretrained --fold 1 \
         --labels "$WORK/labels" --images "$WORK/prepared" --image-size $EPOCH_SIZE \
         --epochs $EPOCH_EPOCHS --batch-size 64 --workers $WORKERS --accelerator "$ACC" \
         --out "$E/run" --quiet
@@ -137,7 +137,7 @@ fi
 # --------------------------------------------------------------------------- 3. TSS, same seed
 T="$OUT/tss"
 mkdir -p "$T"
-part tss_data 60 bash -c "
+part tss_data 30 bash -c "
     fdflare synth --out '$WORK/small' --start 2011-01-01 --end $TSS_END --cadence $TSS_CADENCE \
         --image-size 64 --workers $CORES --quiet &&
     fdflare label --catalog '$WORK/small/catalog.csv' --images '$WORK/small/images' \
@@ -147,12 +147,12 @@ RECIPE=(--model smallcnn --no-pretrained --fold 1 --labels "$WORK/small_labels"
         --optimizer adamw --max-lr 0.001 --seed 0 --workers 2 --quiet)
 if [ "$ACC" = cuda ]; then
     # eager on the GPU (--no-compile): the numbers of bf16 against fp32, without compile time
-    part tss_gpu_bf16 90 fdflare train "${RECIPE[@]}" --accelerator gpu --no-compile \
+    part tss_gpu_bf16 60 fdflare train "${RECIPE[@]}" --accelerator gpu --no-compile \
         --out "$T/gpu_bf16"
-    part tss_gpu_fp32 90 fdflare train "${RECIPE[@]}" --accelerator gpu --precision 32-true \
+    part tss_gpu_fp32 60 fdflare train "${RECIPE[@]}" --accelerator gpu --precision 32-true \
         --no-compile --out "$T/gpu_fp32"
 fi
-part tss_cpu_fp32 90 fdflare train "${RECIPE[@]}" --accelerator cpu --out "$T/cpu_fp32"
+part tss_cpu_fp32 60 fdflare train "${RECIPE[@]}" --accelerator cpu --out "$T/cpu_fp32"
 
 # --------------------------------------------------------------------------- summary
 log "summary"
