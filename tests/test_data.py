@@ -269,6 +269,32 @@ def test_rotation_matches_torchvision_random_rotation():
         assert np.array_equal(rotate(img, angle), ref)
 
 
+def test_augmenting_on_the_device_gives_the_loader_workers_pixels(tiny):
+    from fdflare.data.dataset import augment_on_device, rotate_batch
+
+    df = read_label_csv(tiny["labels"] / "Fold1_train.csv")
+    source = FolderImages(tiny["images"])
+    host = FlareDataset(df, source, image_size=32, augment=True, seed=3, as_uint8=True)
+    dev = FlareDataset(
+        df, source, image_size=32, augment=True, seed=3, as_uint8=True, device_augment=True
+    )
+    keys = [(e, i) for e in (0, 5) for i in range(len(host))]
+    batch = torch.utils.data.default_collate([dev[k] for k in keys])
+    x, y, aug = batch
+    assert x.dtype == torch.uint8 and aug.shape == (len(keys), 2)
+    assert set(aug[:, 0].tolist()) == {0.0, 1.0, 2.0, 3.0}  # every kind occurs
+    expected = torch.stack([host[k][0] for k in keys])
+    assert torch.equal(augment_on_device(x, aug), expected)
+    assert torch.equal(y, torch.stack([host[k][1] for k in keys]))
+    # PIL's rotation, pixel for pixel, at the study's size and odd sizes
+    rng = np.random.default_rng(1)
+    for shape in ((512, 512), (33, 47)):
+        img = rng.integers(1, 256, shape).astype(np.uint8)
+        for angle in rng.uniform(-5, 5, 3):
+            got = rotate_batch(torch.from_numpy(img)[None, None], torch.tensor([angle]))
+            assert np.array_equal(got[0, 0].numpy(), rotate(img, float(angle)))
+
+
 def test_uint8_items_for_the_device_copy(tiny):
     df = read_label_csv(tiny["labels"] / "Fold1_val.csv")
     source = FolderImages(tiny["images"])

@@ -189,12 +189,13 @@ def test_the_fast_path_is_the_default():
     # channels-last measured faster on CPUs (fdflare bench) and is on by default; compiling
     # is for GPUs; either can be forced on or off
     r = resolve_runtime(TrainConfig(accelerator="cpu"))
-    assert (r.channels_last, r.compile) == (True, False)
+    assert (r.channels_last, r.compile, r.device_augment) == (True, False, False)
     r = resolve_runtime(TrainConfig(accelerator="cpu", channels_last=False, torch_compile=True))
     assert (r.channels_last, r.compile) == (False, True)
     if torch.cuda.is_available():
         r = resolve_runtime(TrainConfig(accelerator="gpu"))
         assert (r.channels_last, r.compile, r.precision) == (True, True, "bf16-mixed")
+        assert r.device_augment
 
 
 # --------------------------------------------------------------------------- one epoch via the CLI
@@ -258,6 +259,18 @@ def test_one_epoch_outputs(one_epoch, tiny):
     assert any(k.startswith("model.first_conv_layer.0") for k in ckpt["state_dict"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_done"] == 1 and summary["runtime"]["precision"] == "32-true"
+
+
+def test_augmenting_on_the_device_trains_the_same(one_epoch, tiny, tmp_path):
+    # the default on CUDA; on a CPU the same pixels, so the same deterministic epoch
+    out = tmp_path / "dev"
+    assert (
+        main(train_argv(tiny, out, "--max-lr", "0.001", "--device-augment", model="resnet34")) == 0
+    )
+    ours, ref = pd.read_csv(out / "metrics.csv"), pd.read_csv(one_epoch / "metrics.csv")
+    cols = ["train_loss", "val_loss", "val_tp", "val_fp", "val_tn", "val_fn"]
+    pd.testing.assert_frame_equal(ours[cols], ref[cols])
+    assert json.loads((out / "summary.json").read_text())["runtime"]["device_augment"] is True
 
 
 def test_existing_run_needs_resume(one_epoch, tiny, capsys):

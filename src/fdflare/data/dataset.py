@@ -64,6 +64,10 @@ class FlareDataset(Dataset):
         as_uint8: return uint8 images (for a 4x smaller host-to-device copy; scale on the
             device with ``x.float() / 255``) instead of float32 in [0, 1].
         rotation_degrees: rotations are drawn uniformly within +-this angle (5 in the study).
+        device_augment: leave the flips and rotations to the device: items are
+            ``(image, target, augmentation)`` with the image unchanged and ``augmentation``
+            ``[kind, degrees]`` (float64; kind 0 original, 1 hflip, 2 vflip, 3 rotate), the same
+            random choices as on the host; :func:`augment_on_device` applies them to a batch.
 
     Items are indexed by ``i`` or by ``(epoch, i)`` (see :class:`EpochSampler`): the random
     choices of sample ``i`` depend only on ``(seed, epoch, i)``.
@@ -79,6 +83,7 @@ class FlareDataset(Dataset):
         seed: int = 0,
         as_uint8: bool = False,
         rotation_degrees: float = ROTATION_DEGREES,
+        device_augment: bool = False,
     ) -> None:
         self.labels = np.asarray(table["label"].astype(str).to_numpy(), dtype=object)
         self.targets = table["target"].to_numpy().astype(np.int64)
@@ -88,6 +93,7 @@ class FlareDataset(Dataset):
         self.seed = int(seed)
         self.as_uint8 = as_uint8
         self.rotation_degrees = float(rotation_degrees)
+        self.device_augment = device_augment
         self.rows, self.kinds = augmentation_plan(self.targets, augment)
 
     def __len__(self) -> int:
@@ -103,7 +109,7 @@ class FlareDataset(Dataset):
         """No-flare instances (before augmentation)."""
         return int(len(self.targets) - self.targets.sum())
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, i = key if isinstance(key, tuple) else (0, key)
         row, kind = int(self.rows[i]), int(self.kinds[i])
         label = self.labels[row]
@@ -113,13 +119,22 @@ class FlareDataset(Dataset):
                 f"image is {img.shape} {img.dtype}, expected {self.image_size}x{self.image_size} uint8",
                 path=self.source.describe(label),
             )
+        degrees = 0.0
         if kind in (ROTATE, RANDOM_CHOICE):
             rng = np.random.default_rng([self.seed, int(epoch), int(i)])
             if kind == RANDOM_CHOICE:
                 kind = (HFLIP, VFLIP, ROTATE)[int(rng.integers(3))]
             if kind == ROTATE:
                 d = self.rotation_degrees
-                img = rotate(img, float(rng.uniform(-d, d)))
+                degrees = float(rng.uniform(-d, d))
+        if self.device_augment:
+            x = torch.from_numpy(np.array(img, copy=True)).unsqueeze(0)
+            if not self.as_uint8:
+                x = x.float().div_(255.0)
+            aug = torch.tensor([float(kind), degrees], dtype=torch.float64)
+            return x, torch.tensor(self.targets[row]), aug
+        if kind == ROTATE:
+            img = rotate(img, degrees)
         if kind == HFLIP:
             img = img[:, ::-1]
         elif kind == VFLIP:
@@ -142,6 +157,57 @@ def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
     return np.asarray(
         Image.fromarray(img).rotate(degrees, resample=Image.Resampling.NEAREST, fillcolor=0)
     )
+
+
+def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``x`` ``[B, C, H, W]`` by its angle: the pixels of :func:`rotate`.
+
+    PIL's nearest-neighbour affine map, redone on the tensors' device: the rotation about the
+    image centre in 16.16 fixed point (as PIL's ``ImagingTransformAffine`` computes it for
+    images under 32,768 pixels), output pixel ``(u, v)`` taking the input pixel under
+    ``(u + 0.5, v + 0.5)``, 0 outside the image.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    angle = -torch.deg2rad(torch.remainder(degrees.to(torch.float64).cpu(), 360.0))
+    cos = torch.round(torch.cos(angle) * 1e15) / 1e15
+    sin = torch.round(torch.sin(angle) * 1e15) / 1e15
+    cx, cy = w / 2.0, h / 2.0
+    a2 = cos * -cx + sin * -cy + cx
+    a5 = -sin * -cx + cos * -cy + cy
+
+    def fix(v: torch.Tensor) -> torch.Tensor:
+        return torch.floor(v * 65536.0 + 0.5).long().to(dev)[:, None, None]
+
+    a0, a1, a3, a4 = fix(cos), fix(sin), fix(-sin), fix(cos)
+    xo, yo = fix(a2 + sin * 0.5 + cos * 0.5), fix(a5 + cos * 0.5 - sin * 0.5)
+    us = torch.arange(w, device=dev)[None, None, :]
+    vs = torch.arange(h, device=dev)[None, :, None]
+    xi = (xo + vs * a1 + us * a0) >> 16
+    yi = (yo + vs * a4 + us * a3) >> 16
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).view(b, 1, h * w).expand(b, c, h * w)
+    out = torch.gather(x.reshape(b, c, h * w), 2, index).view(b, c, h, w)
+    return out * inside.view(b, 1, h, w).to(out.dtype)
+
+
+def augment_on_device(x: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+    """Apply the flips and rotations of ``device_augment`` items to a batch, where it lies.
+
+    Args:
+        x: images ``[B, C, H, W]`` (uint8 or float), unaugmented.
+        aug: ``[B, 2]``: kind (0 original, 1 hflip, 2 vflip, 3 rotate) and degrees.
+    """
+    kind = aug[:, 0].round().long().to(x.device)
+    out = x.clone()
+    for k, flip in ((HFLIP, -1), (VFLIP, -2)):
+        pick = (kind == k).nonzero().flatten()
+        if len(pick):
+            out[pick] = x[pick].flip(flip)
+    pick = (kind == ROTATE).nonzero().flatten()
+    if len(pick):
+        out[pick] = rotate_batch(x[pick], aug[pick.to(aug.device), 1])
+    return out
 
 
 class EpochSampler(Sampler):

@@ -314,6 +314,12 @@ class TrainConfig:
         "faster: fdflare bench)",
         runtime=True,
     )
+    device_augment: bool | None = setting(
+        None,
+        "flip and rotate the training images on the device, after the copy (default: on "
+        "CUDA GPUs; the same pixels as in the loader workers)",
+        runtime=True,
+    )
     torch_compile: bool | None = setting(
         None,
         "compile the network with torch.compile (default: on CUDA GPUs)",
@@ -503,6 +509,7 @@ class Runtime:
     slurm: bool
     channels_last: bool = False
     compile: bool = False
+    device_augment: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -566,6 +573,7 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
     deterministic = on_cpu if config.deterministic is None else config.deterministic
     channels_last = (on_cpu or cuda) if config.channels_last is None else bool(config.channels_last)
     compile_net = cuda if config.torch_compile is None else bool(config.torch_compile)
+    device_augment = cuda if config.device_augment is None else bool(config.device_augment)
     return Runtime(
         accelerator="cpu" if on_cpu and acc == "auto" else acc,
         devices=config.devices,
@@ -577,4 +585,5 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
         slurm=SLURMEnvironment.detect(),
         channels_last=channels_last,
         compile=compile_net,
+        device_augment=device_augment,
     )

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from fdflare.data.dataset import EpochSampler, FlareDataset
+from fdflare.data.dataset import EpochSampler, FlareDataset, augment_on_device
 
 
 class FlareDataModule(L.LightningDataModule):
@@ -22,7 +22,8 @@ class FlareDataModule(L.LightningDataModule):
         seed: shuffle seed.
         channels_last: hand batches to the model in channels-last memory format.
 
-    Batches of uint8 images are scaled to [0, 1] after the copy to the device.
+    Batches of uint8 images are scaled to [0, 1] after the copy to the device; batches of a
+    ``device_augment`` training set are flipped and rotated there first.
     """
 
     def __init__(
@@ -61,8 +62,12 @@ class FlareDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Scale uint8 images to [0, 1] on the device (``ToTensor`` semantics)."""
-        x, y = batch
+        """Augment (``device_augment``), then scale uint8 images to [0, 1] on the device."""
+        if len(batch) == 3:
+            x, y, aug = batch
+            x = augment_on_device(x, aug)
+        else:
+            x, y = batch
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         if self.channels_last:

@@ -325,6 +325,7 @@ def fit(
             seed=config.seed,
             as_uint8=True,
             rotation_degrees=config.rotation_degrees,
+            device_augment=augment and runtime.device_augment,
         )
 
     datamodule = FlareDataModule(
