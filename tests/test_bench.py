@@ -206,3 +206,11 @@ def test_fdflares_cpu_step_is_the_default_train_runtime():
 def test_gpu_check_script_parses():
     script = ROOT / "benchmarks" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+
+
+def test_json_never_overwrites_a_file_that_is_not_a_bench_result(tmp_path, capsys):
+    precious = tmp_path / "pyproject.toml"
+    precious.write_text("[project]\nname = 'x'\n")
+    code, err = run_cli(["bench", "--quick", "--only", "label", "--json", str(precious)], capsys)
+    assert code == 2 and "not a result of fdflare bench" in err and err.count("\n") == 1
+    assert precious.read_text() == "[project]\nname = 'x'\n"

@@ -504,3 +504,16 @@ def test_captum_missing_names_the_extra(trained, tmp_path, capsys, monkeypatch):
     )
     assert code == 2 and err.count("\n") == 1 and 'pip install "fdflare[explain]"' in err
     assert not (tmp_path / "o").exists()
+
+
+def test_out_inside_the_image_folder_and_a_too_deep_where_are_refused(trained, tmp_path, capsys):
+    inside = trained["images"] / "explained"
+    code, err = cli(explain_argv(trained, inside, "--images", str(trained["images"]), "--limit", "1"), capsys)  # fmt: skip
+    assert code == 2 and "inside the image folder" in err and not inside.exists()
+    deep = "(" * 240 + "tp" + ")" * 240
+    for where, words in ((deep, None), ("not " * 200 + "tp", "at most")):
+        code, err = cli(explain_argv(trained, tmp_path / "o", "--predictions", str(trained["joined"]),
+                                     "--images", str(trained["images"]), "--where", where), capsys)  # fmt: skip
+        assert code in (0, 2) and "Traceback" not in err
+        if words:
+            assert code == 2 and words in err and err.count("\n") == 1

@@ -161,16 +161,23 @@ def test_an_ensemble_file_maps_each_member_then_averages(world, tmp_path, capsys
 def test_time_now_uses_the_clock(world, capsys, monkeypatch):
     from fdflare.forecast import service
 
-    monkeypatch.setattr(service, "utcnow", lambda: pd.Timestamp("2011-01-02T07:20:13.5"))
+    monkeypatch.setattr(service, "utcnow", lambda: pd.Timestamp("2011-01-02T07:30:13.5"))
     with server(world) as hv:
         code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--json",
                                            time="now"), capsys)  # fmt: skip
     assert code == 0, err
     fc = json.loads(out)
-    assert fc["requested_time"] == "2011-01-02T07:20:13Z"
-    assert fc["issue_time"] == "2011-01-02T07:20:13Z"
+    assert fc["requested_time"] == "2011-01-02T07:30:13Z"
+    assert fc["issue_time"] == "2011-01-02T07:30:13Z"
     assert fc["observation_time"] == "2011-01-02T07:24:42Z"  # the 12-minute grid's closest
-    assert fc["observation_age_s"] == -269
+    assert fc["observation_age_s"] == 331
+    # an observation the service dates after the clock is not believed
+    monkeypatch.setattr(service, "utcnow", lambda: pd.Timestamp("2011-01-02T07:20:13"))
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           time="now"), capsys)  # fmt: skip
+        assert hv.count(JP2) == 0
+    assert code == 3 and "after the clock" in err and err.count("\n") == 1
 
 
 def test_a_time_in_the_future_is_refused_before_any_request(world, capsys, monkeypatch):
@@ -295,11 +302,11 @@ def test_scoreboard_file(world, tmp_path, capsys, monkeypatch):
                                            "--scoreboard", str(out_dir), "--method-name", "fdflare_test"), capsys)  # fmt: skip
     assert code == 0, err
     files = list(out_dir.iterdir())
-    assert [f.name for f in files] == ["Flare_Forecast_fdflare_test_20110105_0000.txt"]
+    assert [f.name for f in files] == ["Flare_Forecast_fdflare_test_20110101_1000.txt"]
     lines = files[0].read_text().splitlines()
     assert lines[:8] == [
         "Forecasting method: fdflare_test",
-        "Issue Time: 2011-01-05T00:00Z",
+        "Issue Time: 2011-01-01T10:00Z",
         "Prediction Window Start Time: 2011-01-01T10:00Z",
         "Prediction Window End Time: 2011-01-02T10:00Z",
         "Probability Bins: M+",
@@ -364,7 +371,7 @@ def test_verify_labels_each_window_and_scores_beside_the_baselines(
 ):
     out = tmp_path / "verified.csv"
     argv = ["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
-            "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
+            "--since", "2011-01-01", "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
     code, text, err = cli(argv, capsys)
     assert code == 0, err
     assert "12 forecast(s), 12 verified" in text and "0 pending" in text
@@ -403,12 +410,12 @@ def test_verify_counts_pending_windows(world, history, capsys):
     pending = int((starts + pd.Timedelta(hours=24) > last).sum())
     assert 0 < pending < len(starts)
     code, js, err = cli(["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
-                         "--json"], capsys)  # fmt: skip
+                         "--since", "2011-01-01", "--json"], capsys)  # fmt: skip
     assert code == 0, err
     result = json.loads(js)
     assert result["pending"] == pending and result["verified"] == len(starts) - pending
     code, text, err = cli(["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
-                           "--until", "2011-01-01T12:00"], capsys)  # fmt: skip
+                           "--since", "2011-01-01", "--until", "2011-01-01T12:00"], capsys)  # fmt: skip
     assert code == 1 and "nothing to verify yet" in text and "12 pending" in text
 
 
@@ -487,7 +494,7 @@ def test_explain_writes_the_forecast_magnetograms_map(world, tmp_path, capsys):
         code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
                                            "--explain", str(png), "--explain-method", "gradcam"), capsys)  # fmt: skip
     assert code == 0, err
-    assert f"wrote explanation {png} (gradcam" in out
+    assert f"wrote {png}: explanation (gradcam" in out
     with Image.open(png) as im:
         im.load()
         assert im.format == "PNG" and min(im.size) >= 300
@@ -502,3 +509,98 @@ def test_explain_writes_the_forecast_magnetograms_map(world, tmp_path, capsys):
                                            "--explain", str(world["ckpt0"])), capsys)  # fmt: skip
         assert hv.count() == 0
     assert code == 2 and "--explain" in err
+
+
+def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
+    world, history, tmp_path, capsys
+):
+    cat = world["sun"] / "catalog.csv"
+    first = pd.Timestamp(pd.read_csv(cat)["start_time"].min()).floor("D")
+    starts = pd.to_datetime(pd.read_csv(history)["window_start"]).dt.tz_localize(None)
+    before = int((starts < first).sum())
+    assert 0 < before < len(starts)
+    code, js, err = cli(["verify", "--history", str(history), "--catalog", str(cat), "--json",
+                         "--until", "2011-01-04"], capsys)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(js)
+    assert result["before_catalog"] == before and result["verified"] == len(starts) - before
+    dup = tmp_path / "dup.csv"
+    lines = history.read_text().splitlines()
+    dup.write_text("\n".join([*lines, lines[2]]) + "\n")
+    code, _out, err = cli(["verify", "--history", str(dup), "--catalog", str(cat)], capsys)
+    assert code == 2 and f"line {len(lines) + 1}" in err and "requested_time" in err
+
+
+def test_outputs_are_checked_before_any_request_and_nothing_is_left(world, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    png, sb = tmp_path / "e.png", tmp_path / "sb"
+    with server(world) as hv:
+        code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--history", str(bad),
+                                           "--explain", str(png), "--scoreboard", str(sb)), capsys)  # fmt: skip
+        assert hv.count() == 0
+    assert code == 2 and out == "" and "not a forecast history" in err
+    assert bad.read_text() == "a,b\n1,2\n" and not png.exists() and not sb.exists()
+    with server(world) as hv:
+        code, _out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                           "--history", str(png), "--explain", str(png)), capsys)  # fmt: skip
+        assert hv.count() == 0
+    assert code == 2 and "--explain" in err
+
+
+def test_history_keeps_its_mode_and_its_link_and_waits_for_its_lock(world, tmp_path, capsys):
+    import fcntl
+    import stat
+
+    from fdflare.core.errors import BusyError
+    from fdflare.forecast.formats import _locked
+
+    real = tmp_path / "real.csv"
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    with server(world) as hv:
+        for t in ("2011-01-01T10:00", "2011-01-01T11:00"):
+            code, _out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
+                                               "--history", str(link), time=t), capsys)  # fmt: skip
+            assert code == 0, err
+            real.chmod(0o600)
+    assert link.is_symlink() and len(pd.read_csv(real)) == 2
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    with open(tmp_path / "held.csv.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with (
+            pytest.raises(BusyError, match="held by another process"),
+            _locked(tmp_path / "held.csv", wait_s=0),
+        ):
+            pass
+
+
+def test_bad_ensemble_fields_are_one_line(world, tmp_path, capsys):
+    rel = os.path.relpath(world["ckpt0"], tmp_path)
+    cases = [
+        ({"format": 1, "members": [{"checkpoint": rel, "calibration": "cal.json"}]}, "calibration must be a map"),
+        ({"format": 99, "members": [{"checkpoint": rel}]}, "format 99"),
+        ({"format": 1, "members": [{"checkpoint": rel, "fold": "x"}]}, "fold 'x'"),
+        ({"format": 1, "members": [{"checkpoint": rel, "model": "alexnet"}]}, "not alexnet"),
+    ]  # fmt: skip
+    for i, (data, words) in enumerate(cases):
+        ens = tmp_path / f"e{i}.json"
+        ens.write_text(json.dumps(data))
+        code, out, err = cli(forecast_argv(_closed_port_url(), "--ensemble", str(ens)), capsys)
+        assert code == 2 and out == "" and words in err and err.count("\n") == 1, (words, err)
+    ens = tmp_path / "mismatch.json"
+    ens.write_text(json.dumps({"format": 1, "members": [{"checkpoint": rel, "model": "resnet18"}]}))
+    code, _out, err = cli(forecast_argv(_closed_port_url(), "--ensemble", str(ens), "--model", "alexnet"), capsys)  # fmt: skip
+    assert code == 2 and "--model alexnet" in err
+
+
+def test_an_oversized_jp2_is_refused(world, capsys, monkeypatch):
+    from fdflare.acquire.helioviewer import client
+
+    monkeypatch.setattr(client, "MAX_JP2_BYTES", 1000)
+    with server(world) as hv:
+        code, _out, err = cli(
+            forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"])), capsys
+        )
+        assert hv.count(JP2) == 1  # not retried
+    assert code == 3 and "more than any HMI JPEG 2000 file" in err

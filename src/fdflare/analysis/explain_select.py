@@ -156,6 +156,10 @@ class _Parser:
         return ("name", tok)
 
 
+#: the longest --where expression (deeper nesting than it allows is refused too)
+MAX_WHERE = 500
+
+
 def parse_where(text: str) -> Node:
     """Parse a ``--where`` expression into a tree.
 
@@ -163,7 +167,14 @@ def parse_where(text: str) -> Node:
         UsageError: an unknown name (listing the valid ones), a stray character or
             keyword, or unbalanced parentheses, naming ``--where``.
     """
-    return _Parser(text).parse()
+    if len(text) > MAX_WHERE:
+        raise UsageError(
+            f"--where is {len(text)} characters long; an expression holds at most {MAX_WHERE}"
+        )
+    try:
+        return _Parser(text).parse()
+    except RecursionError:
+        raise UsageError("--where is nested too deeply (parentheses or not)") from None
 
 
 def _names(node: Node) -> set[str]:
@@ -303,7 +314,10 @@ def select_rows(table: pd.DataFrame, where: str, *, threshold: float = 0.5) -> S
         "near_limb": known & (np.abs(np.where(known, lon, 0.0)) > LIMB_DEG),
         "central": known & (np.abs(np.where(known, lon, 0.0)) <= LIMB_DEG),
     }
-    keep = _evaluate(tree, masks) if len(table) else np.zeros(0, dtype=bool)
+    try:
+        keep = _evaluate(tree, masks) if len(table) else np.zeros(0, dtype=bool)
+    except RecursionError:
+        raise UsageError("--where is nested too deeply (parentheses or not)") from None
     return Selection(table[keep].reset_index(drop=True), len(table), where)
 
 
@@ -459,7 +473,14 @@ def explain(
     pngs = _png_names(names, method)
     geo_path = Path(geometry) if geometry is not None else None
     inputs = [checkpoint, images, predictions, geo_path]
-    check_output_dir(out, inputs=inputs, writes=["explanations.csv", *pngs])
+    resolved = check_output_dir(out, inputs=inputs, writes=["explanations.csv", *pngs])
+    if Path(images).is_dir() and resolved.is_relative_to(root.resolve()):
+        from fdflare.core.errors import OutputError
+
+        raise OutputError(
+            f"--out {out} is inside the image folder {root}: its figures would be taken for "
+            "magnetograms by every later run; write them elsewhere"
+        )
     if geo_path is None:
         geo_path = default_geometry(root)
     geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}

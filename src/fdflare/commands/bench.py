@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from fdflare.bench import ROW_NAMES
 from fdflare.commands._common import add_deprecated_alias
@@ -87,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.outputs import check_output_file
 
     out = check_output_file(args.json, option="--json") if args.json else None
+    if out is not None and out.is_file() and out.stat().st_size > 0:
+        _check_replaceable(out, args.json)
     from fdflare.training.config import accelerator_problem
 
     device = args.accelerator
@@ -111,3 +115,17 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {out}")
     return 0
+
+
+def _check_replaceable(path: Path, shown: str) -> None:
+    """Refuse to overwrite a file that is not an earlier ``fdflare bench --json`` result."""
+    from fdflare.core.errors import OutputError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and {"machine", "rows"} <= set(data)):
+        raise OutputError(
+            f"--json {shown} exists and is not a result of fdflare bench; refusing to overwrite it"
+        )

@@ -145,12 +145,19 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
     inputs = [*(args.checkpoint or []), args.ensemble, args.calibration]
     if args.history:
         check_output_file(args.history, inputs=inputs, option="--history")
+        history = Path(args.history)
+        if history.is_file() and history.stat().st_size > 0:
+            from fdflare.forecast.formats import read_history
+
+            read_history(history)  # a file that is not a history is refused before any work
     if args.explain:
-        check_output_file(args.explain, inputs=inputs, option="--explain")
+        check_output_file(args.explain, inputs=[*inputs, args.history], option="--explain")
         if Path(args.explain).suffix.lower() != ".png":
             raise UsageError(f"--explain {args.explain}: the figure is a PNG file (name it .png)")
     if args.scoreboard:
-        check_output_dir(args.scoreboard, inputs=inputs, option="--scoreboard")
+        check_output_dir(
+            args.scoreboard, inputs=[*inputs, args.history, args.explain], option="--scoreboard"
+        )
     return urls, tolerance
 
 
@@ -177,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             [e["checkpoint"] for e in entries],
             calibrations=[e["calibration"] for e in entries],
             model=args.model,
+            models=[e["model"] for e in entries],
             image_size=args.image_size,
         )
     else:
@@ -220,18 +228,18 @@ def run(args: argparse.Namespace) -> int:
         )
         for warning in record.get("warnings", []):
             print(f"fdflare forecast: warning: {warning}", file=sys.stderr)
-        written.append(f"explanation {args.explain} ({args.explain_method}, {first.checkpoint})")
+        written.append(f"{args.explain}: explanation ({args.explain_method}, {first.checkpoint})")
     if args.scoreboard:
         method = args.method_name or f"fdflare_{members[0].loaded.model}"
         out = Path(args.scoreboard)
         out.mkdir(parents=True, exist_ok=True)
         path = out / formats.scoreboard_name(fc, method)
         write_text_atomic(path, formats.scoreboard_text(fc, method))
-        written.append(f"scoreboard file {path}")
+        written.append(f"{path}: the scoreboard file")
     if args.history:
         rows, replaced = formats.append_history(args.history, fc)
-        what = "replaced the row of this time in" if replaced else "appended to"
-        written.append(f"{what} {args.history} ({rows} forecasts)")
+        what = "replaced the row of this time" if replaced else "appended the forecast"
+        written.append(f"{args.history}: {what} ({rows} forecasts)")
     if args.json:
         print(json.dumps(fc.to_dict(), indent=2))
     else:

@@ -12,7 +12,8 @@ DESCRIPTION = """\
 Label every forecast of a history table (`fdflare forecast --history CSV`) from a flare
 catalog: 1 when a flare >= M1.0 starts in the 24 h after its window start, as the study
 labels an image. Forecasts whose window ends after the catalog (its last flare, or
---until) are pending: counted and left out. On the verified forecasts, print TSS, HSS2,
+--until) are pending, and those before it (its first flare's day, or --since) are not
+covered: both are counted and left out, never scored. On the verified forecasts, print TSS, HSS2,
 AUC, Brier and BSS of the model beside persistence (a flare in the 24 h before) and
 climatology (--climatology, else the catalog's rate in the year before the first
 forecast), and say whether the model beats them. --out writes the verified rows with
@@ -40,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the time the catalog is complete to (default: its last flare's start)",
     )
     p.add_argument(
+        "--since",
+        metavar="ISO",
+        help="the time the catalog is complete from (default: its first flare's day)",
+    )
+    p.add_argument(
         "--climatology",
         type=fraction,
         metavar="RATE",
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.forecast.verify import format_verification, verify_history
 
     until = option_time(args.until, "--until") if args.until else None
+    since = option_time(args.since, "--since") if args.since else None
     if args.out:
         check_output_file(args.out, inputs=[args.history, args.catalog], option="--out")
     v = verify_history(
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.catalog,
         catalog_format=args.catalog_format,
         until=until,
+        since=since,
         climatology=args.climatology,
         threshold=args.threshold,
     )

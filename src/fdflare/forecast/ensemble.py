@@ -64,13 +64,39 @@ def read_ensemble(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if file.is_dir():
         file = file / ENSEMBLE_NAME
     data = read_json(file, what="ensemble file (`fdflare cv` writes OUT/ensemble.json)")
+    from fdflare.models.registry import list_models
+
     members = data.get("members") if isinstance(data, dict) else None
     if not isinstance(members, list) or not members:
         raise InputError('expected {"format": 1, "members": [...]} with members', path=file)
+    if data.get("format", FORMAT) != FORMAT:
+        raise InputError(
+            f"format {data.get('format')!r}: this fdflare reads format {FORMAT}",
+            path=file,
+            field="format",
+        )
     out = []
     for i, m in enumerate(members):
         if not isinstance(m, dict) or not isinstance(m.get("checkpoint"), str):
             raise InputError(f"member {i + 1} has no checkpoint", path=file, field="members")
+        if m.get("model") is not None and m.get("model") not in list_models():
+            raise InputError(
+                f"member {i + 1}: unknown model {m.get('model')!r} ({', '.join(list_models())})",
+                path=file,
+                field="model",
+            )
+        fold = m.get("fold")
+        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)):
+            raise InputError(
+                f"member {i + 1}: fold {fold!r} is not a number", path=file, field="fold"
+            )
+        if m.get("calibration") is not None and not isinstance(m.get("calibration"), dict):
+            raise InputError(
+                f"member {i + 1}: calibration must be a map object "
+                '({"method": ..., ...}) or null',
+                path=file,
+                field="calibration",
+            )
         ckpt = (file.parent / m["checkpoint"]).resolve()
         if not ckpt.is_file():
             raise InputError(

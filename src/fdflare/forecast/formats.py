@@ -97,13 +97,41 @@ def history_row(fc: Forecast) -> dict[str, str]:
     }
 
 
+#: how long a forecast waits for another one to finish writing the history
+LOCK_WAIT_S = 120.0
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``PATH.lock`` (concurrent forecasts append in turn)."""
+def _locked(path: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold an exclusive lock on ``PATH.lock`` (concurrent forecasts append in turn).
+
+    Raises:
+        BusyError: another process held the lock for ``wait_s`` seconds.
+    """
+    import sys
+    import time
+
+    from fdflare.core.errors import BusyError
+
     lock = path.with_name(path.name + ".lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BusyError(
+                        f"{lock} is held by another process (a forecast writing {path.name}?) "
+                        f"for over {wait_s:g} s; the forecast was not added"
+                    ) from None
+                if not told:
+                    print(f"fdflare: waiting for {lock} (held by another process)", file=sys.stderr)
+                    told = True
+                time.sleep(0.2)
         yield
     finally:
         os.close(fd)
@@ -136,11 +164,15 @@ def append_history(path: str | os.PathLike[str], fc: Forecast) -> tuple[int, boo
     each requested time is verified once. The table is rewritten atomically under a lock:
     a crash leaves the old table, two forecasts at once both land.
     """
-    from fdflare.core.io import atomic_open
+    from fdflare.core.io import atomic_path
 
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()  # write the table the link points to, keep the link
+    path.parent.mkdir(parents=True, exist_ok=True)
     row = history_row(fc)
     with _locked(path):
+        mode = path.stat().st_mode & 0o7777 if path.exists() else None
         if path.exists() and path.stat().st_size > 0:
             df = read_history(path)
         else:
@@ -151,8 +183,10 @@ def append_history(path: str | os.PathLike[str], fc: Forecast) -> tuple[int, boo
         df = df.sort_values("requested_time", kind="stable")
         buf = io.StringIO()
         df.to_csv(buf, index=False, lineterminator="\n")
-        with atomic_open(path, "w") as fh:
-            fh.write(buf.getvalue())
+        with atomic_path(path) as tmp:
+            tmp.write_text(buf.getvalue(), encoding="utf-8")
+            if mode is not None:
+                os.chmod(tmp, mode)  # the rewrite keeps the table's permissions
     return len(df), replaced
 
 
@@ -171,8 +205,13 @@ def check_method_name(name: str) -> str:
 
 
 def scoreboard_name(fc: Forecast, method: str) -> str:
-    """``Flare_Forecast_<method>_yyyymmdd_hhmm.txt`` (the issue time), the scoreboard's rule."""
-    return f"Flare_Forecast_{method}_{fc.issue_time.strftime('%Y%m%d_%H%M')}.txt"
+    """``Flare_Forecast_<method>_yyyymmdd_hhmm.txt`` at the issue time, the scoreboard's rule.
+
+    The issue time of a submission is the requested time: the moment of an operational
+    forecast (``--time now``), and the moment a back-filled forecast stands for, so that a
+    back-fill of many times writes one file per time.
+    """
+    return f"Flare_Forecast_{method}_{fc.requested_time.strftime('%Y%m%d_%H%M')}.txt"
 
 
 def scoreboard_text(fc: Forecast, method: str) -> str:
@@ -187,7 +226,7 @@ def scoreboard_text(fc: Forecast, method: str) -> str:
     uncert = f"{fc.spread:.4f}" if len(fc.members) > 1 else ""
     return (
         f"Forecasting method: {method}\n"
-        f"Issue Time: {minute(fc.issue_time)}\n"
+        f"Issue Time: {minute(fc.requested_time)}\n"
         f"Prediction Window Start Time: {minute(fc.window_start)}\n"
         f"Prediction Window End Time: {minute(fc.window_end)}\n"
         "Probability Bins: M+\n"

@@ -194,22 +194,38 @@ def load_members(
     *,
     calibrations: Sequence[Any] | None = None,
     model: str | None = None,
+    models: Sequence[str | None] | None = None,
     image_size: int | None = None,
 ) -> list[Member]:
     """Load every member (``torch.load(weights_only=True)``), in eval mode.
 
+    Args:
+        checkpoints: the members' files.
+        calibrations: one calibration map (or None) per member.
+        model: the architecture every member must be (``--model``).
+        models: one architecture (or None) per member, as an ``ensemble.json`` names them;
+            each is checked against its checkpoint and names a bare ``state_dict``'s.
+        image_size: image size of bare ``state_dict`` files.
+
     Raises:
-        InputError: a checkpoint that does not load, naming the file.
+        InputError: a checkpoint that does not load or is not the named architecture.
     """
     from fdflare.inference.predict import load_model
 
     if not checkpoints:
         raise InputError("at least one checkpoint is needed")
     maps = list(calibrations) if calibrations is not None else [None] * len(checkpoints)
-    return [
-        Member(str(c), load_model(c, model=model, image_size=image_size), cal)
-        for c, cal in zip(checkpoints, maps, strict=True)
-    ]
+    archs = list(models) if models is not None else [None] * len(checkpoints)
+    members = []
+    for c, cal, arch in zip(checkpoints, maps, archs, strict=True):
+        if model is not None and arch is not None and arch != model:
+            raise InputError(
+                f"the ensemble names {c} a {arch} model, not --model {model}", field="--model"
+            )
+        members.append(
+            Member(str(c), load_model(c, model=arch or model, image_size=image_size), cal)
+        )
+    return members
 
 
 def fetch_observation(
@@ -220,6 +236,7 @@ def fetch_observation(
     tolerance: pd.Timedelta,
     policy: Any = None,
     source_id: int | None = None,
+    now: Callable[[], pd.Timestamp] | None = None,
 ) -> Observation:
     """The observation closest to ``requested``, decoded at each of ``sizes``.
 
@@ -235,6 +252,7 @@ def fetch_observation(
     )
     from fdflare.core.http import GaveUp, HttpPolicy
     from fdflare.prepare.decode import decode_jp2, decode_with_geometry
+    from fdflare.prepare.jp2 import read_jp2_info
 
     policy = policy or HttpPolicy(retries=3, concurrency=1)
     source = HMI_MAGNETOGRAM_SOURCE_ID if source_id is None else source_id
@@ -252,6 +270,13 @@ def fetch_observation(
                     closest.append((pd.Timedelta.max, requested, f"{url}: {found}"))
                     continue
                 image_id, observed = found
+                clock = (now or utcnow)()
+                if observed > clock + FUTURE_SLACK:
+                    failures.append(
+                        f"{url}: answered an observation at {iso(observed)}, after the clock's "
+                        f"{iso(clock)}: not an answer to trust"
+                    )
+                    continue
                 delta = observed - requested
                 if abs(delta) > tolerance:
                     closest.append((abs(delta), observed, url))
@@ -260,6 +285,17 @@ def fetch_observation(
                     path = Path(tmp) / "magnetogram.jp2"  # never a name the server chose
                     api.jp2(image_id, path)
                     obs = Observation(url, image_id, observed)
+                    info = read_jp2_info(path)
+                    if info.width != info.height:
+                        obs.notes.append(
+                            f"the image is {info.width} x {info.height}, not square (not a "
+                            "full-disk HMI frame?): resized to the model's square"
+                        )
+                    if min(info.width, info.height) < max(sizes):
+                        obs.notes.append(
+                            f"the image is {info.width} x {info.height}, smaller than the "
+                            f"model's {max(sizes)} px: upsampled, no detail added"
+                        )
                     for size in sorted(set(sizes)):
                         try:
                             image, geo = decode_with_geometry(path, size)
@@ -352,6 +388,7 @@ def run_forecast(
         base_urls=base_urls,
         tolerance=tolerance,
         policy=policy,
+        now=now,
     )
     prob, calibrated = predict_members(
         members, obs, calibration=calibration, accelerator=accelerator

@@ -48,6 +48,8 @@ class Verification:
     events: int
     climatology: float | None
     climatology_source: str
+    since: pd.Timestamp | None = None
+    n_before: int = 0
     scores: dict[str, Any] = field(default_factory=dict)  # kind -> Scores
     table: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
@@ -61,6 +63,8 @@ class Verification:
             "forecasts": self.n_forecasts,
             "verified": self.n_verified,
             "pending": self.n_pending,
+            "before_catalog": self.n_before,
+            "since": None if self.since is None else self.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "events": self.events,
             "climatology": self.climatology,
             "climatology_source": self.climatology_source,
@@ -107,6 +111,7 @@ def verify_history(
     *,
     catalog_format: str = "auto",
     until: pd.Timestamp | None = None,
+    since: pd.Timestamp | None = None,
     climatology: float | None = None,
     threshold: float = 0.5,
     mode: str = "M",
@@ -125,6 +130,16 @@ def verify_history(
 
     path = Path(history)
     df = read_history(path)
+    dup = df["requested_time"].str.strip().duplicated().to_numpy()
+    refuse_first(
+        dup,
+        lambda i: (
+            f"a second forecast for {df['requested_time'].iloc[i]} (each requested time "
+            "is verified once; `fdflare forecast --history` keeps one row per time)"
+        ),
+        path=path,
+        field="requested_time",
+    )
     starts = _times(df, "window_start", path)
     prob = parse_probabilities(df["flare_prob"], path=path).to_numpy(dtype=float)
     cat = read_catalog(catalog, fmt=catalog_format)
@@ -135,10 +150,21 @@ def verify_history(
         raise InputError(
             "the catalog holds no flares: give --until to say which time it covers", path=catalog
         )
-    ready = np.asarray(starts + WINDOW <= until)
+    first = pd.Timestamp(cat["start_time"].min()).floor("D") if len(cat) else None
+    since = since if since is not None else first
+    covered = np.ones(len(df), dtype=bool) if since is None else np.asarray(starts >= since)
+    ready = np.asarray(starts + WINDOW <= until) & covered
+    pending = covered & ~ready
     v = Verification(
-        str(path), str(catalog), until, len(df), int(ready.sum()), int((~ready).sum()), 0, None, ""
+        str(path), str(catalog), until, len(df), int(ready.sum()), int(pending.sum()), 0, None, ""
     )
+    v.since, v.n_before = since, int((~covered).sum())
+    if v.n_before:
+        v.notes.append(
+            f"{v.n_before} forecast(s) before the catalog: their window starts before "
+            f"{since:%Y-%m-%dT%H:%M:%SZ}, where the catalog begins (its first flare's day, or "
+            "--since); left out, not scored as quiet"
+        )
     if v.n_pending:
         v.notes.append(
             f"{v.n_pending} forecast(s) pending: their window ends after {until:%Y-%m-%dT%H:%M:%SZ}, "
@@ -187,6 +213,7 @@ def format_verification(v: Verification) -> str:
     head = (
         f"{v.history}: {v.n_forecasts} forecast(s), {v.n_verified} verified against {v.catalog} "
         f"(up to {v.until:%Y-%m-%dT%H:%M:%SZ}), {v.n_pending} pending"
+        + (f", {v.n_before} before the catalog" if v.n_before else "")
     )
     if not v.scores:
         return "\n".join([head, *[f"note: {n}" for n in v.notes], "nothing to verify yet"])

@@ -48,6 +48,8 @@ HMI_MAGNETOGRAM_SOURCE_ID = 19
 """Helioviewer ``sourceId`` of SDO/HMI line-of-sight magnetograms."""
 
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+#: the largest JPEG 2000 file accepted (a 4096 x 4096 HMI JP2 is a few MB; more is not one)
+MAX_JP2_BYTES = 64 * 1024 * 1024
 J2K_CODESTREAM = b"\xff\x4f\xff\x51"
 
 
@@ -162,15 +164,16 @@ class HelioviewerClient:
         raw = data.pop("_raw")
         if "error" in data:
             message = str(data["error"])
+            shown = snippet(message.encode("utf-8", "replace"), 200)  # bounded, one line, escaped
             if "no images" in message.lower():
-                return f"no image: {message}"
-            raise ItemFailed(f"{what} error: {message}")
+                return f"no image: {shown}"
+            raise ItemFailed(f"{what} error: {shown}")
         image_id = data.get("id")
         date = data.get("date")
         try:
             image_id = int(str(image_id))
             observed = pd.Timestamp(str(date))
-            if pd.isna(observed):
+            if pd.isna(observed) or image_id < 0:
                 raise ValueError(date)
         except (TypeError, ValueError):
             raise ItemFailed(
@@ -213,6 +216,11 @@ class HelioviewerClient:
         from fdflare.core.http import Stopped
 
         expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and int(expected) > MAX_JP2_BYTES:
+            raise ItemFailed(
+                f"{what}: the answer announces {int(expected):,} bytes, more than any HMI "
+                f"JPEG 2000 file ({MAX_JP2_BYTES:,} at most)"
+            )
         digest = hashlib.sha256()
         head = b""
         checked = False
@@ -232,6 +240,11 @@ class HelioviewerClient:
                 _write_all(fh, chunk)
                 digest.update(chunk)
                 nbytes += len(chunk)
+                if nbytes > MAX_JP2_BYTES:
+                    raise ItemFailed(
+                        f"{what}: the body runs past {MAX_JP2_BYTES:,} bytes, more than any HMI "
+                        "JPEG 2000 file"
+                    )
             if not checked:
                 self._check_signature(head, response, what)
                 _write_all(fh, head)
