@@ -517,3 +517,26 @@ def test_out_inside_the_image_folder_and_a_too_deep_where_are_refused(trained, t
         assert code in (0, 2) and "Traceback" not in err
         if words:
             assert code == 2 and words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [("center_x", "abc", "'abc' is not a finite number"), ("radius_px", "-3", "positive"),
+     ("b0_deg", "95", "latitude from -90 to 90"), ("path", None, "a second row")],
+)  # fmt: skip
+def test_a_malformed_geometry_file_names_line_and_field(
+    trained, tmp_path, capsys, column, value, words
+):
+    geo = pd.read_csv(trained["root"] / "geometry.csv", dtype=str)
+    if value is None:
+        geo = pd.concat([geo, geo.iloc[[1]]], ignore_index=True)
+        line = len(geo) + 1
+    else:
+        geo.loc[2, column] = value
+        line = 4
+    bad = tmp_path / "geometry.csv"
+    geo.to_csv(bad, index=False)
+    out = tmp_path / "out"
+    code, err = cli(explain_argv(trained, out, "--images", str(trained["images"]), "--geometry", str(bad)), capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and not out.exists()
+    assert words in err and f"line {line}" in err and column in err and str(bad) in err
