@@ -307,11 +307,23 @@ def train_row(model: str, settings: Settings, ceilings: Ceilings) -> Row:
 # --------------------------------------------------------------------------- predict
 
 
+def study_probability(net: Any, path: Path, size: int, device: str) -> float:
+    """The study's way from one JP2 to P(flare): full decode, area resize, fp32 NCHW forward."""
+    import torch
+
+    from fdflare.bench.stages import study_decode
+
+    img = study_decode(path, size)
+    x = torch.from_numpy(img.copy()).float().div(255.0)[None, None].to(device)
+    with torch.no_grad():
+        return float(torch.exp(net(x))[0, 1])
+
+
 def predict_row(settings: Settings, ceilings: Ceilings) -> Row:
     """One JP2 to P(flare): the study's full decode and fp32 forward against fdflare's path."""
     import torch
 
-    from fdflare.bench.stages import study_decode, synthetic_jp2
+    from fdflare.bench.stages import synthetic_jp2
     from fdflare.inference.images import predict_array
     from fdflare.inference.predict import load_model
     from fdflare.models.networks import create_model
@@ -332,11 +344,7 @@ def predict_row(settings: Settings, ceilings: Ceilings) -> Row:
         load_s = time.perf_counter() - t0
 
         def study() -> float:
-            img = study_decode(path, size)
-            x = torch.from_numpy(img.copy()).float().div(255.0)[None, None].to(device)
-            with torch.no_grad():
-                p = float(torch.exp(net(x))[0, 1])
-            return p
+            return study_probability(net, path, size, device)
 
         def forward(x_u8: torch.Tensor) -> float:
             autocast = (
@@ -402,7 +410,7 @@ def forecast_row(settings: Settings, ceilings: Ceilings) -> Row:
     import pandas as pd
     import torch
 
-    from fdflare.bench.stages import study_decode, synthetic_jp2
+    from fdflare.bench.stages import synthetic_jp2
     from fdflare.models.networks import create_model
     from fdflare.prepare.decode import decode_with_geometry
 
@@ -421,12 +429,8 @@ def forecast_row(settings: Settings, ceilings: Ceilings) -> Row:
         nets = [m.loaded.net.to(device).eval() for m in members]
 
         def study() -> float:
-            probs = []
-            for net in nets:  # each fold model run over the image on its own
-                img = study_decode(path, size)
-                x = torch.from_numpy(img.copy()).float().div(255.0)[None, None].to(device)
-                with torch.no_grad():
-                    probs.append(float(torch.exp(net(x))[0, 1]))
+            # each fold model runs the study's whole per-image path on its own
+            probs = [study_probability(net, path, size, device) for net in nets]
             return sum(probs) / len(probs)
 
         def ours() -> float:

@@ -117,6 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
     """Validate every option before any work; return the base URLs and the tolerance."""
+    import os
     from pathlib import Path
 
     from fdflare.acquire.helioviewer.client import BASE_URL_ENV, resolve_base_url
@@ -129,8 +130,6 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
     if bool(args.checkpoint) == bool(args.ensemble):
         raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
     tolerance = option_duration(args.tolerance, "--tolerance")
-    import os
-
     urls = args.base_url or (
         [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 HELP = (
     "predict P(flare) for the images of a label table, or any images, with one model or an ensemble"
@@ -141,6 +142,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _loading(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of both ways to predict: the model, the loader, the device, the images."""
+    return {
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "accelerator": args.accelerator,
+        "devices": args.devices,
+        "image_ext": args.image_ext,
+        "decoder": args.decoder,
+        "array_store": not args.no_array_store,
+        "quiet": args.quiet,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict and print what was written."""
     from fdflare.core.errors import UsageError
@@ -167,17 +184,8 @@ def run(args: argparse.Namespace) -> int:
         args.images,
         args.out,
         table=args.table,
-        model=args.model,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        accelerator=args.accelerator,
-        devices=args.devices,
         skip_missing=args.skip_missing,
-        image_ext=args.image_ext,
-        decoder=args.decoder,
-        array_store=not args.no_array_store,
-        quiet=args.quiet,
+        **_loading(args),
     )
     extra = f" and {result.joined}" if result.joined else ""
     skipped = (
@@ -214,16 +222,7 @@ def _run_images(args: argparse.Namespace) -> int:
         transform=cal,
         member_transforms=member_maps,
         inputs=[args.calibration, args.ensemble],
-        model=args.model,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        image_ext=args.image_ext,
-        decoder=args.decoder,
-        array_store=not args.no_array_store,
-        quiet=args.quiet,
+        **_loading(args),
     )
     kind = "ensemble of " + str(len(result.members)) if len(result.members) > 1 else "model"
     cal_text = f", calibrated with {args.calibration}" if args.calibration else ""
