@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import EXIT_NO_DATA, FdflareError, InputError, RunError
+from fdflare.core.recipe import Recipe, assumed_study
 
 #: the label window of the study
 WINDOW = pd.Timedelta(hours=24)
@@ -113,6 +114,8 @@ class Forecast:
     members: list[Member]
     calibrated: bool
     issue_time: pd.Timestamp
+    #: the event the members were trained for (threshold and window)
+    recipe: Recipe = field(default_factory=assumed_study)
 
     @property
     def window_start(self) -> pd.Timestamp:
