@@ -151,7 +151,9 @@ class Recipe:
             )
         unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__ if f != "assumed"})
         if unknown:
-            raise InputError(f"unknown key {unknown[0]!r}", path=path, field=f"{field}.{unknown[0]}")
+            raise InputError(
+                f"unknown key {unknown[0]!r}", path=path, field=f"{field}.{unknown[0]}"
+            )
         kw: dict[str, Any] = {}
         for key in ("threshold", "window"):
             value = data.get(key)
