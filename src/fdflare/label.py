@@ -32,6 +32,7 @@ from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
 from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
 from fdflare.core.paths import parse_image_times, scan_images
+from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
 
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
 #: positive whatever it holds.
@@ -90,6 +91,7 @@ class LabelResult:
 
     table: pd.DataFrame
     folds: dict[int, tuple[pd.DataFrame, pd.DataFrame]]
+    recipe: Recipe = field(default_factory=Recipe)
     counts: dict[str, int] = field(default_factory=dict)
     purged: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -440,6 +442,27 @@ def purge_mask(
 # --------------------------------------------------------------------------- stage
 
 
+def label_recipe(cfg: LabelConfig, catalog: pd.DataFrame | None = None) -> Recipe:
+    """The recipe of a labelling run: what its positives mean and how they were made.
+
+    The catalog is named by its file (``attrs["source"]`` of
+    :func:`~fdflare.acquire.catalog.read_catalog`) with the SHA-256 of its bytes.
+    """
+    source = None if catalog is None else catalog.attrs.get("source")
+    name = sha = None
+    if source and Path(str(source)).is_file():
+        name, sha = Path(str(source)).name, file_sha256(str(source))
+    return Recipe(
+        threshold=canonical_threshold(cfg.mode),
+        window=cfg.window,
+        cadence=cfg.cadence,
+        purge_hours=cfg.gap_hours,
+        split={"kind": "quarters", "folds": cfg.n_folds},
+        catalog=name,
+        catalog_sha256=sha,
+    )
+
+
 def make_labels(
     catalog: pd.DataFrame,
     image_names: list[str],
@@ -501,7 +524,13 @@ def make_labels(
         if len(rows) == 0
     ]
     return LabelResult(
-        table=table, folds=folds, counts=counts, purged=purged, notes=notes, warnings=warnings
+        table=table,
+        folds=folds,
+        recipe=label_recipe(cfg, catalog),
+        counts=counts,
+        purged=purged,
+        notes=notes,
+        warnings=warnings,
     )
 
 
@@ -530,6 +559,7 @@ def write_labels(
     table["fl_start"] = table["fl_start"].dt.strftime("%Y-%m-%d %H:%M:%S")
     texts["labels.csv"] = table.to_csv(index=False, lineterminator="\n")
     summary = {
+        "recipe": result.recipe.to_dict(),
         "config": asdict(config) if config else None,
         "counts": result.counts,
         "folds": {

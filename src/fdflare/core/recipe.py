@@ -58,8 +58,8 @@ def canonical_threshold(text: str) -> str:
             "e.g. M1.0)",
             field="threshold",
         )
-    number = float(m.group(2)) if m.group(2) else 1.0
-    return f"{m.group(1).upper()}{number:.1f}"
+    number = f"{float(m.group(2)) if m.group(2) else 1.0:g}"
+    return f"{m.group(1).upper()}{number if '.' in number or 'e' in number else number + '.0'}"
 
 
 def format_window(delta: pd.Timedelta) -> str:
