@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -138,9 +139,11 @@ def test_an_ensemble_file_maps_each_member_then_averages(world, tmp_path, capsys
 
     ens = tmp_path / "ensemble.json"
     maps = [{"method": "platt", "a": 2.0, "b": -1.0}, None]
+    for k in (0, 1):  # the members lie inside the ensemble's folder, which moves whole
+        shutil.copy(world[f"ckpt{k}"], tmp_path / f"fold{k + 1}.ckpt")
     ens.write_text(json.dumps({"format": 1, "members": [
-        {"model": "resnet18", "fold": 1, "checkpoint": os.path.relpath(world["ckpt0"], tmp_path), "calibration": maps[0]},
-        {"model": "resnet18", "fold": 2, "checkpoint": os.path.relpath(world["ckpt1"], tmp_path), "calibration": maps[1]},
+        {"model": "resnet18", "fold": 1, "checkpoint": "fold1.ckpt", "calibration": maps[0]},
+        {"model": "resnet18", "fold": 2, "checkpoint": "fold2.ckpt", "calibration": maps[1]},
     ]}))  # fmt: skip
     with server(world) as hv:
         code, out, err = cli(forecast_argv(hv.base_url, "--ensemble", str(ens), "--json"), capsys)
@@ -576,7 +579,8 @@ def test_history_keeps_its_mode_and_its_link_and_waits_for_its_lock(world, tmp_p
 
 
 def test_bad_ensemble_fields_are_one_line(world, tmp_path, capsys):
-    rel = os.path.relpath(world["ckpt0"], tmp_path)
+    rel = "member.ckpt"
+    shutil.copy(world["ckpt0"], tmp_path / rel)
     cases = [
         ({"format": 1, "members": [{"checkpoint": rel, "calibration": "cal.json"}]}, "calibration must be a map"),
         ({"format": 99, "members": [{"checkpoint": rel}]}, "format 99"),

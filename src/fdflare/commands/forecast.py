@@ -176,16 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
         cal = read_calibration_map(args.calibration)
     if args.ensemble:
-        from fdflare.forecast.ensemble import read_ensemble
+        from fdflare.forecast.ensemble import load_ensemble
 
-        entries = read_ensemble(args.ensemble)
-        members = service.load_members(
-            [e["checkpoint"] for e in entries],
-            calibrations=[e["calibration"] for e in entries],
-            model=args.model,
-            models=[e["model"] for e in entries],
-            image_size=args.image_size,
-        )
+        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
     else:
         members = service.load_members(
             args.checkpoint, model=args.model, image_size=args.image_size

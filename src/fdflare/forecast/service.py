@@ -16,8 +16,11 @@
 5. each member predicts it, its probability goes through its own calibration map when the
    ensemble carries one, and the forecast is the mean (optionally through one more map).
 
-The forecast window is the label window of the study: the 24 hours after the observation
-the models saw (an image at ``t`` is labelled with the flares starting in ``(t, t + 24 h)``).
+The forecast is for the event its members were trained for (their label recipe,
+:mod:`fdflare.core.recipe`: a GOES class threshold and a window), and its window is that
+label window after the observation the models saw (an image at ``t`` is labelled with the
+flares starting in ``(t, t + window)``). Members trained for different events are refused;
+a model that records no recipe is taken as the study's (>= M1.0 in 24 h), and says so.
 
 Errors and their exit statuses: bad arguments, a checkpoint that does not load or a
 requested time in the future: 2 (:class:`~fdflare.core.errors.InputError`); the service
@@ -42,8 +45,6 @@ import pandas as pd
 from fdflare.core.errors import EXIT_NO_DATA, FdflareError, InputError, RunError
 from fdflare.core.recipe import Recipe, assumed_study
 
-#: the label window of the study
-WINDOW = pd.Timedelta(hours=24)
 #: how far ahead of the clock a requested time may lie (clock skew), before it is refused
 FUTURE_SLACK = pd.Timedelta(minutes=1)
 #: the public API, then the IAS mirror
@@ -106,7 +107,7 @@ class Observation:
 
 @dataclass
 class Forecast:
-    """A forecast: P(flare >= M1.0 in the window) and how it was made."""
+    """A forecast: P(the recipe's event in the window) and how it was made."""
 
     probability: float
     requested_time: pd.Timestamp
@@ -119,13 +120,13 @@ class Forecast:
 
     @property
     def window_start(self) -> pd.Timestamp:
-        """Start of the 24 h window: the observation time."""
+        """Start of the window: the observation time."""
         return self.observation.time
 
     @property
     def window_end(self) -> pd.Timestamp:
         """End of the window (excluded)."""
-        return self.observation.time + WINDOW
+        return self.observation.time + self.recipe.window_delta
 
     @property
     def age(self) -> pd.Timedelta:
@@ -142,7 +143,11 @@ class Forecast:
         """The ``--json`` object."""
         return {
             "probability": round(self.probability, 6),
-            "threshold": "M1.0",
+            "event": self.recipe.event,
+            "threshold": self.recipe.threshold,
+            "window_hours": self.recipe.window_hours,
+            "recipe": self.recipe.to_dict(),
+            "recipe_assumed": self.recipe.assumed,
             "requested_time": iso(self.requested_time),
             "issue_time": iso(self.issue_time),
             "observation_time": iso(self.observation.time),
@@ -199,6 +204,9 @@ def load_members(
     model: str | None = None,
     models: Sequence[str | None] | None = None,
     image_size: int | None = None,
+    image_sizes: Sequence[int | None] | None = None,
+    recipes: Sequence[Recipe | None] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> list[Member]:
     """Load every member (``torch.load(weights_only=True)``), in eval mode.
 
@@ -208,27 +216,58 @@ def load_members(
         model: the architecture every member must be (``--model``).
         models: one architecture (or None) per member, as an ``ensemble.json`` names them;
             each is checked against its checkpoint and names a bare ``state_dict``'s.
-        image_size: image size of bare ``state_dict`` files.
+        image_size: image size of bare ``state_dict`` files (``--image-size``).
+        image_sizes: one image size (or None) per member, checked against its checkpoint.
+        recipes: one recipe (or None) per member, as an ``ensemble.json`` records them:
+            checked against the checkpoint's, and what a bare ``state_dict`` forecasts.
+        source: the file that listed the members (for messages).
 
     Raises:
-        InputError: a checkpoint that does not load or is not the named architecture.
+        InputError: a checkpoint that does not load, is not the named architecture or size,
+            contradicts its recipe, or members that forecast different events.
     """
+    from dataclasses import replace
+
     from fdflare.inference.predict import load_model
 
     if not checkpoints:
         raise InputError("at least one checkpoint is needed")
-    maps = list(calibrations) if calibrations is not None else [None] * len(checkpoints)
-    archs = list(models) if models is not None else [None] * len(checkpoints)
+    n = len(checkpoints)
+    maps = list(calibrations) if calibrations is not None else [None] * n
+    archs = list(models) if models is not None else [None] * n
+    sizes = list(image_sizes) if image_sizes is not None else [image_size] * n
+    stated = list(recipes) if recipes is not None else [None] * n
     members = []
-    for c, cal, arch in zip(checkpoints, maps, archs, strict=True):
+    for c, cal, arch, size, recipe in zip(checkpoints, maps, archs, sizes, stated, strict=True):
         if model is not None and arch is not None and arch != model:
             raise InputError(
                 f"the ensemble names {c} a {arch} model, not --model {model}", field="--model"
             )
-        members.append(
-            Member(str(c), load_model(c, model=arch or model, image_size=image_size), cal)
-        )
+        loaded = load_model(c, model=arch or model, image_size=size)
+        if recipe is not None:
+            if loaded.recipe.assumed:
+                loaded.recipe = replace(recipe, assumed=False)
+            elif not loaded.recipe.same_event(recipe):
+                raise InputError(
+                    f"{c} was trained for {loaded.recipe.event}, but the ensemble says "
+                    f"{recipe.event}",
+                    path=source,
+                    field="recipe",
+                )
+        members.append(Member(str(c), loaded, cal))
+    members_recipe(members)  # members of different events are refused before any work
     return members
+
+
+def members_recipe(members: Sequence[Member]) -> Recipe:
+    """The event every member forecasts (the study's, assumed, when none records one).
+
+    Raises:
+        InputError: two members were trained for different events.
+    """
+    from fdflare.core.recipe import common_recipe
+
+    return common_recipe((m.checkpoint, m.loaded.recipe) for m in members)
 
 
 def fetch_observation(
@@ -383,6 +422,7 @@ def run_forecast(
     accelerator: str = "auto",
     policy: Any = None,
     now: Callable[[], pd.Timestamp] = utcnow,
+    recipe: Recipe | None = None,
 ) -> Forecast:
     """Fetch the observation, run the members and return the forecast (see module doc)."""
     obs = fetch_observation(
@@ -396,4 +436,12 @@ def run_forecast(
     prob, calibrated = predict_members(
         members, obs, calibration=calibration, accelerator=accelerator
     )
-    return Forecast(prob, requested, obs, list(members), calibrated, now().floor("s"))
+    return Forecast(
+        prob,
+        requested,
+        obs,
+        list(members),
+        calibrated,
+        now().floor("s"),
+        recipe=members_recipe(members) if recipe is None else recipe,
+    )

@@ -31,13 +31,14 @@ import torch
 
 from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import atomic_open
+from fdflare.core.recipe import Recipe, assumed_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
 from fdflare.data.tables import read_label_csv
 from fdflare.models.networks import FlareNet, create_model, flare_probability
 from fdflare.models.registry import list_models
 from fdflare.models.weights import foreign_state_dict, load_model_state
-from fdflare.training.checkpoint import checkpoint_record, read_checkpoint
+from fdflare.training.checkpoint import checkpoint_recipe, checkpoint_record, read_checkpoint
 from fdflare.training.config import accelerator_problem
 
 #: what ``--accelerator`` of ``fdflare predict`` takes (one device: prediction does not shard)
@@ -56,6 +57,8 @@ class LoadedModel:
     input_adapter: str
     epoch: int | None = None
     scores: dict[str, Any] = field(default_factory=dict)
+    #: the event the model was trained for (the study's, assumed, when the file records none)
+    recipe: Recipe = field(default_factory=assumed_study)
 
 
 def load_model(
@@ -99,6 +102,7 @@ def load_model(
         sd = ckpt.get("state_dict", {})
         state = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
         epoch, scores = rec.get("epoch"), dict(rec.get("scores", {}))
+        recipe = checkpoint_recipe(rec, path)
     else:
         foreign = foreign_state_dict(ckpt)
         if foreign is None:
@@ -114,7 +118,7 @@ def load_model(
             )
         state = foreign
         arch, size, adapter = model, image_size or 512, input_adapter or "conv"
-        epoch, scores = None, {}
+        epoch, scores, recipe = None, {}, assumed_study()
     if arch not in list_models():
         raise InputError(
             f"unknown architecture {arch!r} in the checkpoint", path=path, field="model"
@@ -122,7 +126,27 @@ def load_model(
     net = create_model(arch, pretrained=False, input_adapter=adapter)
     load_model_state(net, state, path=path)
     net.eval()
-    return LoadedModel(net, arch, size, adapter, epoch, scores)
+    return LoadedModel(net, arch, size, adapter, epoch, scores, recipe)
+
+
+def _check_labels_recipe(
+    loaded: LoadedModel, checkpoint: str | os.PathLike[str], labels: str | os.PathLike[str]
+) -> None:
+    """Refuse targets of another event than the model's (both recorded, they differ).
+
+    Raises:
+        InputError: the label folder's recipe and the checkpoint's name different events.
+    """
+    from fdflare.core.recipe import labels_recipe
+
+    theirs = labels_recipe(labels)
+    if theirs.assumed or loaded.recipe.assumed or theirs.same_event(loaded.recipe):
+        return
+    raise InputError(
+        f"the labels' targets are {theirs.event}, but {checkpoint} was trained for "
+        f"{loaded.recipe.event}: score a model against labels of its own event",
+        path=labels,
+    )
 
 
 def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> torch.device:
@@ -351,6 +375,7 @@ def predict(
         labels = str(df.attrs.get("path", "label table"))
     else:
         df = read_label_csv(labels)
+        _check_labels_recipe(loaded, checkpoint, labels)
     source = open_images(images, ext=image_ext, decoder=decoder, array_store=array_store)
     check = check_images(
         df, source, image_size=loaded.image_size, skip_missing=skip_missing, table_path=labels

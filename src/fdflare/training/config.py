@@ -467,10 +467,15 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML or JSON config file (any subset of :class:`TrainConfig` fields) over ``base``.
 
+    A run's ``config.json`` also records the label recipe (``"recipe"``); it is read from the
+    labels, not set, so it is passed over here.
+
     Raises:
         InputError: unreadable file, an unknown field or a bad value, naming the file.
     """
-    return (base or TrainConfig()).updated(read_settings(path), path=path)
+    values = read_settings(path)
+    values.pop("recipe", None)
+    return (base or TrainConfig()).updated(values, path=path)
 
 
 def configs_dir() -> Path:

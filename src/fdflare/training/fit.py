@@ -51,6 +51,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError, UsageError
 from fdflare.core.io import write_text_atomic
+from fdflare.core.recipe import STUDY, format_window, labels_recipe, recipe_or_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
 from fdflare.data.tables import class_weights, fold_tables
@@ -90,16 +91,20 @@ class TrainResult:
 
 
 #: the label window: training instances this close before the held-out slice are purged
-PURGE = pd.Timedelta(hours=24)
+PURGE = STUDY.window_delta  # the study's label window; a run purges by its labels' window
 
 
 def holdout_split(
-    table: pd.DataFrame, fraction: float, *, path: str | None = None
+    table: pd.DataFrame,
+    fraction: float,
+    *,
+    path: str | None = None,
+    window: pd.Timedelta = PURGE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split off the latest ``fraction`` of a table by image time: ``(train_mask, holdout_mask)``.
 
-    The training instances whose 24 h label window reaches into the held-out slice (those
-    less than 24 h before its first instance) are purged: in neither mask, so no flare is
+    The training instances whose label window (``window``, the recipe's) reaches into the
+    held-out slice (those less than one window before its first instance) are purged: in neither mask, so no flare is
     both a training target and a held-out one. What is fitted on the held-out slice
     (epoch selection, calibration) never touches the validation fold either.
 
@@ -129,7 +134,7 @@ def holdout_split(
     keep = ~hold
     if hold.any():
         start = t[hold].min()
-        keep &= ~np.asarray(t > start - PURGE)  # windows (t, t + 24 h) that reach the slice
+        keep &= ~np.asarray(t > start - window)  # windows (t, t + window) that reach the slice
     return keep, hold
 
 
@@ -185,6 +190,24 @@ def _recipe_diff(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     ]
 
 
+def _check_resumed_recipe(rec: dict[str, Any], recipe: Any, last: Path) -> None:
+    """Refuse to resume a run with labels of another recipe than it was trained on."""
+    saved = rec.get("recipe")
+    if saved == (None if recipe.assumed else recipe.to_dict()):
+        return
+    before = recipe_or_study(saved, path=last)
+    if before.same_event(recipe):
+        diff = [
+            f"{k} {v!r} -> {recipe.to_dict()[k]!r}"
+            for k, v in before.to_dict().items()
+            if recipe.to_dict()[k] != v
+        ]
+        why = "the labels were remade (" + ", ".join(diff) + ")"
+    else:
+        why = f"the run was trained for {before.event}, the labels give {recipe.event}"
+    raise InputError(f"cannot resume with labels of another recipe: {why}", path=last)
+
+
 def fit(
     config: TrainConfig, out: str | os.PathLike[str], *, resume: bool = False, quiet: bool = False
 ) -> TrainResult:
@@ -206,6 +229,7 @@ def fit(
     out = Path(out)
     last = out / "last.ckpt"
     notes: list[str] = []
+    recipe = labels_recipe(config.labels) if config.labels else STUDY
     resuming = False
     rec: dict[str, Any] = {}
     if last.exists():
@@ -215,6 +239,7 @@ def fit(
                 path=out,
             )
         rec = checkpoint_record(read_checkpoint(last, mmap=True), last)
+        _check_resumed_recipe(rec, recipe, last)
         diff = _recipe_diff(rec["config"], config)
         if diff:
             raise InputError("cannot resume with a different recipe: " + "; ".join(diff), path=last)
@@ -239,6 +264,13 @@ def fit(
             "both labels and images must be given (--labels DIR --images DIR)", field="labels"
         )
     tables = fold_tables(config.labels, config.fold)
+    if recipe.assumed:
+        note = (
+            f"{config.labels} records no label recipe (no summary.json of `fdflare label`): the "
+            f"model is taken to forecast the study's event, {recipe.event}"
+        )
+        notes.append(note)
+        _msg(note, quiet)
     source = open_images(
         config.images, ext=config.image_ext, decoder=config.decoder, array_store=config.array_store
     )
@@ -251,13 +283,19 @@ def fit(
     holdout_df = None
     if config.holdout_fraction > 0:
         n_before = len(train_df)
-        keep, hold = holdout_split(train_df, config.holdout_fraction, path=str(tables.train_path))
+        keep, hold = holdout_split(
+            train_df,
+            config.holdout_fraction,
+            path=str(tables.train_path),
+            window=recipe.window_delta,
+        )
         holdout_df = train_df[hold].reset_index(drop=True)
         train_df = train_df[keep].reset_index(drop=True)
         purged = n_before - len(train_df) - len(holdout_df)
         if purged:
             note = (
-                f"{purged} training instance(s) less than 24 h before the held-out slice purged "
+                f"{purged} training instance(s) less than {format_window(recipe.window_delta)} "
+                "before the held-out slice purged "
                 "(their label windows reach into it)"
             )
             notes.append(note)
@@ -338,7 +376,13 @@ def fit(
         channels_last=runtime.channels_last,
     )
 
-    meta = {"counts": counts, "class_weights": list(weights), "runtime": runtime.to_dict()}
+    recorded = None if recipe.assumed else recipe.to_dict()
+    meta = {
+        "counts": counts,
+        "class_weights": list(weights),
+        "runtime": runtime.to_dict(),
+        "recipe": recorded,
+    }
     recorder = RunRecorder(out, config, meta, quiet=quiet)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     main_thread = threading.current_thread() is threading.main_thread()
@@ -353,7 +397,10 @@ def fit(
             )
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+            write_text_atomic(
+                out / "config.json",
+                json.dumps({**asdict(config), "recipe": recorded}, indent=2) + "\n",
+            )
             _msg(
                 f"training {config.model} on fold {config.fold}: {n_fl} flare + {n_nf} no-flare "
                 f"instances ({counts['train_samples']} samples), {len(val_df)} validation; class "
@@ -410,6 +457,8 @@ def fit(
             "best_tss": result.best_tss,
             "best_hss2": result.best_hss2,
             "selected_on": "holdout" if config.holdout_fraction > 0 else "val",
+            "recipe": recorded,
+            "event": recipe.event,
             "counts": counts,
             "class_weights": list(weights),
             "runtime": runtime.to_dict(),
