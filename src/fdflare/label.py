@@ -128,6 +128,13 @@ def parse_mode(mode: str) -> float:
     return flux
 
 
+def _iso_time(value: Any) -> pd.Timestamp:
+    """A time option in ISO 8601 (a day/month order such as 02/01/2011 is refused)."""
+    from fdflare.core.timeparse import parse_time
+
+    return parse_time(value, whole_seconds=False)
+
+
 def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timedelta, pd.Timedelta]:
     """Check the options before any work; return ``(start, end, cadence, window)``.
 
@@ -136,17 +143,19 @@ def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timed
     """
     parsed: dict[str, Any] = {}
     for option, value, kind in (
-        ("--start", cfg.start, pd.Timestamp),
-        ("--end", cfg.end, pd.Timestamp),
+        ("--start", cfg.start, _iso_time),
+        ("--end", cfg.end, _iso_time),
         ("--cadence", cfg.cadence, pd.Timedelta),
         ("--window", cfg.window, pd.Timedelta),
     ):
         try:
             parsed[option] = kind(value)
+        except InputError as exc:
+            raise UsageError(f"{option} {value!r}: {exc.message}") from None
         except (ValueError, TypeError, OverflowError):
             expected = (
-                "a time such as 2011-01-01 00:00:00"
-                if kind is pd.Timestamp
+                "an ISO 8601 time such as 2011-01-01 00:00:00"
+                if kind is _iso_time
                 else ("a duration such as 1h or 24h")
             )
             raise UsageError(f"{option} {value!r}: expected {expected}") from None
