@@ -29,8 +29,18 @@ REFERENCE = _reference_dir()
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The study's released data (``../shared/reference``); skips where it is absent."""
+    """The study's released data (``../shared/reference``); skips where it is absent.
+
+    With ``FDFLARE_REQUIRE_REFERENCE=1`` (``.ci/run`` sets it where the data is laid out) a
+    missing reference fails the tests that need it instead of skipping them, so the study's
+    reproduction cannot drop out of CI unnoticed.
+    """
     if REFERENCE is None:
+        if os.environ.get("FDFLARE_REQUIRE_REFERENCE") == "1":
+            pytest.fail(
+                "FDFLARE_REQUIRE_REFERENCE=1 but the study reference data was not found at "
+                "../shared/reference or $FDFLARE_REFERENCE"
+            )
         pytest.skip(
             "study reference data not found: put it at ../shared/reference beside the project "
             "or set FDFLARE_REFERENCE"
