@@ -111,3 +111,35 @@ def test_atomic_write_leaves_nothing_on_failure_and_normal_mode(tmp_path):
         fh.write("partial")
         raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words", "heavy"),
+    [
+        (["train", "--labels", "x", "--images", "y", "--out", "o", "--accelerator", "gpu"],
+         "no CUDA GPU", "lightning"),
+        (["explain", "--checkpoint", "nope.ckpt", "--images", ".", "--out", "o"],
+         "--checkpoint nope.ckpt: no such file", "torch"),
+        (["forecast", "--checkpoint", "nope.ckpt", "--time", "2011-01-01"],
+         "--checkpoint nope.ckpt: no such file", "torch"),
+        (["forecast", "--ensemble", "nope.json", "--time", "2011-01-01"],
+         "--ensemble nope.json: no such file", "torch"),
+    ],
+)  # fmt: skip
+def test_refusals_come_before_heavy_imports(argv, words, heavy, tmp_path):
+    import os
+
+    if heavy == "lightning" and any(
+        os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0")
+    ):
+        pytest.skip("this machine has a CUDA driver: the GPU check needs torch here")
+    code = (
+        "import sys\nfrom fdflare.cli import main\n"
+        f"status = main({argv!r})\n"
+        f"print(status, {heavy!r} in sys.modules)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert res.stdout.split() == ["2", "False"], (res.stdout, res.stderr)
+    assert words in res.stderr and res.stderr.count("\n") == 1

@@ -129,6 +129,9 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
 
     if bool(args.checkpoint) == bool(args.ensemble):
         raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
+    from fdflare.commands._common import require_inputs
+
+    require_inputs(checkpoint=args.checkpoint, ensemble=args.ensemble, calibration=args.calibration)
     tolerance = option_duration(args.tolerance, "--tolerance")
     urls = args.base_url or (
         [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)

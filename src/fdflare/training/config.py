@@ -521,8 +521,26 @@ class Runtime:
         return asdict(self)
 
 
+#: the files of a run folder (``fdflare train --out``)
+RUN_FILES = ("config.json", "metrics.csv", "last.ckpt", "best.ckpt", "summary.json")
+
+
+def _no_cuda_here() -> bool:
+    """True when this machine surely has no CUDA driver (known without importing torch)."""
+    import ctypes.util
+
+    signs = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg")
+    return not any(os.path.exists(p) for p in signs) and ctypes.util.find_library("cuda") is None
+
+
 def accelerator_problem(accelerator: str, devices: int | str = "auto") -> str | None:
-    """Say why ``accelerator`` (with ``devices`` of them) cannot run on this machine, or ``None``."""
+    """Say why ``accelerator`` (with ``devices`` of them) cannot run on this machine, or ``None``.
+
+    A machine without any CUDA driver is told apart without importing torch, so the refusal
+    comes at once.
+    """
+    if accelerator in ("gpu", "cuda") and _no_cuda_here():
+        return f"{accelerator}: this machine has no CUDA GPU (use auto or cpu)"
     import torch
 
     if accelerator in ("gpu", "cuda"):

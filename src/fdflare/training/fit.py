@@ -60,6 +60,7 @@ from fdflare.models.weights import weights_file
 from fdflare.training.callbacks import RunRecorder, StderrProgressBar
 from fdflare.training.checkpoint import checkpoint_record, read_checkpoint
 from fdflare.training.config import (
+    RUN_FILES,
     RUNTIME_FIELDS,
     Runtime,
     TrainConfig,
@@ -70,9 +71,6 @@ from fdflare.training.datamodule import FlareDataModule
 from fdflare.training.module import FlareClassifier
 
 __all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "fit", "holdout_split", "read_metrics"]
-
-#: the files a run writes into its folder
-RUN_FILES = ("config.json", "metrics.csv", "last.ckpt", "best.ckpt", "summary.json")
 
 
 @dataclass
