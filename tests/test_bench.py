@@ -214,3 +214,42 @@ def test_json_never_overwrites_a_file_that_is_not_a_bench_result(tmp_path, capsy
     code, err = run_cli(["bench", "--quick", "--only", "label", "--json", str(precious)], capsys)
     assert code == 2 and "not a result of fdflare bench" in err and err.count("\n") == 1
     assert precious.read_text() == "[project]\nname = 'x'\n"
+
+
+AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+XEON = AVX2 | {"avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "amx_tile"}
+
+
+def test_cpu_defaults_follow_the_instruction_set():
+    from fdflare.training.config import cpu_has_native_bf16, cpu_prefers_channels_last
+
+    assert not cpu_has_native_bf16(AVX2) and not cpu_prefers_channels_last(AVX2)
+    assert cpu_has_native_bf16(XEON) and cpu_prefers_channels_last(XEON)
+    assert cpu_prefers_channels_last(AVX2 | {"avx512f"}) and not cpu_has_native_bf16(
+        AVX2 | {"avx512f"}
+    )
+
+
+def test_a_cpu_without_native_bf16_skips_bf16_and_says_so(tmp_path, capsys, monkeypatch):
+    from fdflare.training import config as training_config
+
+    monkeypatch.setattr(training_config, "cpu_flags", lambda: AVX2)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--only", "label", "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["ceilings"]["bf16_gflops"] is None
+    assert "bf16 not measured (this CPU has no native bf16" in printed
+
+
+def test_training_runtime_records_the_memory_format_chosen_for_the_cpu(monkeypatch):
+    from fdflare.training import config as training_config
+    from fdflare.training.config import TrainConfig, resolve_runtime
+
+    cfg = TrainConfig(accelerator="cpu")
+    monkeypatch.setattr(training_config, "cpu_flags", lambda: AVX2)
+    assert resolve_runtime(cfg).to_dict()["channels_last"] is False
+    monkeypatch.setattr(training_config, "cpu_flags", lambda: XEON)
+    assert resolve_runtime(cfg).to_dict()["channels_last"] is True
+    cfg = TrainConfig(accelerator="cpu", channels_last=False)
+    assert resolve_runtime(cfg).channels_last is False

@@ -99,10 +99,16 @@ def render_bench(result: dict[str, Any], *, markdown: bool = False) -> str:
     m = result["machine"]
     c = m.get("ceilings", {})
     where = m.get("gpu") or f"{m['cores']} CPU core(s)"
+    bf16 = c.get("bf16_gflops")
+    bf16_text = (
+        f"bf16 {bf16:,.0f} GFLOP/s"
+        if bf16 is not None
+        else "bf16 not measured (this CPU has no native bf16: it is emulated, far slower)"
+    )
     notes.append(
         f"machine: {m['cpu']}, {where}, torch {m['torch']} ({m['torch_threads']} threads), "
         f"{m['date']}{', --quick (tiny sizes)' if m['quick'] else ''}; ceilings: fp32 matmul "
-        f"{c.get('fp32_gflops', 0):,.0f} GFLOP/s, bf16 {c.get('bf16_gflops', 0):,.0f} GFLOP/s, "
+        f"{c.get('fp32_gflops', 0):,.0f} GFLOP/s, {bf16_text}, "
         f"memory {c.get('memory_gbs', 0):.1f} GB/s; {m['seconds']} s in all"
     )
     return render_table(head, cells, markdown=markdown, notes=notes)

@@ -205,11 +205,19 @@ def predict_probabilities(
     from tqdm.auto import tqdm
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    # channels-last: the faster memory format for these convolutions, on a CPU as on a GPU
-    # (fdflare bench, predict_latency); the network is the caller's, so it is kept as is
+    # channels-last where it is the faster memory format for these convolutions: on a GPU and
+    # on a CPU with AVX-512 (fdflare bench, predict_latency; training.config says why); the
+    # network is the caller's, so its format is put back afterwards
+    from fdflare.training.config import cpu_prefers_channels_last
+
     net = net.to(dev).eval()
     original_format = _memory_format(net)
-    net = net.to(memory_format=torch.channels_last)
+    fmt = (
+        torch.channels_last
+        if dev.type == "cuda" or (dev.type == "cpu" and cpu_prefers_channels_last())
+        else torch.contiguous_format
+    )
+    net = net.to(memory_format=fmt)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -228,7 +236,7 @@ def predict_probabilities(
             x = x.to(dev, non_blocking=True)
             if x.dtype == torch.uint8:
                 x = x.float().div_(255.0)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
             out.append(flare_probability(net.logits(x)).double().cpu().numpy())
     if original_format is not None:
         net.to(memory_format=original_format)
