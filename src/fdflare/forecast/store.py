@@ -482,12 +482,19 @@ class ForecastStore:
         return None
 
     def _as_json(self, row: dict[str, Any], *, members: bool) -> dict[str, Any]:
+        from fdflare.core.recipe import Recipe
+
         recipe = json.loads(row["recipe"])
+        try:
+            event = Recipe.from_dict(recipe).event
+        except InputError:  # a recipe of a newer fdflare: its threshold and window still tell
+            event = f"flare >= {row['threshold']} in the next {row['window']}"
         out: dict[str, Any] = {
             "id": row["id"],
             "cycle": row["cycle"],
             "probability": round(float(row["probability"]), 6),
             "threshold": row["threshold"],
+            "event": event,
             "window_hours": pd.Timedelta(row["window"]).total_seconds() / 3600.0,
             "requested_time": row["requested_time"],
             "issue_time": row["issue_time"],

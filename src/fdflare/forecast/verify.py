@@ -312,7 +312,7 @@ def verify_forecasts(
     v.n_late = int((ready & np.asarray(df["_issued"] > df["_start"])).sum())
     if recipe.assumed:
         v.notes.append(
-            "the forecasts record no recipe: the study's event (flare >= M1.0 in 24 h) is assumed"
+            f"the forecasts record no recipe: the study's event ({recipe.event}) is assumed"
         )
     if v.n_other_event:
         v.notes.append(f"{v.n_other_event} forecast(s) of another event left out")
