@@ -143,3 +143,12 @@ def test_refusals_come_before_heavy_imports(argv, words, heavy, tmp_path):
     )
     assert res.stdout.split() == ["2", "False"], (res.stdout, res.stderr)
     assert words in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_help_names_every_model_train_takes(capsys):
+    from fdflare.models.registry import list_models
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in list_models())

@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import Any
 
-HELP = "train one model (alexnet, vgg16, resnet34) on one fold with the study's recipe"
+from fdflare.models.registry import list_models
+
+HELP = f"train one model ({', '.join(list_models())}) on one fold with the study's recipe"
 DESCRIPTION = """\
 Train a model on fold K of the labels (DIR/Fold{K}_train.csv and DIR/Fold{K}_val.csv, or
 DIR/labels.csv split by quarter) with the study's recipe: augmented training set (flare x4,

@@ -242,7 +242,7 @@ def load_ensemble(
                 path=file,
                 field="image_size",
             )
-    return load_members(
+    members = load_members(
         [e.checkpoint for e in entries],
         calibrations=[e.calibration for e in entries],
         model=model,
@@ -251,3 +251,6 @@ def load_ensemble(
         recipes=[e.recipe for e in entries],
         source=file,
     )
+    for member, entry in zip(members, entries, strict=True):
+        member.fold = entry.fold
+    return members
