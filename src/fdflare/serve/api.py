@@ -76,6 +76,7 @@ class ApiContext:
             good = self.state.get("last_good")
             failure = self.state.get("last_failure")
             flares = self.state.get("flare_list")
+            replay = self.state.get("replay")
             latest = self.store.latest()
         age = None
         status = "starting"
@@ -87,6 +88,8 @@ class ApiContext:
         if last_good:
             age = (now - pd.Timestamp(last_good.rstrip("Z"))).total_seconds()
             status = "ok" if age <= 2 * self.every.total_seconds() else "stale"
+            if replay and replay.get("done"):
+                status = "replay done"
         return {
             "status": status,
             "now": iso(now),

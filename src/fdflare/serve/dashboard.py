@@ -271,7 +271,7 @@ def render(
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
     )
     status = health.get("status", "")
-    klass = "ok" if status == "ok" else "bad"
+    klass = {"ok": "ok", "replay done": "meta"}.get(status, "bad")
     top = (
         f'<header><h1>{esc(title)}</h1><span class="meta">clock {now:%Y-%m-%d %H:%M:%S} UTC · '
         f'<span class="{klass}" id="health">{esc(status)}</span> · last good cycle '

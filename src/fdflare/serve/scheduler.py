@@ -114,6 +114,8 @@ class Scheduler:
     wake: threading.Event = field(default_factory=threading.Event)
     #: set once the loop has run every cycle up to ``last`` (replay done)
     done: threading.Event = field(default_factory=threading.Event)
+    #: set while the loop waits for the next cycle (nothing in flight)
+    idle: threading.Event = field(default_factory=threading.Event)
     #: the clock time of the last verification
     _verified_at: pd.Timestamp | None = None
     cycles_run: int = 0
@@ -127,6 +129,8 @@ class Scheduler:
             else:
                 self.first = pd.Timestamp(stored.rstrip("Z"))
         self.state.put("every_s", self.every.total_seconds())
+        if self.last is None:
+            self.state.put("replay", None)
 
     # -- which cycles ---------------------------------------------------------------------
 
@@ -246,7 +250,9 @@ class Scheduler:
     def finish(self) -> None:
         """The last cycle is done (a replay): verify what can be, and say so."""
         self.verify_now(force=True)
+        self.state.put("replay", {"done": True, "last": iso(self.last)})
         self.done.set()
+        self.idle.set()
         self.log("replay done: every cycle run")
 
     def sleep_until(self, t: pd.Timestamp) -> None:
@@ -255,6 +261,7 @@ class Scheduler:
             left = (t - self.clock()).total_seconds() / self.rate
             if left <= 0:
                 return
+            self.idle.set()
             self.wake.wait(min(left, MAX_WAIT_S))
             self.wake.clear()
 
