@@ -76,7 +76,9 @@ def catalog(world) -> pd.DataFrame:
 def synth_jp2(world):
     def read(t: pd.Timestamp) -> bytes:
         h = pd.Timestamp(t).floor("h")
-        return (world["sun"] / "jp2" / h.strftime("%Y/%m/%d/HMI.m%Y.%m.%d_%H.%M.%S.jp2")).read_bytes()
+        return (
+            world["sun"] / "jp2" / h.strftime("%Y/%m/%d/HMI.m%Y.%m.%d_%H.%M.%S.jp2")
+        ).read_bytes()
 
     return read
 
@@ -135,7 +137,9 @@ def service(world, tmp_path):
     started: list[Running] = []
 
     def start(clock, hv, swpc, *, store=None, **kw) -> Running:
-        r = Running(world, store or tmp_path / "forecasts.sqlite", clock, hv.base_url, swpc.url, **kw)
+        r = Running(
+            world, store or tmp_path / "forecasts.sqlite", clock, hv.base_url, swpc.url, **kw
+        )
         started.append(r)
         return r
 
@@ -162,7 +166,10 @@ def test_the_swpc_list_becomes_a_catalog_frame_with_duplicates_dropped_and_bad_r
         {**rec, "begin_time": None}, {**rec, "max_class": "big"},
     ])  # fmt: skip
     assert list(frame.columns) == list(COLUMNS)
-    assert list(frame["start_time"]) == [pd.Timestamp("2011-01-01T23:00"), pd.Timestamp("2011-01-02T03:04")]
+    assert list(frame["start_time"]) == [
+        pd.Timestamp("2011-01-01T23:00"),
+        pd.Timestamp("2011-01-02T03:04"),
+    ]
     assert list(frame["goes_class"]) == ["X2", "M1.2"]
     assert frame["flux"].tolist() == pytest.approx([2e-4, 1.2e-5])
     assert frame["fl_lon"].isna().all()
@@ -241,7 +248,9 @@ def _serve_on(hv: FakeHelioviewer, port: int) -> None:
         fake = hv
 
     hv._httpd = _Server(("127.0.0.1", port), Handler)
-    hv._thread = threading.Thread(target=hv._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    hv._thread = threading.Thread(
+        target=hv._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     hv._thread.start()
 
 
@@ -263,7 +272,9 @@ def test_flare_list_faults_leave_windows_pending_and_it_verifies_when_it_answers
             assert state["ok"] is False, fault
             assert {"500": "HTTP 500", "garbage": "not a flare list",
                     "truncated": "not a flare list"}[fault] in state["reason"]  # fmt: skip
-            assert s.get("/api/forecasts").json()["forecasts"][-1]["cycle"] == clock().floor("h").strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert s.get("/api/forecasts").json()["forecasts"][-1]["cycle"] == clock().floor(
+                "h"
+            ).strftime("%Y-%m-%dT%H:%M:%SZ")
         swpc.down()
         s.step(str(clock() + H))
         assert "cannot connect" in s.get("/api/health").json()["flare_list"]["reason"]
@@ -343,11 +354,16 @@ def test_the_api_serves_latest_ranges_one_forecast_and_the_scoreboard(filled):
     sb = s.get("/api/scoreboard/latest").json()["forecast_submission"]
     fd = sb["full_disk_forecasts"][0]
     assert sb["issue_time"] == latest["cycle"] and sb["model"]["short_name"] == "fdflare"
-    assert fd["prediction_window"] == {"start_time": latest["window_start"], "end_time": latest["window_end"]}
+    assert fd["prediction_window"] == {
+        "start_time": latest["window_start"],
+        "end_time": latest["window_end"],
+    }
     assert fd["probabilities"][0]["probability_value"] == latest["probability"]
     assert fd["probabilities"][0]["flare_class"] == ">=M1.0"
     schema = s.get("/openapi.json").json()
-    assert {"/api/latest", "/api/forecasts", "/api/verification", "/api/health"} <= set(schema["paths"])
+    assert {"/api/latest", "/api/forecasts", "/api/verification", "/api/health"} <= set(
+        schema["paths"]
+    )
     assert s.get("/docs").status_code == 404  # its page would load scripts from a CDN
 
 
@@ -387,7 +403,12 @@ def _browse(url: str, shot: Path | None = None) -> dict:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -403,7 +424,9 @@ def _browse(url: str, shot: Path | None = None) -> dict:
                 "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))",
             )
             found["event"] = page.inner_text("#current .event")
-            found["circles"] = page.eval_on_selector_all("#magnetogram circle", "cs => cs.map(c => c.getAttribute('class'))")
+            found["circles"] = page.eval_on_selector_all(
+                "#magnetogram circle", "cs => cs.map(c => c.getAttribute('class'))"
+            )
             found["flares"] = page.eval_on_selector_all("svg.history line.flare", "ls => ls.length")
             found["refresh"] = page.get_attribute('meta[http-equiv="refresh"]', "content")
             if shot is not None:
@@ -428,7 +451,9 @@ def test_the_dashboard_shows_the_stores_values_and_loads_nothing_else(filled, wo
     assert found["event"] == "P(flare >= M1.0 in the next 24 h)"
     assert found["circles"] == ["limb", "c70"]
     cat = catalog(world)
-    strong = cat[(class_flux(cat["goes_class"].tolist()) >= 1e-5) & (cat["start_time"] <= s.clock())]
+    strong = cat[
+        (class_flux(cat["goes_class"].tolist()) >= 1e-5) & (cat["start_time"] <= s.clock())
+    ]
     assert found["flares"] == len(strong) > 0
     v = s.get("/api/verification").json()
     shown = {r[0]: r for r in found["rows"]}
@@ -438,3 +463,179 @@ def test_the_dashboard_shows_the_stores_values_and_loads_nothing_else(filled, wo
         assert shown[kind][4] == f"{sc['brier']:.3f}"
         assert shown[kind][2] == ("n/a" if sc["tss"] is None else f"{sc['tss']:.3f}")
     assert int(found["refresh"]) > 0
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+class Process:
+    """``fdflare serve`` as a child process on a clock file."""
+
+    def __init__(self, world, tmp: Path, store: Path, hv_url: str, swpc_url: str, *extra: str):
+        self.clock_file = tmp / "clock.txt"
+        if not self.clock_file.exists():
+            self.clock_file.write_text("2011-01-02T10:20:00\n")
+        self.err = tmp / f"serve_{time.monotonic_ns()}.err"
+        argv = [sys.executable, "-m", "fdflare", "serve", "--ensemble", str(world["ensemble"]),
+                "--store", str(store), "--port", "0", "--clock", str(self.clock_file),
+                "--base-url", hv_url, "--flare-list-url", swpc_url, "--retries", "0",
+                "--read-timeout", "60", *extra]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=open(self.err, "w"), env=env
+        )
+        self.url = None
+        deadline = time.monotonic() + 120
+        while self.url is None and time.monotonic() < deadline and self.proc.poll() is None:
+            for line in self.err.read_text().splitlines():
+                if "listening on " in line:
+                    self.url = line.split("listening on ")[1].split()[0]
+            time.sleep(0.05)
+        assert self.url, self.err.read_text()
+
+    def set_clock(self, t: str) -> None:
+        self.clock_file.write_text(t + "\n")
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def wait_for(self, what, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = what()
+            if got:
+                return got
+            assert self.proc.poll() is None, self.err.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; stderr: {self.err.read_text()}")
+
+    def api(self, path: str):
+        try:
+            return httpx.get(self.url.rstrip("/") + path, timeout=10).json()
+        except httpx.HTTPError:
+            return None
+
+    def cycles(self) -> list[str]:
+        got = self.api("/api/forecasts")
+        return [] if got is None else cycles(got["forecasts"])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def file_clock(path: Path):
+    return lambda: (
+        pd.Timestamp(path.read_text().strip())
+        if path.exists()
+        else pd.Timestamp("2011-01-02T10:20")
+    )
+
+
+def test_sigterm_finishes_the_cycle_in_flight_and_closes_the_store(world, tmp_path):
+    store = tmp_path / "forecasts.sqlite"
+    with (
+        helioviewer(world, hold_bodies_after=1) as hv,
+        FakeSwpc(catalog(world), file_clock(tmp_path / "clock.txt")) as swpc,
+    ):
+        p = Process(world, tmp_path, store, hv.base_url, swpc.url)
+        p.wait_for(lambda: p.cycles() == ["2011-01-02T10:00:00Z"])
+        p.set_clock("2011-01-02T11:05:00")
+        p.wait_for(lambda: hv.count(JP2) == 2)  # the 11:00 image is on its way, held
+        p.proc.send_signal(signal.SIGTERM)
+        p.wait_for(lambda: _refused(p.url))  # the API stopped: the signal was handled
+        assert p.proc.poll() is None  # ... and the cycle is still in flight
+        hv.gate.set()
+        assert p.proc.wait(timeout=60) == 0
+    err = p.err.read_text()
+    assert "cycle 2011-01-02T11:00:00Z: P(flare >= M1.0 in the next 24 h)" in err
+    assert err.strip().endswith("stopped; the store is closed") and "Traceback" not in err
+    import sqlite3
+
+    db = sqlite3.connect(store)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert not Path(str(store) + "-wal").exists() or Path(str(store) + "-wal").stat().st_size == 0
+
+
+def _refused(url: str) -> bool:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_a_restart_in_mid_cycle_loses_nothing_and_issues_nothing_twice(world, tmp_path):
+    store = tmp_path / "forecasts.sqlite"
+    clock = file_clock(tmp_path / "clock.txt")
+    with helioviewer(world, hold_bodies_after=2) as hv, FakeSwpc(catalog(world), clock) as swpc:
+        p = Process(world, tmp_path, store, hv.base_url, swpc.url)
+        p.wait_for(lambda: p.cycles() == ["2011-01-02T10:00:00Z"])
+        # killed between issuing 11:00 and verifying it: the flare list request is held
+        swpc.inject("hold")
+        swpc.arrived.clear()
+        p.set_clock("2011-01-02T11:05:00")
+        p.wait_for(swpc.arrived.is_set)
+        p.proc.kill()
+        p.proc.wait(timeout=30)
+        swpc.release.set()
+        p = Process(world, tmp_path, store, hv.base_url, swpc.url)
+        p.wait_for(
+            lambda: (
+                (p.api("/api/health") or {}).get("flare_list", {}).get("at")
+                == "2011-01-02T11:05:00Z"
+            )
+        )
+        assert p.cycles() == ["2011-01-02T10:00:00Z", "2011-01-02T11:00:00Z"]
+        # killed while fetching the 12:00 magnetogram (before issuing): rerun after the restart
+        p.set_clock("2011-01-02T12:05:00")
+        p.wait_for(lambda: hv.count(JP2) == 3)
+        p.proc.kill()
+        p.proc.wait(timeout=30)
+        hv.gate.set()
+        p = Process(world, tmp_path, store, hv.base_url, swpc.url)
+        p.wait_for(lambda: len(p.cycles()) == 3)
+        assert p.cycles() == [f"2011-01-02T{h}:00:00Z" for h in (10, 11, 12)]
+        assert p.api("/api/failures")["count"] == 0
+        assert p.stop() == 0
+
+
+def test_bad_ensemble_unwritable_store_and_port_in_use_are_one_line_before_serving(
+    world, tmp_path, read_only_dir
+):
+    def run(*extra: str) -> tuple[int, str]:
+        argv = [sys.executable, "-m", "fdflare", "serve", "--flare-list-url", "http://127.0.0.1:9/x",
+                "--base-url", "http://127.0.0.1:9/v2/", *extra]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        return r.returncode, r.stderr
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": 1, "members": [{"checkpoint": "nothing.ckpt"}]}))
+    code, err = run("--ensemble", str(bad), "--store", str(tmp_path / "s.sqlite"), "--port", "0")
+    assert code == 2 and err.count("\n") == 1 and "nothing.ckpt" in err
+    assert not (tmp_path / "s.sqlite").exists()
+    code, err = run(
+        "--ensemble",
+        str(world["ensemble"]),
+        "--store",
+        str(read_only_dir / "s.sqlite"),
+        "--port",
+        "0",
+    )
+    assert code == 2 and err.count("\n") == 1 and "s.sqlite" in err and "Traceback" not in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code, err = run(
+            "--ensemble",
+            str(world["ensemble"]),
+            "--store",
+            str(tmp_path / "p.sqlite"),
+            "--port",
+            str(port),
+        )
+    assert code == 3 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "in use" in err
+    code, err = run("--ensemble", str(world["ensemble"]), "--port", "0")
+    assert code == 2 and "--store" in err

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import BusyError, InputError, RunError
+from fdflare.core.errors import BusyError, InputError, OutputError, RunError
 from fdflare.core.recipe import Recipe
 
 
@@ -53,7 +53,13 @@ def bind(host: str, port: int) -> socket.socket:
 def service_lock(store: Path) -> Iterator[None]:
     """Hold ``STORE.serve.lock``: one service per store (``forecast --store`` may run beside)."""
     lock = store.with_name(store.name + ".serve.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {lock} beside the store ({exc.strerror or exc}): the store's folder "
+            "must be writable"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

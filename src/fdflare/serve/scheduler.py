@@ -231,21 +231,21 @@ class Scheduler:
 
     def run(self) -> None:
         """Run due cycles, wait for the next, until :attr:`stop` (or after ``last``)."""
-        last_cycle = self.state.get("cycle")
-        if last_cycle is not None and self.state.get("verification") is None:
-            self.verify_now(force=True)
+        if self.state.get("cycle") is not None:  # a restart: the verification of the
+            self.verify_now(force=True)  # last cycle may not have run before it stopped
         while not self.stop.is_set():
             now = self.clock()
-            for cycle in self.due(now):
+            due = self.due(now)
+            for cycle in due:
                 if self.stop.is_set():
                     return
                 self.run_cycle(cycle)
-            if self.last is not None and align(self.clock(), self.every) >= align(
-                self.last, self.every
-            ):
+            if due:
+                continue  # the clock moved while they ran: look again before waiting
+            if self.last is not None and align(now, self.every) >= align(self.last, self.every):
                 self.finish()
                 return
-            self.sleep_until(align(self.clock(), self.every) + self.every)
+            self.sleep_until(align(now, self.every) + self.every)
 
     def finish(self) -> None:
         """The last cycle is done (a replay): verify what can be, and say so."""
