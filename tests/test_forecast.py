@@ -108,7 +108,7 @@ def test_a_forecast_is_the_model_on_the_closest_magnetogram(world, tmp_path, cap
     assert fc["window_start"] == fc["observation_time"]
     assert fc["window_end"] == "2011-01-02T10:00:42Z"
     assert fc["observation_age_s"] == -42
-    assert fc["source"]["image_id"] == image_id
+    assert fc["source"]["image_id"] == str(image_id)
     assert [m["checkpoint"] for m in fc["members"]] == [str(world["ckpt0"])]
     # the same magnetogram through prepare (a PNG on disk) and predict gives the same number
     expect = predicted(world, tmp_path, "2011/01/01/HMI.m2011.01.01_10.00.00.png", world["ckpt0"])
@@ -276,20 +276,24 @@ def test_a_real_helioviewer_hmi_file_and_one_without_geometry(world, sunpy_test_
     assert len(notes) == 1 and "no disk geometry" in notes[0]
 
 
-def test_history_appends_and_a_rerun_replaces_its_row(world, tmp_path, capsys):
+def test_history_appends_and_a_rerun_keeps_the_earlier_row(world, tmp_path, capsys):
     hist = tmp_path / "forecasts.csv"
     with server(world) as hv:
         for t in ("2011-01-01T10:00", "2011-01-01T11:00", "2011-01-01T10:00"):
             code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
                                                "--history", str(hist), time=t), capsys)  # fmt: skip
             assert code == 0, err
-    assert "replaced the row of this time" in out
+    assert "a re-issue: 1 earlier row(s) of this time kept" in out
     df = pd.read_csv(hist, keep_default_na=False)
-    assert list(df["requested_time"]) == ["2011-01-01T10:00:00Z", "2011-01-01T11:00:00Z"]
+    assert list(df["requested_time"]) == [
+        "2011-01-01T10:00:00Z",
+        "2011-01-01T11:00:00Z",
+        "2011-01-01T10:00:00Z",
+    ]
     assert list(df.columns[:3]) == ["timestamp", "flare_prob", "target"]
     assert df["timestamp"].iloc[0] == "2011/01/01/HMI.m2011.01.01_10.00.42.jp2"
     assert (df["target"] == "").all()
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*part*"))
 
 
 def test_scoreboard_file(world, tmp_path, capsys, monkeypatch):
