@@ -539,6 +539,7 @@ def test_sigterm_finishes_the_cycle_in_flight_and_closes_the_store(world, tmp_pa
     ):
         p = Process(world, tmp_path, store, hv.base_url, swpc.url)
         p.wait_for(lambda: p.cycles() == ["2011-01-02T10:00:00Z"])
+        p.wait_for(lambda: flare_list_at(p) == "2011-01-02T10:20:00Z")  # cycle 10:00 done
         p.set_clock("2011-01-02T11:05:00")
         p.wait_for(lambda: hv.count(JP2) == 2)  # the 11:00 image is on its way, held
         p.proc.send_signal(signal.SIGTERM)
@@ -565,12 +566,17 @@ def _refused(url: str) -> bool:
     return False
 
 
+def flare_list_at(p: Process) -> str | None:
+    return ((p.api("/api/health") or {}).get("flare_list") or {}).get("at")
+
+
 def test_a_restart_in_mid_cycle_loses_nothing_and_issues_nothing_twice(world, tmp_path):
     store = tmp_path / "forecasts.sqlite"
     clock = file_clock(tmp_path / "clock.txt")
     with helioviewer(world, hold_bodies_after=2) as hv, FakeSwpc(catalog(world), clock) as swpc:
         p = Process(world, tmp_path, store, hv.base_url, swpc.url)
         p.wait_for(lambda: p.cycles() == ["2011-01-02T10:00:00Z"])
+        p.wait_for(lambda: flare_list_at(p) == "2011-01-02T10:20:00Z")  # cycle 10:00 done
         # killed between issuing 11:00 and verifying it: the flare list request is held
         swpc.inject("hold")
         swpc.arrived.clear()
@@ -580,12 +586,7 @@ def test_a_restart_in_mid_cycle_loses_nothing_and_issues_nothing_twice(world, tm
         p.proc.wait(timeout=30)
         swpc.release.set()
         p = Process(world, tmp_path, store, hv.base_url, swpc.url)
-        p.wait_for(
-            lambda: (
-                (p.api("/api/health") or {}).get("flare_list", {}).get("at")
-                == "2011-01-02T11:05:00Z"
-            )
-        )
+        p.wait_for(lambda: flare_list_at(p) == "2011-01-02T11:05:00Z")
         assert p.cycles() == ["2011-01-02T10:00:00Z", "2011-01-02T11:00:00Z"]
         # killed while fetching the 12:00 magnetogram (before issuing): rerun after the restart
         p.set_clock("2011-01-02T12:05:00")
@@ -639,3 +640,31 @@ def test_bad_ensemble_unwritable_store_and_port_in_use_are_one_line_before_servi
     assert code == 3 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "in use" in err
     code, err = run("--ensemble", str(world["ensemble"]), "--port", "0")
     assert code == 2 and "--store" in err
+
+
+def test_forecast_store_runs_beside_serve_on_one_store(world, tmp_path):
+    store = tmp_path / "forecasts.sqlite"
+    with (
+        helioviewer(world) as hv,
+        FakeSwpc(catalog(world), file_clock(tmp_path / "clock.txt")) as swpc,
+    ):
+        p = Process(world, tmp_path, store, hv.base_url, swpc.url)
+        p.wait_for(lambda: flare_list_at(p) == "2011-01-02T10:20:00Z")
+        argv = [sys.executable, "-m", "fdflare", "forecast", "--ensemble", str(world["ensemble"]),
+                "--time", "2011-01-02T08:30", "--base-url", hv.base_url, "--store", str(store),
+                "--accelerator", "cpu", "--json"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        other = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        p.set_clock("2011-01-02T11:05:00")  # serve writes its cycle while forecast writes
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 0, err
+        p.wait_for(lambda: len(p.api("/api/forecasts")["forecasts"]) == 3)
+        rows = p.api("/api/forecasts")["forecasts"]
+        assert [r["cycle"] for r in rows] == [None, "2011-01-02T10:00:00Z", "2011-01-02T11:00:00Z"]
+        assert rows[0]["requested_time"] == "2011-01-02T08:30:00Z"
+        assert rows[0]["probability"] == pytest.approx(json.loads(out)["probability"], abs=1e-6)
+        p.set_clock("2011-01-02T12:05:00")  # the next verification sees all three
+        p.wait_for(lambda: (p.api("/api/verification") or {}).get("forecasts") == 4)
+        assert p.stop() == 0

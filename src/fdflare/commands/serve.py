@@ -264,8 +264,8 @@ def _serve(
 ) -> int:
     import pandas as pd
 
+    from fdflare.forecast.archive import LocalArchive
     from fdflare.serve.run import prepare
-    from fdflare.serve.store_api import LocalArchive
 
     svc = prepare(
         members=members,

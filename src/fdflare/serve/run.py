@@ -97,17 +97,10 @@ def make_forecaster(
     accelerator: str = "cpu",
 ) -> Callable[[pd.Timestamp], Any]:
     """The forecast of a cycle's time, from Helioviewer or a local archive."""
-    from fdflare.serve.store_api import run_forecast_archive
+    from fdflare.forecast.service import run_forecast
 
     def forecast(cycle: pd.Timestamp) -> Any:
-        if archive is not None:
-            return run_forecast_archive(
-                members, requested=cycle, archive=archive, tolerance=tolerance, recipe=recipe,
-                now=clock,
-            )  # fmt: skip
-        from fdflare.forecast.service import run_forecast
-
-        fc = run_forecast(
+        return run_forecast(
             members,
             requested=cycle,
             base_urls=base_urls,
@@ -116,9 +109,9 @@ def make_forecaster(
             accelerator=accelerator,
             policy=policy,
             now=clock,
+            archive=archive,
+            recipe=recipe,
         )
-        fc.recipe = recipe
-        return fc
 
     return forecast
 
@@ -255,11 +248,11 @@ def prepare(
         InputError: the store cannot be opened for writing or is not a store.
         RunError: the port cannot be bound.
     """
+    from fdflare.forecast.store import ForecastStore
     from fdflare.serve.api import ApiContext, create_app
     from fdflare.serve.replay import ReplayClock
     from fdflare.serve.scheduler import Scheduler, align
     from fdflare.serve.state import ServiceState
-    from fdflare.serve.store_api import ForecastStore
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     path = Path(store_path)

@@ -150,7 +150,7 @@ class Scheduler:
 
     def run_cycle(self, cycle: pd.Timestamp) -> CycleRecord:
         """Issue (or record the failure of) one cycle's forecast, then verify."""
-        from fdflare.serve.store_api import AlreadyIssued
+        from fdflare.forecast.store import AlreadyIssued
 
         cycle = pd.Timestamp(cycle)
         if self.store.cycle_status(cycle) is not None:
@@ -271,7 +271,7 @@ def verification(
 ) -> dict[str, Any]:
     """Verify the store's forecasts against the kept flares (see :mod:`fdflare.serve.state`)."""
     from fdflare.serve.state import covered_mask
-    from fdflare.serve.store_api import verify_forecasts
+    from fdflare.serve.verification import verify_table
 
     table = store.frame()
     spans = state.coverage()
@@ -294,7 +294,7 @@ def verification(
     uncovered = ~ok & ~pending
     table = table[ok | pending].reset_index(drop=True)
     catalog = state.flares()
-    v = verify_forecasts(table, catalog, until=until, recipe=recipe, climatology=climatology)
+    v = verify_table(table, catalog, until=until, recipe=recipe, climatology=climatology)
     out.update(v.to_dict())
     out.update(
         at=iso(now),
