@@ -471,15 +471,27 @@ def test_the_dashboard_shows_the_stores_values_and_loads_nothing_else(filled, wo
 class Process:
     """``fdflare serve`` as a child process on a clock file."""
 
+    @classmethod
+    def plain(cls, tmp: Path, *args: str) -> Process:
+        """``fdflare serve ARGS`` (no clock file, no stand-ins)."""
+        p = cls.__new__(cls)
+        p.err = tmp / f"serve_{time.monotonic_ns()}.err"
+        p.spawn(list(args))
+        return p
+
     def __init__(self, world, tmp: Path, store: Path, hv_url: str, swpc_url: str, *extra: str):
         self.clock_file = tmp / "clock.txt"
         if not self.clock_file.exists():
             self.clock_file.write_text("2011-01-02T10:20:00\n")
         self.err = tmp / f"serve_{time.monotonic_ns()}.err"
-        argv = [sys.executable, "-m", "fdflare", "serve", "--ensemble", str(world["ensemble"]),
+        argv = ["--ensemble", str(world["ensemble"]),
                 "--store", str(store), "--port", "0", "--clock", str(self.clock_file),
                 "--base-url", hv_url, "--flare-list-url", swpc_url, "--retries", "0",
                 "--read-timeout", "60", *extra]  # fmt: skip
+        self.spawn(argv)
+
+    def spawn(self, args: list[str]) -> None:
+        argv = [sys.executable, "-m", "fdflare", "serve", *args]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=open(self.err, "w"), env=env
@@ -668,3 +680,35 @@ def test_forecast_store_runs_beside_serve_on_one_store(world, tmp_path):
         p.set_clock("2011-01-02T12:05:00")  # the next verification sees all three
         p.wait_for(lambda: (p.api("/api/verification") or {}).get("forecasts") == 4)
         assert p.stop() == 0
+
+
+@pytest.mark.slow
+def test_the_newcomer_path_demo_then_serve_its_year(tmp_path):
+    """README: `fdflare demo`, then `fdflare serve --demo` replays the demo's data (tiny here)."""
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.acquire.goes import class_flux
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--folds", "2", "--days", "100", "--cadence", "12h",
+                 "--image-size", "32", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+    members = json.loads((out / "ensemble.json").read_text())["members"]
+    assert [m["fold"] for m in members] == [2] and (out / members[0]["checkpoint"]).is_file()
+    assert len(list((out / "synth" / "jp2").rglob("*.jp2"))) == 200
+    p = Process.plain(tmp_path, "--demo", str(out), "--port", "0")
+    p.wait_for(lambda: (p.api("/api/health") or {}).get("status") == "replay done", timeout=300)
+    v = p.api("/api/verification")
+    rows = p.api("/api/forecasts")["forecasts"]
+    assert len(rows) == v["forecasts"] == 200 and rows[0]["cycle"] == "2011-01-01T00:00:00Z"
+    assert v["pending"] == 0 and v["verified"] + v["uncovered"] == 200 and v["verified"] >= 195
+    cat = read_catalog(out / "synth" / "catalog.csv")
+    _check_verification(v, rows, cat, pd.Timestamp(v["at"].rstrip("Z")))
+    strong = cat[class_flux(cat["goes_class"].tolist()) >= 1e-5]
+    assert 0 < v["events"] <= len(rows) and len(strong) > 0
+    found = _browse(p.url)
+    assert found["console"] == [] and found["requests"] == [p.url]
+    assert p.stop() == 0
+    # run again: it resumes where it stopped (the replay is done: nothing is issued twice)
+    p = Process.plain(tmp_path, "--demo", str(out), "--port", "0")
+    p.wait_for(lambda: (p.api("/api/health") or {}).get("status") == "replay done", timeout=300)
+    assert len(p.api("/api/forecasts")["forecasts"]) == 200
+    assert p.stop() == 0
