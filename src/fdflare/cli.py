@@ -33,6 +33,7 @@ COMMANDS = (
     "cv",
     "predict",
     "forecast",
+    "serve",
     "verify",
     "baseline",
     "evaluate",
