@@ -191,16 +191,6 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def members_recipe(members: list[Any]) -> Any:
-    """The one event the members forecast (the study's, assumed, when they carry none)."""
-    from fdflare.core.recipe import assumed_study, common_recipe
-
-    recipes = [(m.checkpoint, getattr(m.loaded, "recipe", None)) for m in members]
-    if all(r is None for _c, r in recipes):
-        return assumed_study()
-    return common_recipe((c, r or assumed_study()) for c, r in recipes)
-
-
 def run(args: argparse.Namespace) -> int:
     """Check, load the members, open the store, bind the port, then serve."""
     from pathlib import Path
@@ -222,21 +212,14 @@ def run(args: argparse.Namespace) -> int:
 
         cal = read_calibration_map(args.calibration)
     if args.ensemble:
-        from fdflare.forecast.ensemble import read_ensemble
+        from fdflare.forecast.ensemble import load_ensemble
 
-        entries = read_ensemble(args.ensemble)
-        members = service.load_members(
-            [e["checkpoint"] for e in entries],
-            calibrations=[e["calibration"] for e in entries],
-            model=args.model,
-            models=[e["model"] for e in entries],
-            image_size=args.image_size,
-        )
+        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
     else:
         members = service.load_members(
             args.checkpoint, model=args.model, image_size=args.image_size
         )
-    recipe = members_recipe(members)
+    recipe = service.members_recipe(members)
     policy = HttpPolicy(
         retries=args.retries, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, concurrency=1,
