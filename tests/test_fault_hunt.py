@@ -78,3 +78,87 @@ def test_label_follows_a_linked_month_and_reports_a_loop(jp2_sun, tmp_path, caps
     assert len(labels) == 31 + 28
     assert "skipped 1 folder(s) or link(s)" in err and "2011/01/01/back/" in err
     assert "loop" in err
+
+
+# --------------------------------------------------------------------------- JP2 headers
+
+# (keyword, value; None removes it): every header keyword is untrusted
+BAD_HEADERS = {
+    "NAXIS1 zero": ({"NAXIS1": "0"}, "NAXIS1"),
+    "NAXIS2 negative": ({"NAXIS2": "-64"}, "NAXIS2"),
+    "NAXIS1 nan": ({"NAXIS1": "nan"}, "NAXIS1"),
+    "NAXIS1 not a number": ({"NAXIS1": "sixty-four"}, "NAXIS1"),
+    "NAXIS1 fractional": ({"NAXIS1": "64.5"}, "NAXIS1"),
+    "CDELT1 zero": ({"CDELT1": "0"}, "CDELT1"),
+    "CDELT2 nan": ({"CDELT2": "NaN"}, "CDELT2"),
+    "CDELT1 infinite": ({"CDELT1": "inf"}, "CDELT1"),
+    "CDELT2 not a number": ({"CDELT2": "x"}, "CDELT2"),
+    "RSUN_OBS zero": ({"RSUN_OBS": "0"}, "RSUN_OBS"),
+    "RSUN_OBS negative": ({"RSUN_OBS": "-975"}, "RSUN_OBS"),
+    "RSUN_OBS nan": ({"RSUN_OBS": "nan"}, "RSUN_OBS"),
+    "RSUN_OBS not a number": ({"RSUN_OBS": "big"}, "RSUN_OBS"),
+    "DSUN_OBS zero": ({"RSUN_OBS": None, "DSUN_OBS": "0"}, "DSUN_OBS"),
+    "DSUN_OBS negative": ({"RSUN_OBS": None, "DSUN_OBS": "-1.5e11"}, "DSUN_OBS"),
+    "CRPIX1 nan": ({"CRPIX1": "nan"}, "CRPIX1"),
+    "CRPIX2 not a number": ({"CRPIX2": "middle"}, "CRPIX2"),
+    "CRPIX1 far outside the image": ({"CRPIX1": "-1e6"}, "CRPIX1"),
+    "CRPIX2 huge": ({"CRPIX2": "1e308"}, "CRPIX2"),
+    "CROTA2 nan": ({"CROTA2": "nan"}, "CROTA2"),
+    "CRVAL2 at the pole": ({"CRVAL2": "324000"}, "CRVAL2"),
+    "T_OBS bad month": ({"DATE-OBS": None, "DATE_OBS": None, "T_OBS": "2011.13.45_00:00:41.141_TAI"}, "T_OBS"),
+    "T_OBS garbage": ({"DATE-OBS": None, "DATE_OBS": None, "T_OBS": "soon\nor later " * 20}, "T_OBS"),
+}  # fmt: skip
+
+
+def _rewrite_header(src: Path, dst: Path, edits: dict[str, str | None]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from fdflare.prepare.jp2 import read_jp2_header, write_helioviewer_jp2
+
+    header: dict[str, str | int | float] = dict(read_jp2_header(src))
+    for key, value in edits.items():
+        if value is None:
+            header.pop(key, None)
+        else:
+            header[key] = value
+    with Image.open(src) as im:
+        data = np.asarray(im)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_helioviewer_jp2(dst, data, header, num_resolutions=3)
+
+
+def test_prepare_lists_every_bad_header_and_goes_on(jp2_sun, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(jp2_sun / "2011" / "01" / "01", src / "good")
+    good = next((src / "good").glob("*.jp2"))
+    names = {}
+    for i, (case, (edits, _)) in enumerate(BAD_HEADERS.items()):
+        names[case] = f"bad/HMI.m2011.01.02_{i:02d}.00.00.jp2"
+        _rewrite_header(good, src / names[case], edits)
+    out = tmp_path / "out"
+    code, err = cli(["prepare", "--source", str(src), "--out", str(out), "--image-size", "32",
+                     "--workers", "1", "--quiet"], capsys)  # fmt: skip
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert len(pd.read_csv(out / "geometry.csv")) == 1  # the good file
+    bad = pd.read_csv(out / "bad_files.csv", keep_default_na=False)
+    reasons = dict(zip(bad["path"], bad["reason"], strict=True))
+    for case, (_, field) in BAD_HEADERS.items():
+        reason = reasons.get(names[case])
+        assert reason is not None, f"{case}: not in bad_files.csv"
+        assert "\n" not in reason and len(reason) <= 200, f"{case}: {reason!r}"
+        assert field in reason, f"{case}: {reason!r}"
+    assert len(bad) == len(BAD_HEADERS)
+
+
+def test_forecast_style_decode_refuses_a_zero_naxis(jp2_sun, tmp_path):
+    """The in-memory decode (what forecast does with a server's file) raises InputError."""
+    from fdflare.core.errors import InputError
+    from fdflare.prepare.decode import decode_with_geometry
+
+    good = next((jp2_sun / "2011" / "01" / "01").glob("*.jp2"))
+    bad = tmp_path / "HMI.m2011.01.01_00.00.00.jp2"
+    _rewrite_header(good, bad, {"NAXIS1": "0"})
+    with pytest.raises(InputError, match="NAXIS1"):
+        decode_with_geometry(bad, 32)

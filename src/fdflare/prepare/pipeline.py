@@ -188,11 +188,15 @@ def _prepare_one(task: _Task) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException, src: str) -> str:
+    """One short line for ``bad_files.csv``: newlines folded, at most 200 characters."""
     if isinstance(exc, InputError):
         where = f"field '{exc.field}': " if exc.field else ""
-        return where + exc.message
-    text = str(exc).replace(src, "<file>").strip() or "no message"
-    return f"{type(exc).__name__}: {text}"
+        text = where + exc.message
+    else:
+        text = str(exc).replace(src, "<file>").strip() or "no message"
+        text = f"{type(exc).__name__}: {text}"
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --------------------------------------------------------------------------- the batch
