@@ -31,6 +31,7 @@ import pandas as pd
 from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
 from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
+from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
 
@@ -595,7 +596,12 @@ def read_label_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such label table (run `fdflare label` to make one)", path=path)
-    df = pd.read_csv(path, dtype={"label": "string", "goes_class": "string"}, keep_default_na=True)
+    df = read_csv_table(
+        path,
+        what="label table",
+        dtype={"label": "string", "goes_class": "string"},
+        keep_default_na=True,
+    )
     missing = [c for c in ("label", "target") if c not in df.columns]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", path=path, field=missing[0])

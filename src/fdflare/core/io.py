@@ -69,8 +69,46 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         fh.write(data)
 
 
+def check_field_counts(path: str | os.PathLike[str]) -> None:
+    """Refuse a CSV file in which a row has more or fewer fields than its header.
+
+    pandas takes a table whose rows all have one field more than the header (a trailing
+    comma on every row: ``sed -i '2,$ s/$/,/' f.csv``) to have an index column, and shifts
+    every column by one without a word; a single longer row is an error deep inside pandas.
+    Blank lines are skipped, as pandas does.
+
+    Raises:
+        InputError: naming the file and the line of the first such row.
+    """
+    import csv
+
+    from fdflare.core.errors import InputError
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return
+            n = len(header)
+            for row in reader:
+                if row and len(row) != n:
+                    hint = " (a trailing comma?)" if len(row) == n + 1 else ""
+                    names = header if n <= 6 else [*header[:5], "..."]
+                    raise InputError(
+                        f"{len(row)} fields, but the header has {n} ({', '.join(names)}){hint}",
+                        path=path,
+                        line=reader.line_num,
+                    )
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"not a readable CSV table ({exc})", path=path) from None
+
+
 def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs: Any) -> Any:
     """Read a CSV table with pandas, turning a missing or unreadable file into an ``InputError``.
+
+    Every row must have as many fields as the header (:func:`check_field_counts`); no column
+    is ever taken as the index.
 
     Args:
         path: the CSV file.
@@ -86,10 +124,15 @@ def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs
         raise InputError(f"is a folder; expected a {what} (a CSV file)", path=path)
     if not path.is_file():
         raise InputError(f"no such {what}", path=path)
+    check_field_counts(path)
+    kwargs.setdefault("index_col", False)
     try:
         return pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+        text = " ".join(str(exc).split())
+        raise InputError(f"not a readable CSV table ({text})", path=path) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read this {what} ({exc.strerror or exc})", path=path) from None
 
 
 def read_json(path: str | os.PathLike[str], *, what: str = "JSON file") -> Any:

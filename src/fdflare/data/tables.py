@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError, MissingDataError
+from fdflare.core.io import read_csv_table, refuse_first, shown_cell
 
 
 def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -> pd.DataFrame:
@@ -35,12 +36,7 @@ def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -
             without rows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such label table", path=path)
-    try:
-        df = pd.read_csv(path, dtype={"label": "string"}, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    df = read_csv_table(path, what="label table", dtype={"label": "string"}, keep_default_na=True)
     if "label" not in df.columns:
         raise InputError(
             f"missing column 'label' (found {', '.join(map(str, df.columns))})",
@@ -78,6 +74,12 @@ def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -
             line=i + 2,
             field="label",
         )
+    refuse_first(
+        label.duplicated().to_numpy(dtype=bool),
+        lambda i: f"a second row for {label.iloc[i]} (each image is one instance)",
+        path=path,
+        field="label",
+    )
     target = pd.to_numeric(df[field], errors="coerce")
     bad = ~target.isin([0, 1]).to_numpy()
     if bad.any():
@@ -143,7 +145,13 @@ def fold_tables(labels: str | os.PathLike[str], fold: int) -> FoldTables:
         )
     table = read_label_csv(table_path)
     if "fold" in table.columns:
-        fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy()
+        fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy(dtype=float)
+        refuse_first(
+            ~(np.isfinite(fold_of) & (fold_of >= 1) & (fold_of == np.round(fold_of))),
+            lambda i: f"fold {shown_cell(table['fold'].iloc[i])} is not a fold number (1, 2, ...)",
+            path=table_path,
+            field="fold",
+        )
     else:
         from fdflare.core.paths import parse_image_times
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.core.io import atomic_path
+from fdflare.core.io import atomic_path, read_csv_table
 from fdflare.core.paths import walk_tree
 from fdflare.prepare.decode import (
     choose_reduce,
@@ -242,8 +242,9 @@ def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
         raise MissingDataError(
             f"{path} not found: run `fdflare prepare --source SRC --out {Path(out)}` first"
         )
-    table = pd.read_csv(
+    table = read_csv_table(
         path,
+        what="geometry table",
         dtype={"path": "string", "source": "string", "date_obs": "string"},
         keep_default_na=False,
     )
