@@ -608,11 +608,17 @@ _TRAIN = ["train", "--model", "smallcnn", "--fold", "1", "--images", "{set}/imag
           "{out}", "--epochs", "1", "--image-size", "32", "--no-pretrained", "--workers", "0",
           "--quiet"]  # fmt: skip
 
+_CV = ["cv", "--models", "smallcnn", "--folds", "1", "--labels", "{case}/labels", "--images",
+       "{set}/images", "--out", "{out}", "--epochs", "1", "--image-size", "32",
+       "--no-pretrained", "--workers", "0", "--quiet"]  # fmt: skip
+
 # kind: (the file, relative to the set and to the case folder; the command that reads it)
 EDITABLE: dict[str, tuple[str, list[str]]] = {
     "fold_train": ("labels/Fold1_train.csv", [*_TRAIN, "--labels", "{case}/labels"]),
     "fold_val": ("labels/Fold1_val.csv", [*_TRAIN, "--labels", "{case}/labels"]),
     "labels": ("labels/labels.csv", [*_TRAIN, "--labels", "{case}/labels/labels.csv"]),
+    "cv_fold_val": ("labels/Fold1_val.csv", _CV),
+    "cv_labels": ("labels/labels.csv", _CV),
     "geometry": (
         "geometry.csv",
         ["explain", "--checkpoint", "{set}/run/last.ckpt", "--images", "{set}/images",
@@ -666,6 +672,10 @@ EDITS: list[tuple[str, str, tuple[Any, ...], str]] = [
     ("labels", "extra column", ("extra",), r"labels\.csv, line 2.*trailing comma"),
     ("labels", "duplicated row", ("dup", 10), r"labels\.csv, line 13.*second row"),
     ("labels", "target column missing", ("drop", "target"), r"target"),
+    ("cv_fold_val", "a target flipped", ("flip", 5, "goes_class"), r"Fold1_val\.csv, line 7, field 'goes_class'.*1 of \d+ rows disagree.*tolerance 0"),
+    ("cv_fold_val", "a row not in labels.csv", ("cell", 2, "label", "2011/01/03/HMI.m2011.01.03_00.30.00.png"), r"Fold1_val\.csv, line 4.*not in labels\.csv"),
+    ("cv_labels", "a target flipped", ("flip", 7, "target"), r"Fold1_val\.csv, line 9.*labels\.csv.*tolerance 0"),
+    ("cv_labels", "a validation row in another fold", ("cell", 3, "fold", "2"), r"Fold1_val\.csv, line 5.*not of fold 1"),
     ("geometry", "centre not a number", ("cell", 0, "center_x", "left"), r"line 2.*'center_x'"),
     ("geometry", "radius zero", ("cell", 1, "radius_px", "0"), r"line 3.*'radius_px'"),
     ("geometry", "radius negative", ("cell", 1, "radius_px", "-15"), r"line 3.*'radius_px'"),
@@ -724,6 +734,9 @@ def _edit_csv(path: Path, edit: tuple[Any, ...]) -> None:
     op = edit[0]
     if op == "cell":
         body[edit[1]][head.index(edit[2])] = edit[3]
+    elif op == "flip":
+        row, col = body[edit[1]], head.index(edit[2])
+        row[col] = str(1 - int(row[col]))
     elif op == "drop":
         i = head.index(edit[1])
         head, body = head[:i] + head[i + 1 :], [r[:i] + r[i + 1 :] for r in body]

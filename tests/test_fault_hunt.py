@@ -162,3 +162,23 @@ def test_forecast_style_decode_refuses_a_zero_naxis(jp2_sun, tmp_path):
     _rewrite_header(good, bad, {"NAXIS1": "0"})
     with pytest.raises(InputError, match="NAXIS1"):
         decode_with_geometry(bad, 32)
+
+
+# --------------------------------------------------------------------------- cv and labels.csv
+
+
+def test_cv_refuses_fold_files_that_contradict_labels_csv(synthetic_set, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    shutil.copytree(synthetic_set["labels"], labels)
+    val = pd.read_csv(labels / "Fold1_val.csv")
+    val["goes_class"] = 1 - val["goes_class"]  # every target flipped
+    val.to_csv(labels / "Fold1_val.csv", index=False)
+    out = tmp_path / "cv"
+    code, err = cli(["cv", "--models", "smallcnn", "--folds", "1", "--labels", str(labels),
+                     "--images", str(synthetic_set["images"]), "--out", str(out), "--epochs", "1",
+                     "--image-size", "32", "--no-pretrained", "--workers", "0", "--quiet"], capsys)  # fmt: skip
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "Fold1_val.csv, line 2, field 'goes_class'" in err
+    assert f"{len(val)} of {len(val)} rows disagree" in err and "tolerance 0" in err
+    assert not out.exists()
