@@ -6,7 +6,10 @@ Every case runs the real CLI. The synthetic data are made once per module.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -182,3 +185,75 @@ def test_cv_refuses_fold_files_that_contradict_labels_csv(synthetic_set, tmp_pat
     assert "Fold1_val.csv, line 2, field 'goes_class'" in err
     assert f"{len(val)} of {len(val)} rows disagree" in err and "tolerance 0" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- full disk, kills
+
+# A full disk, portably: a file size limit (RLIMIT_FSIZE) in a child process makes every
+# write past it fail with EFBIG ("File too large"), as ENOSPC does on a full disk.
+_LIMITED_RUN = r"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG) instead of the process
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from fdflare.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _limited(limit: int, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.run(
+        [sys.executable, "-c", _LIMITED_RUN, str(limit), *argv],
+        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def test_train_on_a_full_disk_names_the_checkpoint(synthetic_set, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "smallcnn", "--fold", "1", "--labels", str(synthetic_set["labels"]),
+            "--images", str(synthetic_set["images"]), "--out", str(out), "--epochs", "1",
+            "--image-size", "32", "--no-pretrained", "--workers", "0", "--batch-size", "32",
+            "--quiet"]  # fmt: skip
+    res = _limited(20_000, argv, tmp_path)  # config.json fits, the checkpoint does not
+    assert res.returncode == 3, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0] == f"fdflare train: error: File too large: {out / 'last.ckpt'}"
+    assert sorted(p.name for p in out.iterdir()) == [".fdflare.lock", "config.json"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_rerun_removes_stale_temporaries_of_dead_runs_only(synthetic_set, tmp_path, capsys):
+    import re
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())  # as temporary names hold it
+    out = tmp_path / "labels"
+    argv = ["label", "--catalog", str(synthetic_set["catalog"]), "--images",
+            str(synthetic_set["images"]), "--out", str(out)]  # fmt: skip
+    # a full disk while writing: the error names the label file, no temporary is left
+    res = _limited(4_000, argv, tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "File too large: " + str(out / "Fold1_train.csv") in res.stderr
+    assert ".part" not in res.stderr
+    assert not out.exists()  # nothing written: not even a temporary file
+
+    # temporaries of killed writes: this host's dead process (removed), a live process and
+    # another host (kept: their writes may be in flight)
+    dead = out / f".labels.csv.{host}.{_dead_pid()}.k1ll3d00.part"
+    live = out / f".labels.csv.{host}.{os.getppid()}.inflight.part"
+    other = out / f".labels.csv.other-host.{_dead_pid()}.elsewhre.part"
+    out.mkdir()
+    for p in (dead, live, other):
+        p.write_text("half a table")
+    code, err = cli(argv, capsys)
+    assert code == 0, err
+    assert not dead.exists() and live.exists() and other.exists()
+    assert (out / "labels.csv").is_file()

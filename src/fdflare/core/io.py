@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -25,25 +28,98 @@ def _umask() -> int:
     return _UMASK
 
 
+#: This machine, in temporary names: a pid means something only on the host that made it.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+#: ``.<name>.<host>.<pid>.<random>.part``: the temporary file of an unfinished atomic write.
+TEMPORARY_NAME = re.compile(
+    r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.part$"
+)
+
+# folders whose stale temporaries this process has removed already (once each)
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process: leave its file alone
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files of atomic writes in ``folder`` whose writer has died.
+
+    Only files named as :func:`atomic_path` names them, made on this host, by a process that
+    no longer exists, are removed (a run killed mid-write leaves one); an in-flight write of a
+    live process, or one made on another host sharing the folder, is never touched.
+
+    Returns:
+        The files removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = TEMPORARY_NAME.match(entry.name)
+        if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = os.path.abspath(folder)
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    remove_stale_temporaries(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     A crash or exception inside the block leaves no file at ``path`` (and removes the
-    temporary one), so readers never see a partial file.
+    temporary one), so readers never see a partial file. The temporary file is named
+    ``.<name>.<host>.<pid>.<random>.part``; the first write into a folder removes the
+    temporaries that dead processes of this host left there (a killed run). A failed write
+    (a full disk) is reported as an ``OSError`` naming ``path``, not the temporary file.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    _sweep_once(final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{final.name}.{_HOST}.{os.getpid()}.", suffix=".part", dir=final.parent
+        )
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give files the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if (
+            isinstance(exc, OSError)
+            and exc.errno is not None
+            and exc.filename in (None, tmp, str(tmp_path))
+        ):
+            # the write itself failed (ENOSPC, EFBIG, EIO): name the file the user asked for
+            raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from exc
         raise
 
 
