@@ -31,7 +31,8 @@ import pandas as pd
 from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
 from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
-from fdflare.core.paths import parse_image_times, scan_images
+from fdflare.core.io import read_csv_table
+from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
 
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
@@ -201,15 +202,22 @@ def _check_frame_locations(catalog: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- images
 
 
-def read_image_list(images: str | os.PathLike[str]) -> list[str]:
+def read_image_list(
+    images: str | os.PathLike[str], skipped: list[tuple[str, str]] | None = None
+) -> list[str]:
     """Return relative image paths from a directory tree or a text file of paths.
 
     A text file holds one path per line (blank lines and ``#`` comments are ignored);
-    absolute or prefixed paths are reduced to their ``YYYY/MM/DD/name`` tail.
+    absolute or prefixed paths are reduced to their ``YYYY/MM/DD/name`` tail. A tree is
+    walked through links to folders; what could not be walked (a link that loops, an
+    unreadable folder) is appended to ``skipped`` as ``(path, reason)``.
     """
     p = Path(images)
     if p.is_dir():
-        return scan_images(p)
+        names, missed = scan_image_tree(p)
+        if skipped is not None:
+            skipped.extend(missed)
+        return names
     if not p.is_file():
         raise InputError("no such image directory or list file", path=p)
     data = p.read_bytes()
@@ -597,7 +605,12 @@ def read_label_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such label table (run `fdflare label` to make one)", path=path)
-    df = pd.read_csv(path, dtype={"label": "string", "goes_class": "string"}, keep_default_na=True)
+    df = read_csv_table(
+        path,
+        what="label table",
+        dtype={"label": "string", "goes_class": "string"},
+        keep_default_na=True,
+    )
     missing = [c for c in ("label", "target") if c not in df.columns]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", path=path, field=missing[0])

@@ -171,8 +171,9 @@ def run(args: argparse.Namespace) -> int:
     if result.unreadable:
         shown = ", ".join(result.unreadable[:5]) + (" ..." if len(result.unreadable) > 5 else "")
         print(
-            f"fdflare prepare: {len(result.unreadable)} folder(s) under {src} could not be read, "
-            f"so any JP2 in them is missing: {shown}",
+            f"fdflare prepare: {len(result.unreadable)} folder(s) or link(s) under {src} could "
+            f"not be read (see {result.out / BAD_FILES_FILE}), so any JP2 in them is missing: "
+            f"{shown}",
             file=sys.stderr,
         )
         status = 1

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.core.io import atomic_path
+from fdflare.core.io import atomic_path, read_csv_table
+from fdflare.core.paths import walk_tree
 from fdflare.prepare.decode import (
     choose_reduce,
     decode_jp2,
@@ -99,8 +100,9 @@ class PrepareResult:
         geometry: the ``geometry.csv`` table.
         store: path of the array store, when one was written or is up to date.
         store_excluded: geometry rows left out of the array store (image of another size).
-        unreadable: folders under the source that could not be listed (``rel/``); they are
-            also rows of ``bad_files.csv`` and counted in ``failed``.
+        unreadable: folders and links under the source that could not be walked (unreadable,
+            a link that loops back to a folder containing it, a link that points nowhere);
+            they are also rows of ``bad_files.csv`` and counted in ``failed``.
         upsampled: images made from a JP2 smaller than ``size`` (upsampled, no detail added).
         smallest_source: ``"W x H"`` of the smallest such JP2.
     """
@@ -186,11 +188,15 @@ def _prepare_one(task: _Task) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException, src: str) -> str:
+    """One short line for ``bad_files.csv``: newlines folded, at most 200 characters."""
     if isinstance(exc, InputError):
         where = f"field '{exc.field}': " if exc.field else ""
-        return where + exc.message
-    text = str(exc).replace(src, "<file>").strip() or "no message"
-    return f"{type(exc).__name__}: {text}"
+        text = where + exc.message
+    else:
+        text = str(exc).replace(src, "<file>").strip() or "no message"
+        text = f"{type(exc).__name__}: {text}"
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --------------------------------------------------------------------------- the batch
@@ -208,38 +214,19 @@ def _relative_prefix(out: Path, src: Path) -> str | None:
 def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     """Return the ``.jp2`` files under ``src``, the other files, and the unreadable folders.
 
-    Paths are relative POSIX paths. Hidden files and folders are skipped, and so is ``out``
-    when it lies inside ``src`` (but not when it *is* ``src``). A folder that cannot be
-    listed (permissions) is returned with the reason, never skipped in silence.
+    Paths are relative POSIX paths. Links to folders are followed (a month kept on another
+    disk); hidden files and folders are skipped (temporary files of an unfinished download or
+    write), and so is ``out`` when it lies inside ``src`` (but not when it *is* ``src``). A
+    folder that cannot be listed (permissions), a link back to a folder that contains it (a
+    loop) and a link that points nowhere are returned with the reason, never skipped in
+    silence.
     """
-    found: list[str] = []
-    others: list[str] = []
-    unreadable: list[tuple[str, str]] = []
     out_resolved = out.resolve()
-
-    def note(exc: OSError) -> None:
-        where = Path(exc.filename) if exc.filename else src
-        try:
-            rel = where.relative_to(src).as_posix()
-        except ValueError:
-            rel = str(where)
-        unreadable.append((rel + "/", f"cannot read this folder: {exc.strerror or exc}"))
-
-    for dirpath, dirnames, filenames in os.walk(src, onerror=note):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_resolved
-        )
-        rel = here.relative_to(src)
-        for name in filenames:
-            if name.startswith("."):
-                continue  # temporary files of an unfinished download or write
-            if name.lower().endswith(".jp2"):
-                found.append((rel / name).as_posix())
-            else:
-                others.append((rel / name).as_posix())
-    found.sort()
-    unreadable.sort()
+    files, unreadable = walk_tree(
+        src, skip_hidden=True, prune=lambda folder: folder.resolve() == out_resolved
+    )
+    found = [f for f in files if f.lower().endswith(".jp2")]
+    others = [f for f in files if not f.lower().endswith(".jp2")]
     return found, others, unreadable
 
 
@@ -255,8 +242,9 @@ def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
         raise MissingDataError(
             f"{path} not found: run `fdflare prepare --source SRC --out {Path(out)}` first"
         )
-    table = pd.read_csv(
+    table = read_csv_table(
         path,
+        what="geometry table",
         dtype={"path": "string", "source": "string", "date_obs": "string"},
         keep_default_na=False,
     )

@@ -395,6 +395,8 @@ def fit(
             )
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
+            for stale in (".last.ckpt.part", ".best.ckpt.part"):  # of a killed run: the
+                (out / stale).unlink(missing_ok=True)  # folder is locked, no one else writes
             write_text_atomic(
                 out / "config.json",
                 json.dumps({**asdict(config), "recipe": recorded}, indent=2) + "\n",
