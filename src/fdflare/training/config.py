@@ -95,6 +95,31 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+def selection_rule(config: Any) -> str:
+    """The selection rule a config applies (``select_by``, with ``auto`` resolved)."""
+    if config.select_by != "auto":
+        return str(config.select_by)
+    return "study" if selection_set(config, has_select=False) == "val" else HONEST_RULE
+
+
+def selection_set(config: Any, *, has_select: bool) -> str:
+    """Where a run selects its epoch.
+
+    ``val`` (the study: the validation fold), ``select`` (the labels' selection interval) or
+    ``holdout`` (the latest part of the training data).
+    """
+    if config.protocol == "honest":
+        return "select" if has_select and config.holdout_fraction == 0 else "holdout"
+    return "holdout" if config.holdout_fraction > 0 else "val"
+
+
+def holdout_share(config: Any) -> float:
+    """The share of training data held out for selection (``holdout`` selection)."""
+    if config.holdout_fraction > 0:
+        return float(config.holdout_fraction)
+    return HONEST_HOLDOUT if config.protocol == "honest" else 0.0
+
+
 def field_problem(f: Field[Any], value: Any) -> str | None:
     """Return what is wrong with ``value`` for the field ``f`` (``None``: nothing).
 
@@ -138,6 +163,17 @@ def _num(x: float) -> str:
 
 
 OPTIMIZERS = ("sgd", "adamw")
+#: study: select each fold's epoch on the fold it is scored on; honest: on data it never scores
+PROTOCOLS = ("study", "honest")
+#: the selection rules (``auto``: the study's under the study protocol, else HONEST_RULE)
+SELECTION_RULES = ("auto", "study", "loss", "smoothed_tss")
+#: the rule ``select_by: auto`` picks under the honest protocol (docs/demo.md: measured)
+HONEST_RULE = "loss"
+#: weight averaging: none, an exponential moving average, or SWA's equal average
+AVERAGES = ("none", "ema", "swa")
+#: the share of training data the honest protocol holds out where the labels have no
+#: selection interval and holdout_fraction is 0
+HONEST_HOLDOUT = 0.25
 
 
 @dataclass
@@ -237,6 +273,36 @@ class TrainConfig:
         high_open=True,
         flag="--holdout",
         metavar="FRACTION",
+    )
+    protocol: str = setting(
+        "study",
+        "study: select the epoch on the validation fold, the one that is scored (the study's "
+        "way, flattering); honest: on the labels' selection interval (Fold{K}_select.csv) or, "
+        f"without one, on the latest holdout share (default {HONEST_HOLDOUT:g}) of the training data",
+        choices=PROTOCOLS,
+    )
+    select_by: str = setting(
+        "auto",
+        "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), loss "
+        "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs); auto: "
+        f"study under --protocol study, {HONEST_RULE} under honest",
+        choices=SELECTION_RULES,
+    )
+    average: str = setting(
+        "none",
+        "weight averaging (torch's AveragedModel through Lightning's WeightAveraging): ema "
+        "(an exponential moving average of the weights, decay ema_decay per step), swa (an "
+        "equal average of every step's weights from the second half of training); the "
+        "averaged weights are scored, selected and saved",
+        choices=AVERAGES,
+    )
+    ema_decay: float = setting(
+        0.98,
+        "EMA weight of the previous average per step",
+        low=0,
+        high=1,
+        high_open=True,
+        metavar="X",
     )
     seed: int = setting(
         40, "seed of initialisation, shuffling, augmentation and dropout", low=0, metavar="N"
