@@ -109,15 +109,19 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         mode=args.mode,
         gap_hours=args.gap_hours,
-        split=args.split,
-        select_from=args.select_from,
-        test_from=args.test_from,
+        split=getattr(args, "split", "quarters"),
+        select_from=getattr(args, "select_from", None),
+        test_from=getattr(args, "test_from", None),
     )
     check_config(config)
     check_output_dir(
         args.out,
         inputs=[args.catalog, args.images]
-        + ([args.split] if args.split not in ("quarters", "chronological", "suryabench") else []),
+        + (
+            [config.split]
+            if config.split not in ("quarters", "chronological", "suryabench")
+            else []
+        ),
         writes=[*_fold_names(config.n_folds, config.split), "labels.csv", "summary.json"],
     )
     with output_lock(args.out, command="label"):
