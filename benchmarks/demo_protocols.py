@@ -27,10 +27,11 @@ import pandas as pd
 #: recipes: demo settings over configs/demo.yaml, ``train`` over the training config,
 #: ``label`` over the label config
 VARIANTS: dict[str, dict[str, Any]] = {
-    "base": {"train": {"holdout_fraction": 0.25}},
-    "ema": {"train": {"holdout_fraction": 0.25, "average": "ema"}},
-    "swa": {"train": {"holdout_fraction": 0.25, "average": "swa"}},
-    "ema_e16": {"epochs": 16, "train": {"holdout_fraction": 0.25, "average": "ema"}},
+    "base": {"average": "none", "train": {"holdout_fraction": 0.25}},
+    "ema": {"average": "ema", "train": {"holdout_fraction": 0.25}},
+    "lr3": {"max_lr": 3e-4, "average": "none", "train": {"holdout_fraction": 0.25}},
+    "lr3_swa": {"max_lr": 3e-4, "average": "swa", "train": {"holdout_fraction": 0.25}},
+    "lr3_ema": {"max_lr": 3e-4, "average": "ema", "train": {"holdout_fraction": 0.25}},
 }
 
 

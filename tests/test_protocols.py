@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -109,3 +110,27 @@ def test_cv_honest_on_a_chronological_split(chrono, tmp_path, capsys):
     # persistence forecast the same test instances
     pers = pd.read_csv(out / "baselines" / "fold1_persistence.csv")
     assert len(pers) == summary["n"][0] == 12
+
+
+def test_expected_best_of_n_and_the_day_bootstrap():
+    from fdflare.analysis.selection import expected_max_normal, tss_standard_error
+
+    assert expected_max_normal(1) == pytest.approx(0.0, abs=1e-9)
+    assert expected_max_normal(2) == pytest.approx(1 / np.sqrt(np.pi), rel=1e-6)
+    assert expected_max_normal(50) == pytest.approx(2.2491, abs=1e-3)
+    # one instance a day, independent: the bootstrap SE is the binomial one
+    rng = np.random.default_rng(1)
+    n = 4000
+    y = rng.random(n) < 0.3
+    pred = np.where(y, rng.random(n) < 0.7, rng.random(n) < 0.2)
+    times = pd.date_range("2011-01-01", periods=n, freq="1D")
+    se = tss_standard_error(pred.astype(float), y, times)
+    p1, p0 = pred[y].mean(), pred[~y].mean()
+    binomial = np.sqrt(p1 * (1 - p1) / y.sum() + p0 * (1 - p0) / (~y).sum())
+    assert se == pytest.approx(binomial, rel=0.15)
+    # the same instances repeated 24 times within each day are one draw, not 24
+    hourly = pd.DatetimeIndex(np.repeat(times.values, 24)) + pd.to_timedelta(
+        np.tile(np.arange(24), n), unit="h"
+    )
+    se24 = tss_standard_error(np.repeat(pred, 24).astype(float), np.repeat(y, 24), hourly)
+    assert se24 == pytest.approx(se, rel=0.15)
