@@ -32,6 +32,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr3": {"max_lr": 3e-4, "average": "none", "train": {"holdout_fraction": 0.25}},
     "lr3_swa": {"max_lr": 3e-4, "average": "swa", "train": {"holdout_fraction": 0.25}},
     "lr3_ema": {"max_lr": 3e-4, "average": "ema", "train": {"holdout_fraction": 0.25}},
+    "lr3_last": {"max_lr": 3e-4, "average": "none", "select_by": "last", "train": {}},
+    "lr3_last_swa": {"max_lr": 3e-4, "average": "swa", "select_by": "last", "train": {}},
+    "lr3_6h": {
+        "max_lr": 3e-4,
+        "cadence": "6h",
+        "epochs": 5,
+        "average": "none",
+        "train": {"holdout_fraction": 0.25},
+    },
 }
 
 
@@ -93,54 +102,56 @@ def main() -> None:
     root = Path(args.root)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        cfg0 = DemoConfig(seed=seed)
-        sd = root / f"seed{seed}"
-        start = pd.Timestamp(cfg0.start)
-        end = start + pd.Timedelta(days=cfg0.days)
-        if not (sd / "synth" / "catalog.csv").is_file():
-            generate(
-                sd / "synth",
-                start=start.isoformat(),
-                end=(end - pd.Timedelta(cfg0.cadence)).isoformat(),
-                cadence=cfg0.cadence,
-                size=cfg0.image_size,
-                seed=seed,
-                progress=False,
-            )
-        catalog = read_catalog(sd / "synth" / "catalog.csv")
-        lcfg = LabelConfig(
-            start=str(start), end=str(end), cadence=cfg0.cadence, gap_hours=args.gap_hours
-        )
-        labels = sd / f"labels_gap{args.gap_hours}"
-        write_labels(make_labels(catalog, read_image_list(sd / "synth" / "images"), lcfg), labels)
-        base = {}
-        for p in baseline_predictions(
-            labels, ["persistence", "flux"], catalog=catalog, images=sd / "synth" / "images"
-        ):
-            base.setdefault(p.kind, []).append(
-                _tss(p.table["flare_prob"].to_numpy(), p.table["target"].to_numpy())
-            )
         for name in args.variants.split(","):
             v = dict(VARIANTS[name])
             train = v.pop("train", {})
             cfg = DemoConfig(seed=seed).updated({**v, "train": train})
+            sd = root / f"seed{seed}"
+            tag = "" if cfg.cadence == "12h" else f"_{cfg.cadence}"
+            synth = sd / f"synth{tag}"
+            start = pd.Timestamp(cfg.start)
+            end = start + pd.Timedelta(days=cfg.days)
+            if not (synth / "catalog.csv").is_file():
+                generate(
+                    synth,
+                    start=start.isoformat(),
+                    end=(end - pd.Timedelta(cfg.cadence)).isoformat(),
+                    cadence=cfg.cadence,
+                    size=cfg.image_size,
+                    seed=seed,
+                    progress=False,
+                )
+            catalog = read_catalog(synth / "catalog.csv")
+            lcfg = LabelConfig(
+                start=str(start), end=str(end), cadence=cfg.cadence, gap_hours=args.gap_hours
+            )
+            labels = sd / f"labels{tag}_gap{args.gap_hours}"
+            write_labels(make_labels(catalog, read_image_list(synth / "images"), lcfg), labels)
+            base: dict[str, list[float]] = {}
+            for p in baseline_predictions(
+                labels, ["persistence", "flux"], catalog=catalog, images=synth / "images"
+            ):
+                base.setdefault(p.kind, []).append(
+                    _tss(p.table["flare_prob"].to_numpy(), p.table["target"].to_numpy())
+                )
             t0 = time.perf_counter()
             per = []
             for k in cfg.folds:
                 run = sd / f"{name}_gap{args.gap_hours}" / f"fold{k}"
                 fit(
-                    cfg.train_config(k, str(labels), str(sd / "synth" / "images")),
+                    cfg.train_config(k, str(labels), str(synth / "images")),
                     run,
                     resume=True,
                     quiet=True,
                 )
                 per.append(rules(read_metrics(run)))
             secs = time.perf_counter() - t0
-            row = {"seed": seed, "variant": name, "train_s": round(secs)}
+            row: dict[str, Any] = {"seed": seed, "variant": name, "train_s": round(secs)}
             for rule in per[0]:
                 row[rule] = round(float(np.mean([p[rule] for p in per])), 3)
                 row[rule + "_folds"] = [round(p[rule], 3) for p in per]
             row["persistence"] = round(float(np.mean(base["persistence"])), 3)
+            row["persistence_folds"] = [round(x, 3) for x in base["persistence"]]
             row["flux"] = round(float(np.mean(base["flux"])), 3)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -342,6 +342,11 @@ def _verdict_sentences(v: dict[str, Any]) -> list[str]:
             "on, as the study does; that favours the model over persistence, which selects "
             "nothing (the default, --protocol honest, selects on held-out training data)"
         )
+    elif v.get("selected_on") == ["none"]:
+        lines.append(
+            "protocol honest: nothing was selected; each fold is scored with its last epoch "
+            "(rule: last), and the scored fold touched nothing"
+        )
     elif v.get("selected_on"):
         lines.append(
             f"protocol honest: each fold's epoch was selected (rule: {v.get('selection_rule')}) "

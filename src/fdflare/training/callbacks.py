@@ -39,7 +39,7 @@ SMOOTHING_EPOCHS = 3
 
 def selection_columns(selection: str) -> tuple[str, ...]:
     """The metrics.csv columns of the selection set (none when it is the validation fold)."""
-    if selection == "val":
+    if selection in ("val", "none"):
         return ()
     return tuple(f"{selection}_{m}" for m in ("loss", "tss", "hss2"))
 
@@ -170,7 +170,11 @@ class RunRecorder(Callback):
         for key in ("tp", "fp", "tn", "fn"):
             row[f"val_{key}"] = int(scores.get(f"val_{key}") or 0)
         tss, hss2 = scores.get(f"{sel}_tss"), scores.get(f"{sel}_hss2")
-        if self.rule == "loss":
+        if sel == "none":  # nothing to select on: the validation scores, for the record
+            tss, hss2 = scores.get("val_tss"), scores.get("val_hss2")
+        if self.rule == "last":
+            improved, score = True, float(epoch)
+        elif self.rule == "loss":
             loss = scores.get(f"{sel}_loss")
             improved = (
                 loss is not None
@@ -254,7 +258,7 @@ def _epoch_line(row: dict[str, Any], epochs: int, sel: str) -> str:
         f"epoch {row['epoch']}/{epochs}: train_loss {f(row['train_loss'])} val_loss {f(row['val_loss'])} "
         f"val_tss {f(row['val_tss'])} val_hss2 {f(row['val_hss2'])}"
     )
-    if sel != "val":
+    if sel not in ("val", "none"):
         text += f" {sel}_tss {f(row[sel + '_tss'])} {sel}_hss2 {f(row[sel + '_hss2'])}"
     text += f" lr {row['lr']:.3g} ({row['train_seconds']:.1f} s + {row['val_seconds']:.1f} s)"
     return text + (" [kept as best]" if row["selected"] else "")

@@ -106,8 +106,11 @@ def selection_set(config: Any, *, has_select: bool) -> str:
     """Where a run selects its epoch.
 
     ``val`` (the study: the validation fold), ``select`` (the labels' selection interval) or
-    ``holdout`` (the latest part of the training data).
+    ``holdout`` (the latest part of the training data); ``none`` under the honest protocol
+    with ``select_by: last`` and no selection interval (nothing is selected or held out).
     """
+    if config.protocol == "honest" and config.select_by == "last" and not has_select:
+        return "none"
     if config.protocol == "honest":
         return "select" if has_select and config.holdout_fraction == 0 else "holdout"
     return "holdout" if config.holdout_fraction > 0 else "val"
@@ -117,7 +120,9 @@ def holdout_share(config: Any) -> float:
     """The share of training data held out for selection (``holdout`` selection)."""
     if config.holdout_fraction > 0:
         return float(config.holdout_fraction)
-    return HONEST_HOLDOUT if config.protocol == "honest" else 0.0
+    if config.protocol == "honest" and config.select_by != "last":
+        return HONEST_HOLDOUT
+    return 0.0
 
 
 def field_problem(f: Field[Any], value: Any) -> str | None:
@@ -166,7 +171,7 @@ OPTIMIZERS = ("sgd", "adamw")
 #: study: select each fold's epoch on the fold it is scored on; honest: on data it never scores
 PROTOCOLS = ("study", "honest")
 #: the selection rules (``auto``: the study's under the study protocol, else HONEST_RULE)
-SELECTION_RULES = ("auto", "study", "loss", "smoothed_tss")
+SELECTION_RULES = ("auto", "study", "loss", "smoothed_tss", "last")
 #: the rule ``select_by: auto`` picks under the honest protocol (docs/demo.md: measured)
 HONEST_RULE = "loss"
 #: weight averaging: none, an exponential moving average, or SWA's equal average
@@ -284,8 +289,9 @@ class TrainConfig:
     select_by: str = setting(
         "auto",
         "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), loss "
-        "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs); auto: "
-        f"study under --protocol study, {HONEST_RULE} under honest",
+        "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs), last "
+        "(the last epoch: nothing is selected, and under --protocol honest nothing is held "
+        f"out); auto: study under --protocol study, {HONEST_RULE} under honest",
         choices=SELECTION_RULES,
     )
     average: str = setting(

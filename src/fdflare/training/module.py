@@ -125,7 +125,7 @@ class FlareClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Reduce over processes and compute loss, TSS and HSS2 per loader (val, selection)."""
-        prefixes = ["val"] if self.selection == "val" else ["val", self.selection]
+        prefixes = ["val"] if self.selection in ("val", "none") else ["val", self.selection]
         scores: dict[str, float | None] = {}
         for idx, prefix in enumerate(prefixes):
             acc = self._val.get(idx, torch.zeros(6, device=self.device))
