@@ -172,6 +172,7 @@ class RunRecorder(Callback):
         tss, hss2 = scores.get(f"{sel}_tss"), scores.get(f"{sel}_hss2")
         if sel == "none":  # nothing to select on: the validation scores, for the record
             tss, hss2 = scores.get("val_tss"), scores.get("val_hss2")
+        score: float | None
         if self.rule == "last":
             improved, score = True, float(epoch)
         elif self.rule == "loss":
