@@ -11,7 +11,10 @@ The recipe (STUDY.md section 4), every number a :class:`TrainConfig` field:
   and HSS2 falls by no more than 0.02 from the best so far (threshold 0.5; both start at 0).
   By default TSS and HSS2 are those of the validation fold (the study); with
   ``holdout_fraction`` they are those of the latest part of the training period, held out
-  from training, and the validation fold is reported untouched by selection.
+  from training, and the validation fold is reported untouched by selection. ``protocol:
+  honest`` selects on the labels' selection interval (``Fold{k}_select.csv``) or a held-out
+  part, by ``select_by`` (lowest loss by default there), on the weights of ``average``
+  (an EMA or SWA through Lightning's ``WeightAveraging``) when set.
 
 Lightning picks CPU, CUDA or MPS (``accelerator="auto"``), bf16 mixed precision on GPUs that
 support it, DDP when ``devices > 1`` or ``num_nodes > 1``, and SLURM from its environment. A
