@@ -134,3 +134,15 @@ def test_expected_best_of_n_and_the_day_bootstrap():
     )
     se24 = tss_standard_error(np.repeat(pred, 24).astype(float), np.repeat(y, 24), hourly)
     assert se24 == pytest.approx(se, rel=0.15)
+
+
+def test_the_demo_is_honest_and_the_study_one_option_away():
+    from fdflare.reports.demo import DemoConfig
+    from fdflare.training.config import TrainConfig, selection_rule, selection_set
+
+    honest = DemoConfig().train_config(1, "labels", "images")
+    assert honest.protocol == "honest" and TrainConfig().protocol == "study"
+    assert selection_set(honest, has_select=False) != "val"
+    study = DemoConfig().updated({"protocol": "study"})
+    tcfg = study.train_config(1, "labels", "images")
+    assert selection_set(tcfg, has_select=False) == "val" and selection_rule(tcfg) == "study"

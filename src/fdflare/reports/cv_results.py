@@ -72,7 +72,7 @@ def _cv_results(
         "kind": "cv",
         "labels": str(labels),
         "protocol": protocol_record(out, base, models, folds),
-        "selection_rule": selection_rule(base),
+        "selection_rule": selection_rule(base, has_select=_has_select(labels, folds)),
         "models": {},
     }
     baseline_dir = None

@@ -69,12 +69,12 @@ class DemoConfig:
     )
     epochs: int = _train_setting("epochs", 10)
     batch_size: int = _train_setting("batch_size", 32)
-    max_lr: float = _train_setting("max_lr", 1e-3)
+    max_lr: float = _train_setting("max_lr", 3e-4)
     optimizer: str = _train_setting("optimizer", "adamw")
     workers: int = _train_setting("workers", 0)
     protocol: str = _train_setting("protocol", "honest")
     select_by: str = _train_setting("select_by", "auto")
-    average: str = _train_setting("average", "ema")
+    average: str = _train_setting("average", "none")
     train: dict[str, Any] = field(default_factory=dict)
 
     def updated(
@@ -198,10 +198,12 @@ def run_demo(
         tcfg = cfg.train_config(k, str(out / "labels"), str(synth_dir / "images"))
         result = fit(tcfg, out / "runs" / f"{cfg.model}_fold{k}", resume=True, quiet=quiet)
         ckpt = result.best_checkpoint or result.last_checkpoint
-        selected_on.add(selection_set(tcfg, has_select=select_table(tcfg.labels, k) is not None))
+        has_select = select_table(tcfg.labels, k) is not None
+        selected_on.add(selection_set(tcfg, has_select=has_select))
+        rule = selection_rule(tcfg, has_select=has_select)
         if result.best_checkpoint is None:
             notes.append(
-                f"fold {k}: no epoch passed the selection rule ({selection_rule(tcfg)}), so it "
+                f"fold {k}: no epoch passed the selection rule ({rule}), so it "
                 "is predicted with last.ckpt"
             )
             _say(notes[-1], quiet)
@@ -248,7 +250,7 @@ def run_demo(
     results["verdict"] = verdict(results)
     results["verdict"]["selected_on"] = sorted(selected_on)
     results["verdict"]["protocol"] = "study" if selected_on == {"val"} else "honest"
-    results["verdict"]["selection_rule"] = selection_rule(cfg.train_config(1, "", ""))
+    results["verdict"]["selection_rule"] = rule
     _say("[7/7] spatial", quiet)
     results["spatial"] = analyse(
         read_spatial_tables(joined_files), SpatialConfig(), out=out / "figures", name=cfg.model

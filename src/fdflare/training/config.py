@@ -95,24 +95,31 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-def selection_rule(config: Any) -> str:
-    """The selection rule a config applies (``select_by``, with ``auto`` resolved)."""
+def selection_rule(config: Any, *, has_select: bool = False) -> str:
+    """The selection rule a config applies (``select_by``, with ``auto`` resolved).
+
+    ``auto``: the study's rule on the validation fold (study protocol); under the honest
+    protocol the lowest loss where there is a selection set (the labels' selection interval,
+    or ``holdout_fraction`` > 0), else the last epoch.
+    """
     if config.select_by != "auto":
         return str(config.select_by)
-    return "study" if selection_set(config, has_select=False) == "val" else HONEST_RULE
+    where = selection_set(config, has_select=has_select)
+    return {"val": "study", "none": "last"}.get(where, HONEST_RULE)
 
 
 def selection_set(config: Any, *, has_select: bool) -> str:
     """Where a run selects its epoch.
 
-    ``val`` (the study: the validation fold), ``select`` (the labels' selection interval) or
-    ``holdout`` (the latest part of the training data); ``none`` under the honest protocol
-    with ``select_by: last`` and no selection interval (nothing is selected or held out).
+    ``val`` (the study: the validation fold), ``select`` (the labels' selection interval),
+    ``holdout`` (the latest part of the training data) or ``none`` (the honest protocol
+    without a selection interval, where nothing is held out: ``holdout_fraction`` 0 with
+    ``select_by`` ``auto`` or ``last``).
     """
-    if config.protocol == "honest" and config.select_by == "last" and not has_select:
-        return "none"
     if config.protocol == "honest":
-        return "select" if has_select and config.holdout_fraction == 0 else "holdout"
+        if has_select and config.holdout_fraction == 0:
+            return "select"
+        return "holdout" if holdout_share(config) > 0 else "none"
     return "holdout" if config.holdout_fraction > 0 else "val"
 
 
@@ -120,8 +127,8 @@ def holdout_share(config: Any) -> float:
     """The share of training data held out for selection (``holdout`` selection)."""
     if config.holdout_fraction > 0:
         return float(config.holdout_fraction)
-    if config.protocol == "honest" and config.select_by != "last":
-        return HONEST_HOLDOUT
+    if config.protocol == "honest" and config.select_by not in ("auto", "last"):
+        return HONEST_HOLDOUT  # a rule that needs a selection set, and none was given
     return 0.0
 
 
@@ -282,16 +289,18 @@ class TrainConfig:
     protocol: str = setting(
         "study",
         "study: select the epoch on the validation fold, the one that is scored (the study's "
-        "way, flattering); honest: on the labels' selection interval (Fold{K}_select.csv) or, "
-        f"without one, on the latest holdout share (default {HONEST_HOLDOUT:g}) of the training data",
+        "way, flattering); honest: never on the scored fold: on the labels' selection interval "
+        "(Fold{K}_select.csv), on the latest --holdout share of the training data, or not at "
+        "all (the last epoch)",
         choices=PROTOCOLS,
     )
     select_by: str = setting(
         "auto",
         "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), loss "
         "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs), last "
-        "(the last epoch: nothing is selected, and under --protocol honest nothing is held "
-        f"out); auto: study under --protocol study, {HONEST_RULE} under honest",
+        "(the last epoch: nothing is selected); auto: study under --protocol study; under "
+        f"honest, {HONEST_RULE} on the selection interval or --holdout, else last (nothing "
+        "held out)",
         choices=SELECTION_RULES,
     )
     average: str = setting(

@@ -363,7 +363,7 @@ def fit(
     )
 
     meta = {"counts": counts, "class_weights": list(weights), "runtime": runtime.to_dict()}
-    rule = selection_rule(config)
+    rule = selection_rule(config, has_select=chosen is not None)
     recorder = RunRecorder(out, config, meta, quiet=quiet, selection=selection, rule=rule)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     main_thread = threading.current_thread() is threading.main_thread()
