@@ -642,6 +642,26 @@ EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
 }  # fmt: skip
 CASES.update(EXPLAIN_CASES)
 
+# chronological splits (label --split) and the selection protocols (train --protocol)
+SPLIT_CASES: dict[str, tuple[list[str], str]] = {
+    "label chronological without dates": (_label("--split", "chronological"), "--select-from"),
+    "label select-from with quarters": (_label("--select-from", "2011-01-01"), "chronological"),
+    "label test-from before select-from": (
+        _label("--split", "chronological", "--select-from", "2011-02-01", "--test-from", "2011-01-01"),
+        "--test-from",
+    ),
+    "label select-from garbage": (
+        _label("--split", "chronological", "--select-from", "soon", "--test-from", "2011-01-01"),
+        "--select-from",
+    ),
+    "label split file missing": (_label("--split", "{in}/nope.json"), r"nope\.json"),
+    "label split file not JSON": (_label("--split", "{in}/catalog.csv"), "not valid JSON"),
+    "train protocol typo": (_train("--protocol", "honset"), "--protocol"),
+    "train select-by typo": (_train("--select-by", "tss"), "--select-by"),
+    "train average typo": (_train("--average", "swag"), "--average"),
+}  # fmt: skip
+CASES.update(SPLIT_CASES)
+
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_invocation(case, inputs, tmp_path, capsys):

@@ -21,7 +21,7 @@ STAGES = (
     ("acquire",),
     ("prepare",),
     ("synth",),  # stands in for acquire: writes the archive's JP2 format through prepare.jp2
-    ("label",),
+    ("label", "splits"),
     ("data",),
     ("models",),
     ("training",),

@@ -34,6 +34,7 @@ from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
+from fdflare.splits import make_split, split_record, split_table
 
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
 #: positive whatever it holds.
@@ -75,6 +76,10 @@ class LabelConfig:
         gap_hours: when not None, purge training instances whose window overlaps the
             validation period or that start within this many hours after it.
         n_folds: number of quarterly folds (4 in the study).
+        split: ``quarters`` (the study's), ``chronological``, ``suryabench`` or a split
+            file (:mod:`fdflare.splits`): one fold, ``Fold1_{train,select,val}.csv``.
+        select_from: with ``chronological``: the selection interval's start.
+        test_from: with ``chronological``: the test interval's start.
     """
 
     start: str = STUDY_START
@@ -84,6 +89,9 @@ class LabelConfig:
     mode: str = "M"
     gap_hours: float | None = None
     n_folds: int = 4
+    split: str = "quarters"
+    select_from: str | None = None
+    test_from: str | None = None
 
 
 @dataclass
@@ -97,6 +105,8 @@ class LabelResult:
     purged: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the selection rows of each fold (a chronological split's select interval)
+    selects: dict[int, pd.DataFrame] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- options
@@ -178,6 +188,7 @@ def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timed
     if cfg.n_folds < 1 or 12 % cfg.n_folds:
         raise UsageError(f"n_folds must divide 12, got {cfg.n_folds}")
     parse_mode(cfg.mode)
+    make_split(cfg.split, select_from=cfg.select_from, test_from=cfg.test_from)
     return start, end, cadence, window
 
 
@@ -474,7 +485,7 @@ def label_recipe(cfg: LabelConfig, catalog: pd.DataFrame | None = None) -> Recip
         window=cfg.window,
         cadence=cfg.cadence,
         purge_hours=cfg.gap_hours,
-        split={"kind": "quarters", "folds": cfg.n_folds},
+        split=split_record(cfg),
         catalog=name,
         catalog_sha256=sha,
     )
@@ -516,6 +527,19 @@ def make_labels(
 
     folds: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
     purged: dict[int, int] = {}
+    split = make_split(cfg.split, select_from=cfg.select_from, test_from=cfg.test_from)
+    if split is not None:  # one fold: train, select and test (val) rows
+        table, parts, warnings = split_table(table, split, cfg.window, cfg.gap_hours, counts)
+        return LabelResult(
+            table=table,
+            folds={1: (parts.train, parts.test)},
+            recipe=label_recipe(cfg, catalog),
+            counts=counts,
+            purged={1: parts.purged},
+            notes=notes,
+            warnings=warnings,
+            selects={1: parts.select},
+        )
     fold_of = table["fold"].to_numpy()
     for k in range(1, cfg.n_folds + 1):
         val_mask = fold_of == k
@@ -571,6 +595,8 @@ def write_labels(
     for k, (train, val) in result.folds.items():
         texts[f"Fold{k}_train.csv"] = _fold_csv(train)
         texts[f"Fold{k}_val.csv"] = _fold_csv(val)
+        if k in result.selects:
+            texts[f"Fold{k}_select.csv"] = _fold_csv(result.selects[k])
     table = result.table.copy()
     table["time"] = table["time"].dt.strftime("%Y-%m-%d %H:%M:%S")
     table["fl_start"] = table["fl_start"].dt.strftime("%Y-%m-%d %H:%M:%S")
@@ -586,6 +612,14 @@ def write_labels(
                 "val": len(va),
                 "val_positive": int(va["target"].sum()),
                 "purged": result.purged.get(k, 0),
+                **(
+                    {
+                        "select": len(result.selects[k]),
+                        "select_positive": int(result.selects[k]["target"].sum()),
+                    }
+                    if k in result.selects
+                    else {}
+                ),
             }
             for k, (tr, va) in result.folds.items()
         },

@@ -76,7 +76,7 @@ def list_folds(labels: str | os.PathLike[str]) -> list[int]:
     table = read_csv_table(path, what="label table", usecols=lambda c: c in ("fold", "label"))
     if "fold" in table.columns:
         folds = pd.to_numeric(table["fold"], errors="coerce").dropna().astype(int)
-        return sorted(set(folds.tolist()))
+        return sorted({k for k in folds.tolist() if k > 0})  # 0: not a test row of a split
     times, _ = parse_image_times(table["label"].astype(str))
     return sorted(set(((pd.DatetimeIndex(times).month - 1) // 3 + 1).dropna().astype(int)))
 

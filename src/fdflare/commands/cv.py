@@ -45,9 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--folds",
         type=list_type(by_name["fold"], int),
-        default=(1, 2, 3, 4),
+        default=None,
         metavar="LIST",
-        help="comma-separated folds 1..4, each once (default 1,2,3,4)",
+        help="comma-separated folds 1..4, each once (default: every fold of the labels: "
+        "1,2,3,4 for the study's quarters, 1 for a chronological split)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(
@@ -89,6 +90,32 @@ def _train_flags(config: Any) -> list[str]:
     return config_argv(config, exclude=("model", "fold"))
 
 
+def _protocol_line(protocol: str, rule: str) -> str:
+    if protocol == "study":
+        return (
+            "protocol study: each fold's epoch was selected on the fold it is scored on (the "
+            "study's way), which flatters the model; --protocol honest selects elsewhere"
+        )
+    if protocol == "honest":
+        return (
+            f"protocol honest: epochs selected ({rule}) on data that is never scored (the "
+            "labels' selection interval or held-out training data)"
+        )
+    return "protocol mixed: some runs selected on the scored fold (see cv_summary.csv)"
+
+
+def _label_folds(labels: str) -> tuple[int, ...]:
+    """Every fold a label folder holds (1..4 when it cannot tell)."""
+    from fdflare.analysis.baselines import list_folds
+    from fdflare.core.errors import FdflareError
+
+    try:
+        folds = tuple(k for k in list_folds(labels) if 1 <= k <= 4) if labels else ()
+    except FdflareError:  # missing or unreadable labels: the run itself says so
+        folds = ()
+    return folds or (1, 2, 3, 4)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run every model on every fold, or print the SLURM script."""
     from fdflare.commands.train import config_from_args
@@ -98,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.training.config import check_hardware
 
     base = config_from_args(args)
+    if args.folds is None:
+        args.folds = _label_folds(base.labels)
     check_pairs(args.models, args.folds)
     if not base.labels or not base.images:
         raise InputError(
@@ -149,12 +178,14 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(
             f"{r['model']:9s} fold {r['fold']}: TSS {r['tss']:.4f} HSS2 {r['hss2']:.4f} "
-            f"(best epoch {r['best_epoch']}) -> {r['predictions']}"
+            f"(best epoch {r['best_epoch']}, selected on {r['selected_on']}: protocol "
+            f"{r['protocol']}) -> {r['predictions']}"
         )
     print(f"summary: {path}")
     from fdflare.reports.cv_results import cv_results
 
     res = cv_results(out, base, args.models, args.folds, catalog=args.catalog)
+    print(_protocol_line(res["protocol"], res["selection_rule"]))
     for model, entry in res["models"].items():
         if "comparison" in entry:
             from fdflare.analysis.skill import format_comparison

@@ -17,8 +17,18 @@ A window is positive only when it holds a flare at or above --mode (A1.0 at the 
 Repeated catalog rows (same start, peak flux and location) are dropped and counted; a fold
 left empty by a short range is a warning, also written to summary.json.
 
+--split chooses the split: quarters (the study's, the default), chronological (train before
+--select-from A, select on [A, B), test from --test-from B), suryabench (SuryaBench's flare
+task: test from 2020-01-01, select on 15-31 January of 2011-2019) or a JSON split file of
+train, select and test intervals (docs/label.md). A chronological split is one fold:
+Fold1_train.csv, Fold1_select.csv (the selection set of `train --protocol honest`) and
+Fold1_val.csv (the test set); every boundary is purged by the label window, and the split
+is recorded in summary.json.
+
 example:
   fdflare label --catalog flares.csv --images hmi_jpgs_512/ --mode M --out labels/
+  fdflare label --catalog flares.csv --images imgs/ --out labels/ --split chronological \
+      --select-from 2017-01-01 --test-from 2018-01-01
 """
 
 
@@ -57,11 +67,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "within N hours after it (off by default, as the study)",
     )
     p.add_argument(
+        "--split",
+        default=d.split,
+        metavar="quarters|chronological|suryabench|FILE",
+        help="quarters: the study's 4 quarterly folds (default); chronological: train before "
+        "--select-from, select until --test-from, test after; suryabench: SuryaBench's flare "
+        "split; or a JSON split file of train, select and test intervals",
+    )
+    p.add_argument("--select-from", metavar="TIME", help="chronological: selection start")
+    p.add_argument("--test-from", metavar="TIME", help="chronological: test start")
+    p.add_argument(
         "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
 
 
-def _fold_names(n_folds: int) -> list[str]:
+def _fold_names(n_folds: int, split: str) -> list[str]:
+    if split != "quarters":
+        return [f"Fold1_{part}.csv" for part in ("train", "select", "val")]
     return [f"Fold{k}_{part}.csv" for k in range(1, n_folds + 1) for part in ("train", "val")]
 
 
@@ -87,12 +109,20 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         mode=args.mode,
         gap_hours=args.gap_hours,
+        split=getattr(args, "split", "quarters"),
+        select_from=getattr(args, "select_from", None),
+        test_from=getattr(args, "test_from", None),
     )
     check_config(config)
     check_output_dir(
         args.out,
-        inputs=[args.catalog, args.images],
-        writes=[*_fold_names(config.n_folds), "labels.csv", "summary.json"],
+        inputs=[args.catalog, args.images]
+        + (
+            [config.split]
+            if config.split not in ("quarters", "chronological", "suryabench")
+            else []
+        ),
+        writes=[*_fold_names(config.n_folds, config.split), "labels.csv", "summary.json"],
     )
     with output_lock(args.out, command="label"):
         catalog = read_catalog(args.catalog, fmt=args.catalog_format)
@@ -116,15 +146,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {c['duplicate_flares_dropped']} duplicate catalog rows dropped")
     for k, (train, val) in result.folds.items():
         extra = f", {result.purged[k]} training instances purged" if k in result.purged else ""
+        if k in result.selects:
+            sel = result.selects[k]
+            print(
+                f"  split {result.recipe.split['kind']}: train {len(train)} "
+                f"({int(train['target'].sum())} positive), select {len(sel)} "
+                f"({int(sel['target'].sum())} positive), test {len(val)} "
+                f"({int(val['target'].sum())} positive); {result.purged[k]} instances purged at "
+                f"the boundaries, {c.get('split_excluded', 0)} in no interval"
+            )
+            continue
         print(
             f"  fold {k}: train {len(train)} ({int(train['target'].sum())} positive), "
             f"val {len(val)} ({int(val['target'].sum())} positive){extra}"
         )
     for note in result.notes:
         print(f"  note: {note}")
-    print(
-        f"wrote {args.out}/Fold{{1..{len(result.folds)}}}_{{train,val}}.csv, labels.csv, summary.json"
+    files = (
+        "Fold1_{train,select,val}.csv"
+        if result.selects
+        else f"Fold{{1..{len(result.folds)}}}_{{train,val}}.csv"
     )
+    print(f"wrote {args.out}/{files}, labels.csv, summary.json")
     for warning in result.warnings:
         print(f"fdflare label: warning: {warning}", file=sys.stderr)
     if skipped:

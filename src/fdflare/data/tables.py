@@ -144,6 +144,18 @@ def fold_tables(labels: str | os.PathLike[str], fold: int) -> FoldTables:
             f"Fold{fold}_val.csv, or labels.csv (run `fdflare label --out {labels}` to make them)"
         )
     table = read_label_csv(table_path)
+    if "split" in table.columns:  # a chronological split (fdflare.splits): one fold
+        role = table["split"].astype(str).to_numpy()
+        if fold != 1:
+            raise InputError(
+                f"fold {fold}: a chronological split has one fold (1)",
+                path=table_path,
+                field="split",
+            )
+        train_df = table[role == "train"].reset_index(drop=True)
+        val_df = table[role == "test"].reset_index(drop=True)
+        train_df.attrs["path"] = val_df.attrs["path"] = str(table_path)
+        return FoldTables(train_df, val_df, table_path, table_path)
     if "fold" in table.columns:
         fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy(dtype=float)
         refuse_first(
@@ -164,6 +176,23 @@ def fold_tables(labels: str | os.PathLike[str], fold: int) -> FoldTables:
     val_df = table[val].reset_index(drop=True)
     train_df.attrs["path"] = val_df.attrs["path"] = str(table_path)
     return FoldTables(train_df, val_df, table_path, table_path)
+
+
+def select_table(labels: str | os.PathLike[str], fold: int) -> tuple[pd.DataFrame, Path] | None:
+    """The selection set of ``fold``: ``Fold{k}_select.csv`` of a chronological split.
+
+    Returns None when the label folder has none (the study's quarterly folds): the honest
+    protocol then holds out the latest part of the training data instead.
+    """
+    labels = Path(labels)
+    if labels.is_dir():
+        path = labels / f"Fold{fold}_select.csv"
+        return (read_label_csv(path, allow_empty=True), path) if path.is_file() else None
+    table = read_label_csv(labels)
+    if "split" not in table.columns:
+        return None
+    sel = table[table["split"].astype(str).to_numpy() == "select"].reset_index(drop=True)
+    return sel, labels
 
 
 def class_weights(

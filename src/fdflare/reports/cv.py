@@ -42,6 +42,8 @@ SUMMARY_COLUMNS = (
     "fn",
     "tss",
     "hss2",
+    "protocol",
+    "selected_on",
 )
 SUMMARY_PARTS = "cv_summary.d"
 
@@ -178,6 +180,12 @@ def summarise_pair(config: TrainConfig, run_dir: Path, out: Path, *, quiet: bool
         "fn": fn,
         "tss": np.nan if tss is None else tss,
         "hss2": np.nan if hss2 is None else hss2,
+        # the study selected on the scored fold itself (runs of an older fdflare record no
+        # protocol: they selected on the validation fold unless held out)
+        "protocol": summary.get(
+            "protocol", "honest" if summary.get("selected_on") == "holdout" else "study"
+        ),
+        "selected_on": summary.get("selected_on", "val"),
     }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fdflare.reports.cv import _merge_lock, predict_options, prediction_path
-from fdflare.training.config import TrainConfig
+from fdflare.training.config import TrainConfig, holdout_share
 
 RESULTS = "results.json"
 
@@ -65,9 +65,16 @@ def _cv_results(
     from fdflare.analysis.skill import compare
     from fdflare.core.io import write_text_atomic
     from fdflare.reports.report import REPORT_NAME, write_report
+    from fdflare.training.config import selection_rule
 
     labels = Path(str(base.labels))
-    results: dict[str, Any] = {"kind": "cv", "labels": str(labels), "models": {}}
+    results: dict[str, Any] = {
+        "kind": "cv",
+        "labels": str(labels),
+        "protocol": protocol_record(out, base, models, folds),
+        "selection_rule": selection_rule(base, has_select=_has_select(labels, folds)),
+        "models": {},
+    }
     baseline_dir = None
     if catalog is not None:
         from fdflare.acquire.catalog import read_catalog
@@ -102,7 +109,7 @@ def _cv_results(
             entry["evaluate"] = evaluate_files(paths)
         folder = out / "calibration" / model
         reference = [r for _, r in present]
-        if base.holdout_fraction > 0:
+        if holdout_share(base) > 0 and not _has_select(labels, folds):
             ks = [k for k, f in zip(folds, files, strict=True) if f.is_file()]
             fitted = []
             for k, path, rate in zip(ks, paths, reference, strict=True):
@@ -146,6 +153,33 @@ def _cv_results(
     return results
 
 
+def _has_select(labels: Path, folds: Sequence[int]) -> bool:
+    from fdflare.data.tables import select_table
+
+    return any(select_table(labels, k) is not None for k in folds)
+
+
+def protocol_record(
+    out: Path, base: TrainConfig, models: Sequence[str], folds: Sequence[int]
+) -> str:
+    """The protocol of the runs: ``study``, ``honest``, or ``mixed``.
+
+    Read from each run's ``summary.json`` (else from the settings); ``cv_summary.csv``
+    names it per run.
+    """
+    seen = set()
+    for model in models:
+        for k in folds:
+            path = out / model / f"fold{k}" / "summary.json"
+            if path.is_file():
+                summary = json.loads(path.read_text(encoding="utf-8"))
+                selected_on = summary.get("selected_on", "val")
+                seen.add(summary.get("protocol", "study" if selected_on == "val" else "honest"))
+    if not seen:
+        return "study" if base.protocol == "study" and base.holdout_fraction == 0 else "honest"
+    return seen.pop() if len(seen) == 1 else "mixed"
+
+
 def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path:
     """Predict the held-out slice of a pair's training data with its selected checkpoint.
 
@@ -174,7 +208,7 @@ def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path
 
     _, hold = holdout_split(
         tables.train,
-        config.holdout_fraction,
+        holdout_share(config),
         path=str(tables.train_path),
         window=labels_recipe(str(config.labels)).window_delta,
     )

@@ -71,9 +71,12 @@ class DemoConfig:
     )
     epochs: int = _train_setting("epochs", 10)
     batch_size: int = _train_setting("batch_size", 32)
-    max_lr: float = _train_setting("max_lr", 1e-3)
+    max_lr: float = _train_setting("max_lr", 3e-4)
     optimizer: str = _train_setting("optimizer", "adamw")
     workers: int = _train_setting("workers", 0)
+    protocol: str = _train_setting("protocol", "honest")
+    select_by: str = _train_setting("select_by", "auto")
+    average: str = _train_setting("average", "none")
     train: dict[str, Any] = field(default_factory=dict)
 
     def updated(
@@ -107,6 +110,9 @@ class DemoConfig:
             labels=labels,
             images=images,
             workers=self.workers,
+            protocol=self.protocol,
+            select_by=self.select_by,
+            average=self.average,
         ).updated(self.train)
 
 
@@ -154,9 +160,11 @@ def run_demo(
     from fdflare.analysis.skill import compare
     from fdflare.analysis.spatial import SpatialConfig, analyse, read_spatial_tables
     from fdflare.core.io import write_text_atomic
+    from fdflare.data.tables import select_table
     from fdflare.inference.predict import joined_path, predict
     from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
     from fdflare.synth.writer import generate
+    from fdflare.training.config import selection_rule, selection_set
     from fdflare.training.fit import fit
 
     cfg = config or DemoConfig()
@@ -197,11 +205,13 @@ def run_demo(
         tcfg = cfg.train_config(k, str(out / "labels"), str(synth_dir / "images"))
         result = fit(tcfg, out / "runs" / f"{cfg.model}_fold{k}", resume=True, quiet=quiet)
         ckpt = result.best_checkpoint or result.last_checkpoint
-        selected_on.add("holdout" if tcfg.holdout_fraction > 0 else "validation")
+        has_select = select_table(tcfg.labels, k) is not None
+        selected_on.add(selection_set(tcfg, has_select=has_select))
+        rule = selection_rule(tcfg, has_select=has_select)
         if result.best_checkpoint is None:
             notes.append(
-                f"fold {k}: no epoch passed the selection rule (validation TSS above 0 and the "
-                f"best so far), so it is predicted with last.ckpt"
+                f"fold {k}: no epoch passed the selection rule ({rule}), so it "
+                "is predicted with last.ckpt"
             )
             _say(notes[-1], quiet)
         _say(f"[4/7] predict: fold {k} validation set with {ckpt.name}", quiet)
@@ -248,6 +258,8 @@ def run_demo(
     _write_ensemble(out, cfg, checkpoints, results.get("calibration"))
     results["verdict"] = verdict(results)
     results["verdict"]["selected_on"] = sorted(selected_on)
+    results["verdict"]["protocol"] = "study" if selected_on == {"val"} else "honest"
+    results["verdict"]["selection_rule"] = rule
     _say("[7/7] spatial", quiet)
     results["spatial"] = analyse(
         read_spatial_tables(joined_files), SpatialConfig(), out=out / "figures", name=cfg.model
@@ -301,7 +313,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     ev, pers = results["evaluate"], results["baselines"]["persistence"]
     aucs = [f["auc"] for f in ev["files"]]
     out: dict[str, Any] = {
-        "rule": "mean validation TSS at threshold 0.5 above persistence's",
+        "rule": "mean test-fold TSS at threshold 0.5 above persistence's",
         "tss": ev["mean"]["tss"],
         "persistence_tss": pers["mean"]["tss"],
         "beats_persistence": results["comparison"]["beats"]["persistence"]["tss"],
@@ -349,12 +361,22 @@ def _verdict_sentences(v: dict[str, Any]) -> list[str]:
             "beside it, calibrated and at the TSS-maximising threshold of the other folds "
             f"(never the fold's own): mean TSS {_fmt(v['mean_tss_at_threshold'])}"
         )
-    if "validation" in v.get("selected_on", []):
+    if "val" in v.get("selected_on", []):
         lines.append(
-            "caution: each fold's epoch was selected on its own validation fold, as the study "
-            "does; that favours the model over persistence, which selects nothing. To select on "
-            "held-out training data instead, set `train: {holdout_fraction: 0.25}` in a demo "
-            "config (docs/demo.md has the numbers)"
+            "caution: protocol study: each fold's epoch was selected on the fold it is scored "
+            "on, as the study does; that favours the model over persistence, which selects "
+            "nothing (the default, --protocol honest, selects on held-out training data)"
+        )
+    elif v.get("selected_on") == ["none"]:
+        lines.append(
+            "protocol honest: nothing was selected; each fold is scored with its last epoch "
+            "(rule: last), and the scored fold touched nothing"
+        )
+    elif v.get("selected_on"):
+        lines.append(
+            f"protocol honest: each fold's epoch was selected (rule: {v.get('selection_rule')}) "
+            "on data that is never scored (the latest part of its training data, held out and "
+            "purged by 24 h, or the labels' selection interval)"
         )
     return lines
 

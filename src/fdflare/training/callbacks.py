@@ -33,6 +33,15 @@ METRIC_COLUMNS = (
     "val_seconds",
 )
 HOLDOUT_COLUMNS = ("holdout_loss", "holdout_tss", "holdout_hss2")
+#: epochs averaged by the ``smoothed_tss`` selection rule (the current one and those before)
+SMOOTHING_EPOCHS = 3
+
+
+def selection_columns(selection: str) -> tuple[str, ...]:
+    """The metrics.csv columns of the selection set (none when it is the validation fold)."""
+    if selection in ("val", "none"):
+        return ()
+    return tuple(f"{selection}_{m}" for m in ("loss", "tss", "hss2"))
 
 
 class StderrProgressBar(TQDMProgressBar):
@@ -66,12 +75,23 @@ class RunRecorder(Callback):
         config: the run's config.
         meta: extra facts recorded in every checkpoint (counts, class weights...).
         quiet: no per-epoch line on stderr.
+        selection: the set the epoch is selected on: ``val`` (the study), ``holdout`` or
+            ``select`` (see :func:`~fdflare.training.config.selection_set`).
+        rule: the selection rule: ``study``, ``loss`` or ``smoothed_tss``.
     """
 
     def __init__(
-        self, out: Path, config: TrainConfig, meta: dict[str, Any], quiet: bool = False
+        self,
+        out: Path,
+        config: TrainConfig,
+        meta: dict[str, Any],
+        quiet: bool = False,
+        *,
+        selection: str = "val",
+        rule: str = "study",
     ) -> None:
         self.out, self.config, self.meta, self.quiet = out, config, meta, quiet
+        self.selection, self.rule = selection, rule
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"tss": 0.0, "hss2": 0.0, "epoch": None}
         self._t0 = self._t1 = 0.0
@@ -144,18 +164,39 @@ class RunRecorder(Callback):
             "train_seconds": self._train_seconds,
             "val_seconds": self._val_seconds,
         }
-        sel = "holdout" if self.config.holdout_fraction > 0 else "val"
-        if sel == "holdout":
-            for key in HOLDOUT_COLUMNS:
-                row[key] = scores.get(key)
+        sel = self.selection
+        for key in selection_columns(sel):
+            row[key] = scores.get(key)
         for key in ("tp", "fp", "tn", "fn"):
             row[f"val_{key}"] = int(scores.get(f"val_{key}") or 0)
         tss, hss2 = scores.get(f"{sel}_tss"), scores.get(f"{sel}_hss2")
-        improved = is_improvement(
-            self.best["tss"], self.best["hss2"], tss, hss2, self.config.hss2_tolerance
-        )
+        if sel == "none":  # nothing to select on: the validation scores, for the record
+            tss, hss2 = scores.get("val_tss"), scores.get("val_hss2")
+        score: float | None
+        if self.rule == "last":
+            improved, score = True, float(epoch)
+        elif self.rule == "loss":
+            loss = scores.get(f"{sel}_loss")
+            improved = (
+                loss is not None
+                and not math.isnan(loss)
+                and (self.best.get("loss") is None or loss < self.best["loss"])
+            )
+            score = loss
+        elif self.rule == "smoothed_tss":
+            window = [r.get(f"{sel}_tss") for r in self.history[-(SMOOTHING_EPOCHS - 1) :]]
+            recent = [0.0 if v is None or math.isnan(v) else float(v) for v in [*window, tss]]
+            score = sum(recent) / len(recent)
+            improved = tss is not None and score > self.best.get("score", 0.0)
+        else:
+            score = tss
+            improved = is_improvement(
+                self.best["tss"], self.best["hss2"], tss, hss2, self.config.hss2_tolerance
+            )
         if improved:
-            self.best = {"tss": tss, "hss2": hss2, "epoch": epoch}
+            self.best = {"tss": tss, "hss2": hss2, "epoch": epoch, "score": score}
+            if self.rule == "loss":
+                self.best["loss"] = score
         row["selected"] = int(improved)
         self.history.append(row)
 
@@ -191,8 +232,7 @@ class RunRecorder(Callback):
 
     def _write_metrics(self) -> None:
         columns = list(METRIC_COLUMNS)
-        if self.config.holdout_fraction > 0:
-            columns += list(HOLDOUT_COLUMNS)
+        columns += list(selection_columns(self.selection))
         columns += ["val_tp", "val_fp", "val_tn", "val_fn", "selected"]
         with atomic_open(self.out / "metrics.csv", "w") as fh:
             writer = csv.writer(fh, lineterminator="\n")
@@ -232,8 +272,8 @@ def _epoch_line(row: dict[str, Any], epochs: int, sel: str) -> str:
         f"epoch {row['epoch']}/{epochs}: train_loss {f(row['train_loss'])} val_loss {f(row['val_loss'])} "
         f"val_tss {f(row['val_tss'])} val_hss2 {f(row['val_hss2'])}"
     )
-    if sel == "holdout":
-        text += f" holdout_tss {f(row['holdout_tss'])} holdout_hss2 {f(row['holdout_hss2'])}"
+    if sel not in ("val", "none"):
+        text += f" {sel}_tss {f(row[sel + '_tss'])} {sel}_hss2 {f(row[sel + '_hss2'])}"
     text += f" lr {row['lr']:.3g} ({row['train_seconds']:.1f} s + {row['val_seconds']:.1f} s)"
     return text + (" [kept as best]" if row["selected"] else "")
 

@@ -11,7 +11,10 @@ The recipe (STUDY.md section 4), every number a :class:`TrainConfig` field:
   and HSS2 falls by no more than 0.02 from the best so far (threshold 0.5; both start at 0).
   By default TSS and HSS2 are those of the validation fold (the study); with
   ``holdout_fraction`` they are those of the latest part of the training period, held out
-  from training, and the validation fold is reported untouched by selection.
+  from training, and the validation fold is reported untouched by selection. ``protocol:
+  honest`` selects on the labels' selection interval (``Fold{k}_select.csv``) or a held-out
+  part, by ``select_by`` (lowest loss by default there), on the weights of ``average``
+  (an EMA or SWA through Lightning's ``WeightAveraging``) when set.
 
 Lightning picks CPU, CUDA or MPS (``accelerator="auto"``), bf16 mixed precision on GPUs that
 support it, DDP when ``devices > 1`` or ``num_nodes > 1``, and SLURM from its environment. A
@@ -54,7 +57,7 @@ from fdflare.core.io import write_text_atomic
 from fdflare.core.recipe import STUDY, format_window, labels_recipe, recipe_or_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
-from fdflare.data.tables import class_weights, fold_tables
+from fdflare.data.tables import class_weights, fold_tables, select_table
 from fdflare.models.networks import create_model
 from fdflare.models.weights import weights_file
 from fdflare.training.callbacks import RunRecorder, StderrProgressBar
@@ -65,7 +68,10 @@ from fdflare.training.config import (
     Runtime,
     TrainConfig,
     check_hardware,
+    holdout_share,
     resolve_runtime,
+    selection_rule,
+    selection_set,
 )
 from fdflare.training.datamodule import FlareDataModule
 from fdflare.training.module import FlareClassifier
@@ -279,13 +285,26 @@ def fit(
         tables.val, tables.val_path, source, config, "validation", notes, quiet
     )
     holdout_df = None
-    if config.holdout_fraction > 0:
+    chosen = select_table(config.labels, config.fold)
+    selection = selection_set(config, has_select=chosen is not None)
+    if selection == "select":
+        assert chosen is not None
+        holdout_df, n_miss_sel = _prepare_table(
+            chosen[0], chosen[1], source, config, "selection", notes, quiet
+        )
+        n_miss_val += n_miss_sel
+        if holdout_df["target"].nunique() < 2:
+            note = (
+                f"the selection set ({len(holdout_df)} instances of {chosen[1]}) lacks one "
+                "class: TSS is undefined"
+            )
+            notes.append(note)
+            _msg(note, False)
+    if selection == "holdout":
+        fraction = holdout_share(config)
         n_before = len(train_df)
         keep, hold = holdout_split(
-            train_df,
-            config.holdout_fraction,
-            path=str(tables.train_path),
-            window=recipe.window_delta,
+            train_df, fraction, path=str(tables.train_path), window=recipe.window_delta
         )
         holdout_df = train_df[hold].reset_index(drop=True)
         train_df = train_df[keep].reset_index(drop=True)
@@ -301,7 +320,7 @@ def fit(
         n_fl, n_nf = int(train_df["target"].sum()), int((train_df["target"] == 0).sum())
         if n_fl == 0 or n_nf == 0:
             raise InputError(
-                f"{config.holdout_fraction:g} holds out {len(holdout_df)} of the {n_before} "
+                f"{fraction:g} holds out {len(holdout_df)} of the {n_before} "
                 f"training instances of {tables.train_path}, leaving {n_fl} flare and {n_nf} "
                 "no-flare instances to train on: both classes are needed (lower --holdout)",
                 field="holdout_fraction",
@@ -325,7 +344,8 @@ def fit(
         "train_samples": copies[0] * n_fl + copies[1] * n_nf,
         "val": len(val_df),
         "val_flare": int(val_df["target"].sum()),
-        "holdout": 0 if holdout_df is None else len(holdout_df),
+        "holdout": 0 if holdout_df is None or selection != "holdout" else len(holdout_df),
+        "select": 0 if holdout_df is None or selection != "select" else len(holdout_df),
         "skipped_missing": n_miss_train + n_miss_val,
     }
     before = rec.get("counts", {}).get("train_samples")
@@ -350,6 +370,7 @@ def fit(
         model,
         channels_last=runtime.channels_last,
         compile=runtime.compile,
+        selection=selection,
     )
 
     def dataset(table: pd.DataFrame, augment: bool = False) -> FlareDataset:
@@ -381,7 +402,8 @@ def fit(
         "runtime": runtime.to_dict(),
         "recipe": recorded,
     }
-    recorder = RunRecorder(out, config, meta, quiet=quiet)
+    rule = selection_rule(config, has_select=chosen is not None)
+    recorder = RunRecorder(out, config, meta, quiet=quiet, selection=selection, rule=rule)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
@@ -456,7 +478,10 @@ def fit(
             "best_epoch": result.best_epoch,
             "best_tss": result.best_tss,
             "best_hss2": result.best_hss2,
-            "selected_on": "holdout" if config.holdout_fraction > 0 else "val",
+            "protocol": "study" if selection == "val" else "honest",
+            "selected_on": selection,
+            "selection_rule": rule,
+            "average": config.average,
             "recipe": recorded,
             "event": recipe.event,
             "counts": counts,
@@ -504,7 +529,7 @@ def _make_trainer(
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     show_bar = not quiet and sys.stderr.isatty()
-    callbacks: list[Callback] = [recorder]
+    callbacks: list[Callback] = [*_averaging(config), recorder]
     if show_bar:
         callbacks.append(StderrProgressBar())
     logger: Any = False
@@ -522,6 +547,59 @@ def _make_trainer(
             f"Lightning cannot run --accelerator {runtime.accelerator} --devices "
             f"{runtime.devices} --precision {runtime.precision} here: {text}"
         ) from None
+
+
+def _averaging(config: TrainConfig) -> list[Callback]:
+    """Lightning's weight averaging (torch's ``AveragedModel``) for ``config.average``.
+
+    The averaged weights are swapped in for validation, saved as the checkpoints'
+    ``state_dict`` (so selection, ``predict`` and ``forecast`` all see them) and copied into
+    the model when training ends.
+    """
+    if config.average == "none":
+        return []
+    from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
+
+    if config.average == "ema":
+        return [EMAWeightAveraging(decay=config.ema_decay)]
+
+    class SecondHalfAverage(WeightAveraging):
+        """SWA's equal average of every step's weights from the second half of training."""
+
+        def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+            total = int(self._trainer.estimated_stepping_batches)
+            return step_idx is not None and step_idx >= total // 2
+
+        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+            self._trainer = trainer
+            self._swapped = False
+            super().setup(trainer, pl_module, stage)
+
+        def _started(self) -> bool:
+            model = self._average_model
+            return model is not None and int(model.n_averaged) > 0
+
+        # before the first update the average holds the initial weights: score and save
+        # the current ones until then
+        def on_validation_epoch_start(
+            self, trainer: L.Trainer, pl_module: L.LightningModule
+        ) -> None:
+            self._swapped = self._started()
+            if self._swapped:
+                super().on_validation_epoch_start(trainer, pl_module)
+
+        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if self._swapped:
+                super().on_validation_epoch_end(trainer, pl_module)
+            self._swapped = False
+
+        def on_save_checkpoint(
+            self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+        ) -> None:
+            if self._started():
+                super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    return [SecondHalfAverage()]
 
 
 def _trainer(

@@ -31,6 +31,8 @@ class FlareClassifier(L.LightningModule):
             resolves its ``auto``).
         compile: compile the network's forward with ``torch.compile`` (in place: the
             ``state_dict`` and so the checkpoints keep their names).
+        selection: the name of the second validation loader's set (``holdout`` or
+            ``select``; ``val``: none, the study selects on the validation fold).
     """
 
     def __init__(
@@ -41,9 +43,11 @@ class FlareClassifier(L.LightningModule):
         *,
         channels_last: bool | None = None,
         compile: bool = False,
+        selection: str = "val",
     ) -> None:
         super().__init__()
         self.config = config
+        self.selection = selection
         self.model = model if model is not None else create_model(config.model, pretrained=False)
         if config.channels_last if channels_last is None else channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -120,10 +124,10 @@ class FlareClassifier(L.LightningModule):
         self._val[dataloader_idx] = row if acc is None else acc + row
 
     def on_validation_epoch_end(self) -> None:
-        """Reduce over processes and compute loss, TSS and HSS2 per loader (val, holdout)."""
-        n_loaders = 2 if self.config.holdout_fraction > 0 else 1
+        """Reduce over processes and compute loss, TSS and HSS2 per loader (val, selection)."""
+        prefixes = ["val"] if self.selection in ("val", "none") else ["val", self.selection]
         scores: dict[str, float | None] = {}
-        for idx, prefix in zip(range(n_loaders), ("val", "holdout"), strict=False):
+        for idx, prefix in enumerate(prefixes):
             acc = self._val.get(idx, torch.zeros(6, device=self.device))
             acc = self.trainer.strategy.reduce(acc, reduce_op="sum")
             loss_sum, batches, tp, fp, tn, fn = (float(v) for v in acc.cpu())

@@ -1,0 +1,163 @@
+"""Which demo recipe learns under honest selection? Run by hand; prints one table.
+
+For each synthetic Sun (``--seeds``) and each recipe (``--variants``, names of ``VARIANTS``),
+trains the demo's folds once and replays every selection rule on the run's ``metrics.csv``
+(each epoch's scores on the selection set and on the test fold are both recorded), so one
+training run gives the test TSS of every rule: the study's (select on the test fold itself),
+held-out TSS with the study's rule, held-out loss, a smoothed held-out TSS, and the last
+epoch. Persistence and the flux baseline are scored on the same test instances.
+
+    PYTHONPATH=src python benchmarks/demo_protocols.py --root /tmp/dp --seeds 0,1,2 --variants base
+
+Never tune on the test column: it is printed to report, not to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: recipes: demo settings over configs/demo.yaml, ``train`` over the training config,
+#: ``label`` over the label config
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {"average": "none", "train": {"holdout_fraction": 0.25}},
+    "ema": {"average": "ema", "train": {"holdout_fraction": 0.25}},
+    "lr3": {"max_lr": 3e-4, "average": "none", "train": {"holdout_fraction": 0.25}},
+    "lr3_swa": {"max_lr": 3e-4, "average": "swa", "train": {"holdout_fraction": 0.25}},
+    "lr3_ema": {"max_lr": 3e-4, "average": "ema", "train": {"holdout_fraction": 0.25}},
+    "lr3_last": {"max_lr": 3e-4, "average": "none", "select_by": "last", "train": {}},
+    "lr3_last_swa": {"max_lr": 3e-4, "average": "swa", "select_by": "last", "train": {}},
+    "lr3_6h": {
+        "max_lr": 3e-4,
+        "cadence": "6h",
+        "epochs": 5,
+        "average": "none",
+        "train": {"holdout_fraction": 0.25},
+    },
+}
+
+
+def _tss(prob: np.ndarray, y: np.ndarray) -> float:
+    p = prob >= 0.5
+    y = y.astype(bool)
+    tp, fn = (p & y).sum(), (~p & y).sum()
+    fp, tn = (p & ~y).sum(), (~p & ~y).sum()
+    return float(tp / max(tp + fn, 1) - fp / max(fp + tn, 1))
+
+
+def _replay(m: pd.DataFrame, prefix: str) -> int | None:
+    from fdflare.training.callbacks import is_improvement
+
+    best_t, best_h, ep = 0.0, 0.0, None
+    for _, r in m.iterrows():
+        t, h = r.get(f"{prefix}_tss"), r.get(f"{prefix}_hss2")
+        t = None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
+        h = None if h is None or (isinstance(h, float) and math.isnan(h)) else float(h)
+        if is_improvement(best_t, best_h, t, h):
+            best_t, best_h, ep = t, h, int(r["epoch"])
+    return ep
+
+
+def rules(m: pd.DataFrame) -> dict[str, float]:
+    """Test TSS of the epoch each rule selects."""
+    val = dict(zip(m["epoch"].astype(int), m["val_tss"].astype(float), strict=True))
+    last = int(m["epoch"].max())
+    out = {}
+    study = _replay(m, "val")
+    out["study"] = val[study or last]
+    if "holdout_tss" in m:
+        out["ho_tss"] = val[_replay(m, "holdout") or last]
+        out["ho_loss"] = val[int(m.loc[m["holdout_loss"].idxmin(), "epoch"])]
+        sm = m["holdout_tss"].fillna(-1).rolling(3, center=True, min_periods=1).mean()
+        out["ho_smooth"] = val[int(m.loc[sm.idxmax(), "epoch"])]
+    out["last"] = val[last]
+    if "selected" in m:  # what the run itself kept (its own rule)
+        kept = m.loc[m["selected"] == 1, "epoch"]
+        out["run"] = val[int(kept.max()) if len(kept) else last]
+    return out
+
+
+def main() -> None:
+    """Run the grid and print the table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--variants", default="base")
+    ap.add_argument("--gap-hours", type=float, default=None)
+    args = ap.parse_args()
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.baselines import baseline_predictions
+    from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
+    from fdflare.reports.demo import DemoConfig
+    from fdflare.synth.writer import generate
+    from fdflare.training.fit import fit, read_metrics
+
+    root = Path(args.root)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for name in args.variants.split(","):
+            v = dict(VARIANTS[name])
+            train = v.pop("train", {})
+            cfg = DemoConfig(seed=seed).updated({**v, "train": train})
+            sd = root / f"seed{seed}"
+            tag = "" if cfg.cadence == "12h" else f"_{cfg.cadence}"
+            synth = sd / f"synth{tag}"
+            start = pd.Timestamp(cfg.start)
+            end = start + pd.Timedelta(days=cfg.days)
+            if not (synth / "catalog.csv").is_file():
+                generate(
+                    synth,
+                    start=start.isoformat(),
+                    end=(end - pd.Timedelta(cfg.cadence)).isoformat(),
+                    cadence=cfg.cadence,
+                    size=cfg.image_size,
+                    seed=seed,
+                    progress=False,
+                )
+            catalog = read_catalog(synth / "catalog.csv")
+            lcfg = LabelConfig(
+                start=str(start), end=str(end), cadence=cfg.cadence, gap_hours=args.gap_hours
+            )
+            labels = sd / f"labels{tag}_gap{args.gap_hours}"
+            write_labels(make_labels(catalog, read_image_list(synth / "images"), lcfg), labels)
+            base: dict[str, list[float]] = {}
+            for p in baseline_predictions(
+                labels, ["persistence", "flux"], catalog=catalog, images=synth / "images"
+            ):
+                base.setdefault(p.kind, []).append(
+                    _tss(p.table["flare_prob"].to_numpy(), p.table["target"].to_numpy())
+                )
+            t0 = time.perf_counter()
+            per = []
+            for k in cfg.folds:
+                run = sd / f"{name}_gap{args.gap_hours}" / f"fold{k}"
+                fit(
+                    cfg.train_config(k, str(labels), str(synth / "images")),
+                    run,
+                    resume=True,
+                    quiet=True,
+                )
+                per.append(rules(read_metrics(run)))
+            secs = time.perf_counter() - t0
+            row: dict[str, Any] = {"seed": seed, "variant": name, "train_s": round(secs)}
+            for rule in per[0]:
+                row[rule] = round(float(np.mean([p[rule] for p in per])), 3)
+                row[rule + "_folds"] = [round(p[rule], 3) for p in per]
+            row["persistence"] = round(float(np.mean(base["persistence"])), 3)
+            row["persistence_folds"] = [round(x, 3) for x in base["persistence"]]
+            row["flux"] = round(float(np.mean(base["flux"])), 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    df = pd.DataFrame(rows)
+    print(df[[c for c in df.columns if not c.endswith("_folds")]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
