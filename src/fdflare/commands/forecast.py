@@ -239,7 +239,43 @@ def run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         concurrency=1,
     )
-    fc = service.run_forecast(
+    try:
+        fc = _forecast(args, members, requested, urls, tolerance, cal, policy, archive)
+    except (service.NoObservationError, service.ServiceError) as exc:
+        if args.store:  # the store keeps failed attempts too, with their reason
+            from fdflare.forecast.store import ForecastStore
+
+            kind = "no_observation" if isinstance(exc, service.NoObservationError) else "service"
+            with ForecastStore.open(args.store) as store:
+                store.record_failure(
+                    cycle=None,
+                    requested=requested,
+                    issue_time=service.utcnow().floor("s"),
+                    reason=str(exc),
+                    kind=kind,
+                )
+        raise
+    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
+    sys.stdout.flush()
+    written = _write_outputs(args, fc, members)
+    for line in written:
+        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _forecast(
+    args: argparse.Namespace,
+    members: list[Any],
+    requested: Any,
+    urls: list[str],
+    tolerance: Any,
+    cal: Any,
+    policy: Any,
+    archive: Any,
+) -> Any:
+    from fdflare.forecast import service
+
+    return service.run_forecast(
         members,
         requested=requested,
         base_urls=urls,
@@ -250,12 +286,6 @@ def run(args: argparse.Namespace) -> int:
         now=service.utcnow,
         archive=archive,
     )
-    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
-    sys.stdout.flush()
-    written = _write_outputs(args, fc, members)
-    for line in written:
-        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
-    return 0
 
 
 def _write_outputs(args: argparse.Namespace, fc: Any, members: list[Any]) -> list[str]:
