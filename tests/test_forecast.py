@@ -108,7 +108,7 @@ def test_a_forecast_is_the_model_on_the_closest_magnetogram(world, tmp_path, cap
     assert fc["window_start"] == fc["observation_time"]
     assert fc["window_end"] == "2011-01-02T10:00:42Z"
     assert fc["observation_age_s"] == -42
-    assert fc["source"]["image_id"] == image_id
+    assert fc["source"]["image_id"] == str(image_id)
     assert [m["checkpoint"] for m in fc["members"]] == [str(world["ckpt0"])]
     # the same magnetogram through prepare (a PNG on disk) and predict gives the same number
     expect = predicted(world, tmp_path, "2011/01/01/HMI.m2011.01.01_10.00.00.png", world["ckpt0"])
@@ -276,20 +276,24 @@ def test_a_real_helioviewer_hmi_file_and_one_without_geometry(world, sunpy_test_
     assert len(notes) == 1 and "no disk geometry" in notes[0]
 
 
-def test_history_appends_and_a_rerun_replaces_its_row(world, tmp_path, capsys):
+def test_history_appends_and_a_rerun_keeps_the_earlier_row(world, tmp_path, capsys):
     hist = tmp_path / "forecasts.csv"
     with server(world) as hv:
         for t in ("2011-01-01T10:00", "2011-01-01T11:00", "2011-01-01T10:00"):
             code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
                                                "--history", str(hist), time=t), capsys)  # fmt: skip
             assert code == 0, err
-    assert "replaced the row of this time" in out
+    assert "a re-issue: 1 earlier row(s) of this time kept" in out
     df = pd.read_csv(hist, keep_default_na=False)
-    assert list(df["requested_time"]) == ["2011-01-01T10:00:00Z", "2011-01-01T11:00:00Z"]
+    assert list(df["requested_time"]) == [
+        "2011-01-01T10:00:00Z",
+        "2011-01-01T11:00:00Z",
+        "2011-01-01T10:00:00Z",
+    ]
     assert list(df.columns[:3]) == ["timestamp", "flare_prob", "target"]
     assert df["timestamp"].iloc[0] == "2011/01/01/HMI.m2011.01.01_10.00.42.jp2"
     assert (df["target"] == "").all()
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*part*"))
 
 
 def test_scoreboard_file(world, tmp_path, capsys, monkeypatch):
@@ -374,7 +378,8 @@ def test_verify_labels_each_window_and_scores_beside_the_baselines(
             "--since", "2011-01-01", "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
     code, text, err = cli(argv, capsys)
     assert code == 0, err
-    assert "12 forecast(s), 12 verified" in text and "0 pending" in text
+    assert "12 forecast(s) of P(flare >= M1.0 in the next 24 h), 12 verified" in text
+    assert "0 pending" in text
     for kind in ("model", "persistence", "climatology"):
         assert any(line.split()[:1] == [kind] for line in text.splitlines()), text
     assert "persistence (" in text and "climatology (BSS" in text
@@ -511,7 +516,7 @@ def test_explain_writes_the_forecast_magnetograms_map(world, tmp_path, capsys):
     assert code == 2 and "--explain" in err
 
 
-def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
+def test_verify_leaves_out_windows_before_the_catalog_and_counts_reissues(
     world, history, tmp_path, capsys
 ):
     cat = world["sun"] / "catalog.csv"
@@ -524,11 +529,20 @@ def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
     assert code == 0, err
     result = json.loads(js)
     assert result["before_catalog"] == before and result["verified"] == len(starts) - before
+    note = next(n for n in result["notes"] if "before the catalog" in n)
+    assert f"the first at {starts.min():%Y-%m-%dT%H:%M:%SZ}" in note and "--since" in note
+    # a second row for a window (a re-issue) is counted and left out, never scored
     dup = tmp_path / "dup.csv"
     lines = history.read_text().splitlines()
-    dup.write_text("\n".join([*lines, lines[2]]) + "\n")
-    code, _out, err = cli(["verify", "--history", str(dup), "--catalog", str(cat)], capsys)
-    assert code == 2 and f"line {len(lines) + 1}" in err and "requested_time" in err
+    cells = lines[-1].split(",")
+    cells[1] = "0.999999"
+    cells[4] = "2031-01-01T00:00:00Z"  # issued later
+    dup.write_text("\n".join([*lines, ",".join(cells)]) + "\n")
+    code, js2, err = cli(["verify", "--history", str(dup), "--catalog", str(cat), "--json",
+                          "--until", "2011-01-04"], capsys)  # fmt: skip
+    assert code == 0, err
+    again = json.loads(js2)
+    assert again["reissues"] == 1 and again["scores"] == result["scores"]
 
 
 def test_outputs_are_checked_before_any_request_and_nothing_is_left(world, tmp_path, capsys):

@@ -436,8 +436,8 @@ def forecast_row(settings: Settings, ceilings: Ceilings) -> Row:
         def ours() -> float:
             img, geometry = decode_with_geometry(path, size)
             obs = Observation(
-                base_url="local",
-                image_id=0,
+                source="local",
+                image_id="0",
                 time=pd.Timestamp("2012-03-07T00:00:05Z"),
                 images={size: img},
                 geometry={size: geometry},

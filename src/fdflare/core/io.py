@@ -69,6 +69,106 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         fh.write(data)
 
 
+class StagedFiles:
+    """The outputs of one command, all written or none.
+
+    Each output is prepared in a temporary file beside its final path
+    (``.NAME.XXXX.part.EXT``); :meth:`commit` renames them all onto their final names, and
+    any failure before that (or :meth:`discard`) removes every temporary file, so a full
+    disk leaves no output half-written and no output without the others. An ``OSError``
+    while preparing a file becomes an :class:`~fdflare.core.errors.OutputError` naming it.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | os.PathLike[str]) -> Path:
+        """A new temporary path for ``final`` (same folder, same extension)."""
+        final = Path(final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{final.name}.", suffix=".part" + final.suffix, dir=final.parent
+            )
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_umask())
+        except OSError as exc:
+            raise self.error(final, exc) from None
+        self._items.append((Path(tmp), final))
+        return Path(tmp)
+
+    def write(
+        self, final: str | os.PathLike[str], data: str | bytes, mode: int | None = None
+    ) -> None:
+        """Prepare ``final`` with ``data`` (text as UTF-8), optionally with file mode ``mode``."""
+        tmp = self.path(final)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if mode is not None:
+                os.chmod(tmp, mode)
+        except OSError as exc:
+            raise self.error(Path(final), exc) from None
+
+    @staticmethod
+    def error(final: Path, exc: OSError) -> Exception:
+        """An ``OutputError`` naming the file that could not be written."""
+        from fdflare.core.errors import OutputError
+
+        why = exc.strerror or type(exc).__name__
+        return OutputError(f"{final}: cannot write ({why}); no output was written")
+
+    def commit(self) -> list[Path]:
+        """Rename every prepared file onto its final name; return the final paths."""
+        done = []
+        try:
+            for tmp, final in self._items:
+                os.replace(tmp, final)
+                done.append(final)
+        except OSError as exc:
+            self.discard()
+            raise self.error(self._items[len(done)][1], exc) from None
+        self._items = []
+        return done
+
+    def discard(self) -> None:
+        """Remove every prepared file not yet renamed."""
+        for tmp, _final in self._items:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._items = []
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.discard()
+
+
+def remove_stale_parts(final: str | os.PathLike[str]) -> int:
+    """Remove the temporary files a killed writer of ``final`` left (``.NAME.*.part*``).
+
+    Only call it while holding the lock that every writer of ``final`` holds.
+    """
+    final = Path(final)
+    n = 0
+    for stale in final.parent.glob(f".{glob_escape(final.name)}.*.part*"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            n += 1
+    return n
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs: Any) -> Any:
     """Read a CSV table with pandas, turning a missing or unreadable file into an ``InputError``.
 
@@ -87,9 +187,36 @@ def read_csv_table(path: str | os.PathLike[str], *, what: str = "file", **kwargs
     if not path.is_file():
         raise InputError(f"no such {what}", path=path)
     try:
-        return pd.read_csv(path, **kwargs)
+        df = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    if "index_col" not in kwargs and not isinstance(df.index, pd.RangeIndex):
+        # pandas takes the first field as the index when the rows have one field more
+        # than the header (a comma at the end of each line): every column would shift
+        raise _extra_fields(path)
+    return df
+
+
+def _extra_fields(path: Path) -> Exception:
+    """The error for a table whose rows hold more fields than its header (named by line)."""
+    import csv
+
+    from fdflare.core.errors import InputError
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, [])
+        for row in rows:
+            if len(row) > len(header):
+                trailing = " (a comma at the end of the line, as spreadsheets write?)"
+                return InputError(
+                    f"{len(row)} fields under a header of {len(header)}"
+                    + (trailing if row[-1] == "" else "")
+                    + "; the columns would shift: refused, the file is left as it is",
+                    path=path,
+                    line=rows.line_num,
+                )
+    return InputError("the rows hold more fields than the header", path=path)
 
 
 def read_json(path: str | os.PathLike[str], *, what: str = "JSON file") -> Any:
