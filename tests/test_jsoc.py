@@ -183,3 +183,69 @@ def test_cli(fake, tmp_path, capsys, monkeypatch):
         not (tmp_path / "none" / "manifest.csv").exists()
         or read_manifest(tmp_path / "none" / "manifest.csv").empty
     )
+
+
+# ---------------------------------------------------------------- forecast --source jsoc-nrt
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real model trained for one epoch on tiny images (32 px)."""
+    from fdflare.cli import main
+    from test_data import make_tiny_dataset
+
+    root = tmp_path_factory.mktemp("jsoc-forecast")
+    ds = make_tiny_dataset(root / "tiny", size=32)
+    argv = ["train", "--model", "smallcnn", "--fold", "1", "--labels", str(ds["labels"]),
+            "--images", str(ds["images"]), "--out", str(root / "run"), "--epochs", "1",
+            "--image-size", "32", "--no-pretrained", "--workers", "0", "--batch-size", "16",
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    return root / "run" / "last.ckpt"
+
+
+def _forecast(fake: FakeJsoc, checkpoint: Path, *extra: str) -> list[str]:
+    return ["forecast", "--source", "jsoc-nrt", "--base-url", fake.url, "--email", REGISTERED,
+            "--checkpoint", str(checkpoint), "--json", *extra]  # fmt: skip
+
+
+def test_forecast_from_the_nrt_series_passes_over_bad_records(fake, checkpoint, capsys):
+    import json
+
+    fake.pending_polls, fake.not_found_first = 0, False
+    argv = _forecast(fake, checkpoint, "--time", "2020-01-01T03:00", "--tolerance", "30min")
+    from fdflare.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    fc = json.loads(out)
+    # 03:00 TAI is bad; 03:12 TAI (03:11:23 UTC) is nearer than 02:48 TAI (02:47:23 UTC)
+    assert fc["observation_time"].startswith("2020-01-01T03:11:23")
+    assert fc["source"]["name"] == f"jsoc:hmi.M_720s_nrt@{fake.url}"
+    assert fc["source"]["image_id"] == "2020.01.01_03:12:00_TAI"
+    assert any("QUALITY=0x80000000" in n for n in fc["notes"])
+    assert 0.0 <= fc["probability"] <= 1.0
+    assert fake.hits["exp_request"] == 1 and fake.hits["file"] == 1
+
+
+def test_forecast_from_jsoc_statuses(fake, checkpoint, capsys):
+    fake.pending_polls, fake.not_found_first = 0, False
+    # only the bad record lies within 5 minutes: no observation, status 4
+    code, err = run_cli(_forecast(fake, checkpoint, "--time", "2020-01-01T03:00", "--tolerance", "5min"), capsys)  # fmt: skip
+    assert code == 4 and "no good record" in err and "QUALITY" in err
+    # a failed export is the service failing: status 3
+    fake.fault("exp_status", "export-fail")
+    code, err = run_cli(_forecast(fake, checkpoint, "--time", "2020-01-01T01:00"), capsys)
+    assert code == 3 and "Cant save" in err
+    down = _forecast(fake, checkpoint, "--time", "2020-01-01T01:00", "--retries", "0")
+    down[down.index("--base-url") + 1] = _closed_port()
+    code, err = run_cli(down, capsys)
+    assert code == 3 and "JSOC" in err
+    # sources are one at a time, and JSOC needs its e-mail
+    code, err = run_cli([*_forecast(fake, checkpoint, "--time", "2020-01-01T01:00"), "--archive", "x"], capsys)  # fmt: skip
+    assert code == 2 and "one source" in err
+    argv = _forecast(fake, checkpoint, "--time", "2020-01-01T01:00")
+    del argv[argv.index("--email") : argv.index("--email") + 2]
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "--email" in err
