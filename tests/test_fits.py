@@ -216,3 +216,28 @@ def test_limb_mask_is_helioviewers_circle(n, crpix1, crpix2, rsun):
     beyond = (rows - (n - crpix2)) ** 2 + (cols - (crpix1 - 1)) ** 2 >= rsun * rsun
     assert np.array_equal(grey == 0, beyond)
     assert set(np.unique(grey[~beyond])) == {179}  # floor(255.9999 * 350 / 500)
+
+
+def test_cli_prepares_fits_with_a_named_scaling(tmp_path, capsys):
+    from clitools import run_cli
+
+    header = hmi_header(128, "2014.03.01_00:00:00_TAI")
+    write_hmi_fits(tmp_path / "src" / "a.fits", hmi_field(128, header), header)
+    out = tmp_path / "out"
+    argv = ["prepare", "--source", str(tmp_path / "src"), "--out", str(out), "--image-size", "32"]
+    code, err = run_cli([*argv, "--fits-scale", "clip:2000", "--workers", "1", "--quiet"], capsys)
+    assert code == 0, err
+    # +1200 G at 600" north is grey 127 + 1200 / 2000 * 128, not Helioviewer's 255
+    from PIL import Image
+
+    img = np.asarray(Image.open(out / "a.png"))
+    row = read_geometry(out).iloc[0]
+    north = int(
+        img[
+            round(row["center_y"] - 600 / (row["rsun_obs"] / row["radius_px"])),
+            round(row["center_x"]),
+        ]
+    )
+    assert 150 < north < 220
+    code, err = run_cli([*argv, "--fits-scale", "log"], capsys)
+    assert code == 2 and "--fits-scale" in err and err.count("\n") == 1

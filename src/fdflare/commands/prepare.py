@@ -171,13 +171,20 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             fits_scale=args.fits_scale,
         )
+    kind = (
+        "JP2"
+        if not result.fits
+        else "FITS"
+        if result.fits == result.total
+        else f"JP2 and FITS ({result.fits} FITS)"
+    )
     print(
-        f"{result.total} JP2 file(s): {result.prepared} prepared, {result.up_to_date} up to "
+        f"{result.total} {kind} file(s): {result.prepared} prepared, {result.up_to_date} up to "
         f"date, {result.failed} failed; {len(result.geometry)} image(s) in "
         f"{result.out / GEOMETRY_FILE}"
     )
     if result.ignored:
-        print(f"ignored {result.ignored} file(s) that are not .jp2 under {src}")
+        print(f"ignored {result.ignored} file(s) that are not .jp2 or FITS under {src}")
     if result.kept:
         print(f"kept {result.kept} geometry row(s) of images whose JP2 is no longer in {src}")
     if result.store is not None:

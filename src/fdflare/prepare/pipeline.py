@@ -108,6 +108,7 @@ class PrepareResult:
             also rows of ``bad_files.csv`` and counted in ``failed``.
         upsampled: images made from a JP2 smaller than ``size`` (upsampled, no detail added).
         smallest_source: ``"W x H"`` of the smallest such JP2.
+        fits: how many of the ``total`` source files are FITS (the rest are JP2).
     """
 
     out: Path
@@ -124,6 +125,7 @@ class PrepareResult:
     unreadable: list[str] = field(default_factory=list)
     upsampled: int = 0
     smallest_source: str = ""
+    fits: int = 0
 
 
 def _write_image(path: Path, data: np.ndarray, fmt: str, jpeg_quality: int) -> None:
@@ -378,6 +380,7 @@ def prepare(
     table["src_mtime"] = _mtimes(src, table["source"])
     table["out_mtime"] = _mtimes(out, table["path"])
     result.total = len(table)
+    result.fits = sum(1 for name in sources if is_fits(name))
 
     previous = (
         read_geometry(out)
