@@ -209,6 +209,7 @@ def _forecast(fake: FakeJsoc, checkpoint: Path, *extra: str) -> list[str]:
             "--checkpoint", str(checkpoint), "--json", *extra]  # fmt: skip
 
 
+@pytest.mark.slow  # the fixture trains a model (about 25 s on 2 cores)
 def test_forecast_from_the_nrt_series_passes_over_bad_records(fake, checkpoint, capsys):
     import json
 
@@ -229,6 +230,7 @@ def test_forecast_from_the_nrt_series_passes_over_bad_records(fake, checkpoint, 
     assert fake.hits["exp_request"] == 1 and fake.hits["file"] == 1
 
 
+@pytest.mark.slow
 def test_forecast_from_jsoc_statuses(fake, checkpoint, capsys):
     fake.pending_polls, fake.not_found_first = 0, False
     # only the bad record lies within 5 minutes: no observation, status 4
