@@ -88,7 +88,7 @@ def test_cuda_without_a_gpu_is_refused_before_any_work(option, tmp_path, capsys)
 
 def test_every_row_is_named_and_in_table_order():
     assert tuple(ROWS) == ROW_NAMES
-    assert ROW_NAMES[:3] == ("label", "prepare", "loader")
+    assert ROW_NAMES[:4] == ("label", "prepare", "prepare_fits", "loader")
     assert {"train_alexnet", "train_vgg16", "train_resnet34", "predict_latency"} <= set(ROWS)
 
 
@@ -137,6 +137,15 @@ def test_forecast_row_runs_an_ensemble_on_a_local_jp2():
     assert row.name == "forecast_latency" and row.unit == "ms"
     assert row.baseline is not None and row.fdflare is not None and row.ratio is not None
     assert "2 fold models" in row.note
+
+
+def test_prepare_fits_row_measures_both_forms_of_one_record():
+    from fdflare.bench.stages import prepare_fits_row
+
+    row = prepare_fits_row(Settings(quick=True, progress=False), None)  # type: ignore[arg-type]
+    assert row.name == "prepare_fits" and row.baseline and row.fdflare
+    mean = float(row.note.rsplit("by ", 1)[1].split()[0])
+    assert mean < 1.0  # the same image from FITS as from the JP2's full decode
 
 
 def test_the_study_label_loop_gives_the_same_targets_as_make_labels():

@@ -71,8 +71,17 @@ def test_a_forecast_from_the_archive_is_the_one_helioviewer_gives_for_the_same_f
 
 
 def test_the_archive_keeps_the_tolerance_and_the_exit_statuses(world, tmp_path, capsys):  # noqa: F811
-    code, out, err = cli(archive_argv(world, time="2011-01-05T00:00"), capsys)
+    from fdflare.forecast.store import ForecastStore
+
+    db = tmp_path / "s.sqlite"
+    code, out, err = cli(archive_argv(world, "--store", str(db), time="2011-01-05T00:00"), capsys)
     assert code == 4 and out == "" and err.count("\n") == 1
+    with ForecastStore.open(db, create=False) as store:  # the failed attempt is kept
+        (failed,) = store.failures()
+        assert store.forecasts() == [] and failed["kind"] == "no_observation"
+        assert (
+            failed["requested_time"] == "2011-01-05T00:00:00Z" and "closest is" in failed["reason"]
+        )
     assert "the closest is 2011-01-02T2" in err and "HMI.m2011.01.02_23.00.00.jp2" in err
     assert "--tolerance" in err
     code, out, err = cli(archive_argv(world, "--tolerance", "3d", time="2011-01-05T00:00"), capsys)

@@ -9,7 +9,8 @@ from typing import Any
 
 HELP = "forecast P(flare in the members' window) now or at a time: magnetogram -> ensemble -> probability"
 DESCRIPTION = """\
-Ask Helioviewer (or read a local --archive) for the HMI magnetogram closest to --time
+Ask Helioviewer (or read a local --archive, or ask JSOC's near-real-time series with
+--source jsoc-nrt) for the HMI magnetogram closest to --time
 (default now), decode it at reduced resolution in memory with its disk geometry, run every
 member (--checkpoint given one or more times, or the ensemble.json of `fdflare cv`) and
 print P(flare >= threshold in the window after the observation), the threshold and window
@@ -76,6 +77,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="Helioviewer API base URL; give it again for mirrors, tried in turn (default "
         "$FDFLARE_HELIOVIEWER_URL, else https://api.helioviewer.org/v2/ then the IAS mirror)",
+    )
+    p.add_argument(
+        "--source",
+        choices=["helioviewer", "jsoc-nrt"],
+        default="helioviewer",
+        help="where the magnetogram comes from: helioviewer (default) or jsoc-nrt, JSOC's "
+        "near-real-time series hmi.M_720s_nrt as FITS (--base-url: JSOC's, default "
+        "$FDFLARE_JSOC_URL or http://jsoc.stanford.edu/; needs --email or $JSOC_EMAIL)",
+    )
+    p.add_argument(
+        "--email",
+        default=None,
+        help="address registered at JSOC for exports (--source jsoc-nrt; default $JSOC_EMAIL)",
     )
     p.add_argument(
         "--archive",
@@ -152,16 +166,22 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
     if bool(args.checkpoint) == bool(args.ensemble):
         raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
     tolerance = option_duration(args.tolerance, "--tolerance")
-    urls = args.base_url or (
-        [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
-    )
-    try:
-        urls = [resolve_base_url(u, option="--base-url") for u in urls]
-    except InputError as exc:
-        raise UsageError(f"--base-url: {exc.message}") from None
+    archive: Any = None
+    urls: list[str] = []
+    if args.source == "jsoc-nrt":
+        archive = _jsoc_source(args, tolerance)
+    else:
+        if args.email is not None:
+            raise UsageError("--email is for --source jsoc-nrt")
+        urls = args.base_url or (
+            [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
+        )
+        try:
+            urls = [resolve_base_url(u, option="--base-url") for u in urls]
+        except InputError as exc:
+            raise UsageError(f"--base-url: {exc.message}") from None
     if args.archive and args.base_url:
         raise UsageError("give --archive DIR or --base-url URL (one source)")
-    archive = None
     if args.archive:
         from fdflare.forecast.archive import LocalArchive
 
@@ -204,6 +224,27 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
     return urls, tolerance, archive
 
 
+def _jsoc_source(args: argparse.Namespace, tolerance: Any) -> Any:
+    """JSOC's NRT series as the source, checked before any work."""
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.forecast.jsoc_source import JsocSource
+
+    if args.archive:
+        raise UsageError("give --archive DIR or --source jsoc-nrt (one source)")
+    if args.base_url and len(args.base_url) > 1:
+        raise UsageError("--source jsoc-nrt takes one --base-url (JSOC's)")
+    try:
+        source = JsocSource(
+            base_url=args.base_url[0] if args.base_url else None,
+            email=args.email,
+            tolerance=tolerance,
+            policy=None,
+        )
+    except InputError as exc:
+        raise UsageError(f"--{exc.field or 'base-url'}: {exc.message}") from None
+    return source
+
+
 def run(args: argparse.Namespace) -> int:
     """Forecast, print it, and write what was asked for."""
     from fdflare.core.http import HttpPolicy
@@ -234,7 +275,43 @@ def run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         concurrency=1,
     )
-    fc = service.run_forecast(
+    try:
+        fc = _forecast(args, members, requested, urls, tolerance, cal, policy, archive)
+    except (service.NoObservationError, service.ServiceError) as exc:
+        if args.store:  # the store keeps failed attempts too, with their reason
+            from fdflare.forecast.store import ForecastStore
+
+            kind = "no_observation" if isinstance(exc, service.NoObservationError) else "service"
+            with ForecastStore.open(args.store) as store:
+                store.record_failure(
+                    cycle=None,
+                    requested=requested,
+                    issue_time=service.utcnow().floor("s"),
+                    reason=str(exc),
+                    kind=kind,
+                )
+        raise
+    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
+    sys.stdout.flush()
+    written = _write_outputs(args, fc, members)
+    for line in written:
+        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _forecast(
+    args: argparse.Namespace,
+    members: list[Any],
+    requested: Any,
+    urls: list[str],
+    tolerance: Any,
+    cal: Any,
+    policy: Any,
+    archive: Any,
+) -> Any:
+    from fdflare.forecast import service
+
+    return service.run_forecast(
         members,
         requested=requested,
         base_urls=urls,
@@ -245,12 +322,6 @@ def run(args: argparse.Namespace) -> int:
         now=service.utcnow,
         archive=archive,
     )
-    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
-    sys.stdout.flush()
-    written = _write_outputs(args, fc, members)
-    for line in written:
-        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
-    return 0
 
 
 def _write_outputs(args: argparse.Namespace, fc: Any, members: list[Any]) -> list[str]:

@@ -17,7 +17,9 @@
    ensemble carries one, and the forecast is the mean (optionally through one more map).
 
 With a local archive (:class:`~fdflare.forecast.archive.LocalArchive`, ``--archive``)
-instead of Helioviewer, steps 2 and 4 read the archive's closest file in place.
+instead of Helioviewer, steps 2 and 4 read the archive's closest file in place; with JSOC's
+near-real-time series (:class:`~fdflare.forecast.jsoc_source.JsocSource`, ``--source
+jsoc-nrt``) the closest good record is exported and its FITS decoded the same way.
 
 The forecast is for the event its members were trained for (their label recipe,
 :mod:`fdflare.core.recipe`: a GOES class threshold and a window), and its window is that
@@ -114,7 +116,7 @@ class Observation:
     @property
     def base_url(self) -> str | None:
         """The Helioviewer base URL, or None for a local archive."""
-        return None if self.source.startswith("archive:") else self.source
+        return self.source if self.source.startswith(("http://", "https://")) else None
 
 
 @dataclass
@@ -284,9 +286,15 @@ def members_recipe(members: Sequence[Member]) -> Recipe:
 
 
 def _decode(path: Path, obs: Observation, sizes: Sequence[int]) -> Observation:
-    """Decode the JP2 at ``path`` into ``obs`` at each of ``sizes``, noting what is odd."""
+    """Decode the JP2 (or FITS) at ``path`` into ``obs`` at each of ``sizes``, noting what is odd."""
     from fdflare.prepare.decode import decode_jp2, decode_with_geometry
+    from fdflare.prepare.fits import decode_fits_with_geometry, is_fits
     from fdflare.prepare.jp2 import read_jp2_info
+
+    if is_fits(path.name):  # JSOC: the field in gauss, to Helioviewer's grey levels
+        for size in sorted(set(sizes)):
+            obs.images[size], obs.geometry[size] = decode_fits_with_geometry(path, size)
+        return obs
 
     info = read_jp2_info(path)
     if info.width != info.height:
@@ -323,10 +331,15 @@ def _from_archive(
     """The archive's file closest to ``requested``, decoded in place (see :func:`fetch_observation`)."""
     found = archive.closest(requested)
     where = archive.source
+    passed = list(getattr(archive, "passed_over", []))
     if found is None:
-        raise NoObservationError(
-            f"no HMI magnetogram near {iso(requested)}: {where} holds no JP2 file"
+        held = (
+            "holds no JP2 file"
+            if where.startswith("archive:")
+            else f"has no good record within {format_age(tolerance)}"
         )
+        bad = f" (bad quality: {', '.join(passed)})" if passed else ""
+        raise NoObservationError(f"no HMI magnetogram near {iso(requested)}: {where} {held}{bad}")
     name, observed = found
     clock = (now or utcnow)()
     if observed > clock + FUTURE_SLACK:
@@ -339,8 +352,11 @@ def _from_archive(
     if abs(delta) > tolerance:
         raise _no_observation(requested, tolerance, [(abs(delta), observed, f"{where}/{name}")])
     path = archive.path(name)
+    obs = Observation(where, name, observed)
+    if passed:
+        obs.notes.append(f"nearer records of bad quality passed over: {', '.join(passed)}")
     try:
-        return _decode(path, Observation(where, name, observed), sizes)
+        return _decode(path, obs, sizes)
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(
             f"not a usable magnetogram: {type(exc).__name__}: {exc}", path=path

@@ -23,7 +23,7 @@ import numpy as np
 from fdflare.core.errors import InputError
 from fdflare.prepare.jp2 import reduced_size
 
-__all__ = ["SOLAR_RADIUS_M", "disk_geometry", "observation_time"]
+__all__ = ["SOLAR_RADIUS_M", "disk_geometry", "earth_b0_deg", "observation_time"]
 
 #: Nominal solar radius (IAU 2015, the value sunpy uses when a header gives no RSUN_REF).
 SOLAR_RADIUS_M = 695_700_000.0
@@ -177,7 +177,9 @@ def disk_geometry(
     Returns:
         ``date_obs`` (ISO 8601 UTC), ``center_x``, ``center_y``, ``radius_px`` (geometric
         mean of the x and y radii, which agree unless the resize changes the aspect ratio),
-        ``crota2`` (degrees) and ``rsun_obs`` (arcsec).
+        ``crota2`` (degrees), ``rsun_obs`` (arcsec) and ``b0_deg`` (the observer's
+        heliographic latitude: ``HGLT_OBS``, else ``CRLT_OBS``, else ``SOLAR_B0``, else
+        the Earth's at ``date_obs`` from :func:`earth_b0_deg`).
 
     Raises:
         InputError: a required keyword (``CRPIX1/2``, ``CDELT1/2``, the time, the solar
@@ -273,4 +275,33 @@ def _disk_geometry(
         "radius_px": float(math.sqrt(rx * sx * ry * sy)),
         "crota2": crota2,
         "rsun_obs": rsun,
+        "b0_deg": _b0(h, date_obs),
     }
+
+
+def _b0(h: Mapping[str, Any], date_obs: str) -> float:
+    for key in ("HGLT_OBS", "CRLT_OBS", "SOLAR_B0"):
+        if key in h and str(h[key]).strip() != "":
+            value = _number(h, key)
+            if abs(value) > 90:
+                raise InputError(f"{key} is not a latitude: {value:g}", field=key)
+            return value
+    return float(earth_b0_deg(date_obs))
+
+
+def earth_b0_deg(times: Any) -> np.ndarray:
+    """The heliographic latitude of the Earth (B0, degrees) at each time (ISO 8601, UTC).
+
+    Meeus' formula (Astronomical Algorithms, ch. 29) with the low-precision solar
+    longitude: good to about 0.02 deg, for headers that carry no ``HGLT_OBS``/``CRLT_OBS``
+    (SDO's B0 differs from the Earth's by under 0.01 deg).
+    """
+    t = np.atleast_1d(np.asarray(times, dtype="datetime64[ms]"))
+    days = (t - np.datetime64("2000-01-01T12:00:00", "ms")) / np.timedelta64(1, "D")
+    g = np.radians(357.529 + 0.98560028 * days)  # mean anomaly
+    q = 280.459 + 0.98564736 * days  # mean longitude
+    lam = np.radians(q + 1.915 * np.sin(g) + 0.020 * np.sin(2 * g))
+    jd = days + 2451545.0
+    node = np.radians(73.6667 + 1.3958333 * (jd - 2396758.0) / 36525.0)
+    b0 = np.degrees(np.arcsin(np.sin(lam - node) * np.sin(np.radians(7.25))))
+    return b0 if np.ndim(times) else b0[0]
