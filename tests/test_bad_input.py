@@ -76,6 +76,9 @@ def inputs(tmp_path_factory) -> Path:
     )
     (root / "fold1.csv").write_text(preds)
     (root / "header_only.csv").write_text("timestamp,flare_prob,target\n")
+    (root / "fold1_trailing_commas.csv").write_text(
+        "".join(ln + ("," if i else "") + "\n" for i, ln in enumerate(preds.splitlines()))
+    )
     (root / "joined.csv").write_text(
         "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
         + "".join(
@@ -372,6 +375,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "evaluate a folder": (["evaluate", "{in}/"], "folder"),
     "evaluate missing file": (["evaluate", "{in}/nope.csv"], "nope.csv"),
     "evaluate header only": (["evaluate", "{in}/header_only.csv"], "header"),
+    "evaluate trailing commas": (
+        ["evaluate", "{in}/fold1_trailing_commas.csv"],
+        r"line 2.*comma at the end",
+    ),
     "evaluate threshold 2": (["evaluate", "--threshold", "2", "{in}/fold1.csv"], "--threshold"),
     "spatial bin 0": (
         ["spatial", "--bin-deg", "0", "--out", "{out}", "{in}/joined.csv"],

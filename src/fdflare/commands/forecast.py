@@ -25,7 +25,8 @@ Retry-After). --archive DIR reads a JP2 tree as `download` or `synth --jp2` writ
 Every output (--history, --store, --scoreboard, --explain) is written, or none is: each is
 prepared in a temporary file and renamed when all are ready; a file that cannot be
 written is named. The history and the store are append-only: a rerun for the same --time
-adds a row, it never replaces the earlier one.
+adds a row, it never replaces the earlier one. With --store, a forecast that fails (status
+3 or 4) is kept there as a failed attempt with its reason.
 
 exit status: 0 forecast made; 2 bad arguments or input (a checkpoint that does not load,
 a --time in the future, a bad --archive, an output that cannot be written: then nothing
@@ -36,8 +37,7 @@ examples:
   fdflare forecast --ensemble cv/ensemble.json
   fdflare forecast --time 2017-09-06T08:00 --checkpoint fold{1,2,3,4}.pth --model alexnet --json
   fdflare forecast --ensemble cv/ensemble.json --history forecasts.csv --explain now.png
-  fdflare forecast --ensemble cv/ensemble.json --archive /data/hmi --time 2017-09-06T08:00 \
-      --store forecasts.sqlite
+  fdflare forecast --ensemble cv/ensemble.json --archive /data/hmi --store forecasts.sqlite
 """
 
 

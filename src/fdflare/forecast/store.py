@@ -466,6 +466,17 @@ class ForecastStore:
         return table[np.asarray(keep, dtype=bool)] if len(table) else table
 
     # ------------------------------------------------------------------ reading
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same state of the file."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("COMMIT")
+
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
             cur = self._conn.execute(sql, args)
@@ -539,13 +550,15 @@ class ForecastStore:
 
     def latest(self) -> dict[str, Any] | None:
         """The newest issued forecast (by issue time, then id), with its members."""
-        rows = self._rows("SELECT * FROM forecasts ORDER BY issue_time DESC, id DESC LIMIT 1")
-        return self._as_json(rows[0], members=True) if rows else None
+        with self._snapshot():
+            rows = self._rows("SELECT * FROM forecasts ORDER BY issue_time DESC, id DESC LIMIT 1")
+            return self._as_json(rows[0], members=True) if rows else None
 
     def get(self, forecast_id: int) -> dict[str, Any] | None:
         """One forecast by id, with its members."""
-        rows = self._rows("SELECT * FROM forecasts WHERE id = ?", (int(forecast_id),))
-        return self._as_json(rows[0], members=True) if rows else None
+        with self._snapshot():
+            rows = self._rows("SELECT * FROM forecasts WHERE id = ?", (int(forecast_id),))
+            return self._as_json(rows[0], members=True) if rows else None
 
     def forecasts(
         self,
@@ -589,10 +602,12 @@ class ForecastStore:
         """
         from fdflare.core.paths import image_relpaths
 
-        rows = self._rows("SELECT * FROM forecasts ORDER BY id")
-        members = self._rows(
-            "SELECT forecast_id, probability, checkpoint FROM members ORDER BY forecast_id, position"
-        )
+        with self._snapshot():
+            rows = self._rows("SELECT * FROM forecasts ORDER BY id")
+            members = self._rows(
+                "SELECT forecast_id, probability, checkpoint FROM members "
+                "ORDER BY forecast_id, position"
+            )
         probs: dict[int, list[str]] = {}
         ckpts: dict[int, list[str]] = {}
         for m in members:
