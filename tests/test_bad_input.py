@@ -634,7 +634,7 @@ EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
     "explain geometry file missing": (
         ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--geometry",
          "{in}/no_geometry.csv", "--out", "{out}"],
-        r"no_geometry\.csv: no such geometry file",
+        r"--geometry \S*no_geometry\.csv: no such file",
     ),
     "explain method typo": (
         ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--method",
