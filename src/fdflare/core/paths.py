@@ -7,7 +7,6 @@ time. These helpers go from times to relative paths and back, over whole arrays 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -88,7 +87,8 @@ def walk_tree(
         top = root.stat()
     except OSError as exc:
         return files, [("./", f"cannot read this folder: {exc.strerror or exc}")]
-    # (folder, its path relative to root, the (device, inode) of it and its ancestors)
+    # (folder, its path relative to root, the (device, inode) of it and of its ancestors:
+    # a folder whose key is among its ancestors' is a link back up, a loop)
     stack: list[tuple[Path, str, dict[tuple[int, int], str]]] = [
         (root, "", {(top.st_dev, top.st_ino): "."})
     ]
@@ -105,27 +105,33 @@ def walk_tree(
                 continue
             name = f"{rel}/{entry.name}" if rel else entry.name
             try:
-                st = entry.stat()  # follows links
-            except OSError as exc:
-                why = "a link that points nowhere" if entry.is_symlink() else str(exc.strerror)
-                skipped.append((name, f"skipped: {why}"))
+                is_dir = entry.is_dir()  # follows links; no system call for plain entries
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    skipped.append((name, "skipped: a link that points nowhere"))
+                else:
+                    files.append(name)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key in ancestors:
-                    skipped.append(
-                        (
-                            name + "/",
-                            f"skipped: a link to {_shown_folder(ancestors[key])}, which "
-                            "contains it (following it would loop forever)",
-                        )
+            try:
+                st = entry.stat()  # the folder itself, through a link
+            except OSError as exc:
+                skipped.append((name + "/", f"cannot read this folder: {exc.strerror or exc}"))
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                skipped.append(
+                    (
+                        name + "/",
+                        f"skipped: a link to {_shown_folder(ancestors[key])}, which contains "
+                        "it (following it would loop forever)",
                     )
-                    continue
-                if prune is not None and prune(Path(entry.path)):
-                    continue
-                stack.append((Path(entry.path), name, {**ancestors, key: name}))
-            else:
-                files.append(name)
+                )
+                continue
+            if prune is not None and prune(Path(entry.path)):
+                continue
+            stack.append((Path(entry.path), name, {**ancestors, key: name}))
     files.sort()
     skipped.sort()
     return files, skipped

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError, UsageError
-from fdflare.core.io import write_text_atomic
+from fdflare.core.io import read_csv_table, write_text_atomic
 from fdflare.core.recipe import STUDY, format_window, labels_recipe, recipe_or_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
@@ -638,4 +637,4 @@ def read_metrics(out: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(out) / "metrics.csv"
     if not path.is_file():
         raise MissingDataError(f"{path} does not exist (run `fdflare train` first)")
-    return pd.read_csv(io.StringIO(path.read_text(encoding="utf-8")))
+    return read_csv_table(path, what="metrics table")
