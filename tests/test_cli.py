@@ -152,3 +152,30 @@ def test_help_names_every_model_train_takes(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(name in text for name in list_models())
+
+
+def test_every_command_takes_quiet():
+    parser = build_parser()
+    sub = next(
+        a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)
+    )
+    missing = [
+        name
+        for name, p in sub.choices.items()
+        if not any("--quiet" in a.option_strings for a in p._actions)
+    ]
+    assert missing == []
+
+
+def test_quiet_silences_a_report_but_not_errors(tmp_path, capsys):
+    pred = tmp_path / "fold1.csv"
+    rows = [f"2011/01/0{1 + i % 9}/HMI.m2011.01.0{1 + i % 9}_{i:02d}.00.00.jpg,{(i % 4) / 4},{i % 2}"
+            for i in range(20)]  # fmt: skip
+    pred.write_text("timestamp,flare_prob,target\n" + "\n".join(rows) + "\n")
+    assert main(["evaluate", str(pred)]) == 0
+    assert "fold1.csv" in capsys.readouterr().out
+    assert main(["evaluate", "--quiet", str(pred)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["evaluate", "--quiet", str(tmp_path / "nope.csv")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "nope.csv" in err and err.count("\n") == 1
