@@ -279,3 +279,39 @@ def test_common_recipe_refuses_two_events_and_prefers_a_stated_one():
     assumed = Recipe(assumed=True)
     assert not common_recipe([("a", assumed), ("b", Recipe(cadence="1h"))]).assumed
     assert Recipe(window="1440min").same_event(Recipe(window="24h"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda r: r.update(format="1"), "field 'fdflare.format': format '1' is not a format number"),
+        (lambda r: r.update(format=99), "field 'fdflare.format': checkpoint format 99 is newer"),
+        (lambda r: r.update(config=["smallcnn"]), "field 'fdflare.config': the training config is a list"),
+        (lambda r: r["config"].update(image_size="32"), "field 'fdflare.config.image_size'"),
+        (lambda r: r["config"].update(image_size=0), "image size 0 is not a positive number"),
+        (lambda r: r["config"].update(model="resnet9000"), "field 'fdflare.config.model'"),
+        (lambda r: r["config"].update(input_adapter=3), "field 'fdflare.config.input_adapter'"),
+        (lambda r: r.update(epoch="three"), "field 'fdflare.epoch'"),
+        (lambda r: r.update(scores=[1]), "field 'fdflare.scores'"),
+        (lambda r: r.update(recipe={"threshold": "M1.0"}), "field 'fdflare.recipe.window'"),
+        (lambda r: r.update(recipe="M1.0 in 24 h"), "field 'fdflare.recipe'"),
+    ],
+)  # fmt: skip
+def test_every_field_of_a_checkpoint_is_checked(world, tmp_path, capsys, edit, words):
+    import torch
+
+    ckpt = torch.load(world["run_c12"] / "last.ckpt", map_location="cpu", weights_only=True)
+    edit(ckpt["fdflare"])
+    bad = tmp_path / "edited.ckpt"
+    torch.save(ckpt, bad)
+    before = bad.read_bytes()
+    out = tmp_path / "p.csv"
+    for argv in (
+        ["predict", "--checkpoint", str(bad), "--images", str(world["listing"]), "--out", str(out),
+         "--quiet", "--accelerator", "cpu"],
+        _forecast("http://127.0.0.1:9/v2/", "--checkpoint", str(bad)),
+    ):  # fmt: skip
+        code, printed, err = cli(argv, capsys)
+        assert code == 2 and printed == "" and err.count("\n") == 1, err
+        assert words in err and "Traceback" not in err
+    assert bad.read_bytes() == before and not out.exists()
