@@ -240,7 +240,7 @@ def test_cpu_defaults_follow_the_instruction_set():
 
 
 def test_a_cpu_without_native_bf16_skips_bf16_and_says_so(tmp_path, capsys, monkeypatch):
-    from fdflare.training import config as training_config
+    from fdflare.training import runtime as training_config
 
     monkeypatch.setattr(training_config, "cpu_flags", lambda: AVX2)
     out = tmp_path / "bench.json"
@@ -252,7 +252,7 @@ def test_a_cpu_without_native_bf16_skips_bf16_and_says_so(tmp_path, capsys, monk
 
 
 def test_training_runtime_records_the_memory_format_chosen_for_the_cpu(monkeypatch):
-    from fdflare.training import config as training_config
+    from fdflare.training import runtime as training_config
     from fdflare.training.config import TrainConfig, resolve_runtime
 
     cfg = TrainConfig(accelerator="cpu")
