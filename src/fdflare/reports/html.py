@@ -38,8 +38,12 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #57606a; font-size: .9em; }
 .note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5em .8em; border-radius: 4px; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .85em; }
-.grid { display: flex; flex-wrap: wrap; gap: 1em; }
-.grid figure { flex: 1 1 22em; }
+code { font: .9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+       background: rgba(175, 184, 193, .2); padding: .1em .3em; border-radius: 3px; }
+.grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1em; }
+.grid figure { margin: 0; }
+.grid figure img, figure.wide img { width: 100%; }
+@media (max-width: 50em) { .grid { grid-template-columns: minmax(0, 1fr); } }
 """
 
 
@@ -48,13 +52,27 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def inline(text: Any) -> str:
+    """Text escaped for HTML, with each `backticked` span set as ``<code>``.
+
+    Notes and captions are written once for the terminal, markdown and HTML; a span in
+    backticks (a command, a file name) is code in all three.
+    """
+    parts = esc(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return esc(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def data_uri(data: bytes, mime: str) -> str:
     """A ``data:`` URI holding ``data``."""
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def image_file(path: str | os.PathLike[str], caption: str = "", alt: str = "") -> str:
-    """A ``<figure>`` with the PNG, JPEG or SVG file at ``path`` embedded."""
+def image_file(
+    path: str | os.PathLike[str], caption: str = "", alt: str = "", *, wide: bool = False
+) -> str:
+    """A ``<figure>`` with the PNG, JPEG or SVG file at ``path`` embedded (see :func:`figure_html`)."""
     path = Path(path)
     mime = {
         ".png": "image/png",
@@ -64,13 +82,18 @@ def image_file(path: str | os.PathLike[str], caption: str = "", alt: str = "") -
     }.get(path.suffix.lower())
     if mime is None:
         raise ValueError(f"not an image file: {path}")
-    return figure_html(data_uri(path.read_bytes(), mime), caption, alt or path.stem)
+    return figure_html(data_uri(path.read_bytes(), mime), caption, alt or path.stem, wide=wide)
 
 
-def figure_html(src: str, caption: str = "", alt: str = "") -> str:
-    """A ``<figure>`` around an ``<img>`` whose source is ``src`` (a data URI)."""
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{src}" alt="{esc(alt or caption)}">{cap}</figure>'
+def figure_html(src: str, caption: str = "", alt: str = "", *, wide: bool = False) -> str:
+    """A ``<figure>`` around an ``<img>`` whose source is ``src`` (a data URI).
+
+    A ``wide`` figure fills the width of the text (a heatmap whose axes must stay
+    readable); others are drawn at their own size, at most that width.
+    """
+    cap = f"<figcaption>{inline(caption)}</figcaption>" if caption else ""
+    cls = ' class="wide"' if wide else ""
+    return f'<figure{cls}><img src="{src}" alt="{esc(alt or caption)}">{cap}</figure>'
 
 
 def matplotlib_figure(fig: Any, caption: str = "", alt: str = "") -> str:
@@ -121,9 +144,9 @@ class Page:
         self.parts.append(f"<h{level}>{esc(text)}</h{level}>")
 
     def paragraph(self, text: str, cls: str = "") -> None:
-        """Add a paragraph of text."""
+        """Add a paragraph of text; `backticked` spans become ``<code>`` (:func:`inline`)."""
         attr = f' class="{esc(cls)}"' if cls else ""
-        self.parts.append(f"<p{attr}>{esc(text)}</p>")
+        self.parts.append(f"<p{attr}>{inline(text)}</p>")
 
     def raw(self, fragment: str) -> None:
         """Add an HTML fragment made by this module's functions."""
