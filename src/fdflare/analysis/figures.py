@@ -90,7 +90,9 @@ def heatmap_figure(grid: dict[str, Any], *, title: str = "", limb_deg: float = 7
         ncols=2,
         frameon=False,
     )
-    fig.colorbar(im, ax=ax, orientation="vertical", label="Recall", fraction=0.025, pad=0.01)
+    # the colour bar as tall as the map: an inset beside it, in the axes' own coordinates
+    cax = ax.inset_axes((1.015, 0.0, 0.018, 1.0))
+    fig.colorbar(im, cax=cax, orientation="vertical", label="Recall")
     return fig
 
 
