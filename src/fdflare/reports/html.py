@@ -26,6 +26,7 @@ p.lead { color: #57606a; margin-top: 0; }
 table { border-collapse: collapse; margin: .6em 0 1em; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+table.left2 th:nth-child(2), table.left2 td:nth-child(2) { text-align: left; }
 th { background: #f6f8fa; }
 tr.baseline td { color: #57606a; background: #fbfbfc; }
 tr.baseline td:first-child { padding-left: 1.6em; }
@@ -110,9 +111,10 @@ def table_html(
     row_classes: Sequence[str] | None = None,
     cell_classes: Sequence[Sequence[str]] | None = None,
     caption: str = "",
+    left: int = 1,
 ) -> str:
-    """An HTML table; every cell is escaped text."""
-    out = ["<table>"]
+    """An HTML table; every cell is escaped text; the first ``left`` columns (1 or 2) align left."""
+    out = ['<table class="left2">' if left == 2 else "<table>"]
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead>")

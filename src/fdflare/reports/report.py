@@ -151,7 +151,7 @@ def _spatial_section(page: Page, folder: Path, sp: dict[str, Any], name: str) ->
 
     page.heading("Recall by location (central vs near-limb)", 3)
     head, rows, notes = location_table(sp)
-    page.raw(table_html(head, rows))
+    page.raw(table_html(head, rows, left=2))
     for note in notes:
         page.paragraph(f"Note: {note}.")
     for cls in CLASSES:
