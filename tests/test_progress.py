@@ -95,3 +95,39 @@ def test_demo_steps_are_the_steps_the_docs_list():
     rows = re.findall(r"^\| (\d+) \| `fdflare (\w+)", text, flags=re.M)
     assert [int(n) for n, _ in rows] == list(range(1, len(rows) + 1))
     assert tuple(stage for _, stage in rows) == STEPS
+
+
+def test_synth_on_a_terminal_draws_a_bar(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    args = ["synth", "--out", str(tmp_path / "s"), "--start", "2011-01-01", "--end"]
+    args += ["2011-01-01T04:00", "--image-size", "32", "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fdflare", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=child_fd,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    os.close(child_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the terminal closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert proc.returncode == 0, shown
+    # tqdm's bar, redrawn in place, not the plain lines of a log
+    assert b"\r" in shown and b"4/4" in shown and b"synth: 100% (4/4 img)" not in shown
