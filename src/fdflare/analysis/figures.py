@@ -51,7 +51,9 @@ def heatmap_figure(grid: dict[str, Any], *, title: str = "", limb_deg: float = 7
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
     xe, ye = grid["lon_edges"], grid["lat_edges"]
-    fig = Figure(figsize=(10, 5.2))
+    # drawn for a page's full text width (about 1000 px): 10 pt text at 150 dpi stays
+    # about 14 px high there; the colour bar matches the map's height
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(
         np.ma.masked_invalid(recall),
@@ -77,18 +79,20 @@ def heatmap_figure(grid: dict[str, Any], *, title: str = "", limb_deg: float = 7
     ax.set_ylabel("Latitude, deg")
     if title:
         ax.set_title(title)
-    ax.legend(
+    fig.legend(
         handles=[
             Line2D(
                 [], [], marker="X", color="red", linestyle="None", label="no correct predictions"
-            )
+            ),
+            Line2D([], [], color="red", linewidth=1.5, label=f"|lon| = {limb_deg:g} deg"),
         ],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.2),
+        loc="outside lower center",
+        ncols=2,
         frameon=False,
     )
-    fig.colorbar(im, ax=ax, orientation="vertical", label="Recall", fraction=0.025, pad=0.02)
-    fig.tight_layout()
+    # the colour bar as tall as the map: an inset beside it, in the axes' own coordinates
+    cax = ax.inset_axes((1.015, 0.0, 0.018, 1.0))
+    fig.colorbar(im, cax=cax, orientation="vertical", label="Recall")
     return fig
 
 

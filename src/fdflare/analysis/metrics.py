@@ -234,11 +234,13 @@ def _mean_cell(result: dict[str, Any], key: str) -> str:
     return cell
 
 
-def format_table(result: dict[str, Any], markdown: bool = False) -> str:
+def format_table(result: dict[str, Any], markdown: bool = False, *, bss: bool = True) -> str:
     """Render :func:`evaluate_files` output as a text (or markdown) table.
 
     When a score is undefined in some files, its mean ± std cell says how many files it
-    covers (``0.5100 ± 0.0300 (3 of 4)``) and a note names the files left out.
+    covers (``0.5100 ± 0.0300 (3 of 4)``) and a note names the files left out. ``bss=False``
+    leaves out the BSS column (against each file's own event rate), for a report that
+    prints the BSS against another reference (the training rate) in a table of its own.
     """
     head = [
         "file",
@@ -287,4 +289,8 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
                 f"mean ± std of {title} covers {n_files - len(left_out)} of {n_files} files "
                 f"({title} is undefined in {', '.join(left_out)})"
             )
+    if not bss:
+        col = head.index("BSS")
+        head = head[:col] + head[col + 1 :]
+        rows = [r[:col] + r[col + 1 :] for r in rows]
     return render_table(head, rows, markdown=markdown, notes=notes)

@@ -412,17 +412,21 @@ def _fmt(x: float | None) -> str:
     return fmt_number(x, 4)
 
 
-def format_table(result: dict[str, Any], markdown: bool = False) -> str:
-    """Render the location table: class x (central, near-limb) with TP, FN, recall, 95 % CI.
+def location_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The location table as (head, rows, notes): class x (central, near-limb).
 
-    The last two columns count, per class, the instances with an unknown location and those
-    outside the heatmap grid (the ``unknown`` and ``outside_grid`` of the JSON); notes say
-    how many instances were neither X nor M.
+    Each row has TP, FN, recall and its Wilson 95 % CI; the last two columns count, per
+    class, the instances with an unknown location and those outside the heatmap grid (the
+    ``unknown`` and ``outside_grid`` of the JSON), on the class's central row. The notes
+    say how many instances were neither X nor M. The CLI table and the HTML report are
+    both made from this, so they show the same rows and columns.
     """
     head = ["class", "location", "TP", "FN", "recall", "95% CI", "unknown loc.", "outside grid"]
     rows = []
     for cls in CLASSES:
-        c = result["classes"][cls]
+        c = result["classes"].get(cls)
+        if c is None:
+            continue
         for key, label in (
             ("central", f"central |lon| <= {result['limb_deg']:g}"),
             ("limb", f"near-limb |lon| > {result['limb_deg']:g}"),
@@ -450,4 +454,10 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
         )
     if result.get("no_flare"):
         notes.append(f"{result['no_flare']} instance(s) without a flare were left out")
+    return head, rows, notes
+
+
+def format_table(result: dict[str, Any], markdown: bool = False) -> str:
+    """Render :func:`location_table` as aligned text (or a markdown table) with its notes."""
+    head, rows, notes = location_table(result)
     return render_table(head, rows, markdown=markdown, left=2, notes=notes)

@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     for model, entry in res["models"].items():
         print(f"\n== {MODEL_NAMES.get(model.lower(), model)} ==")
         if "evaluate" in entry:
-            print(format_table(entry["evaluate"]))
+            # beside the baselines, BSS is against each fold's training rate; the own-rate
+            # BSS of `fdflare evaluate` would be a second, different BSS column
+            print(format_table(entry["evaluate"], bss="comparison" not in entry))
         if "comparison" in entry:
             from fdflare.analysis.skill import format_comparison
 
@@ -68,9 +70,14 @@ def run(args: argparse.Namespace) -> int:
         if "calibration" in entry:
             bss = [f"{i['after']['bss']:+.2f}" for i in entry["calibration"]["files"]]
             raw = [f"{i['before']['bss']:+.2f}" for i in entry["calibration"]["files"]]
+            ref = (
+                "each fold's training rate"
+                if "comparison" in entry
+                else "the other folds' event rate (no labels give each fold's training rate)"
+            )
             print(
-                f"\nBrier skill vs climatology per fold: {', '.join(raw)}; cross-fold isotonic "
-                f"calibration: {', '.join(bss)} ({entry['calibration']['folder']}/)"
+                f"\nBSS against {ref}: {', '.join(raw)}; after cross-fold "
+                f"isotonic calibration: {', '.join(bss)} ({entry['calibration']['folder']}/)"
             )
         if "spatial" in entry:
             print()

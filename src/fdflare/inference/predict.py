@@ -202,7 +202,7 @@ def predict_probabilities(
     On CUDA the images travel as uint8 from pinned memory and the forward pass runs in
     bf16 autocast where supported; the softmax is taken in float32.
     """
-    from tqdm.auto import tqdm
+    from fdflare.core.progress import progress_bar
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     # channels-last where it is the faster memory format for these convolutions: on a GPU and
@@ -230,9 +230,7 @@ def predict_probabilities(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     out: list[np.ndarray] = []
     with torch.inference_mode(), autocast:
-        for x, _ in tqdm(
-            loader, desc="predict", unit="batch", disable=not progress, file=sys.stderr
-        ):
+        for x, _ in progress_bar(loader, desc="predict", unit="batch", enabled=progress):
             x = x.to(dev, non_blocking=True)
             if x.dtype == torch.uint8:
                 x = x.float().div_(255.0)

@@ -137,6 +137,16 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+#: The demo's steps in the order they run: the progress lines are numbered from this list,
+#: and docs/demo.md's table of steps lists the same (tests/test_report.py compares them).
+STEPS = ("synth", "label", "train", "predict", "baseline", "evaluate", "calibrate", "spatial")
+
+
+def _step(name: str, detail: str, quiet: bool) -> None:
+    """Say that step ``name`` (one of :data:`STEPS`) starts: ``[3/8] train: ...``."""
+    _say(f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}: {detail}", quiet)
+
+
 BASELINE_KINDS = ("persistence", "climatology", "flux")
 #: the width of the demo's JPEG 2000 files (`fdflare serve --demo` replays them)
 DEMO_JP2_SIZE = 256
@@ -174,8 +184,9 @@ def run_demo(
     start = pd.Timestamp(cfg.start)
     end = start + pd.Timedelta(days=cfg.days)
 
-    _say(
-        f"[1/7] synth: {cfg.days} days of {cfg.cadence} synthetic magnetograms, {cfg.image_size} px",
+    _step(
+        "synth",
+        f"{cfg.days} days of {cfg.cadence} synthetic magnetograms, {cfg.image_size} px",
         quiet,
     )
     synth_dir = out / "synth"
@@ -191,7 +202,7 @@ def run_demo(
         progress=not quiet,
     )
 
-    _say("[2/7] label: 24 h windows, >= M1.0, 4 quarterly folds", quiet)
+    _step("label", "24 h windows, >= M1.0, 4 quarterly folds", quiet)
     label_cfg = LabelConfig(start=str(start), end=str(end), cadence=cfg.cadence)
     catalog = read_catalog(synth_dir / "catalog.csv")
     labels = make_labels(catalog, read_image_list(synth_dir / "images"), label_cfg)
@@ -201,7 +212,7 @@ def run_demo(
     checkpoints: list[Path] = []
     selected_on: set[str] = set()
     for k in cfg.folds:
-        _say(f"[3/7] train: {cfg.model}, fold {k}, {cfg.epochs} epochs", quiet)
+        _step("train", f"starting fold {k}: {cfg.model}, {cfg.epochs} epochs", quiet)
         tcfg = cfg.train_config(k, str(out / "labels"), str(synth_dir / "images"))
         result = fit(tcfg, out / "runs" / f"{cfg.model}_fold{k}", resume=True, quiet=quiet)
         ckpt = result.best_checkpoint or result.last_checkpoint
@@ -214,7 +225,7 @@ def run_demo(
                 "is predicted with last.ckpt"
             )
             _say(notes[-1], quiet)
-        _say(f"[4/7] predict: fold {k} validation set with {ckpt.name}", quiet)
+        _step("predict", f"fold {k} validation set with {ckpt.name}", quiet)
         pred = out / "predictions" / f"fold{k}_{cfg.model}.csv"
         done = [pred, joined_path(pred)]
         if not all(p.is_file() and p.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns for p in done):
@@ -232,7 +243,7 @@ def run_demo(
         joined_files.append(joined_path(pred))
         checkpoints.append(ckpt)
 
-    _say(f"[5/7] baselines: {', '.join(BASELINE_KINDS)} on the same instances", quiet)
+    _step("baseline", f"{', '.join(BASELINE_KINDS)} on the same instances", quiet)
     baselines = baseline_predictions(
         out / "labels",
         BASELINE_KINDS,
@@ -241,7 +252,7 @@ def run_demo(
         folds=list(cfg.folds),
     )
     write_predictions(baselines, out / BASELINE_DIR)
-    _say("[6/7] evaluate beside the baselines; calibrate", quiet)
+    _step("evaluate", "the model beside the baselines", quiet)
     cmp = compare(pred_files, out / BASELINE_DIR)
     evaluation = {k: v for k, v in cmp.items() if k not in ("baselines", "comparison")}
     results: dict[str, Any] = {
@@ -249,6 +260,7 @@ def run_demo(
         "baselines": cmp["baselines"],
         "comparison": cmp["comparison"],
     }
+    _step("calibrate", "cross-fold isotonic", quiet)
     if len(pred_files) >= 2:
         results["calibration"] = _calibrate(out, cfg, pred_files)
     else:
@@ -260,7 +272,7 @@ def run_demo(
     results["verdict"]["selected_on"] = sorted(selected_on)
     results["verdict"]["protocol"] = "study" if selected_on == {"val"} else "honest"
     results["verdict"]["selection_rule"] = rule
-    _say("[7/7] spatial", quiet)
+    _step("spatial", "recall by location, heatmaps", quiet)
     results["spatial"] = analyse(
         read_spatial_tables(joined_files), SpatialConfig(), out=out / "figures", name=cfg.model
     )

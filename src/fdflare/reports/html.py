@@ -26,6 +26,7 @@ p.lead { color: #57606a; margin-top: 0; }
 table { border-collapse: collapse; margin: .6em 0 1em; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+table.left2 th:nth-child(2), table.left2 td:nth-child(2) { text-align: left; }
 th { background: #f6f8fa; }
 tr.baseline td { color: #57606a; background: #fbfbfc; }
 tr.baseline td:first-child { padding-left: 1.6em; }
@@ -38,8 +39,12 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #57606a; font-size: .9em; }
 .note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5em .8em; border-radius: 4px; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .85em; }
-.grid { display: flex; flex-wrap: wrap; gap: 1em; }
-.grid figure { flex: 1 1 22em; }
+code { font: .9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+       background: rgba(175, 184, 193, .2); padding: .1em .3em; border-radius: 3px; }
+.grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1em; }
+.grid figure { margin: 0; }
+.grid figure img, figure.wide img { width: 100%; }
+@media (max-width: 50em) { .grid { grid-template-columns: minmax(0, 1fr); } }
 """
 
 
@@ -48,13 +53,27 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def inline(text: Any) -> str:
+    """Text escaped for HTML, with each `backticked` span set as ``<code>``.
+
+    Notes and captions are written once for the terminal, markdown and HTML; a span in
+    backticks (a command, a file name) is code in all three.
+    """
+    parts = esc(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return esc(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def data_uri(data: bytes, mime: str) -> str:
     """A ``data:`` URI holding ``data``."""
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def image_file(path: str | os.PathLike[str], caption: str = "", alt: str = "") -> str:
-    """A ``<figure>`` with the PNG, JPEG or SVG file at ``path`` embedded."""
+def image_file(
+    path: str | os.PathLike[str], caption: str = "", alt: str = "", *, wide: bool = False
+) -> str:
+    """A ``<figure>`` with the PNG, JPEG or SVG file at ``path`` embedded (see :func:`figure_html`)."""
     path = Path(path)
     mime = {
         ".png": "image/png",
@@ -64,13 +83,18 @@ def image_file(path: str | os.PathLike[str], caption: str = "", alt: str = "") -
     }.get(path.suffix.lower())
     if mime is None:
         raise ValueError(f"not an image file: {path}")
-    return figure_html(data_uri(path.read_bytes(), mime), caption, alt or path.stem)
+    return figure_html(data_uri(path.read_bytes(), mime), caption, alt or path.stem, wide=wide)
 
 
-def figure_html(src: str, caption: str = "", alt: str = "") -> str:
-    """A ``<figure>`` around an ``<img>`` whose source is ``src`` (a data URI)."""
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{src}" alt="{esc(alt or caption)}">{cap}</figure>'
+def figure_html(src: str, caption: str = "", alt: str = "", *, wide: bool = False) -> str:
+    """A ``<figure>`` around an ``<img>`` whose source is ``src`` (a data URI).
+
+    A ``wide`` figure fills the width of the text (a heatmap whose axes must stay
+    readable); others are drawn at their own size, at most that width.
+    """
+    cap = f"<figcaption>{inline(caption)}</figcaption>" if caption else ""
+    cls = ' class="wide"' if wide else ""
+    return f'<figure{cls}><img src="{src}" alt="{esc(alt or caption)}">{cap}</figure>'
 
 
 def matplotlib_figure(fig: Any, caption: str = "", alt: str = "") -> str:
@@ -87,9 +111,10 @@ def table_html(
     row_classes: Sequence[str] | None = None,
     cell_classes: Sequence[Sequence[str]] | None = None,
     caption: str = "",
+    left: int = 1,
 ) -> str:
-    """An HTML table; every cell is escaped text."""
-    out = ["<table>"]
+    """An HTML table; every cell is escaped text; the first ``left`` columns (1 or 2) align left."""
+    out = ['<table class="left2">' if left == 2 else "<table>"]
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead>")
@@ -121,9 +146,9 @@ class Page:
         self.parts.append(f"<h{level}>{esc(text)}</h{level}>")
 
     def paragraph(self, text: str, cls: str = "") -> None:
-        """Add a paragraph of text."""
+        """Add a paragraph of text; `backticked` spans become ``<code>`` (:func:`inline`)."""
         attr = f' class="{esc(cls)}"' if cls else ""
-        self.parts.append(f"<p{attr}>{esc(text)}</p>")
+        self.parts.append(f"<p{attr}>{inline(text)}</p>")
 
     def raw(self, fragment: str) -> None:
         """Add an HTML fragment made by this module's functions."""

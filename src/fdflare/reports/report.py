@@ -146,40 +146,23 @@ def _calibration_section(page: Page, folder: Path, entry: dict[str, Any]) -> Non
 
 
 def _spatial_section(page: Page, folder: Path, sp: dict[str, Any], name: str) -> None:
+    """The location table as ``fdflare spatial`` prints it, then one heatmap per class."""
+    from fdflare.analysis.spatial import CLASSES, location_table
+
     page.heading("Recall by location (central vs near-limb)", 3)
-    rows = []
-    for cls in ("X", "M", "XM"):
-        c = sp.get("classes", {}).get(cls)
-        if not c:
-            continue
-        for where, title in (("central", "central"), ("limb", "near-limb")):
-            g = c[where]
-            lo, hi = g["recall_ci95"]
-            ci = "" if lo is None else f"[{lo:.3f}, {hi:.3f}]"
-            rows.append(
-                [
-                    "X+M" if cls == "XM" else cls,
-                    f"{title} (limb at {sp.get('limb_deg', 70):g} deg)",
-                    _fmt(g["tp"]),
-                    _fmt(g["fn"]),
-                    _fmt(g["recall"]),
-                    ci,
-                ]
-            )
-    page.raw(table_html(["class", "location", "TP", "FN", "recall", "95% CI"], rows))
-    figs = []
-    for cls in ("X", "M", "XM"):
+    head, rows, notes = location_table(sp)
+    page.raw(table_html(head, rows, left=2))
+    for note in notes:
+        page.paragraph(f"Note: {note}.")
+    for cls in CLASSES:
+        tag = cls.replace("+", "")
         for candidate in (
-            folder / f"{name}_heatmap_{cls}.png",
-            folder / "figures" / f"{name}_heatmap_{cls}.png",
+            folder / f"{name}_heatmap_{tag}.png",
+            folder / "figures" / f"{name}_heatmap_{tag}.png",
         ):
             if candidate.is_file():
-                figs.append(
-                    image_file(candidate, f"{cls if cls != 'XM' else 'X+M'} recall by location")
-                )
+                page.raw(image_file(candidate, f"{cls} recall by location", wide=True))
                 break
-    if figs:
-        page.raw('<div class="grid">' + "".join(figs) + "</div>")
 
 
 def _curves_section(page: Page, folder: Path) -> None:

@@ -280,7 +280,7 @@ def reproduce(
             lines += [
                 "### Skill scores per validation fold",
                 "",
-                format_table(ev, markdown=True),
+                format_table(ev, markdown=True, bss=baseline_dir is None),
                 "",
             ]
             if m["tss"] is not None and m["hss2"] is not None:

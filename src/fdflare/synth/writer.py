@@ -8,7 +8,6 @@ import json
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +235,8 @@ def generate(
         jp2_size: their width and height.
         workers: worker processes rendering and encoding images (default: up to 4, by
             CPU count, one per 10 s of work, see :func:`default_workers`); 1 renders here.
-        progress: show a progress bar on stderr (default: when stderr is a terminal).
+        progress: show progress on stderr (default and ``True``: a bar on a terminal, a
+            line per tenth elsewhere; ``False``: nothing).
         on_image: called with each image path written (for tests and custom progress).
 
     Raises:
@@ -424,15 +424,16 @@ def _run_jobs(
     on an interrupt the images in flight are finished (each written atomically), the rest
     cancelled, and the ``KeyboardInterrupt`` goes on to the caller.
     """
-    from tqdm import tqdm
+    from fdflare.core.progress import progress_bar
 
     if workers is None:
         workers = default_workers(estimated_seconds(jobs, state.config))
     workers = max(1, int(workers))
     workers = min(workers, max(1, len(jobs)))
-    show = sys.stderr.isatty() if progress is None else progress
     done = 0
-    with tqdm(total=len(jobs), unit="img", disable=not show, file=sys.stderr, desc="synth") as bar:
+    # a bar on a terminal, a line per tenth elsewhere (never carriage returns in a log)
+    bar = progress_bar(total=len(jobs), unit="img", desc="synth", enabled=progress is not False)
+    with bar:
 
         def finish(path: str) -> None:
             nonlocal done

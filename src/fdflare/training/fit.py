@@ -252,7 +252,7 @@ def fit(
         resuming = True
         _msg(f"resuming {out} after epoch {rec.get('epoch')}", quiet)
     elif resume:
-        _msg(f"{out}: no last.ckpt to resume from; starting a new run", quiet)
+        _msg(f"starting a new run in {out} (nothing there to resume yet)", quiet)
 
     # ImageNet weights first: fail before touching the data.
     if config.pretrained and not resuming:

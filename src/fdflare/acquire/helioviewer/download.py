@@ -41,7 +41,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -393,7 +392,7 @@ def download_range(
             ``concurrency`` connections); by default one is made and closed.
         policy: the HTTP policy to use instead of the one made from ``concurrency``,
             the timeouts, ``retries`` and the back-offs (tests inject its clock and sleep).
-        progress: show a progress bar on stderr (when it is a terminal).
+        progress: show progress on stderr (a bar on a terminal, a line per tenth elsewhere).
         cancel: set this event (from a signal handler or another thread) to stop early:
             nothing more starts, downloads in flight are abandoned (no partial file stays)
             or, when already complete, recorded, and the summary says ``interrupted``.
@@ -505,16 +504,15 @@ def _run_pool(
     Returns:
         Whether the run was cancelled.
     """
-    from tqdm import tqdm
+    from fdflare.core.progress import progress_bar
 
     counts = {"ok": 0, "gap": known_gaps, "failed": 0}
-    bar = tqdm(
+    bar = progress_bar(
         total=len(items) + known_gaps,
         initial=known_gaps,
         unit="img",
         desc="download",
-        file=sys.stderr,
-        disable=None if progress else True,
+        enabled=progress,
         dynamic_ncols=True,
     )
 
@@ -524,8 +522,8 @@ def _run_pool(
             return
         handle(result)
         counts["ok" if result.status == "skipped" else result.status] += 1
-        bar.update(1)
         bar.set_postfix(counts, refresh=False)
+        bar.update(1)
 
     def wind_down() -> None:
         stop.set()
