@@ -518,19 +518,19 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["verify", "--history", "{in}/history_header_only.csv", "--catalog", "{in}/catalog.csv"],
         "empty",
     ),
-    "verify since after until": (
+    "verify start after end": (
         [
             "verify",
             "--history",
             "{in}/history.csv",
             "--catalog",
             "{in}/catalog.csv",
-            "--since",
+            "--start",
             "2011-02-01",
-            "--until",
+            "--end",
             "2011-01-01",
         ],
-        "--since .* not before --until",
+        "--start .* not before --end",
     ),
     "verify history and store": (
         [
@@ -564,17 +564,17 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "--out",
     ),
-    "verify until garbage": (
+    "verify end garbage": (
         [
             "verify",
             "--history",
             "{in}/history.csv",
             "--catalog",
             "{in}/catalog.csv",
-            "--until",
+            "--end",
             "later",
         ],
-        "--until",
+        "--end",
     ),
     # reports
     "reproduce reference missing": (
@@ -637,7 +637,7 @@ EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
         r"--geometry \S*no_geometry\.csv: no such file",
     ),
     "explain method typo": (
-        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--method",
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--explain-method",
          "gradcamm", "--out", "{out}"],
         r"gradcamm",
     ),

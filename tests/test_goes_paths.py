@@ -72,7 +72,7 @@ def test_scan_images(tmp_path):
         ["label", "--catalog", "c.csv", "--images", "i", "--out", "o", "--start", "13/01/2011"],
         ["synth", "--out", "o", "--start", "02/01/2011"],
         ["download", "--out", "o", "--start", "2011/01/02", "--end", "2011-01-03"],
-        ["verify", "--history", "h.csv", "--catalog", "c.csv", "--until", "01-02-2011"],
+        ["verify", "--history", "h.csv", "--catalog", "c.csv", "--end", "01-02-2011"],
     ],
 )
 def test_an_ambiguous_date_is_refused_in_one_line(argv, tmp_path, capsys, monkeypatch):
