@@ -252,6 +252,44 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+class _JsonFlag(argparse.Action):
+    """``--json``: the flag; ``--json FILE`` (the old ``bench`` spelling): ``--out FILE``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:
+            namespace.json = True
+            return
+        print(
+            f"{parser.prog}: warning: --json FILE is deprecated and will be removed in the next "
+            "release; use --out FILE (--json now prints the result on stdout)",
+            file=sys.stderr,
+        )
+        namespace.out = values
+
+
+def add_json_flag_or_legacy_file(p: argparse.ArgumentParser) -> None:
+    """``--json`` of a command whose ``--json FILE`` wrote a file (now ``--out FILE``).
+
+    ``--json`` alone is the flag of every command; ``--json FILE`` still works for one
+    release, with a warning, as ``--out FILE``.
+    """
+    p.add_argument(
+        "--json",
+        action=_JsonFlag,
+        nargs="?",
+        default=False,
+        metavar="FILE",
+        help="print one JSON object instead of the text report (--json FILE: deprecated, "
+        "use --out FILE)",
+    )
+
+
 def print_json(result: dict[str, Any]) -> None:
     """Print ``result`` as one JSON object on one line of stdout.
 
