@@ -349,7 +349,9 @@ def test_json_on_the_cpu_and_the_old_method_name(trained, tmp_path, capsys):
     assert result["csv"] == str(out / "explanations.csv") and result["explained"] == len(rows) == 1
     assert result["explain_method"] == "gradcam" and set(rows["method"]) == {"gradcam"}
     assert result["device"] == "cpu"
-    assert result["pngs"] == [str(out / p) for p in rows["png"]] and Path(result["pngs"][0]).is_file()
+    assert (
+        result["pngs"] == [str(out / p) for p in rows["png"]] and Path(result["pngs"][0]).is_file()
+    )
     n_pos = int((pd.read_csv(trained["joined"])["target"] == 1).sum())
     assert (result["selected"], result["left_out"]) == (n_pos, n_pos - 1)
 
@@ -419,7 +421,8 @@ def test_no_geometry_file_at_all_warns_per_image(trained, tmp_path, capsys):
     # the layout of `fdflare prepare`: IMAGES/geometry.csv, paths relative to IMAGES
     pd.DataFrame([{"path": name, **GEO}]).to_csv(images / "geometry.csv", index=False)
     code, err = cli(
-        explain_argv(trained, tmp_path / "out2", "--images", str(images), "--explain-method", "ig"), capsys
+        explain_argv(trained, tmp_path / "out2", "--images", str(images), "--explain-method", "ig"),
+        capsys,
     )
     assert code == 0 and err == ""
     assert pd.read_csv(tmp_path / "out2" / "explanations.csv")["share_central"].notna().all()

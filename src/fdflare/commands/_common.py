@@ -321,7 +321,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_http_options(p: argparse.ArgumentParser, *, retries: int) -> None:
+def add_http_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, retries: int) -> None:
     """``--connect-timeout``, ``--read-timeout`` and ``--retries`` of a command that asks a service."""
     p.add_argument(
         "--connect-timeout",

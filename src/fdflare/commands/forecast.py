@@ -43,7 +43,11 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare forecast``."""
-    from fdflare.commands._common import add_http_options, add_model_options
+    from fdflare.commands._common import (
+        add_accelerator_option,
+        add_http_options,
+        add_model_options,
+    )
 
     p.add_argument(
         "--time",
@@ -143,12 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="guided-gradcam",
         help="attribution method of --explain (default %(default)s)",
     )
-    p.add_argument(
-        "--accelerator",
-        default="auto",
-        choices=("auto", "cpu", "gpu", "cuda", "mps"),
-        help="where the members run (default %(default)s)",
-    )
+    add_accelerator_option(p, help="where the members run")
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
