@@ -418,7 +418,7 @@ def test_cv_with_holdout_calibrates_on_the_held_out_slice(trained, tmp_path, cap
     out = tmp_path / "cv"
     argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
             "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
-            "--image-size", "32", "--holdout", "0.25", *FAST]  # fmt: skip
+            "--image-size", "32", "--holdout-fraction", "0.25", *FAST]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
     res = json.loads((out / "results.json").read_text())
