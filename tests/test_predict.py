@@ -264,11 +264,12 @@ def test_a_checkpoint_is_read_without_lightning(trained):
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        (["--accelerator", "gpu"], "--accelerator gpu: this machine has no CUDA GPU"),
+        (["--accelerator", "gpu"], "--accelerator: gpu: this machine has no CUDA GPU"),
         (["--device", "cuda"], "--accelerator cuda: this machine has no CUDA GPU"),
         (["--device", "cuda:3"], "--accelerator cuda"),
         (["--device", "bogus"], "--device: expected auto, cpu, cuda, cuda:N or mps"),
-        (["--accelerator", "tpu"], "--accelerator: expected auto, cpu, cuda, cuda:N or mps"),
+        (["--accelerator", "tpu"], "--accelerator: tpu: no TPU runtime"),
+        (["--accelerator", "cuda:0"], "--accelerator: expected auto, cpu, gpu (= cuda), mps"),
         (["--devices", "2"], "prediction runs on one device"),
         (["--batch-size", "0"], "--batch-size"),
     ],
@@ -288,6 +289,14 @@ def test_device_is_a_deprecated_alias(trained, tmp_path, capsys):
     code, err = cli(predict_argv(trained, out, "--device", "cpu"), capsys)
     assert code == 0 and "--device is deprecated" in err and "use --accelerator" in err
     assert len(pd.read_csv(out)) == 12
+
+
+def test_json_says_what_the_summary_says(trained, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    assert main(predict_argv(trained, out, "--accelerator", "cpu", "--json")) == 0
+    result = json.loads(capsys.readouterr().out)  # one object, nothing else on stdout
+    assert result["predictions"] == str(out) and result["n"] == len(pd.read_csv(out)) == 12
+    assert result["joined"] is None and result["skipped_missing"] == 0
 
 
 def test_outputs_are_checked_before_predicting(trained, tmp_path, capsys):
@@ -332,7 +341,7 @@ def cv_argv(ds: dict[str, Path], out: Path, *extra: str) -> list[str]:
         (["--folds", "1,1"], "--folds: 1 given more than once"),
         (["--models", "resnet18,resnet18", "--slurm"], "--models: resnet18 given more than once"),
         (["--models", "lenet"], "--models: 'lenet': choose one of alexnet"),
-        (["--accelerator", "tpu"], "--accelerator tpu: no TPU runtime"),
+        (["--accelerator", "tpu"], "--accelerator: tpu: no TPU runtime"),
         (["--slurm-gpus", "-1", "--slurm"], "--slurm-gpus"),
     ],
 )

@@ -436,7 +436,6 @@ def test_holdout_selection(tiny, tmp_path, capsys):
     assert summary["counts"]["holdout"] == 9 and summary["counts"]["train"] == 26
 
 
-
 def test_json_says_what_the_summary_line_says(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train_argv(tiny, out, "--json")) == 0
