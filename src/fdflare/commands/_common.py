@@ -2,35 +2,34 @@
 
 Every command uses these, so that one name means one thing everywhere:
 
-==================  ==================================================================
-``--out``           where the command writes (a folder, or a file where it writes one)
-``--images``        an image folder (or array store, or a text file listing images)
-``--image-size``    image width = height in pixels (``--size``: deprecated alias)
-``--start/--end``   a half-open time range: ``--start`` included, ``--end`` excluded
-                    (``verify --since/--until``: deprecated aliases)
-``--workers``       worker processes (decode, render, data loading)
-``--concurrency``   requests in flight (download, HEK)
-``--accelerator``   where the work runs: ``auto``, ``cpu``, ``gpu`` (= ``cuda``), ``mps``
-                    or ``tpu`` (:func:`accelerator`: one set of choices everywhere, an
-                    accelerator this machine lacks refused as the option is read);
-                    ``--devices`` how many
-``--quiet``         no progress bars or per-item lines; the final summary still prints
-``--json``          print one JSON object (what the text report says: counts, output
-                    paths, notes) on stdout instead of the text report; a flag in every
-                    command that has it (``bench --json FILE``: deprecated, use ``--out``)
-``--catalog-format`` the format of a flare catalog file (``catalog --source-format``:
-                    deprecated alias)
-``--base-url``      the address of the server a command asks (``catalog --hek-url``:
-                    deprecated alias)
-``--connect-timeout/--read-timeout``  seconds to wait for a connection / for each read
-                    (``catalog --timeout``: deprecated alias setting both)
-``--backoff``       seconds before the first retry, doubled for each further one
-                    (``catalog --retry-wait``: deprecated alias)
-``--explain-method`` the attribution method (``explain --method``: deprecated alias;
-                    ``--method`` is ``calibrate``'s calibration method)
-``--holdout-fraction`` the share of training held out for selection, the config key
-                    ``holdout_fraction`` (``--holdout``: deprecated alias)
-==================  ==================================================================
+* ``--out``: where the command writes (a folder, or a file where it writes one).
+* ``--images``: an image folder (or array store, or a text file listing images).
+* ``--image-size``: image width = height in pixels (``--size``: deprecated alias).
+* ``--start/--end``: a half-open time range, ``--start`` included, ``--end`` excluded
+  (``verify --since/--until``: deprecated aliases).
+* ``--workers``: worker processes (decode, render, data loading).
+* ``--concurrency``: requests in flight (download, HEK).
+* ``--accelerator``: where the work runs, ``auto``, ``cpu``, ``gpu`` (= ``cuda``), ``mps``
+  or ``tpu`` (:func:`accelerator`: one set of choices everywhere, an accelerator this
+  machine lacks refused as the option is read; only training runs on ``tpu``);
+  ``--devices`` how many.
+* ``--quiet``: no progress bars or per-item lines; the final summary still prints.
+* ``--json``: print one JSON object (what the text report says: counts, output paths,
+  notes) on stdout instead of the text report; a flag in every command that has it
+  (``bench --json FILE``: deprecated, use ``--out FILE``).
+* ``--catalog-format``: the format of a flare catalog file (``catalog --source-format``:
+  deprecated alias).
+* ``--base-url``: the address of the server a command asks (``catalog --hek-url``:
+  deprecated alias).
+* ``--connect-timeout/--read-timeout``: seconds to wait for a connection / for each read
+  (``catalog --timeout``: deprecated alias that sets both); ``--retries``: retries per
+  request.
+* ``--backoff/--backoff-max``: seconds before the first retry, doubled for each further
+  one, and the longest wait (``catalog --retry-wait``: deprecated alias).
+* ``--explain-method``: the attribution method (``explain --method``: deprecated alias;
+  ``--method`` is ``calibrate``'s calibration method).
+* ``--holdout-fraction``: the share of training held out for selection, the config key
+  ``holdout_fraction`` (``--holdout``: deprecated alias).
 
 Old spellings stay for one release as deprecated aliases (:func:`add_deprecated_alias`):
 they work, print one warning line on stderr, and are hidden from ``--help``.
