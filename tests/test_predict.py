@@ -359,6 +359,18 @@ def test_cv_out_is_a_file(trained, tmp_path, capsys):
     assert code == 2 and "is a file" in err and file.read_text() == "x"
 
 
+def test_cv_slurm_json_and_the_holdout_fraction_flag(trained, tmp_path, capsys):
+    out = tmp_path / "cv"
+    argv = cv_argv(trained, out, "--models", "resnet18", "--slurm", "--holdout", "0.25", "--json")
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("--holdout is deprecated") == 1
+    result = json.loads(captured.out)  # one object: the script is a string in it
+    assert result["out"] == str(out.resolve()) and result["slurm_script"].startswith("#!/bin/bash")
+    srun = next(ln for ln in result["slurm_script"].splitlines() if ln.startswith("srun "))
+    assert "--holdout-fraction 0.25" in srun and "--holdout " not in srun
+
+
 def test_cv_slurm_on_cpu_and_a_path_with_spaces(trained, tmp_path, capsys):
     out = tmp_path / "cv out"
     argv = cv_argv(trained, out, "--models", "resnet18", "--slurm", "--slurm-gpus", "0")
