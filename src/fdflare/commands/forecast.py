@@ -162,6 +162,9 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
     from fdflare.forecast.formats import check_method_name
     from fdflare.forecast.service import DEFAULT_BASE_URLS
 
+    if args.accelerator == "tpu":  # a machine with a TPU runtime gets here: refused before work
+        raise UsageError("--accelerator tpu: only training runs on a TPU; forecast runs on one "
+                         "device: auto, cpu, gpu (= cuda) or mps")  # fmt: skip
     if bool(args.checkpoint) == bool(args.ensemble):
         raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
     tolerance = option_duration(args.tolerance, "--tolerance")
