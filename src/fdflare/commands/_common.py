@@ -237,7 +237,7 @@ def add_json_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with paths as strings and non-finite numbers as ``None`` (valid JSON)."""
+    """``value`` as plain JSON: paths as strings, times in ISO 8601, nan and inf ``None``."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -246,8 +246,10 @@ def _plain(value: Any) -> Any:
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if hasattr(value, "item"):  # a numpy scalar
-        return _plain(value.item())
+    if hasattr(value, "isoformat"):  # datetime, pandas Timestamp
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain(value.tolist())
     return str(value)
 
 
