@@ -217,6 +217,19 @@ def test_one_option_name_has_one_meaning():
     assert mixed == {}
 
 
+def test_an_option_with_choices_offers_the_same_ones_everywhere():
+    offered: dict[str, dict[str, tuple]] = {}
+    for name, p in _commands().items():
+        for opt, a in _visible(p):
+            if a.choices is not None:
+                offered.setdefault(opt, {})[name] = tuple(a.choices)
+    # --source names what a command reads from: helioviewer or jsoc (download), a live
+    # source (forecast); every other option offers one set
+    differ = {o: c for o, c in offered.items() if len(set(c.values())) > 1 and o != "--source"}
+    assert differ == {}
+    assert offered["--explain-method"]["forecast"] == offered["--explain-method"]["explain"]
+
+
 def test_json_is_the_same_flag_in_every_command():
     import argparse
 

@@ -141,10 +141,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PNG",
         help="write an attribution map of the magnetogram (first member) to PNG",
     )
+    from fdflare.analysis.attribution import METHODS
+
     p.add_argument(
         "--explain-method",
-        choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
-        default="guided-gradcam",
+        choices=METHODS,
+        default=METHODS[0],
         help="attribution method of --explain (default %(default)s)",
     )
     add_accelerator_option(p, help="where the members run")
