@@ -439,10 +439,17 @@ def test_cv_with_holdout_calibrates_on_the_held_out_slice(trained, tmp_path, cap
     out = tmp_path / "cv"
     argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
             "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
-            "--image-size", "32", "--holdout-fraction", "0.25", *FAST]  # fmt: skip
+            "--image-size", "32", "--holdout-fraction", "0.25", *FAST, "--json"]  # fmt: skip
     assert main(argv) == 0
-    capsys.readouterr()
+    printed = json.loads(capsys.readouterr().out)  # --json: one object, nothing else on stdout
     res = json.loads((out / "results.json").read_text())
+    assert printed["summary"] == str(out.resolve() / "cv_summary.csv")
+    assert [(r["model"], int(r["fold"])) for r in printed["runs"]] == [
+        ("resnet18", 1),
+        ("resnet18", 2),
+    ]
+    assert printed["protocol"] == res["protocol"] and printed["report"].endswith("report.html")
+    assert printed["models"]["resnet18"]["calibration"]["fitted_on"] == "holdout"
     cal = res["models"]["resnet18"]["calibration"]
     assert cal["fitted_on"] == "holdout"
     for k, item in zip((1, 2), cal["files"], strict=True):
