@@ -522,9 +522,16 @@ def test_an_ensemble_is_the_mean_of_its_members_and_a_map_calibrates_it(trained,
     cal_file.write_text(json.dumps(cal_map.to_dict()))
     out_cal = tmp_path / "ens_cal.csv"
     argv = ["predict", "--checkpoint", *map(str, members), "--images", str(trained["images"]),
-            "--out", str(out_cal), "--calibration", str(cal_file), "--workers", "0", "--quiet"]  # fmt: skip
+            "--out", str(out_cal), "--calibration", str(cal_file), "--workers", "0", "--quiet",
+            "--json"]  # fmt: skip
+    capsys.readouterr()
     assert main(argv) == 0
     assert np.allclose(pd.read_csv(out_cal)["flare_prob"], cal_map(ens), atol=1e-6)
+    result = json.loads(capsys.readouterr().out)  # --json: what the summary says, one object
+    assert result["predictions"] == str(out_cal) and result["n"] == len(ens)
+    assert [m["checkpoint"] for m in result["members"]] == [str(m) for m in members]
+    assert result["calibration"] == str(cal_file) and result["ensemble"] is None
+    assert [m["mean_prob"] for m in result["members"]] == pytest.approx([s.mean() for s in singles])
 
 
 @pytest.mark.parametrize(
