@@ -2,7 +2,7 @@
 
     python benchmarks/bench_label.py [--quick] [--json FILE]
 
-is ``fdflare bench --only label [--quick] [--json FILE]``; see docs/performance.md.
+is ``fdflare bench --only label [--quick] [--out FILE]``; see docs/performance.md.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
                 forecast_latency:35; do
         row=${spec%%:*}
         part "bench_$row" "${spec##*:}" fdflare bench --accelerator "$ACC" "${BENCH_QUICK[@]}" \
-            --quiet --only "$row" --json "$OUT/bench_$row.json"
+            --quiet --only "$row" --out "$OUT/bench_$row.json"
     done
     python - "$OUT" > "$OUT/bench_cuda.md" <<'EOF'
 import json, sys

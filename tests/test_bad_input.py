@@ -224,6 +224,42 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "line 4",
     ),
+    "catalog format typo": (
+        [
+            "catalog",
+            "--source",
+            "{in}/catalog.csv",
+            "--out",
+            "{out}/c.csv",
+            "--catalog-format",
+            "csvv",
+        ],
+        "--catalog-format",
+    ),
+    "catalog base url not http": (
+        [
+            "catalog",
+            "--source",
+            "hek",
+            "--start",
+            "2011-01-01",
+            "--end",
+            "2011-02-01",
+            "--out",
+            "{out}/c.csv",
+            "--base-url",
+            "file:///etc/passwd",
+        ],
+        "--base-url",
+    ),
+    "catalog connect timeout 0": (
+        ["catalog", "--source", "hek", "--out", "{out}/c.csv", "--connect-timeout", "0"],
+        "--connect-timeout",
+    ),
+    "catalog backoff negative": (
+        ["catalog", "--source", "hek", "--out", "{out}/c.csv", "--backoff", "-1"],
+        "--backoff",
+    ),
     # synth
     "synth out is a file": (["synth", "--out", "{in}/catalog.csv"], "is a file"),
     "synth image size 0": (["synth", "--out", "{out}", "--image-size", "0"], "--image-size"),
@@ -301,6 +337,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     # train and cv
     "train accelerator gpu": (_train("--accelerator", "gpu"), "gpu"),
     "train accelerator tpu": (_train("--accelerator", "tpu"), "tpu"),
+    "train holdout fraction 1": (_train("--holdout-fraction", "1"), "--holdout-fraction"),
+    "train accelerator mps": (_train("--accelerator", "mps"), "--accelerator: mps"),
     "train precision bogus": (_train("--precision", "bogus"), "bogus"),
     "train batch size 0": (_train("--batch-size", "0"), "batch"),
     "train fold 9": (_train("--fold", "9"), "9"),
@@ -370,6 +408,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "predict out is the labels": (_predict(out="{in}/labels/Fold1_val.csv"), "input"),
     "predict out is a folder": (_predict(out="{in}"), "folder"),
     "predict device bogus": (_predict("--device", "bogus"), "bogus"),
+    "predict accelerator mps": (_predict("--accelerator", "mps"), "--accelerator: mps"),
+    "predict accelerator tpu": (_predict("--accelerator", "tpu"), "--accelerator: tpu"),
     "predict batch size 0": (_predict("--batch-size", "0"), "batch"),
     # evaluate, spatial
     "evaluate a folder": (["evaluate", "{in}/"], "folder"),
@@ -518,19 +558,19 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["verify", "--history", "{in}/history_header_only.csv", "--catalog", "{in}/catalog.csv"],
         "empty",
     ),
-    "verify since after until": (
+    "verify start after end": (
         [
             "verify",
             "--history",
             "{in}/history.csv",
             "--catalog",
             "{in}/catalog.csv",
-            "--since",
+            "--start",
             "2011-02-01",
-            "--until",
+            "--end",
             "2011-01-01",
         ],
-        "--since .* not before --until",
+        "--start .* not before --end",
     ),
     "verify history and store": (
         [
@@ -564,17 +604,17 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "--out",
     ),
-    "verify until garbage": (
+    "verify end garbage": (
         [
             "verify",
             "--history",
             "{in}/history.csv",
             "--catalog",
             "{in}/catalog.csv",
-            "--until",
+            "--end",
             "later",
         ],
-        "--until",
+        "--end",
     ),
     # reports
     "reproduce reference missing": (
@@ -637,9 +677,19 @@ EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
         r"--geometry \S*no_geometry\.csv: no such file",
     ),
     "explain method typo": (
-        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--method",
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--explain-method",
          "gradcamm", "--out", "{out}"],
         r"gradcamm",
+    ),
+    "explain accelerator mps": (
+        ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images",
+         "--accelerator", "mps", "--out", "{out}"],
+        r"--accelerator: mps",
+    ),
+    "verify start garbage": (
+        ["verify", "--history", "{in}/history.csv", "--catalog", "{in}/catalog.csv",
+         "--start", "later"],
+        "--start",
     ),
     "explain limit 0": (
         ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--limit", "0",

@@ -34,7 +34,7 @@ ROW_KEYS = {"name", "unit", "baseline", "fdflare", "ratio", "limit", "note"}
 
 def test_quick_label_through_the_cli_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--only", "label", "--json", str(out), "--quiet"]) == 0
+    assert main(["bench", "--quick", "--only", "label", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].split()[:5] == ["row", "unit", "study", "fdflare", "speed-up"]
     assert "label" in printed and "--quick" in printed
@@ -58,8 +58,9 @@ def test_quick_label_through_the_cli_writes_the_documented_json(tmp_path, capsys
     [
         (["--only", "bogus"], ["--only", "unknown row 'bogus'", "train_resnet34"]),
         (["--only"], ["--only", "expected at least one argument"]),
-        (["--accelerator", "tpu"], ["--accelerator", "expected auto, cpu or cuda"]),
-        (["--quick", "--json", "{tmp}"], ["--json", "is a folder"]),
+        (["--accelerator", "tpu"], ["--accelerator", "tpu: no TPU runtime"]),
+        (["--accelerator", "quantum"], ["--accelerator", "expected auto, cpu, gpu"]),
+        (["--quick", "--out", "{tmp}"], ["--out", "is a folder"]),
         (["--bogus"], ["unrecognized arguments: --bogus"]),
     ],
 )
@@ -77,12 +78,11 @@ def test_bad_arguments_are_one_line_and_status_2(argv, words, tmp_path, capsys):
 @pytest.mark.parametrize("option", ["--accelerator", "--device"])
 def test_cuda_without_a_gpu_is_refused_before_any_work(option, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code, err = run_cli(["bench", option, "cuda", "--json", str(out)], capsys)
+    code, err = run_cli(["bench", option, "cuda", "--out", str(out)], capsys)
     assert code == 2
     errors = [line for line in err.splitlines() if "error" in line]
-    assert errors == [
-        "fdflare bench: error: --accelerator cuda: this machine has no CUDA GPU (use auto or cpu)"
-    ]
+    assert len(errors) == 1 and errors[0].startswith(f"fdflare bench: error: argument {option}")
+    assert "cuda: this machine has no CUDA GPU (use auto or cpu)" in errors[0]
     assert not out.exists()
 
 
@@ -217,11 +217,15 @@ def test_gpu_check_script_parses():
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
 
 
-def test_json_never_overwrites_a_file_that_is_not_a_bench_result(tmp_path, capsys):
+def test_out_never_overwrites_a_file_that_is_not_a_bench_result(tmp_path, capsys):
     precious = tmp_path / "pyproject.toml"
     precious.write_text("[project]\nname = 'x'\n")
-    code, err = run_cli(["bench", "--quick", "--only", "label", "--json", str(precious)], capsys)
+    code, err = run_cli(["bench", "--quick", "--only", "label", "--out", str(precious)], capsys)
     assert code == 2 and "not a result of fdflare bench" in err and err.count("\n") == 1
+    # the old spelling --json FILE is --out FILE, with one warning
+    code, err = run_cli(["bench", "--quick", "--only", "label", "--json", str(precious)], capsys)
+    assert code == 2 and "--out " + str(precious) in err and "not a result of" in err
+    assert "warning: --json FILE is deprecated" in err and "use --out FILE" in err
     assert precious.read_text() == "[project]\nname = 'x'\n"
 
 
@@ -244,11 +248,11 @@ def test_a_cpu_without_native_bf16_skips_bf16_and_says_so(tmp_path, capsys, monk
 
     monkeypatch.setattr(training_config, "cpu_flags", lambda: AVX2)
     out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--only", "label", "--json", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    assert main(["bench", "--quick", "--only", "label", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # --json: the one object, no table
     doc = json.loads(out.read_text())
+    assert printed == {**doc, "out": str(out)}
     assert doc["machine"]["ceilings"]["bf16_gflops"] is None
-    assert "bf16 not measured (this CPU has no native bf16" in printed
 
 
 def test_training_runtime_records_the_memory_format_chosen_for_the_cpu(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def test_cli_hek_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         rc, stdout, err = run_cli(
             capsys,
             "--start", "2011-01-01", "--end", "2011-04-01", "--source", "hek",
-            "--min-class", "C1.0", "--hek-url", hek.url, "--retry-wait", "0.01",
+            "--min-class", "C1.0", "--base-url", hek.url, "--backoff", "0.01",
             "--out", str(out), "--quiet",
         )  # fmt: skip
     assert rc == 0, err
@@ -368,10 +369,10 @@ def test_cli_hek_failed_month_resumes(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "flares.csv"
     args = [
         "--start", "2011-01-01", "--end", "2011-04-01", "--source", "hek", "--retries", "1",
-        "--retry-wait", "0.01", "--out", str(out), "--quiet",
+        "--backoff", "0.01", "--out", str(out), "--quiet",
     ]  # fmt: skip
     with FakeHEK(fail={"2011-02": [500, 500]}) as hek:
-        rc, _, err = run_cli(capsys, *args, "--hek-url", hek.url)
+        rc, _, err = run_cli(capsys, *args, "--base-url", hek.url)
         assert rc == 3  # a run failed (nothing written), not bad input
         assert "2011-02" in err and "1 of 3 month(s)" in err and "rerun" in err
         assert "the 2 month(s) fetched are kept in" in err
@@ -379,7 +380,7 @@ def test_cli_hek_failed_month_resumes(tmp_path: Path, capsys: pytest.CaptureFixt
         cache = tmp_path / "flares.csv.parts"
         assert len(list(cache.glob("hek-*.json"))) == 2  # January and March kept
         first = len(hek.requests)
-        rc, stdout, err = run_cli(capsys, *args, "--hek-url", hek.url)
+        rc, stdout, err = run_cli(capsys, *args, "--base-url", hek.url)
     assert rc == 0, err
     assert hek.months_requested()[first:] == ["2011-02"]  # only the missing month again
     assert "(2 from the cache)" in stdout
@@ -432,7 +433,7 @@ def test_cli_hek_url_from_environment(
                 "2011-02-01",
                 "--source",
                 "hek",
-                "--hek-url",
+                "--base-url",
                 "file:///etc/passwd",
             ],
             "http",
@@ -649,7 +650,7 @@ def test_cli_hek_garbage_until_retries_run_out(
     with FakeHEK(fail={"2011-02": ["garbage"] * 2}) as hek:
         rc, _, err = run_cli(
             capsys, "--start", "2011-02-01", "--end", "2011-03-01", "--source", "hek",
-            "--hek-url", hek.url, "--retries", "1", "--retry-wait", "0.01", "--out", str(out),
+            "--base-url", hek.url, "--retries", "1", "--backoff", "0.01", "--out", str(out),
         )  # fmt: skip
     assert rc == 3 and len(err.splitlines()) == 1
     assert "reply is not JSON" in err and "gave up after 2 attempt(s)" in err
@@ -667,8 +668,8 @@ def test_cli_hek_unreachable_exits_3_after_one_month(
         port = sock.getsockname()[1]
     rc, _, err = run_cli(
         capsys, "--start", "2011-01-01", "--end", "2011-07-01", "--source", "hek",
-        "--hek-url", f"http://127.0.0.1:{port}/hek/her", "--retries", "1",
-        "--retry-wait", "0.01", "--out", str(tmp_path / "f.csv"),
+        "--base-url", f"http://127.0.0.1:{port}/hek/her", "--retries", "1",
+        "--backoff", "0.01", "--out", str(tmp_path / "f.csv"),
     )  # fmt: skip
     assert rc == 3
     assert err.startswith(f"fdflare catalog: error: cannot reach HEK at http://127.0.0.1:{port}")
@@ -696,3 +697,35 @@ def test_cli_read_only_out_folder(
     assert rc == 2 and stdout == ""
     assert err.startswith("fdflare catalog: error: --out ") and "is not writable" in err
     assert list(read_only_dir.iterdir()) == []
+
+
+def test_cli_old_option_names_still_work_and_warn_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "flares.csv"
+    with FakeHEK() as hek:
+        rc, stdout, err = run_cli(
+            capsys, "--start", "2011-02-01", "--end", "2011-03-01", "--source", "hek",
+            "--hek-url", hek.url, "--retry-wait", "0.01", "--retry-wait", "0.02",
+            "--timeout", "5", "--out", str(out), "--quiet", "--json",
+        )  # fmt: skip
+    assert rc == 0, err
+    warnings = err.splitlines()
+    for old, new in [("--hek-url", "--base-url"), ("--retry-wait", "--backoff"),
+                     ("--timeout", "--connect-timeout and --read-timeout")]:  # fmt: skip
+        said = [w for w in warnings if f"warning: {old} is deprecated" in w]
+        assert len(said) == 1 and said[0].endswith(f"use {new}")  # once, though given twice
+    result = json.loads(stdout)
+    assert result["out"] == str(out) and result["flares"] == len(pd.read_csv(out))
+    assert result["counts"]["months"] == 1 and isinstance(result["notes"], list)
+
+
+def test_cli_source_format_is_an_alias_of_catalog_format(
+    noaa_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = run_cli(
+        capsys, "--source", str(noaa_file), "--source-format", "study",
+        "--out", str(tmp_path / "f.csv"),
+    )  # fmt: skip
+    assert rc == 2  # the NOAA file read as the study's CSV: refused, so the alias took effect
+    assert "--source-format is deprecated" in err and "use --catalog-format" in err

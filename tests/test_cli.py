@@ -135,7 +135,8 @@ def test_refusals_come_before_heavy_imports(argv, words, heavy, tmp_path):
         pytest.skip("this machine has a CUDA driver: the GPU check needs torch here")
     code = (
         "import sys\nfrom fdflare.cli import main\n"
-        f"status = main({argv!r})\n"
+        f"try:\n    status = main({argv!r})\n"
+        "except SystemExit as exc:  # refused as the option was read\n    status = exc.code\n"
         f"print(status, {heavy!r} in sys.modules)\n"
     )
     res = subprocess.run(
@@ -179,3 +180,154 @@ def test_quiet_silences_a_report_but_not_errors(tmp_path, capsys):
     assert main(["evaluate", "--quiet", str(tmp_path / "nope.csv")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "nope.csv" in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- one grammar
+
+
+def _commands():
+    import argparse
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def _visible(p):
+    """(option string, action) of the options a command shows (not its deprecated aliases)."""
+    import argparse
+
+    for a in p._actions:
+        if a.help != argparse.SUPPRESS:
+            for opt in a.option_strings:
+                yield opt, a
+
+
+def test_one_option_name_has_one_meaning():
+    """Every option name is a flag everywhere or takes a value everywhere (one exception:
+    bench's --json also takes the old FILE, as a deprecated spelling of --out FILE)."""
+    kinds: dict[str, dict[str, str]] = {}
+    for name, p in _commands().items():
+        for opt, a in _visible(p):
+            kind = "flag" if a.nargs == 0 else "value"
+            if (name, opt) == ("bench", "--json"):
+                kind = "flag"  # nargs="?": checked below
+            kinds.setdefault(opt, {})[name] = kind
+    mixed = {opt: k for opt, k in kinds.items() if len(set(k.values())) > 1}
+    assert mixed == {}
+
+
+def test_an_option_with_choices_offers_the_same_ones_everywhere():
+    offered: dict[str, dict[str, tuple]] = {}
+    for name, p in _commands().items():
+        for opt, a in _visible(p):
+            if a.choices is not None:
+                offered.setdefault(opt, {})[name] = tuple(a.choices)
+    # --source names what a command reads from: helioviewer or jsoc (download), a live
+    # source (forecast); every other option offers one set
+    differ = {o: c for o, c in offered.items() if len(set(c.values())) > 1 and o != "--source"}
+    assert differ == {}
+    assert offered["--explain-method"]["forecast"] == offered["--explain-method"]["explain"]
+
+
+def test_json_is_the_same_flag_in_every_command():
+    import argparse
+
+    commands = _commands()
+    without = sorted(
+        name
+        for name, p in commands.items()
+        if not any("--json" in a.option_strings for a in p._actions)
+    )
+    assert without == ["serve"]  # a server: it prints no report
+    for name, p in commands.items():
+        if name == "serve":
+            continue
+        (action,) = [a for a in p._actions if "--json" in a.option_strings]
+        if name != "bench":
+            assert isinstance(action, argparse._StoreTrueAction), name
+        assert action.dest == "json"
+    bench = commands["bench"]
+    assert bench.parse_args(["--json"]).json is True
+    assert bench.parse_args(["--json"]).out is None
+
+
+def test_accelerator_is_one_type_with_one_set_of_choices():
+    from fdflare.commands._common import ACCELERATOR_CHOICES, accelerator
+
+    having = {}
+    for name, p in _commands().items():
+        for opt, a in _visible(p):
+            if opt == "--accelerator":
+                having[name] = a
+    assert set(having) == {"train", "cv", "predict", "forecast", "serve", "explain", "bench"}
+    for name, a in having.items():
+        assert a.type is accelerator, name
+        assert tuple(a.choices) == ACCELERATOR_CHOICES, name
+        assert a.metavar == "{" + ",".join(ACCELERATOR_CHOICES) + "}", name
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "forecast", "explain", "bench"])
+def test_an_accelerator_this_machine_lacks_is_refused_alike(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--accelerator", "mps"])  # never on Linux
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"fdflare {command}: error: argument --accelerator: mps: ")
+    with pytest.raises(SystemExit):
+        main([command, "--accelerator", "quantum"])
+    assert "expected auto, cpu, gpu (= cuda), mps or tpu, got 'quantum'" in capsys.readouterr().err
+
+
+# the old spellings: hidden aliases of the new names, in these commands only
+RENAMED = {
+    ("verify", "--since"): "--start",
+    ("verify", "--until"): "--end",
+    ("catalog", "--source-format"): "--catalog-format",
+    ("catalog", "--timeout"): "--connect-timeout and --read-timeout",
+    ("catalog", "--retry-wait"): "--backoff",
+    ("catalog", "--hek-url"): "--base-url",
+    ("explain", "--method"): "--explain-method",
+    ("train", "--holdout"): "--holdout-fraction",
+    ("cv", "--holdout"): "--holdout-fraction",
+}
+
+
+def test_old_names_are_hidden_deprecated_aliases():
+    from fdflare.commands._common import _Deprecated
+
+    commands = _commands()
+    for (name, old), new in RENAMED.items():
+        (action,) = [a for a in commands[name]._actions if old in a.option_strings]
+        assert isinstance(action, _Deprecated) and action.new == new, (name, old)
+    shown = {opt for p in commands.values() for opt, _ in _visible(p)}
+    gone = {old for _, old in RENAMED} - {"--method"}  # --method: calibrate's method
+    assert shown & gone == set()
+    assert [n for n, p in commands.items() if "--method" in dict(_visible(p))] == ["calibrate"]
+
+
+def test_an_old_name_works_and_warns_once(capsys):
+    p = _commands()["verify"]
+    args = p.parse_args(["--since", "2011-01-01", "--until", "2011-02-01", "--until", "2011-03-01"])
+    assert (args.start, args.end) == ("2011-01-01", "2011-03-01")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "fdflare verify: warning: --since is deprecated and will be removed in the next "
+        "release; use --start",
+        "fdflare verify: warning: --until is deprecated and will be removed in the next "
+        "release; use --end",
+    ]
+    args = _commands()["train"].parse_args(["--out", "o", "--holdout", "0.25"])
+    assert args.holdout_fraction == 0.25
+    assert "--holdout is deprecated" in capsys.readouterr().err
+
+
+def test_quiet_keeps_the_json_that_was_asked_for(tmp_path, capsys):
+    import json
+
+    pred = tmp_path / "fold1.csv"
+    rows = [f"2011/01/0{1 + i % 9}/HMI.m2011.01.0{1 + i % 9}_{i:02d}.00.00.jpg,{(i % 4) / 4},{i % 2}"
+            for i in range(20)]  # fmt: skip
+    pred.write_text("timestamp,flare_prob,target\n" + "\n".join(rows) + "\n")
+    assert main(["evaluate", "--quiet", "--json", str(pred)]) == 0
+    assert json.loads(capsys.readouterr().out)

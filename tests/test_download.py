@@ -772,6 +772,19 @@ def test_cli_end_is_excluded(hv, tmp_path, capsys):
     assert server.count(CLOSEST, f"{DAY}T03:00") == 0  # --end itself is not asked for
 
 
+def test_cli_json_is_the_summary_as_one_object(hv, tmp_path, capsys):
+    server = hv(gaps=[(f"{DAY}T00:40", f"{DAY}T01:20")])
+    status, out, err = _cli(
+        capsys, server.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T03:00", "--json"
+    )
+    assert status == 0, err
+    result = json.loads(out)  # one object, nothing else on stdout
+    assert result["out"] == str(tmp_path) and result["manifest"] == str(tmp_path / "manifest.csv")
+    assert (result["requested"], result["downloaded"], result["gaps"]) == (3, 2, 1)
+    assert result["ok"] == 2 and result["failed"] == 0 and result["failures"] == []
+    assert result["interrupted"] is False and result["bytes"] > 0
+
+
 def test_cli_quiet_keeps_the_summary_and_drops_the_progress(hv, tmp_path, capsys):
     server = hv()
     status, out, err = _cli(capsys, server.base_url, tmp_path, f"{DAY}T00:00", f"{DAY}T02:00")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -87,7 +88,7 @@ def test_every_registered_model_has_its_last_conv_block_as_target():
 def test_each_method_writes_figures_and_shares(trained, tmp_path, capsys, method):
     out = tmp_path / "out"
     argv = explain_argv(
-        trained, out, "--images", str(trained["root"] / "three.txt"), "--method", method
+        trained, out, "--images", str(trained["root"] / "three.txt"), "--explain-method", method
     )
     # the list names images/...: geometry.csv sits in the list's folder, keyed by file name
     code, err = cli([*argv, "--geometry", str(trained["root"] / "geometry.csv")], capsys)
@@ -308,7 +309,7 @@ def test_batch_mode_through_the_cli(trained, tmp_path, capsys):
     where = "fn or (tp or fp)"
     out = tmp_path / "out"
     argv = explain_argv(trained, out, "--predictions", str(trained["joined"]), "--where", where,
-                        "--images", str(trained["images"]), "--method", "gradcam", "--limit", "4")  # fmt: skip
+                        "--images", str(trained["images"]), "--explain-method", "gradcam", "--limit", "4")  # fmt: skip
     code, err = cli(argv, capsys)
     assert code == 0, err
     rows = pd.read_csv(out / "explanations.csv")
@@ -327,12 +328,32 @@ def test_batch_summary_and_limit(trained, tmp_path, capsys):
     n_pos = int((joined["target"] == 1).sum())
     out = tmp_path / "out"
     argv = explain_argv(trained, out, "--predictions", str(trained["joined"]), "--where", "positive",
-                        "--images", str(trained["images"]), "--method", "gradcam", "--limit", "1")  # fmt: skip
+                        "--images", str(trained["images"]), "--explain-method", "gradcam", "--limit", "1")  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out.strip()
     assert printed.count("\n") == 0
     assert f"selected {n_pos} of {len(joined)} rows" in printed
     assert f"{n_pos - 1} more left out by --limit 1" in printed
+
+
+def test_json_on_the_cpu_and_the_old_method_name(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = explain_argv(trained, out, "--predictions", str(trained["joined"]), "--where", "positive",
+                        "--images", str(trained["images"]), "--method", "gradcam", "--limit", "1",
+                        "--accelerator", "cpu", "--json")  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("--method is deprecated") == 1 and "--explain-method" in captured.err
+    result = json.loads(captured.out)  # one JSON object, nothing else on stdout
+    rows = pd.read_csv(out / "explanations.csv")
+    assert result["csv"] == str(out / "explanations.csv") and result["explained"] == len(rows) == 1
+    assert result["explain_method"] == "gradcam" and set(rows["method"]) == {"gradcam"}
+    assert result["device"] == "cpu"
+    assert (
+        result["pngs"] == [str(out / p) for p in rows["png"]] and Path(result["pngs"][0]).is_file()
+    )
+    n_pos = int((pd.read_csv(trained["joined"])["target"] == 1).sum())
+    assert (result["selected"], result["left_out"]) == (n_pos, n_pos - 1)
 
 
 def test_nothing_selected_is_done_with_a_note(trained, tmp_path, capsys):
@@ -400,7 +421,8 @@ def test_no_geometry_file_at_all_warns_per_image(trained, tmp_path, capsys):
     # the layout of `fdflare prepare`: IMAGES/geometry.csv, paths relative to IMAGES
     pd.DataFrame([{"path": name, **GEO}]).to_csv(images / "geometry.csv", index=False)
     code, err = cli(
-        explain_argv(trained, tmp_path / "out2", "--images", str(images), "--method", "ig"), capsys
+        explain_argv(trained, tmp_path / "out2", "--images", str(images), "--explain-method", "ig"),
+        capsys,
     )
     assert code == 0 and err == ""
     assert pd.read_csv(tmp_path / "out2" / "explanations.csv")["share_central"].notna().all()
@@ -469,7 +491,7 @@ def test_bare_state_dict_with_model_and_image_size(trained, tmp_path, capsys):
         {"model_state_dict": {k[6:]: v for k, v in state.items() if k.startswith("model.")}}, bare
     )
     argv = ["explain", "--model", "smallcnn", "--image-size", str(SIZE), "--checkpoint", str(bare),
-            "--images", str(trained["root"] / "three.txt"), "--limit", "1", "--method", "occlusion",
+            "--images", str(trained["root"] / "three.txt"), "--limit", "1", "--explain-method", "occlusion",
             "--geometry", str(trained["root"] / "geometry.csv"), "--out", str(tmp_path / "o"), "--quiet"]  # fmt: skip
     code, err = cli(argv, capsys)
     assert code == 0, err

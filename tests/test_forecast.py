@@ -379,7 +379,7 @@ def test_verify_labels_each_window_and_scores_beside_the_baselines(
 ):
     out = tmp_path / "verified.csv"
     argv = ["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
-            "--since", "2011-01-01", "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
+            "--start", "2011-01-01", "--end", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
     code, text, err = cli(argv, capsys)
     assert code == 0, err
     assert "12 forecast(s) of P(flare >= M1.0 in the next 24 h), 12 verified" in text
@@ -419,12 +419,12 @@ def test_verify_counts_pending_windows(world, history, capsys):
     pending = int((starts + pd.Timedelta(hours=24) > last).sum())
     assert 0 < pending < len(starts)
     code, js, err = cli(["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
-                         "--since", "2011-01-01", "--json"], capsys)  # fmt: skip
+                         "--start", "2011-01-01", "--json"], capsys)  # fmt: skip
     assert code == 0, err
     result = json.loads(js)
     assert result["pending"] == pending and result["verified"] == len(starts) - pending
     code, text, err = cli(["verify", "--history", str(history), "--catalog", str(world["sun"] / "catalog.csv"),
-                           "--since", "2011-01-01", "--until", "2011-01-01T12:00"], capsys)  # fmt: skip
+                           "--start", "2011-01-01", "--end", "2011-01-01T12:00"], capsys)  # fmt: skip
     assert code == 1 and "nothing to verify yet" in text and "12 pending" in text
 
 
@@ -529,12 +529,12 @@ def test_verify_leaves_out_windows_before_the_catalog_and_counts_reissues(
     before = int((starts < first).sum())
     assert 0 < before < len(starts)
     code, js, err = cli(["verify", "--history", str(history), "--catalog", str(cat), "--json",
-                         "--until", "2011-01-04"], capsys)  # fmt: skip
+                         "--end", "2011-01-04"], capsys)  # fmt: skip
     assert code == 0, err
     result = json.loads(js)
     assert result["before_catalog"] == before and result["verified"] == len(starts) - before
     note = next(n for n in result["notes"] if "before the catalog" in n)
-    assert f"the first at {starts.min():%Y-%m-%dT%H:%M:%SZ}" in note and "--since" in note
+    assert f"the first at {starts.min():%Y-%m-%dT%H:%M:%SZ}" in note and "--start" in note
     # a second row for a window (a re-issue) is counted and left out, never scored
     dup = tmp_path / "dup.csv"
     lines = history.read_text().splitlines()
@@ -543,7 +543,7 @@ def test_verify_leaves_out_windows_before_the_catalog_and_counts_reissues(
     cells[4] = "2031-01-01T00:00:00Z"  # issued later
     dup.write_text("\n".join([*lines, ",".join(cells)]) + "\n")
     code, js2, err = cli(["verify", "--history", str(dup), "--catalog", str(cat), "--json",
-                          "--until", "2011-01-04"], capsys)  # fmt: skip
+                          "--end", "2011-01-04"], capsys)  # fmt: skip
     assert code == 0, err
     again = json.loads(js2)
     assert again["reissues"] == 1 and again["scores"] == result["scores"]

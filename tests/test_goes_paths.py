@@ -72,17 +72,18 @@ def test_scan_images(tmp_path):
         ["label", "--catalog", "c.csv", "--images", "i", "--out", "o", "--start", "13/01/2011"],
         ["synth", "--out", "o", "--start", "02/01/2011"],
         ["download", "--out", "o", "--start", "2011/01/02", "--end", "2011-01-03"],
-        ["verify", "--history", "h.csv", "--catalog", "c.csv", "--until", "01-02-2011"],
+        ["verify", "--history", "h.csv", "--catalog", "c.csv", "--end", "01-02-2011"],
     ],
 )
 def test_an_ambiguous_date_is_refused_in_one_line(argv, tmp_path, capsys, monkeypatch):
     from clitools import run_cli
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.ckpt").write_bytes(b"")  # the input files exist: the date is what is wrong
     code, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "not ISO 8601" in err and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]
 
 
 @pytest.mark.parametrize(

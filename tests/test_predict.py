@@ -264,11 +264,12 @@ def test_a_checkpoint_is_read_without_lightning(trained):
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        (["--accelerator", "gpu"], "--accelerator gpu: this machine has no CUDA GPU"),
+        (["--accelerator", "gpu"], "--accelerator: gpu: this machine has no CUDA GPU"),
         (["--device", "cuda"], "--accelerator cuda: this machine has no CUDA GPU"),
         (["--device", "cuda:3"], "--accelerator cuda"),
         (["--device", "bogus"], "--device: expected auto, cpu, cuda, cuda:N or mps"),
-        (["--accelerator", "tpu"], "--accelerator: expected auto, cpu, cuda, cuda:N or mps"),
+        (["--accelerator", "tpu"], "--accelerator: tpu: no TPU runtime"),
+        (["--accelerator", "cuda:0"], "--accelerator: expected auto, cpu, gpu (= cuda), mps"),
         (["--devices", "2"], "prediction runs on one device"),
         (["--batch-size", "0"], "--batch-size"),
     ],
@@ -288,6 +289,14 @@ def test_device_is_a_deprecated_alias(trained, tmp_path, capsys):
     code, err = cli(predict_argv(trained, out, "--device", "cpu"), capsys)
     assert code == 0 and "--device is deprecated" in err and "use --accelerator" in err
     assert len(pd.read_csv(out)) == 12
+
+
+def test_json_says_what_the_summary_says(trained, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    assert main(predict_argv(trained, out, "--accelerator", "cpu", "--json")) == 0
+    result = json.loads(capsys.readouterr().out)  # one object, nothing else on stdout
+    assert result["predictions"] == str(out) and result["n"] == len(pd.read_csv(out)) == 12
+    assert result["joined"] is None and result["skipped_missing"] == 0
 
 
 def test_outputs_are_checked_before_predicting(trained, tmp_path, capsys):
@@ -332,7 +341,7 @@ def cv_argv(ds: dict[str, Path], out: Path, *extra: str) -> list[str]:
         (["--folds", "1,1"], "--folds: 1 given more than once"),
         (["--models", "resnet18,resnet18", "--slurm"], "--models: resnet18 given more than once"),
         (["--models", "lenet"], "--models: 'lenet': choose one of alexnet"),
-        (["--accelerator", "tpu"], "--accelerator tpu: no TPU runtime"),
+        (["--accelerator", "tpu"], "--accelerator: tpu: no TPU runtime"),
         (["--slurm-gpus", "-1", "--slurm"], "--slurm-gpus"),
     ],
 )
@@ -348,6 +357,18 @@ def test_cv_out_is_a_file(trained, tmp_path, capsys):
     file.write_text("x")
     code, err = cli(cv_argv(trained, file, "--folds", "2"), capsys)
     assert code == 2 and "is a file" in err and file.read_text() == "x"
+
+
+def test_cv_slurm_json_and_the_holdout_fraction_flag(trained, tmp_path, capsys):
+    out = tmp_path / "cv"
+    argv = cv_argv(trained, out, "--models", "resnet18", "--slurm", "--holdout", "0.25", "--json")
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("--holdout is deprecated") == 1
+    result = json.loads(captured.out)  # one object: the script is a string in it
+    assert result["out"] == str(out.resolve()) and result["slurm_script"].startswith("#!/bin/bash")
+    srun = next(ln for ln in result["slurm_script"].splitlines() if ln.startswith("srun "))
+    assert "--holdout-fraction 0.25" in srun and "--holdout " not in srun
 
 
 def test_cv_slurm_on_cpu_and_a_path_with_spaces(trained, tmp_path, capsys):
@@ -418,10 +439,17 @@ def test_cv_with_holdout_calibrates_on_the_held_out_slice(trained, tmp_path, cap
     out = tmp_path / "cv"
     argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
             "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
-            "--image-size", "32", "--holdout", "0.25", *FAST]  # fmt: skip
+            "--image-size", "32", "--holdout-fraction", "0.25", *FAST, "--json"]  # fmt: skip
     assert main(argv) == 0
-    capsys.readouterr()
+    printed = json.loads(capsys.readouterr().out)  # --json: one object, nothing else on stdout
     res = json.loads((out / "results.json").read_text())
+    assert printed["summary"] == str(out.resolve() / "cv_summary.csv")
+    assert [(r["model"], int(r["fold"])) for r in printed["runs"]] == [
+        ("resnet18", 1),
+        ("resnet18", 2),
+    ]
+    assert printed["protocol"] == res["protocol"] and printed["report"].endswith("report.html")
+    assert printed["models"]["resnet18"]["calibration"]["fitted_on"] == "holdout"
     cal = res["models"]["resnet18"]["calibration"]
     assert cal["fitted_on"] == "holdout"
     for k, item in zip((1, 2), cal["files"], strict=True):
@@ -494,9 +522,16 @@ def test_an_ensemble_is_the_mean_of_its_members_and_a_map_calibrates_it(trained,
     cal_file.write_text(json.dumps(cal_map.to_dict()))
     out_cal = tmp_path / "ens_cal.csv"
     argv = ["predict", "--checkpoint", *map(str, members), "--images", str(trained["images"]),
-            "--out", str(out_cal), "--calibration", str(cal_file), "--workers", "0", "--quiet"]  # fmt: skip
+            "--out", str(out_cal), "--calibration", str(cal_file), "--workers", "0", "--quiet",
+            "--json"]  # fmt: skip
+    capsys.readouterr()
     assert main(argv) == 0
     assert np.allclose(pd.read_csv(out_cal)["flare_prob"], cal_map(ens), atol=1e-6)
+    result = json.loads(capsys.readouterr().out)  # --json: what the summary says, one object
+    assert result["predictions"] == str(out_cal) and result["n"] == len(ens)
+    assert [m["checkpoint"] for m in result["members"]] == [str(m) for m in members]
+    assert result["calibration"] == str(cal_file) and result["ensemble"] is None
+    assert [m["mean_prob"] for m in result["members"]] == pytest.approx([s.mean() for s in singles])
 
 
 @pytest.mark.parametrize(

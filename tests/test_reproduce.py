@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
     assert (out / "baselines" / "fold1_persistence.csv").is_file()
 
 
-def test_reproduce_on_a_subset_layout(reference_dir, tmp_path):
+def test_reproduce_on_a_subset_layout(reference_dir, tmp_path, capsys):
     # a folder with predictions of one model only, and no labels
     pred = tmp_path / "ref" / "predictions"
     pred.mkdir(parents=True)
@@ -49,11 +50,16 @@ def test_reproduce_on_a_subset_layout(reference_dir, tmp_path):
             reference_dir / "predictions" / f"fold{k}_alex.csv", pred / f"fold{k}_mymodel.csv"
         )
     assert set(find_models(pred)) == {"mymodel"}
+    out = tmp_path / "o"
     assert (
-        main(["reproduce", "--reference", str(tmp_path / "ref"), "--out", str(tmp_path / "o")]) == 0
+        main(["reproduce", "--reference", str(tmp_path / "ref"), "--out", str(out), "--json"]) == 0
     )
-    report = (tmp_path / "o" / "report.md").read_text()
+    report = (out / "report.md").read_text()
     assert "mymodel" in report and "0.5621" in report and "Labels" not in report
+    printed = json.loads(capsys.readouterr().out)  # results.json, with the reports' paths
+    assert printed["report"] == str(out / "report.md") and Path(printed["html"]).is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved) <= set(printed) and list(printed["models"]) == ["mymodel"]
 
 
 def test_reproduce_without_reference_says_what_to_do(tmp_path, monkeypatch, capsys):

@@ -419,6 +419,37 @@ def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
         assert abs(np.median(a[r < small["radius_px"] - 2]) - 128) <= 1
 
 
+def test_synth_label_prepare_print_one_json_object_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    data, labels, prepared = tmp_path / "data", tmp_path / "labels", tmp_path / "prepared"
+    argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T03:00"]
+    assert main([*argv, "--image-size", "64", "--jp2", "--jp2-size", "128", "--json"]) == 0
+    synth = json.loads(capsys.readouterr().out)
+    assert synth["out"] == str(data) and synth["images"] == len(pd.read_csv(data / "geometry.csv"))
+    assert synth["written"] == 2 * synth["images"] and synth["skipped"] == synth["missing"] == 0
+    assert synth["counts"]["flares"] == len(read_catalog(data / "catalog.csv"))
+    argv = ["label", "--catalog", str(data / "catalog.csv"), "--images", str(data / "images"),
+            "--start", "2011-01-24T00:00", "--end", "2011-01-24T03:00", "--out", str(labels)]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    label = json.loads(capsys.readouterr().out)
+    summary = json.loads((labels / "summary.json").read_text())
+    assert label["counts"]["instances"] == summary["counts"]["instances"] == 3
+    assert (
+        all(Path(f).is_file() for f in label["files"])
+        and str(labels / "labels.csv") in label["files"]
+    )
+    assert sum(f["val"] for f in label["folds"].values()) <= 3
+    argv = ["prepare", "--source", str(data / "jp2"), "--out", str(prepared), "--image-size", "32"]
+    assert main([*argv, "--workers", "1", "--json"]) == 0
+    prep = json.loads(capsys.readouterr().out)
+    assert prep["geometry"] == str(prepared / "geometry.csv")
+    assert prep["prepared"] == prep["files"] == prep["images"] == synth["images"]
+    assert prep["failed"] == 0 and prep["bad_files"] is None and prep["unreadable"] == []
+
+
 def test_prepare_runs_on_the_jp2_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, prepared = tmp_path / "data", tmp_path / "prepared"
     argv = ["synth", "--out", str(data), "--start", "2011-01-24T00:00", "--end", "2011-01-24T02:00"]

@@ -423,7 +423,7 @@ def test_ddp_two_cpu_processes(tiny, tmp_path):
 
 def test_holdout_selection(tiny, tmp_path, capsys):
     out = tmp_path / "holdout"
-    assert main(train_argv(tiny, out, "--holdout", "0.25")) == 0
+    assert main(train_argv(tiny, out, "--holdout-fraction", "0.25")) == 0
     # --quiet: no bar or per-epoch lines; the final summary still prints
     printed = capsys.readouterr()
     assert "epoch 1/1" not in printed.err and printed.out.startswith(f"{out}: 1 epoch;")
@@ -434,6 +434,18 @@ def test_holdout_selection(tiny, tmp_path, capsys):
     # 36 training instances: the latest 9 held out, and the one less than 24 h before them
     # purged (its label window reaches into the held-out slice)
     assert summary["counts"]["holdout"] == 9 and summary["counts"]["train"] == 26
+
+
+def test_json_says_what_the_summary_line_says(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_argv(tiny, out, "--json")) == 0
+    result = json.loads(capsys.readouterr().out)  # one object, nothing else on stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert result["out"] == str(out) and result["summary"] == str(out / "summary.json")
+    assert result["epochs_done"] == summary["epochs_done"] == 1
+    assert result["best_epoch"] == summary["best_epoch"]
+    assert result["last_checkpoint"] == str(out / "last.ckpt")
+    assert result["counts"]["train"] == summary["counts"]["train"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -509,9 +521,9 @@ def test_corrupt_image_found_in_a_worker_names_the_file(tiny, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        (["--accelerator", "gpu"], "--accelerator gpu: this machine has no CUDA GPU"),
-        (["--accelerator", "tpu"], "--accelerator tpu: no TPU runtime"),
-        (["--accelerator", "quantum"], "--accelerator: 'quantum': choose one of auto"),
+        (["--accelerator", "gpu"], "--accelerator: gpu: this machine has no CUDA GPU"),
+        (["--accelerator", "tpu"], "--accelerator: tpu: no TPU runtime"),
+        (["--accelerator", "quantum"], "--accelerator: expected auto, cpu, gpu (= cuda), mps"),
         (["--precision", "bogus"], "--precision: 'bogus': choose one of auto"),
         (["--batch-size", "0"], "--batch-size: '0': must be at least 1"),
         (["--lr", "nan"], "--lr: 'nan': must be a finite number"),
@@ -519,7 +531,7 @@ def test_corrupt_image_found_in_a_worker_names_the_file(tiny, tmp_path, capsys):
         (["--fold", "9"], "--fold: '9': choose one of 1, 2, 3, 4"),
         (["--model", "resnet99"], "--model: 'resnet99': choose one of alexnet"),
         (["--devices", "0"], "--devices: '0': must be at least 1"),
-        (["--holdout", "1"], "--holdout: '1': must lie in [0, 1)"),
+        (["--holdout-fraction", "1"], "--holdout-fraction: '1': must lie in [0, 1)"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tiny, tmp_path, capsys, extra, words):
@@ -541,9 +553,9 @@ def test_config_file_value_is_blamed_on_its_field(tiny, tmp_path, capsys):
 
 
 def test_holdout_leaving_no_training_set(tiny, tmp_path, capsys):
-    code, err = cli(train_argv(tiny, tmp_path / "run", "--holdout", "0.99"), capsys)
+    code, err = cli(train_argv(tiny, tmp_path / "run", "--holdout-fraction", "0.99"), capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "holds out 36 of the 36 training instances" in err and "lower --holdout" in err
+    assert "holds out 36 of the 36 training instances" in err and "lower --holdout-fraction" in err
     assert not (tmp_path / "run").exists()
 
 

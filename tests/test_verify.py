@@ -75,7 +75,7 @@ def catalog(tmp_path) -> Path:
 
 
 def verify(tmp_path, capsys, *extra: str, history: Path | None = None, catalog: Path) -> tuple:
-    argv = ["verify", "--catalog", str(catalog), "--since", "2011-06-01", "--until",
+    argv = ["verify", "--catalog", str(catalog), "--start", "2011-06-01", "--end",
             "2011-06-12", *extra]  # fmt: skip
     if history is not None:
         argv += ["--history", str(history)]
@@ -136,11 +136,11 @@ def test_both_below_zero_is_said_worse_than_climatology(tmp_path, capsys, catalo
 
 def test_before_the_catalog_names_the_first_left_out_and_the_option(tmp_path, capsys, catalog):
     hist = write_history(tmp_path / "h.csv", six_days())
-    code, out, err = cli(["verify", "--history", str(hist), "--catalog", str(catalog), "--until",
+    code, out, err = cli(["verify", "--history", str(hist), "--catalog", str(catalog), "--end",
                           "2011-06-12"], capsys)  # fmt: skip
     assert code == 0, err
     assert "1 forecast(s) before the catalog" in out
-    assert "the first at 2011-06-01T00:00:00Z" in out and "--since 2011-06-01T00:00:00Z" in out
+    assert "the first at 2011-06-01T00:00:00Z" in out and "--start 2011-06-01T00:00:00Z" in out
 
 
 def test_the_recipes_threshold_and_window_label_the_forecasts(tmp_path, capsys, catalog):

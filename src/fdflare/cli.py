@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--quiet",
                 action="store_true",
                 dest="_silence_stdout",
-                help="print nothing on stdout (outputs are still written; errors and "
-                "warnings still go to stderr)",
+                help="print no report on stdout (outputs are still written; --json still "
+                "prints; errors and warnings still go to stderr)",
             )
         p.set_defaults(_run=module.run)
     return parser
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if getattr(args, "_silence_stdout", False):
+        if getattr(args, "_silence_stdout", False) and not getattr(args, "json", False):
+            # --quiet silences the report; with --json the JSON is what was asked for
             import contextlib
 
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):

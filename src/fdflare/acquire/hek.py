@@ -93,7 +93,7 @@ def resolve_hek_url(url: str | None = None) -> str:
     """
     import httpx
 
-    source = "--hek-url"
+    source = "--base-url"
     if not url:
         url = os.environ.get(HEK_URL_ENV) or None
         source = HEK_URL_ENV
@@ -133,7 +133,9 @@ class HEKFlareClient:
 
     Args:
         url: base URL of the HEK ``her`` service (see :func:`resolve_hek_url`).
-        timeout: seconds to wait for a connection or a read.
+        timeout: seconds to wait for each read (and for a connection, without
+            ``connect_timeout``).
+        connect_timeout: seconds to wait for a connection (default: ``timeout``).
         retries: further attempts after a failed one (server errors, timeouts and
             malformed replies are retried; 4xx errors other than 429 are not).
         backoff: seconds before the first retry; doubled each time, with jitter, up to
@@ -150,6 +152,7 @@ class HEKFlareClient:
 
     url: str = DEFAULT_HEK_URL
     timeout: float = 60.0
+    connect_timeout: float | None = None
     retries: int = 3
     backoff: float = 2.0
     backoff_max: float = 60.0
@@ -161,7 +164,7 @@ class HEKFlareClient:
     def policy(self) -> HttpPolicy:
         """The HTTP policy of this client (one request in flight)."""
         return HttpPolicy(
-            connect_timeout=self.timeout,
+            connect_timeout=self.connect_timeout or self.timeout,
             read_timeout=self.timeout,
             retries=self.retries,
             backoff=self.backoff,

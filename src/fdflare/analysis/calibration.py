@@ -21,7 +21,7 @@ Where the calibration data come from decides whether the result can be trusted:
   validation predictions. For a published release (predictions only), these are the only
   out-of-sample predictions there are.
 * ``fit`` / ``apply``: fit on one set (fdflare's own runs: the held-out slice of the
-  training data, ``train --holdout``) and apply to another.
+  training data, ``train --holdout-fraction``) and apply to another.
 
 The decision threshold that maximises TSS is chosen on the calibration data only and the
 validation data are scored at it, next to 0.5.

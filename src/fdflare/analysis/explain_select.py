@@ -326,7 +326,7 @@ def select_rows(table: pd.DataFrame, where: str, *, threshold: float = 0.5) -> S
 
 @dataclass
 class ExplainResult:
-    """What :func:`explain` wrote."""
+    """What :func:`explain` wrote (``device``: where the attribution ran)."""
 
     csv: Path
     rows: list[dict[str, Any]]
@@ -335,6 +335,7 @@ class ExplainResult:
     n_table: int | None = None
     warnings: int = 0
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"
 
 
 def _png_names(names: Sequence[str], method: str) -> list[str]:
@@ -452,6 +453,7 @@ def explain(
     image_size: int | None = None,
     quiet: bool = False,
     warn: Callable[[str], None] | None = None,
+    accelerator: str = "cpu",
 ) -> ExplainResult:
     """Explain every image of ``images``, or the rows of ``predictions`` that ``where`` selects.
 
@@ -474,6 +476,9 @@ def explain(
         image_size: image size of a bare ``state_dict``.
         quiet: no progress bar.
         warn: where warnings go.
+        accelerator: where the model and the attribution run (captum works on CUDA
+            tensors): ``auto``, ``cpu``, ``gpu``/``cuda`` or ``mps``
+            (:func:`fdflare.inference.predict.resolve_device`).
     """
     from fdflare.analysis.attribution import METHODS, require_captum
     from fdflare.analysis.explain import CSV_COLUMNS, SHARE_KEYS, explain_image
@@ -481,7 +486,7 @@ def explain(
     from fdflare.core.outputs import check_output_dir, output_lock
     from fdflare.data.sources import check_images, open_images
     from fdflare.inference.images import list_images
-    from fdflare.inference.predict import load_model
+    from fdflare.inference.predict import load_model, resolve_device
 
     def say(text: str) -> None:
         (warn or (lambda s: print(f"fdflare explain: {s}", file=sys.stderr)))(text)
@@ -489,6 +494,7 @@ def explain(
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     require_captum()
+    device = resolve_device(accelerator)  # an accelerator this machine lacks: refused now
     n_table: int | None = None
     notes: list[str] = []
     if predictions is not None:
@@ -519,6 +525,7 @@ def explain(
         geo_path = default_geometry(root)
     geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}
     loaded = load_model(checkpoint, model=model, image_size=image_size)
+    loaded.net.to(device)  # explain_image runs on the device of the network's parameters
     source = open_images(root)
     shown = predictions if predictions is not None else images
     if names:
@@ -590,4 +597,4 @@ def explain(
             frame.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
     for note in notes:
         say(note)
-    return ExplainResult(csv, rows, selected, left_out, n_table, n_warn, notes)
+    return ExplainResult(csv, rows, selected, left_out, n_table, n_warn, notes, str(device))

@@ -2,7 +2,7 @@
 
 :func:`run_bench` measures the machine's ceilings once (:func:`measure_ceilings`), then each
 row asked for, and returns ``{"machine": {...}, "rows": [...]}``, the document that
-``fdflare bench --json`` writes; :func:`render_bench` prints it as a table.
+``fdflare bench --out`` writes (and ``--json`` prints); :func:`render_bench` prints it as a table.
 """
 
 from __future__ import annotations

@@ -2,17 +2,34 @@
 
 Every command uses these, so that one name means one thing everywhere:
 
-==================  ==================================================================
-``--out``           where the command writes (a folder, or a file where it writes one)
-``--images``        an image folder (or array store, or a text file listing images)
-``--image-size``    image width = height in pixels (``--size``: deprecated alias)
-``--start/--end``   a half-open time range: ``--start`` included, ``--end`` excluded
-``--workers``       worker processes (decode, render, data loading)
-``--concurrency``   requests in flight (download, HEK)
-``--accelerator``   ``auto``, ``cpu``, ``gpu`` or ``mps``; ``--devices`` how many
-``--quiet``         no progress bars or per-item lines; the final summary still prints
-``--json``          print the result as JSON instead of a table
-==================  ==================================================================
+* ``--out``: where the command writes (a folder, or a file where it writes one).
+* ``--images``: an image folder (or array store, or a text file listing images).
+* ``--image-size``: image width = height in pixels (``--size``: deprecated alias).
+* ``--start/--end``: a half-open time range, ``--start`` included, ``--end`` excluded
+  (``verify --since/--until``: deprecated aliases).
+* ``--workers``: worker processes (decode, render, data loading).
+* ``--concurrency``: requests in flight (download, HEK).
+* ``--accelerator``: where the work runs, ``auto``, ``cpu``, ``gpu`` (= ``cuda``), ``mps``
+  or ``tpu`` (:func:`accelerator`: one set of choices everywhere, an accelerator this
+  machine lacks refused as the option is read; only training runs on ``tpu``);
+  ``--devices`` how many.
+* ``--quiet``: no progress bars or per-item lines; the final summary still prints.
+* ``--json``: print one JSON object (what the text report says: counts, output paths,
+  notes) on stdout instead of the text report; a flag in every command that has it
+  (``bench --json FILE``: deprecated, use ``--out FILE``).
+* ``--catalog-format``: the format of a flare catalog file (``catalog --source-format``:
+  deprecated alias).
+* ``--base-url``: the address of the server a command asks (``catalog --hek-url``:
+  deprecated alias).
+* ``--connect-timeout/--read-timeout``: seconds to wait for a connection / for each read
+  (``catalog --timeout``: deprecated alias that sets both); ``--retries``: retries per
+  request.
+* ``--backoff/--backoff-max``: seconds before the first retry, doubled for each further
+  one, and the longest wait (``catalog --retry-wait``: deprecated alias).
+* ``--explain-method``: the attribution method (``explain --method``: deprecated alias;
+  ``--method`` is ``calibrate``'s calibration method).
+* ``--holdout-fraction``: the share of training held out for selection, the config key
+  ``holdout_fraction`` (``--holdout``: deprecated alias).
 
 Old spellings stay for one release as deprecated aliases (:func:`add_deprecated_alias`):
 they work, print one warning line on stderr, and are hidden from ``--help``.
@@ -111,6 +128,10 @@ class _Deprecated(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
+        if getattr(self, "_warned", False):  # warn once, however often it is given
+            setattr(namespace, self.dest, True if self.inner == "store_true" else values)
+            return
+        self._warned = True
         prog = parser.prog
         print(
             f"{prog}: warning: {option_string} is deprecated and will be removed in the next "
@@ -124,7 +145,7 @@ class _Deprecated(argparse.Action):
 
 
 def add_deprecated_alias(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     old: str,
     new: str,
     *,
@@ -162,6 +183,124 @@ def add_deprecated_alias(
     parser.add_argument(old, **kwargs)
 
 
+#: what every ``--accelerator`` takes (training passes ``gpu``/``cuda`` to Lightning; the
+#: commands that run on one torch device take ``tpu`` only where they can use it)
+ACCELERATOR_CHOICES = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def accelerator(text: str) -> str:
+    """An ``--accelerator`` value that this machine has (``auto`` and ``cpu`` always).
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown name, or an accelerator this machine lacks
+            (:func:`fdflare.training.config.accelerator_problem`).
+    """
+    value = text.strip().lower()
+    if value not in ACCELERATOR_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, cpu, gpu (= cuda), mps or tpu, got {text!r}"
+        )
+    if value not in ("auto", "cpu"):
+        from fdflare.training.config import accelerator_problem
+
+        problem = accelerator_problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def add_accelerator_option(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    default: str | None = "auto",
+    help: str = "where the work runs",
+) -> None:
+    """The one ``--accelerator`` option (see :func:`accelerator`)."""
+    shown = f" (default {default})" if default is not None else ""
+    p.add_argument(
+        "--accelerator",
+        type=accelerator,
+        choices=ACCELERATOR_CHOICES,
+        default=default,
+        metavar="{" + ",".join(ACCELERATOR_CHOICES) + "}",
+        help=f"{help}: auto, cpu, gpu (= cuda), mps or tpu{shown}",
+    )
+
+
+def add_json_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The one ``--json`` flag: one JSON object on stdout instead of the text report."""
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (counts, output paths, notes) instead of the text report",
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON: paths as strings, times in ISO 8601, nan and inf ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "isoformat"):  # datetime, pandas Timestamp
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain(value.tolist())
+    return str(value)
+
+
+class _JsonFlag(argparse.Action):
+    """``--json``: the flag; ``--json FILE`` (the old ``bench`` spelling): ``--out FILE``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:
+            namespace.json = True
+            return
+        print(
+            f"{parser.prog}: warning: --json FILE is deprecated and will be removed in the next "
+            "release; use --out FILE (--json now prints the result on stdout)",
+            file=sys.stderr,
+        )
+        namespace.out = values
+
+
+def add_json_flag_or_legacy_file(p: argparse.ArgumentParser) -> None:
+    """``--json`` of a command whose ``--json FILE`` wrote a file (now ``--out FILE``).
+
+    ``--json`` alone is the flag of every command; ``--json FILE`` still works for one
+    release, with a warning, as ``--out FILE``.
+    """
+    p.add_argument(
+        "--json",
+        action=_JsonFlag,
+        nargs="?",
+        default=False,
+        metavar="FILE",
+        help="print one JSON object instead of the text report (--json FILE: deprecated, "
+        "use --out FILE)",
+    )
+
+
+def print_json(result: dict[str, Any]) -> None:
+    """Print ``result`` as one JSON object on one line of stdout.
+
+    Paths and times become strings, nan and inf ``null``.
+    """
+    import json
+
+    print(json.dumps(_plain(result), allow_nan=False))
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--model`` and ``--image-size`` of a command that loads checkpoints.
 
@@ -183,7 +322,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_http_options(p: argparse.ArgumentParser, *, retries: int) -> None:
+def add_http_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, retries: int) -> None:
     """``--connect-timeout``, ``--read-timeout`` and ``--retries`` of a command that asks a service."""
     p.add_argument(
         "--connect-timeout",

@@ -26,7 +26,11 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
+from fdflare.commands._common import ACCELERATOR_CHOICES, accelerator, add_deprecated_alias
 from fdflare.training.config import default_of, field_problem
+
+#: old option names of config fields, accepted for one release with a warning
+DEPRECATED_FLAGS = {"holdout_fraction": ("--holdout",)}
 
 
 def option_name(f: Field[Any]) -> str:
@@ -124,6 +128,10 @@ def add_options(
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if _is_bool(hint):
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.name == "accelerator":  # the one --accelerator of every command
+            kwargs["type"] = accelerator
+            kwargs["choices"] = ACCELERATOR_CHOICES
+            kwargs["metavar"] = "{" + ",".join(ACCELERATOR_CHOICES) + "}"
         else:
             if typing.get_origin(hint) in (tuple, list):
                 kwargs["type"] = list_type(f, hint)
@@ -136,6 +144,14 @@ def add_options(
                 else:
                     kwargs["metavar"] = m.get("metavar") or f.name.upper()
         parser.add_argument(option_name(f), **kwargs)
+        for old in DEPRECATED_FLAGS.get(f.name, ()):
+            add_deprecated_alias(
+                parser,
+                old,
+                option_name(f),
+                dest=f.name,
+                type=kwargs.get("type"),
+            )
         added.append(f.name)
     return added
 

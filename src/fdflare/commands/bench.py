@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 
 from fdflare.bench import ROW_NAMES
-from fdflare.commands._common import add_deprecated_alias
+from fdflare.commands._common import (
+    accelerator,
+    add_accelerator_option,
+    add_deprecated_alias,
+    add_json_flag_or_legacy_file,
+)
 
 HELP = "measure each stage against the study's way of doing it (label, prepare, loader, train, predict)"
 DESCRIPTION = f"""\
@@ -21,13 +26,17 @@ docs/performance.md.
 rows: {", ".join(ROW_NAMES[:4])},
       {", ".join(ROW_NAMES[4:])}
 
-exit status: 0 done; 2 bad arguments (an unknown row, --accelerator cuda without a GPU, an
-unwritable --json file), checked before any work.
+--out FILE also writes {{"machine": {{...}}, "rows": [...]}} to FILE; --json prints that object
+on stdout instead of the table (--json FILE, the old spelling of --out FILE, still works for
+one release with a warning).
+
+exit status: 0 done; 2 bad arguments (an unknown row, --accelerator gpu without a GPU, an
+unwritable --out file), checked before any work.
 
 example:
   fdflare bench --quick
-  fdflare bench --only label prepare --json bench.json
-  fdflare bench --accelerator cuda --only train_alexnet train_vgg16 train_resnet34
+  fdflare bench --only label prepare --out bench.json
+  fdflare bench --accelerator gpu --only train_alexnet train_vgg16 train_resnet34
 """
 
 
@@ -37,13 +46,6 @@ def _row(text: str) -> str:
             f"unknown row {text!r}; the rows are {', '.join(ROW_NAMES)}"
         )
     return text
-
-
-def _accelerator(text: str) -> str:
-    value = {"gpu": "cuda"}.get(text, text)
-    if value not in ("auto", "cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda (gpu), got {text!r}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,20 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ROW",
         help=f"run only these rows ({', '.join(ROW_NAMES)})",
     )
-    p.add_argument(
-        "--accelerator",
-        type=_accelerator,
-        default="auto",
-        metavar="A",
-        help="auto (CUDA where there is a GPU, else cpu), cpu or cuda (= gpu) (default auto)",
+    add_accelerator_option(
+        p, help="where the rows run (auto: a CUDA GPU where there is one, else the CPU)"
     )
-    add_deprecated_alias(p, "--device", "--accelerator", dest="accelerator", type=_accelerator)
+    add_deprecated_alias(p, "--device", "--accelerator", dest="accelerator", type=accelerator)
     p.add_argument(
-        "--json",
+        "--out",
         metavar="FILE",
         default=None,
         help='also write {"machine": {...}, "rows": [...]} to FILE',
     )
+    add_json_flag_or_legacy_file(p)
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument(
         "--quiet", action="store_true", help="no line per row while it runs; the table still prints"
@@ -88,17 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.io import write_text_atomic
     from fdflare.core.outputs import check_output_file
 
-    out = check_output_file(args.json, option="--json") if args.json else None
+    out = check_output_file(args.out, option="--out") if args.out else None
     if out is not None and out.is_file() and out.stat().st_size > 0:
-        _check_replaceable(out, args.json)
-    from fdflare.training.config import accelerator_problem
-
-    device = args.accelerator
-    if device == "cuda":
-        problem = accelerator_problem("cuda")
-        if problem:
-            raise UsageError(f"--accelerator {problem}")
-    elif device == "auto":
+        _check_replaceable(out, args.out)
+    device = {"gpu": "cuda"}.get(args.accelerator, args.accelerator)
+    if device not in ("auto", "cpu", "cuda"):  # checked as the option was read: it is here
+        raise UsageError(f"--accelerator {device}: bench measures on cpu or a CUDA GPU (gpu)")
+    if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,10 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.bench.run import render_bench, run_bench
 
     names = None if args.only is None else list(dict.fromkeys(args.only))
-    settings = Settings(quick=args.quick, device=device, progress=not args.quiet)
+    settings = Settings(quick=args.quick, device=device, progress=not (args.quiet or args.json))
     result = run_bench(names, settings)
     if out is not None:
         write_text_atomic(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json({**result, "out": None if out is None else str(out)})
+        return 0
     print(render_bench(result, markdown=args.markdown))
     if out is not None:
         print(f"wrote {out}")
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_replaceable(path: Path, shown: str) -> None:
-    """Refuse to overwrite a file that is not an earlier ``fdflare bench --json`` result."""
+    """Refuse to overwrite a file that is not an earlier ``fdflare bench --out`` result."""
     from fdflare.core.errors import OutputError
 
     try:
@@ -127,5 +127,5 @@ def _check_replaceable(path: Path, shown: str) -> None:
         data = None
     if not (isinstance(data, dict) and {"machine", "rows"} <= set(data)):
         raise OutputError(
-            f"--json {shown} exists and is not a result of fdflare bench; refusing to overwrite it"
+            f"--out {shown} exists and is not a result of fdflare bench; refusing to overwrite it"
         )

@@ -17,7 +17,7 @@ instances per bin, and a sharpness histogram).
                            files: for a published release the only out-of-sample choice
   --fit FILE... --apply FILE...
                            fit one map on --fit (e.g. predictions on the held-out slice of
-                           training, `fdflare train --holdout`) and apply it to --apply
+                           training, `fdflare train --holdout-fraction`) and apply it to --apply
 
 The TSS-maximising threshold is chosen on the calibration data only; each file is scored at
 it and at 0.5. The Brier skill score is against climatology: the positive rate of the

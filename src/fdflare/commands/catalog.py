@@ -7,7 +7,14 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from fdflare.commands._common import nonnegative_float, nonnegative_int, positive_float
+from fdflare.commands._common import (
+    add_deprecated_alias,
+    add_http_options,
+    add_json_option,
+    nonnegative_float,
+    positive_float,
+    print_json,
+)
 
 HELP = "make a GOES flare catalog (start_time,goes_class,fl_lon,fl_lat) from HEK or flare lists"
 DESCRIPTION = """\
@@ -59,46 +66,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="lowest GOES class kept, e.g. C1.0 or M (default: all)",
     )
     p.add_argument(
-        "--source-format",
+        "--catalog-format",
         default="auto",
         choices=["auto", "study", "hek", "swpc", "noaa"],
         help="format of the source files (default: detected from each file's content)",
     )
+    add_deprecated_alias(p, "--source-format", "--catalog-format", dest="catalog_format")
     hek = p.add_argument_group("HEK")
     hek.add_argument(
-        "--hek-url",
+        "--base-url",
         default=None,
         metavar="URL",
         help="HEK base URL (default: $FDFLARE_HEK_URL, else https://www.lmsal.com/hek/her)",
     )
+    add_deprecated_alias(hek, "--hek-url", "--base-url", dest="base_url")
     hek.add_argument(
         "--cache",
         default=None,
         metavar="DIR",
         help="keep fetched months here for reruns (default: OUT.parts/, removed on success)",
     )
+    add_http_options(hek, retries=3)
     hek.add_argument(
-        "--retries",
-        type=nonnegative_int,
-        default=3,
-        metavar="N",
-        help="further attempts for a failed month (default %(default)s)",
-    )
-    hek.add_argument(
-        "--retry-wait",
+        "--backoff",
         type=nonnegative_float,
         default=2.0,
-        metavar="S",
+        metavar="SECONDS",
         help="seconds before the first retry, doubled for each further one, with jitter; a "
         "server's Retry-After is honoured (default %(default)s)",
     )
     hek.add_argument(
-        "--timeout",
-        type=positive_float,
+        "--backoff-max",
+        type=nonnegative_float,
         default=60.0,
-        metavar="S",
-        help="seconds to wait for the server (default %(default)s)",
+        metavar="SECONDS",
+        help="longest back-off (default %(default)s)",
     )
+    add_deprecated_alias(hek, "--retry-wait", "--backoff", dest="backoff", type=nonnegative_float)
+    add_deprecated_alias(
+        hek,
+        "--timeout",
+        "--connect-timeout and --read-timeout",
+        dest="legacy_timeout",
+        type=positive_float,
+    )
+    add_json_option(p)
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar; the final summary still prints"
     )
@@ -151,15 +163,22 @@ def run(args: argparse.Namespace) -> int:
     if use_hek:
         from fdflare.acquire.hek import HEKFlareClient, fetch_hek_catalog
 
-        client = HEKFlareClient(retries=args.retries, backoff=args.retry_wait, timeout=args.timeout)
+        legacy = getattr(args, "legacy_timeout", None)  # --timeout: both waits
+        client = HEKFlareClient(
+            retries=args.retries,
+            backoff=args.backoff,
+            backoff_max=args.backoff_max,
+            connect_timeout=legacy or args.connect_timeout,
+            timeout=legacy or args.read_timeout,
+        )
         catalog = fetch_hek_catalog(
             start,
             end,
             min_class=args.min_class,
-            url=args.hek_url,
+            url=args.base_url,
             cache_dir=cache,
             client=client,
-            progress=not args.quiet,
+            progress=not (args.quiet or args.json),
         )
         c = catalog.attrs["counts"]
         lines.append(
@@ -181,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         parts = []
         for s in sources:
-            cat = read_catalog(s, fmt=args.source_format)
+            cat = read_catalog(s, fmt=args.catalog_format)
             extra = []
             if cat.attrs.get("duplicates_dropped"):
                 extra.append(f"{cat.attrs['duplicates_dropped']} duplicate rows dropped")
@@ -220,6 +239,19 @@ def run(args: argparse.Namespace) -> int:
         if len(catalog)
         else "no flares"
     )
+    if args.json:
+        print_json(
+            {
+                "out": str(out),
+                "flares": int(c["kept"]),
+                "first": None if not len(catalog) else catalog["start_time"].min().isoformat(),
+                "last": None if not len(catalog) else catalog["start_time"].max().isoformat(),
+                "unknown_location": int(c["unknown_location"]),
+                "counts": dict(c),
+                "notes": [line.strip() for line in lines],
+            }
+        )
+        return 0
     print(f"wrote {out}: {c['kept']} flares ({span}), {c['unknown_location']} without a location")
     for line in lines:
         print(line)

@@ -155,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
         )
         # SLURM opens the --output file before the script runs: its folder must exist
         (out / "slurm").mkdir(parents=True, exist_ok=True)
+        if args.json:
+            from fdflare.commands._common import print_json
+
+            print_json({"out": str(out), "slurm_script": script})
+            return 0
         sys.stdout.write(script)
         return 0
     check_hardware(base)
@@ -162,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     def train_command(config: Any, run_dir: Path) -> list[str]:
         cmd = [sys.executable, "-m", "fdflare", "train", "--model", config.model]
         cmd += ["--fold", str(config.fold), "--out", str(run_dir), *_train_flags(config)]
-        return cmd + (["--resume"] if args.resume else []) + (["--quiet"] if args.quiet else [])
+        quiet = args.quiet or args.json
+        return cmd + (["--resume"] if args.resume else []) + (["--quiet"] if quiet else [])
 
     rows, path = run_cv(
         base,
@@ -170,9 +176,11 @@ def run(args: argparse.Namespace) -> int:
         args.models,
         args.folds,
         resume=args.resume,
-        quiet=args.quiet,
+        quiet=args.quiet or args.json,
         train_command=train_command,
     )
+    if args.json:
+        return _print_json(args, base, out, rows, path)
     if path is None:
         return 0
     for r in rows:
@@ -196,4 +204,24 @@ def run(args: argparse.Namespace) -> int:
             bss = ", ".join(f"{i['after']['bss']:+.2f}" for i in entry["calibration"]["files"])
             print(f"{model}: cross-fold isotonic calibration, Brier skill per fold {bss}")
     print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _print_json(args: argparse.Namespace, base: Any, out: Path, rows: Any, path: Any) -> int:
+    """--json: one object with the runs, the protocol, each model's results and the files."""
+    from fdflare.commands._common import print_json
+
+    result: dict[str, Any] = {"out": str(out), "summary": None if path is None else str(path)}
+    result["runs"] = list(rows or [])
+    if path is not None:
+        from fdflare.reports.cv_results import cv_results
+
+        res = cv_results(out, base, args.models, args.folds, catalog=args.catalog)
+        result.update(
+            protocol=res["protocol"],
+            selection_rule=res["selection_rule"],
+            models=res["models"],
+            report=str(out / "report.html"),
+        )
+    print_json(result)
     return 0

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fdflare.commands._common import (
     add_http_options,
+    add_json_option,
     nonnegative_float,
     nonnegative_int,
     positive_int,
@@ -160,6 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar; the final summary still prints"
     )
+    add_json_option(p)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -292,13 +294,27 @@ def run(args: argparse.Namespace) -> int:
                 manifest=args.manifest,
                 retry_gaps=args.retry_gaps,
                 verify=args.verify,
-                progress=not args.quiet,
+                progress=not (args.quiet or args.json),
                 cancel=cancel,
             )
     finally:
         for signum, previous in installed.items():
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
-    print(summary.format(), flush=True)
+    if args.json:
+        import dataclasses
+
+        from fdflare.commands._common import print_json
+
+        print_json(
+            {
+                "out": args.out,
+                **dataclasses.asdict(summary),
+                "ok": summary.ok,
+                "failures": [{"time": t, "reason": r} for t, r in summary.failures],
+            }
+        )
+    else:
+        print(summary.format(), flush=True)
     if summary.unreachable:
         raise DownloadError(
             f"the service cannot be reached ({summary.unreachable}); nothing was recorded for "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "attribution maps (Grad-CAM, Guided Grad-CAM, IG, occlusion) of forecasts, with disk shares"
 DESCRIPTION = """\
@@ -18,12 +19,16 @@ the rows of a prediction table (`fdflare predict`, or its _joined.csv for flare 
 that --where selects: names tp, fp, tn, fn (at --threshold), positive, negative, near_limb,
 central (|fl_lon| > / <= 70), combined with and, or, not and parentheses.
 
+The model and the attribution run on --accelerator (default auto: a CUDA GPU where there
+is one, else the CPU). --json prints one JSON object instead of the summary line.
+
 Needs captum: pip install "fdflare[explain]".
 
 examples:
   fdflare explain --checkpoint run/best.ckpt --images synth/images --out explain/
   fdflare explain --checkpoint run/best.ckpt --predictions preds/fold1_joined.csv \\
-      --where "near_limb and fn" --images synth/images --method ig --limit 20 --out limb_fn/
+      --where "near_limb and fn" --images synth/images --explain-method ig --limit 20 \\
+      --out limb_fn/
   fdflare explain --model alexnet --checkpoint fold1.pth --images hmi_512/ --out alex/
 """
 
@@ -31,7 +36,14 @@ examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare explain``."""
     from fdflare.analysis.attribution import METHODS
-    from fdflare.commands._common import add_model_options, positive_int, probability
+    from fdflare.commands._common import (
+        add_accelerator_option,
+        add_deprecated_alias,
+        add_json_option,
+        add_model_options,
+        positive_int,
+        probability,
+    )
 
     p.add_argument(
         "--checkpoint",
@@ -60,11 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         'near_limb, central with and, or, not, ( ); e.g. "near_limb and fn"',
     )
     p.add_argument(
-        "--method",
+        "--explain-method",
         choices=METHODS,
         default=METHODS[0],
         help="attribution method (default %(default)s)",
     )
+    add_deprecated_alias(p, "--method", "--explain-method", dest="explain_method")
     p.add_argument(
         "--geometry",
         metavar="CSV",
@@ -87,11 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, metavar="DIR", help="folder for the PNGs and explanations.csv"
     )
+    add_accelerator_option(p, help="where the model and the attribution run")
     p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress bar (warnings and the summary still print)",
     )
+    add_json_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,15 +135,34 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         predictions=args.predictions,
         where=args.where,
-        method=args.method,
+        method=args.explain_method,
         geometry=args.geometry,
         threshold=args.threshold,
         limit=args.limit,
         model=args.model,
         image_size=args.image_size,
-        quiet=args.quiet,
+        quiet=args.quiet or args.json,
+        accelerator=args.accelerator,
     )
-    parts = [f"explained {len(result.rows)} image(s) with {args.method} into {result.csv}"]
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json(
+            {
+                "csv": str(result.csv),
+                "explained": len(result.rows),
+                "explain_method": args.explain_method,
+                "device": result.device,
+                "pngs": [str(Path(args.out) / r["png"]) for r in result.rows],
+                "selected": result.selected if result.n_table is not None else None,
+                "table_rows": result.n_table,
+                "left_out": result.left_out,
+                "warnings": result.warnings,
+                "notes": list(result.notes),
+            }
+        )
+        return 0
+    parts = [f"explained {len(result.rows)} image(s) with {args.explain_method} into {result.csv}"]
     if result.n_table is not None:
         parts.append(f"--where {args.where!r} selected {result.selected} of {result.n_table} rows")
     if result.left_out:

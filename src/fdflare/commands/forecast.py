@@ -43,7 +43,11 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare forecast``."""
-    from fdflare.commands._common import add_http_options, add_model_options
+    from fdflare.commands._common import (
+        add_accelerator_option,
+        add_http_options,
+        add_model_options,
+    )
 
     p.add_argument(
         "--time",
@@ -137,18 +141,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PNG",
         help="write an attribution map of the magnetogram (first member) to PNG",
     )
+    from fdflare.analysis.attribution import METHODS
+
     p.add_argument(
         "--explain-method",
-        choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
-        default="guided-gradcam",
+        choices=METHODS,
+        default=METHODS[0],
         help="attribution method of --explain (default %(default)s)",
     )
-    p.add_argument(
-        "--accelerator",
-        default="auto",
-        choices=("auto", "cpu", "gpu", "cuda", "mps"),
-        help="where the members run (default %(default)s)",
-    )
+    add_accelerator_option(p, help="where the members run")
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
@@ -163,6 +164,9 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
     from fdflare.forecast.formats import check_method_name
     from fdflare.forecast.service import DEFAULT_BASE_URLS
 
+    if args.accelerator == "tpu":  # a machine with a TPU runtime gets here: refused before work
+        raise UsageError("--accelerator tpu: only training runs on a TPU; forecast runs on one "
+                         "device: auto, cpu, gpu (= cuda) or mps")  # fmt: skip
     if bool(args.checkpoint) == bool(args.ensemble):
         raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
     tolerance = option_duration(args.tolerance, "--tolerance")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
-from fdflare.commands._common import nonnegative_float
+from fdflare.commands._common import add_json_option, nonnegative_float
 
 HELP = "label image instances from a GOES flare catalog and split them into quarterly folds"
 DESCRIPTION = """\
@@ -79,6 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
+    add_json_option(p)
 
 
 def _fold_names(n_folds: int, split: str) -> list[str]:
@@ -89,8 +92,6 @@ def _fold_names(n_folds: int, split: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
-    import sys
-
     from fdflare.acquire.catalog import read_catalog
     from fdflare.core.errors import InputError
     from fdflare.core.outputs import check_output_dir, output_lock
@@ -136,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
                 path=args.images,
             )
         write_labels(result, args.out, config)
+    if args.json:
+        _print_json(args, result, skipped)
+        return 0
     c = result.counts
     print(
         f"labelled {c['instances']} instances ({c['positives']} positive, >= {config.mode}) "
@@ -168,7 +172,15 @@ def run(args: argparse.Namespace) -> int:
         else f"Fold{{1..{len(result.folds)}}}_{{train,val}}.csv"
     )
     print(f"wrote {args.out}/{files}, labels.csv, summary.json")
-    for warning in result.warnings:
+    _warn(args, result.warnings, skipped)
+    return 0
+
+
+def _warn(args: argparse.Namespace, warnings: list[str], skipped: list[tuple[str, str]]) -> None:
+    """The warnings of a run, on stderr (with the text report and with --json)."""
+    import sys
+
+    for warning in warnings:
         print(f"fdflare label: warning: {warning}", file=sys.stderr)
     if skipped:
         shown = "; ".join(f"{path}: {why}" for path, why in skipped[:3])
@@ -178,4 +190,39 @@ def run(args: argparse.Namespace) -> int:
             + (" ..." if len(skipped) > 3 else ""),
             file=sys.stderr,
         )
-    return 0
+
+
+def _print_json(args: argparse.Namespace, result: Any, skipped: list[tuple[str, str]]) -> None:
+    """--json: one object with what the text report says (counts, folds, notes, files)."""
+    from fdflare.commands._common import print_json
+
+    folds = {}
+    for k, (train, val) in result.folds.items():
+        fold = {
+            "train": len(train),
+            "train_positive": int(train["target"].sum()),
+            "val": len(val),
+            "val_positive": int(val["target"].sum()),
+            "purged": result.purged.get(k, 0),
+        }
+        if k in result.selects:
+            sel = result.selects[k]
+            fold.update(select=len(sel), select_positive=int(sel["target"].sum()))
+        folds[str(k)] = fold
+    names = ["labels.csv", "summary.json"] + [
+        f"Fold{k}_{part}.csv"
+        for k in result.folds
+        for part in (("train", "select", "val") if k in result.selects else ("train", "val"))
+    ]
+    print_json(
+        {
+            "out": args.out,
+            "files": [str(Path(args.out) / n) for n in names],
+            "counts": dict(result.counts),
+            "folds": folds,
+            "notes": list(result.notes),
+            "warnings": list(result.warnings),
+            "skipped_folders": [{"path": p, "reason": why} for p, why in skipped],
+        }
+    )
+    _warn(args, result.warnings, skipped)

@@ -46,7 +46,9 @@ def _one_device(text: str) -> int | str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare predict``."""
     from fdflare.commands._common import (
+        add_accelerator_option,
         add_deprecated_alias,
+        add_json_option,
         add_model_options,
         nonnegative_int,
         positive_int,
@@ -105,13 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="loader worker processes (default %(default)s)",
     )
-    p.add_argument(
-        "--accelerator",
-        type=_legacy_device,
-        default="auto",
-        metavar="{auto,cpu,gpu,mps}",
-        help="auto (CUDA, then MPS, then CPU), cpu, gpu (= cuda, or cuda:N for one GPU) or mps "
-        "(default %(default)s)",
+    add_accelerator_option(
+        p, help="where prediction runs (auto: CUDA, then MPS, then the CPU; one device)"
     )
     p.add_argument(
         "--devices",
@@ -120,6 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="devices: auto or 1 (prediction runs on one device)",
     )
+    # the old --device also took cuda:N (one GPU by number)
     add_deprecated_alias(p, "--device", "--accelerator", dest="accelerator", type=_legacy_device)
     p.add_argument(
         "--skip-missing",
@@ -140,6 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (the final summary still prints)"
     )
+    add_json_option(p)
 
 
 def _loading(args: argparse.Namespace) -> dict[str, Any]:
@@ -187,6 +186,18 @@ def run(args: argparse.Namespace) -> int:
         skip_missing=args.skip_missing,
         **_loading(args),
     )
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json(
+            {
+                "predictions": str(result.predictions),
+                "n": result.n,
+                "joined": None if not result.joined else str(result.joined),
+                "skipped_missing": result.skipped_missing,
+            }
+        )
+        return 0
     extra = f" and {result.joined}" if result.joined else ""
     skipped = (
         f" ({result.skipped_missing} rows skipped: image missing)" if result.skipped_missing else ""
@@ -228,6 +239,21 @@ def _run_images(args: argparse.Namespace) -> int:
         loaded=[m.loaded for m in members],
         **_loading(args),
     )
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json(
+            {
+                "predictions": str(result.out),
+                "n": result.n,
+                "members": [{"checkpoint": str(c), "mean_prob": m} for c, m in result.members],
+                "calibration": args.calibration,
+                "ensemble": args.ensemble,
+                "members_calibrated": sum(m is not None for m in member_maps or []),
+                "flare_prob": recipe.describe(),
+            }
+        )
+        return 0
     kind = "ensemble of " + str(len(result.members)) if len(result.members) > 1 else "model"
     cal_text = f", calibrated with {args.calibration}" if args.calibration else ""
     if args.ensemble:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from fdflare.commands._common import add_deprecated_alias, positive_int
+from fdflare.commands._common import add_deprecated_alias, add_json_option, positive_int
 
 HELP = "decode a JP2 tree to small PNG/JPG images and read each image's disk geometry"
 DESCRIPTION = """\
@@ -121,6 +121,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "grey levels, default) or clip:N (+-N gauss); see docs/prepare.md",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar; the summary still prints")
+    add_json_option(p)
 
 
 def _source(args: argparse.Namespace) -> Path:
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             full_decode=args.full_decode,
             jpeg_quality=args.jpeg_quality,
             array_store=args.array_store,
-            progress=not args.quiet,
+            progress=not (args.quiet or args.json),
             fits_scale=args.fits_scale,
         )
     kind = (
@@ -178,20 +179,48 @@ def run(args: argparse.Namespace) -> int:
         if result.fits == result.total
         else f"JP2 and FITS ({result.fits} FITS)"
     )
-    print(
+    lines = [
         f"{result.total} {kind} file(s): {result.prepared} prepared, {result.up_to_date} up to "
         f"date, {result.failed} failed; {len(result.geometry)} image(s) in "
         f"{result.out / GEOMETRY_FILE}"
-    )
+    ]
     if result.ignored:
-        print(f"ignored {result.ignored} file(s) that are not .jp2 or FITS under {src}")
+        lines.append(f"ignored {result.ignored} file(s) that are not .jp2 or FITS under {src}")
     if result.kept:
-        print(f"kept {result.kept} geometry row(s) of images whose JP2 is no longer in {src}")
+        lines.append(
+            f"kept {result.kept} geometry row(s) of images whose JP2 is no longer in {src}"
+        )
     if result.store is not None:
         extra = (
             f" ({result.store_excluded} of another size left out)" if result.store_excluded else ""
         )
-        print(f"array store: {result.store}{extra}")
+        lines.append(f"array store: {result.store}{extra}")
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json(
+            {
+                "out": str(result.out),
+                "geometry": str(result.out / GEOMETRY_FILE),
+                "images": len(result.geometry),
+                "files": result.total,
+                "fits": result.fits,
+                "prepared": result.prepared,
+                "up_to_date": result.up_to_date,
+                "failed": result.failed,
+                "ignored": result.ignored,
+                "kept": result.kept,
+                "unreadable": list(result.unreadable),
+                "upsampled": result.upsampled,
+                "array_store": None if result.store is None else str(result.store),
+                "store_excluded": result.store_excluded,
+                "bad_files": str(result.out / BAD_FILES_FILE)
+                if result.failed or result.unreadable
+                else None,
+            }
+        )
+    else:
+        print("\n".join(lines))
     if result.upsampled:
         print(
             f"fdflare prepare: warning: {result.upsampled} image(s) come from JP2s smaller than "

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare report``."""
     p.add_argument("folder", metavar="DIR", help="a train run, cv set, demo or reproduction")
     p.add_argument("--out", required=True, metavar="FILE.html", help="the page to write")
+    from fdflare.commands._common import add_json_option
+
+    add_json_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,5 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.reports.report import write_report
 
     path = write_report(folder, args.out)
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json({"out": str(path), "folder": str(folder)})
+        return 0
     print(f"wrote {path}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fdflare.commands._common import probability
+from fdflare.commands._common import add_json_option, probability
 
 HELP = "reproduce the study's skill scores, location table and heatmaps from its released data"
 DESCRIPTION = """\
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="P(flare) >= threshold is a positive forecast (default %(default)s)",
     )
+    add_json_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_reference(ref_dir)
     with output_lock(args.out, command="reproduce"):
         res = reproduce(ref_dir, args.out, threshold=args.threshold, plan=plan)
+    if args.json:  # results.json, with the paths of the reports
+        from fdflare.commands._common import print_json
+
+        print_json(res)
+        return 0
     for note in res["missing"]:
         print(f"missing: {note}")
     if "labels" in res:

@@ -36,6 +36,7 @@ examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare serve``."""
     from fdflare.commands._common import (
+        add_accelerator_option,
         add_http_options,
         add_model_options,
         nonnegative_float,
@@ -98,10 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method-name", default=None, metavar="NAME", help="the scoreboard's method name"
     )
-    p.add_argument(
-        "--accelerator", default="cpu", choices=("auto", "cpu", "gpu", "cuda", "mps"),
-        help="where the members run (default %(default)s)",
-    )  # fmt: skip
+    add_accelerator_option(p, default="cpu", help="where the members run")
     add_http_options(p, retries=2)
     p.add_argument("--clock", help=argparse.SUPPRESS)  # a file holding the time (tests)
 

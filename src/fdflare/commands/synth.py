@@ -7,6 +7,7 @@ from typing import Any
 
 from fdflare.commands._common import (
     add_deprecated_alias,
+    add_json_option,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -176,6 +177,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="worker processes rendering images (default: up to 4, fewer for small runs)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar; the summary still prints")
+    add_json_option(p)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -222,11 +224,29 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             **settings,
             workers=args.workers,
-            progress=False if args.quiet else None,
+            progress=False if args.quiet or args.json else None,
         )
     c = result.counts
     cfg = result.config
     n_img = len(result.geometry)
+    if args.json:
+        from fdflare.commands._common import print_json
+
+        print_json(
+            {
+                "out": str(result.out),
+                "images": n_img,
+                "start": cfg.start,
+                "end": cfg.end,
+                "cadence": cfg.cadence,
+                "written": result.written,
+                "skipped": result.skipped,
+                "missing": result.missing,
+                "regions": len(result.regions),
+                "counts": dict(c),
+            }
+        )
+        return 0
     print(
         f"synthetic data in {result.out}: {n_img} image(s) {cfg.start} .. {cfg.end} every "
         f"{cfg.cadence} ({result.written} written, {result.skipped} already there, "

@@ -49,6 +49,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, *, exclude: tuple[str, ...]
         action="store_true",
         help="no progress bar or per-epoch lines (the final summary still prints)",
     )
+    from fdflare.commands._common import add_json_option
+
+    add_json_option(p)
     group = p.add_argument_group("settings (from the study's recipe, fdflare/configs/study.yaml)")
     added = add_options(group, TrainConfig, exclude=exclude)
     p.set_defaults(_config_fields=added)
@@ -88,7 +91,14 @@ def run(args: argparse.Namespace) -> int:
     inputs = [config.labels, config.images, config.weights_path, getattr(args, "config", None)]
     check_output_dir(args.out, inputs=inputs, writes=RUN_FILES)
     with output_lock(args.out, command="train"):
-        result = fit(config, args.out, resume=args.resume, quiet=args.quiet)
+        result = fit(config, args.out, resume=args.resume, quiet=args.quiet or args.json)
+    if args.json:
+        from dataclasses import asdict
+
+        from fdflare.commands._common import print_json
+
+        print_json({**asdict(result), "summary": str(result.out / "summary.json")})
+        return 0
     if result.best_epoch is not None:
         print(
             f"{result.out}: {_epochs(result.epochs_done)}; best epoch {result.best_epoch} "

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from fdflare.commands._common import fraction, probability
+from fdflare.commands._common import add_deprecated_alias, fraction, probability
 
 HELP = "score forecasts (forecast --history or --store) against a flare catalog, beside persistence and climatology"
 DESCRIPTION = """\
@@ -19,8 +19,8 @@ assumed, and the report says so).
 
 One forecast per window: the first issued (the one made before the window began, when
 there is one); re-issues are counted and left out. Forecasts whose window ends after the
-catalog (its last flare, or --until) are pending, and those before it (its first flare's
-day, or --since) are not covered: both are counted and left out, never scored. On the
+catalog (its last flare, or --end) are pending, and those before it (its first flare's
+day, or --start) are not covered: both are counted and left out, never scored. On the
 verified forecasts, print TSS, HSS2, AUC, Brier and BSS of the model beside persistence (a
 flare in the window before) and climatology (--climatology, else the catalog's rate in the
 year before the first forecast), and say whether the model beats them. --out writes the
@@ -54,15 +54,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
     p.add_argument(
-        "--until",
-        metavar="ISO",
-        help="the time the catalog is complete to (default: its last flare's start)",
-    )
-    p.add_argument(
-        "--since",
+        "--start",
         metavar="ISO",
         help="the time the catalog is complete from (default: its first flare's day)",
     )
+    p.add_argument(
+        "--end",
+        metavar="ISO",
+        help="the time the catalog is complete to (default: its last flare's start)",
+    )
+    add_deprecated_alias(p, "--since", "--start", dest="start")
+    add_deprecated_alias(p, "--until", "--end", dest="end")
     p.add_argument(
         "--climatology",
         type=fraction,
@@ -92,14 +94,14 @@ def _check(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.catalog and not args.import_history:
         raise UsageError("give --catalog FILE (the flares to verify against)")
     if not args.catalog:
-        for option in ("out", "until", "since", "climatology"):
+        for option in ("out", "end", "start", "climatology"):
             if getattr(args, option) is not None:
                 raise UsageError(f"--{option} needs --catalog (without it, verify only imports)")
-    until = option_time(args.until, "--until") if args.until else None
-    since = option_time(args.since, "--since") if args.since else None
+    until = option_time(args.end, "--end") if args.end else None
+    since = option_time(args.start, "--start") if args.start else None
     if until is not None and since is not None and since >= until:
         raise UsageError(
-            f"--since {args.since} is not before --until {args.until}: no time lies between them"
+            f"--start {args.start} is not before --end {args.end}: no time lies between them"
         )
     inputs = [args.history, args.catalog, args.import_history]
     if args.store:

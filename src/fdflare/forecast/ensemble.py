@@ -10,7 +10,7 @@
 
 Checkpoint paths are relative to the file's folder and must stay inside it, so the folder
 can be moved or copied whole. A member's ``calibration`` is the map fitted for its fold (on
-its held-out training slice with ``--holdout``, else on the model's other folds), or
+its held-out training slice with ``--holdout-fraction``, else on the model's other folds), or
 ``null``. ``image_size`` and ``recipe`` record what each member was trained on: the image
 size it must be given, and the event it forecasts (label threshold and window).
 

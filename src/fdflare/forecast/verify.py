@@ -282,7 +282,7 @@ def verify_forecasts(
     until = until if until is not None else last
     if until is None:
         raise InputError(
-            "the catalog holds no flares: give --until to say which time it covers",
+            "the catalog holds no flares: give --end to say which time it covers",
             path=catalog_name,
         )
     first = pd.Timestamp(catalog["start_time"].min()).floor("D") if len(catalog) else None
@@ -325,9 +325,9 @@ def verify_forecasts(
         i = int(np.flatnonzero(before)[np.argmin(starts[before])])
         v.notes.append(
             f"{v.n_before} forecast(s) before the catalog: their window starts before "
-            f"{since:{_ISO}}, where the catalog begins (its first flare's day, or --since), "
+            f"{since:{_ISO}}, where the catalog begins (its first flare's day, or --start), "
             f"the first at {starts[i]:{_ISO}}; left out, not scored as quiet (to include "
-            f"them, give a catalog that covers them and --since {starts[before].min():{_ISO}})"
+            f"them, give a catalog that covers them and --start {starts[before].min():{_ISO}})"
         )
     if v.n_pending:
         v.notes.append(

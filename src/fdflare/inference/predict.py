@@ -170,6 +170,11 @@ def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> to
         if problem:
             raise UsageError(f"--accelerator {problem}")
         return torch.device(accelerator)
+    if accelerator == "tpu":
+        raise UsageError(
+            "--accelerator tpu: only training runs on a TPU; this command runs on auto, cpu, "
+            "gpu (= cuda) or mps"
+        )
     if accelerator not in ACCELERATORS:
         raise UsageError(
             f"--accelerator {accelerator}: choose one of {', '.join(ACCELERATORS)} (or cuda:N)"

@@ -7,7 +7,7 @@ model with prediction files:
   (``--catalog``): the reference forecasts on the same validation instances;
 * the model's scores beside them (:func:`fdflare.analysis.skill.compare`);
 * ``OUT/calibration/<model>/``: each fold calibrated, with the reliability diagram. With
-  ``--holdout`` the map of each fold is fitted on the model's predictions for that fold's
+  ``--holdout-fraction`` the map of each fold is fitted on the model's predictions for that fold's
   held-out slice of training data (``OUT/predictions/holdout/``), so nothing touches the
   validation fold; without it, on the model's other folds (cross-fold isotonic);
 * ``OUT/ensemble.json``: every fold checkpoint with its calibration map

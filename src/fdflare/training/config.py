@@ -283,14 +283,13 @@ class TrainConfig:
         low=0,
         high=1,
         high_open=True,
-        flag="--holdout",
         metavar="FRACTION",
     )
     protocol: str = setting(
         "study",
         "study: select the epoch on the validation fold, the one that is scored (the study's "
         "way, flattering); honest: never on the scored fold: on the labels' selection interval "
-        "(Fold{K}_select.csv), on the latest --holdout share of the training data, or not at "
+        "(Fold{K}_select.csv), on the latest --holdout-fraction share of the training data, or not at "
         "all (the last epoch)",
         choices=PROTOCOLS,
     )
@@ -299,7 +298,7 @@ class TrainConfig:
         "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), loss "
         "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs), last "
         "(the last epoch: nothing is selected); auto: study under --protocol study; under "
-        f"honest, {HONEST_RULE} on the selection interval or --holdout, else last (nothing "
+        f"honest, {HONEST_RULE} on the selection interval or --holdout-fraction, else last (nothing "
         "held out)",
         choices=SELECTION_RULES,
     )

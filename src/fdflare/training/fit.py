@@ -321,7 +321,7 @@ def fit(
             raise InputError(
                 f"{fraction:g} holds out {len(holdout_df)} of the {n_before} "
                 f"training instances of {tables.train_path}, leaving {n_fl} flare and {n_nf} "
-                "no-flare instances to train on: both classes are needed (lower --holdout)",
+                "no-flare instances to train on: both classes are needed (lower --holdout-fraction)",
                 field="holdout_fraction",
             )
         if holdout_df["target"].nunique() < 2:
