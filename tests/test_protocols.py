@@ -138,7 +138,8 @@ def test_expected_best_of_n_and_the_day_bootstrap():
 
 def test_the_demo_is_honest_and_the_study_one_option_away():
     from fdflare.reports.demo import DemoConfig
-    from fdflare.training.config import TrainConfig, selection_rule, selection_set
+    from fdflare.training.config import TrainConfig
+    from fdflare.training.protocol import selection_rule, selection_set
 
     honest = DemoConfig().train_config(1, "labels", "images")
     assert honest.protocol == "honest" and TrainConfig().protocol == "study"
