@@ -29,8 +29,18 @@ REFERENCE = _reference_dir()
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The study's released data (``../shared/reference``); skips where it is absent."""
+    """The study's released data (``../shared/reference``); skips where it is absent.
+
+    With ``FDFLARE_REQUIRE_REFERENCE=1`` (``.ci/run`` sets it where the data is laid out) a
+    missing reference fails the tests that need it instead of skipping them, so the study's
+    reproduction cannot drop out of CI unnoticed.
+    """
     if REFERENCE is None:
+        if os.environ.get("FDFLARE_REQUIRE_REFERENCE") == "1":
+            pytest.fail(
+                "FDFLARE_REQUIRE_REFERENCE=1 but the study reference data was not found at "
+                "../shared/reference or $FDFLARE_REFERENCE"
+            )
         pytest.skip(
             "study reference data not found: put it at ../shared/reference beside the project "
             "or set FDFLARE_REFERENCE"
@@ -75,3 +85,42 @@ def read_only_dir(tmp_path: Path):
         if immutable:
             subprocess.run(["chattr", "-i", str(folder)], check=False)
         os.chmod(folder, 0o755)
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory) -> dict[str, Path]:
+    """A year of the synthetic Sun (daily, 32 px), its labels, a smallcnn trained one epoch on
+    fold 1, its fold-1 predictions and an isotonic calibration of them: made once per session
+    through the real CLI, and never changed by a test (copy what you edit).
+    """
+    from fdflare.cli import main
+
+    root = tmp_path_factory.mktemp("synthetic_set")
+    fast = ["--workers", "0", "--quiet"]
+    steps = [
+        ["synth", "--out", str(root), "--start", "2011-01-01", "--end", "2012-01-01",
+         "--cadence", "24h", "--image-size", "32", "--quiet"],
+        ["label", "--catalog", str(root / "catalog.csv"), "--images", str(root / "images"),
+         "--out", str(root / "labels")],
+        ["train", "--model", "smallcnn", "--fold", "1", "--labels", str(root / "labels"),
+         "--images", str(root / "images"), "--out", str(root / "run"), "--epochs", "1",
+         "--image-size", "32", "--no-pretrained", "--batch-size", "32", *fast],
+        ["predict", "--checkpoint", str(root / "run" / "last.ckpt"), "--labels",
+         str(root / "labels" / "Fold1_val.csv"), "--images", str(root / "images"), "--out",
+         str(root / "preds" / "fold1.csv"), "--table", str(root / "labels" / "labels.csv"), *fast],
+        ["calibrate", "--fit", str(root / "preds" / "fold1.csv"), "--apply",
+         str(root / "preds" / "fold1.csv"), "--out", str(root / "cal")],
+    ]  # fmt: skip
+    for argv in steps:
+        assert main(argv) == 0, argv
+    return {
+        "root": root,
+        "images": root / "images",
+        "catalog": root / "catalog.csv",
+        "geometry": root / "geometry.csv",
+        "labels": root / "labels",
+        "checkpoint": root / "run" / "last.ckpt",
+        "predictions": root / "preds" / "fold1.csv",
+        "joined": root / "preds" / "fold1_joined.csv",
+        "calibration": root / "cal" / "calibration.json",
+    }

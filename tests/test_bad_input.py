@@ -8,9 +8,14 @@ output path that does not exist yet and must still not exist afterwards.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,6 +76,9 @@ def inputs(tmp_path_factory) -> Path:
     )
     (root / "fold1.csv").write_text(preds)
     (root / "header_only.csv").write_text("timestamp,flare_prob,target\n")
+    (root / "fold1_trailing_commas.csv").write_text(
+        "".join(ln + ("," if i else "") + "\n" for i, ln in enumerate(preds.splitlines()))
+    )
     (root / "joined.csv").write_text(
         "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
         + "".join(
@@ -81,13 +89,18 @@ def inputs(tmp_path_factory) -> Path:
     (root / "joined_header_only.csv").write_text(
         "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
     )
-    from fdflare.forecast.formats import HISTORY_COLUMNS
+    from fdflare.forecast.formats import HISTORY_COLUMNS, RECIPE_COLUMNS
 
-    (root / "history.csv").write_text(
-        ",".join(HISTORY_COLUMNS) + "\n"
+    (root / "history.csv").write_text(  # a history of the study's columns (no recipe)
+        ",".join(c for c in HISTORY_COLUMNS if c not in RECIPE_COLUMNS) + "\n"
         "2011/01/01/HMI.m2011.01.01_00.00.42.jp2,0.4,,2011-01-01T00:00:00Z,2011-01-01T00:01:00Z,"
         "2011-01-01T00:00:42Z,2011-01-01T00:00:42Z,2011-01-02T00:00:42Z,1000,http://x/v2/,0,0,0.4,a.pt\n"
     )
+    lines = (root / "history.csv").read_text().splitlines()
+    (root / "history_trailing_commas.csv").write_text(
+        "\n".join([lines[0], *(ln + "," for ln in lines[1:])]) + "\n"
+    )
+    (root / "history_header_only.csv").write_text(lines[0] + "\n")
     (root / "random.pt").write_bytes(rng.integers(0, 255, 4096, dtype=np.uint8).tobytes())
     (root / "empty.pt").write_bytes(b"")
     (root / "not_really.jp2").write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
@@ -362,6 +375,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "evaluate a folder": (["evaluate", "{in}/"], "folder"),
     "evaluate missing file": (["evaluate", "{in}/nope.csv"], "nope.csv"),
     "evaluate header only": (["evaluate", "{in}/header_only.csv"], "header"),
+    "evaluate trailing commas": (
+        ["evaluate", "{in}/fold1_trailing_commas.csv"],
+        r"line 2.*comma at the end",
+    ),
     "evaluate threshold 2": (["evaluate", "--threshold", "2", "{in}/fold1.csv"], "--threshold"),
     "spatial bin 0": (
         ["spatial", "--bin-deg", "0", "--out", "{out}", "{in}/joined.csv"],
@@ -459,6 +476,74 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "--history",
     ),
+    "forecast history with trailing commas": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--history",
+            "{in}/history_trailing_commas.csv",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+        ],
+        r"line 2.*comma at the end",
+    ),
+    "forecast archive missing": (
+        ["forecast", "--checkpoint", "{in}/random.pt", "--archive", "{in}/nope"],
+        "no such archive",
+    ),
+    "forecast store is not a store": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+            "--store",
+            "{in}/catalog.csv",
+        ],
+        "not an SQLite database",
+    ),
+    "verify history with trailing commas": (
+        [
+            "verify",
+            "--history",
+            "{in}/history_trailing_commas.csv",
+            "--catalog",
+            "{in}/catalog.csv",
+        ],
+        r"line 2.*comma at the end",
+    ),
+    "verify history header only": (
+        ["verify", "--history", "{in}/history_header_only.csv", "--catalog", "{in}/catalog.csv"],
+        "empty",
+    ),
+    "verify since after until": (
+        [
+            "verify",
+            "--history",
+            "{in}/history.csv",
+            "--catalog",
+            "{in}/catalog.csv",
+            "--since",
+            "2011-02-01",
+            "--until",
+            "2011-01-01",
+        ],
+        "--since .* not before --until",
+    ),
+    "verify history and store": (
+        [
+            "verify",
+            "--history",
+            "{in}/history.csv",
+            "--store",
+            "{out}/s.sqlite",
+            "--catalog",
+            "{in}/catalog.csv",
+        ],
+        "one of them",
+    ),
     "verify history is predictions": (
         ["verify", "--history", "{in}/fold1.csv", "--catalog", "{in}/catalog.csv"],
         "not a forecast history",
@@ -549,7 +634,7 @@ EXPLAIN_CASES: dict[str, tuple[list[str], str]] = {
     "explain geometry file missing": (
         ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--geometry",
          "{in}/no_geometry.csv", "--out", "{out}"],
-        r"no_geometry\.csv: no such geometry file",
+        r"--geometry \S*no_geometry\.csv: no such file",
     ),
     "explain method typo": (
         ["explain", "--checkpoint", "{in}/random.pt", "--images", "{in}/images", "--method",
@@ -606,4 +691,213 @@ def test_bad_invocation(case, inputs, tmp_path, capsys):
     for noise in ("np.float64", "np.int64", "weights_only", "KeyError", "None"):
         assert noise not in lines[0], lines[0]
     assert _digest(inputs) == before, "an input file was changed"
+    assert not out.exists(), f"{out} was left behind"
+
+
+# --------------------------------------------------------------------------- hand-edited files
+# Every file a user may edit by hand, with each field made wrong in turn. The files come from
+# a real run on the synthetic Sun (the session's ``synthetic_set``); each case edits a copy in
+# its own folder ``{case}`` and runs the command that reads it; ``{set}`` is the untouched set
+# (images, checkpoint).
+#
+# Reserved for the files other parts own (add their rows to EDITS with a key of EDITABLE):
+#   ensemble.json (forecast/ensemble), a checkpoint's fields (training/checkpoint), the
+#   forecast history (forecast/formats).
+
+_TRAIN = ["train", "--model", "smallcnn", "--fold", "1", "--images", "{set}/images", "--out",
+          "{out}", "--epochs", "1", "--image-size", "32", "--no-pretrained", "--workers", "0",
+          "--quiet"]  # fmt: skip
+
+_CV = ["cv", "--models", "smallcnn", "--folds", "1", "--labels", "{case}/labels", "--images",
+       "{set}/images", "--out", "{out}", "--epochs", "1", "--image-size", "32",
+       "--no-pretrained", "--workers", "0", "--quiet"]  # fmt: skip
+
+# kind: (the file, relative to the set and to the case folder; the command that reads it)
+EDITABLE: dict[str, tuple[str, list[str]]] = {
+    "fold_train": ("labels/Fold1_train.csv", [*_TRAIN, "--labels", "{case}/labels"]),
+    "fold_val": ("labels/Fold1_val.csv", [*_TRAIN, "--labels", "{case}/labels"]),
+    "labels": ("labels/labels.csv", [*_TRAIN, "--labels", "{case}/labels/labels.csv"]),
+    "cv_fold_val": ("labels/Fold1_val.csv", _CV),
+    "cv_labels": ("labels/labels.csv", _CV),
+    "geometry": (
+        "geometry.csv",
+        ["explain", "--checkpoint", "{set}/run/last.ckpt", "--images", "{set}/images",
+         "--geometry", "{case}/geometry.csv", "--limit", "1", "--out", "{out}", "--quiet"],
+    ),
+    "catalog": (
+        "catalog.csv",
+        ["label", "--catalog", "{case}/catalog.csv", "--images", "{set}/images", "--out", "{out}"],
+    ),
+    "predictions": ("preds/fold1.csv", ["evaluate", "{case}/preds/fold1.csv"]),
+    "joined": ("preds/fold1_joined.csv", ["spatial", "--out", "{out}", "{case}/preds/fold1_joined.csv"]),
+    "calibration": (
+        "cal/calibration.json",
+        ["predict", "--checkpoint", "{set}/run/last.ckpt", "--images", "{set}/images",
+         "--calibration", "{case}/cal/calibration.json", "--out", "{out}/p.csv", "--quiet"],
+    ),
+}  # fmt: skip
+
+# The copies each case folder gets (small files only).
+_COPIED = sorted({rel for rel, _ in EDITABLE.values()} | {"labels/summary.json",
+    *(f"labels/Fold{k}_{part}.csv" for k in range(1, 5) for part in ("train", "val"))})  # fmt: skip
+
+# An edit of a CSV file: ("cell", row, column, value) sets a data row's field (row 0 is line
+# 2); ("drop", column) removes a column; ("extra",) adds a field to every data row (a trailing
+# comma); ("dup", row) repeats a row; ("header",) keeps the header only; ("empty",) leaves
+# nothing. An edit of a JSON file: ("json", "a.0.b", value) sets a value (None: removes it).
+EDITS: list[tuple[str, str, tuple[Any, ...], str]] = [
+    # kind, what, edit, the error line must match
+    ("fold_train", "empty label", ("cell", 3, "label", ""), r"line 5.*'label'"),
+    ("fold_train", "absolute label", ("cell", 0, "label", "/etc/passwd"), r"line 2.*'label'"),
+    ("fold_train", "label leaves the folder", ("cell", 1, "label", "../x.png"), r"line 3.*'label'"),
+    ("fold_train", "target not a number", ("cell", 2, "goes_class", "yes"), r"line 4.*'goes_class'"),
+    ("fold_train", "target 2", ("cell", 2, "goes_class", "2"), r"line 4.*'goes_class'"),
+    ("fold_train", "target empty", ("cell", 5, "goes_class", ""), r"line 7.*'goes_class'"),
+    ("fold_train", "target column missing", ("drop", "goes_class"), r"target"),
+    ("fold_train", "label column missing", ("drop", "label"), r"'label'"),
+    ("fold_train", "extra column", ("extra",), r"Fold1_train\.csv, line 2: 3 fields.*trailing comma"),
+    ("fold_train", "duplicated row", ("dup", 4), r"Fold1_train\.csv, line 7.*second row"),
+    ("fold_train", "empty file", ("empty",), r"Fold1_train\.csv"),
+    ("fold_train", "header only", ("header",), r"Fold1_train\.csv.*no rows"),
+    ("fold_val", "target not a number", ("cell", 0, "goes_class", "x"), r"Fold1_val\.csv, line 2.*'goes_class'"),
+    ("fold_val", "extra column", ("extra",), r"Fold1_val\.csv, line 2.*trailing comma"),
+    ("fold_val", "duplicated row", ("dup", 0), r"Fold1_val\.csv, line 3.*second row"),
+    ("fold_val", "header only", ("header",), r"Fold1_val\.csv.*no rows"),
+    ("labels", "target not a number", ("cell", 7, "target", "x"), r"line 9.*'target'"),
+    ("labels", "target 2", ("cell", 7, "target", "2"), r"line 9.*'target'"),
+    ("labels", "fold not a number", ("cell", 3, "fold", "one"), r"line 5.*'fold'"),
+    ("labels", "fold 0", ("cell", 3, "fold", "0"), r"line 5.*'fold'"),
+    ("labels", "fold 1.5", ("cell", 3, "fold", "1.5"), r"line 5.*'fold'"),
+    ("labels", "empty label", ("cell", 0, "label", ""), r"line 2.*'label'"),
+    ("labels", "extra column", ("extra",), r"labels\.csv, line 2.*trailing comma"),
+    ("labels", "duplicated row", ("dup", 10), r"labels\.csv, line 13.*second row"),
+    ("labels", "target column missing", ("drop", "target"), r"target"),
+    ("cv_fold_val", "a target flipped", ("flip", 5, "goes_class"), r"Fold1_val\.csv, line 7, field 'goes_class'.*1 of \d+ rows disagree.*tolerance 0"),
+    ("cv_fold_val", "a row not in labels.csv", ("cell", 2, "label", "2011/01/03/HMI.m2011.01.03_00.30.00.png"), r"Fold1_val\.csv, line 4.*not in labels\.csv"),
+    ("cv_labels", "a target flipped", ("flip", 7, "target"), r"Fold1_val\.csv, line 9.*labels\.csv.*tolerance 0"),
+    ("cv_labels", "a validation row in another fold", ("cell", 3, "fold", "2"), r"Fold1_val\.csv, line 5.*not of fold 1"),
+    ("geometry", "centre not a number", ("cell", 0, "center_x", "left"), r"line 2.*'center_x'"),
+    ("geometry", "radius zero", ("cell", 1, "radius_px", "0"), r"line 3.*'radius_px'"),
+    ("geometry", "radius negative", ("cell", 1, "radius_px", "-15"), r"line 3.*'radius_px'"),
+    ("geometry", "radius empty", ("cell", 2, "radius_px", ""), r"line 4.*'radius_px'"),
+    ("geometry", "width not a number", ("cell", 0, "width", "wide"), r"line 2.*'width'"),
+    ("geometry", "b0 out of range", ("cell", 0, "b0_deg", "100"), r"line 2.*'b0_deg'"),
+    ("geometry", "radius column missing", ("drop", "radius_px"), r"radius_px"),
+    ("geometry", "extra column", ("extra",), r"geometry\.csv, line 2.*trailing comma"),
+    ("geometry", "duplicated row", ("dup", 0), r"geometry\.csv, line 3.*second row"),
+    ("catalog", "time garbage", ("cell", 2, "start_time", "soon"), r"line 4.*'start_time'"),
+    ("catalog", "class unknown", ("cell", 2, "goes_class", "Q1.0"), r"line 4.*Q1\.0"),
+    ("catalog", "class empty", ("cell", 2, "goes_class", ""), r"line 4.*'goes_class'"),
+    ("catalog", "longitude 500", ("cell", 1, "fl_lon", "500"), r"fl_lon"),
+    ("catalog", "latitude not a number", ("cell", 1, "fl_lat", "north"), r"line 3.*'fl_lat'"),
+    ("catalog", "class column missing", ("drop", "goes_class"), r"goes_class"),
+    # the catalog reader (acquire/) refuses it, but names the shifted field, not the comma
+    ("catalog", "extra column", ("extra",), r"catalog\.csv, line 2"),
+    ("catalog", "empty file", ("empty",), r"catalog\.csv"),
+    ("predictions", "probability a word", ("cell", 3, "flare_prob", "high"), r"line 5.*'flare_prob'"),
+    ("predictions", "probability 1.5", ("cell", 3, "flare_prob", "1.5"), r"line 5.*'flare_prob'"),
+    ("predictions", "probability negative", ("cell", 3, "flare_prob", "-0.1"), r"line 5.*'flare_prob'"),
+    ("predictions", "probability empty", ("cell", 3, "flare_prob", ""), r"line 5.*'flare_prob'"),
+    ("predictions", "target 2", ("cell", 4, "target", "2"), r"line 6.*'target'"),
+    ("predictions", "target a word", ("cell", 4, "target", "yes"), r"line 6.*'target'"),
+    ("predictions", "target column missing", ("drop", "target"), r"'target'"),
+    ("predictions", "extra column", ("extra",), r"fold1\.csv, line 2.*trailing comma"),
+    ("predictions", "duplicated row", ("dup", 2), r"fold1\.csv, line 5.*second row"),
+    ("predictions", "empty file", ("empty",), r"fold1\.csv"),
+    ("joined", "extra column", ("extra",), r"fold1_joined\.csv, line 2.*trailing comma"),
+    ("joined", "probability a word", ("cell", 0, "flare_prob", "x"), r"line 2.*'flare_prob'"),
+    ("calibration", "y above 1", ("json", "files.0.map.y.-1", 1.5), r"calibration\.json.*'files\[0\]\.map\.y\[\d+\]'.*\[0, 1\]"),
+    ("calibration", "y below 0", ("json", "files.0.map.y.0", -0.2), r"'files\[0\]\.map\.y\[0\]'.*\[0, 1\]"),
+    ("calibration", "y not a number", ("json", "files.0.map.y.2", "a"), r"'files\[0\]\.map\.y\[2\]'.*not a finite number"),
+    ("calibration", "y NaN", ("json", "files.0.map.y.1", float("nan")), r"'files\[0\]\.map\.y\[1\]'.*not a finite number"),
+    ("calibration", "x not a list", ("json", "files.0.map.x", "0.1 0.2"), r"'files\[0\]\.map\.x'.*list"),
+    ("calibration", "x missing", ("json", "files.0.map.x", None), r"'files\[0\]\.map\.x'"),
+    ("calibration", "x and y lengths differ", ("json", "files.0.map.y.0", None), r"'files\[0\]\.map\.y'.*values for"),
+    ("calibration", "x decreasing", ("json", "files.0.map.x.1", -5.0), r"'files\[0\]\.map\.x\[1\]'.*non-decreasing"),
+    ("calibration", "y decreasing", ("json", "files.0.map.y.0", 0.99), r"'files\[0\]\.map\.y\[1\]'.*non-decreasing"),
+    ("calibration", "method unknown", ("json", "files.0.map.method", "spline"), r"'files\[0\]\.map\.method'.*spline"),
+    ("calibration", "method missing", ("json", "files.0.map.method", None), r"'files\[0\]\.map\.method'"),
+    ("calibration", "Platt without coefficients", ("json", "files.0.map.method", "platt"), r"'files\[0\]\.map\.a'"),
+    ("calibration", "n negative", ("json", "files.0.map.n", -3), r"'files\[0\]\.map\.n'"),
+    ("calibration", "n a word", ("json", "files.0.map.n", "ten"), r"'files\[0\]\.map\.n'"),
+    ("calibration", "sources not a list", ("json", "files.0.map.sources", 3), r"'files\[0\]\.map\.sources'"),
+    ("calibration", "map not an object", ("json", "files.0.map", [1, 2]), r"'files\[0\]\.map'.*object"),
+    ("calibration", "file without a map", ("json", "files.0.map", None), r"'files\[0\]'"),
+    ("calibration", "files not a list", ("json", "files", {"a": 1}), r"'files'"),
+    ("calibration", "not JSON", ("empty",), r"calibration\.json.*JSON"),
+]  # fmt: skip
+
+
+def _edit_csv(path: Path, edit: tuple[Any, ...]) -> None:
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    head, body = rows[0], rows[1:]
+    op = edit[0]
+    if op == "cell":
+        body[edit[1]][head.index(edit[2])] = edit[3]
+    elif op == "flip":
+        row, col = body[edit[1]], head.index(edit[2])
+        row[col] = str(1 - int(row[col]))
+    elif op == "drop":
+        i = head.index(edit[1])
+        head, body = head[:i] + head[i + 1 :], [r[:i] + r[i + 1 :] for r in body]
+    elif op == "extra":
+        body = [[*r, ""] for r in body]
+    elif op == "dup":
+        body.insert(edit[1] + 1, list(body[edit[1]]))
+    elif op == "header":
+        body = []
+    elif op == "empty":
+        path.write_bytes(b"")
+        return
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([head, *body])
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
+def _edit_json(path: Path, edit: tuple[Any, ...]) -> None:
+    if edit[0] == "empty":
+        path.write_bytes(b"")
+        return
+    _, where, value = edit
+    data = json.loads(path.read_text(encoding="utf-8"))
+    keys = [int(k) if k.lstrip("-").isdigit() else k for k in where.split(".")]
+    parent = data
+    for k in keys[:-1]:
+        parent = parent[k]
+    if value is None:
+        del parent[keys[-1]]
+    else:
+        parent[keys[-1]] = value
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "kind, what, edit, pattern", EDITS, ids=[f"{k}: {w}" for k, w, *_ in EDITS]
+)
+def test_hand_edited_file(kind, what, edit, pattern, synthetic_set, tmp_path, capsys):
+    base: Path = synthetic_set["root"]
+    case, out = tmp_path / "case", tmp_path / "out"
+    for rel in _COPIED:
+        (case / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(base / rel, case / rel)
+    rel, template = EDITABLE[kind]
+    (_edit_json if rel.endswith(".json") else _edit_csv)(case / rel, edit)
+    argv = [
+        a.replace("{case}", str(case)).replace("{set}", str(base)).replace("{out}", str(out))
+        for a in template
+    ]
+    before = (_digest(base), _digest(case))
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse
+        status = exc.code
+    captured = capsys.readouterr()
+    err = captured.err
+    assert status not in (0, None), f"exit {status}; stdout: {captured.out!r}; stderr: {err!r}"
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
+    assert lines[0].startswith(f"fdflare {argv[0]}: error: "), lines[0]
+    assert re.search(pattern, lines[0]), f"{lines[0]!r} does not match {pattern!r}"
+    assert (_digest(base), _digest(case)) == before, "an input file was changed"
     assert not out.exists(), f"{out} was left behind"

@@ -88,7 +88,7 @@ def test_cuda_without_a_gpu_is_refused_before_any_work(option, tmp_path, capsys)
 
 def test_every_row_is_named_and_in_table_order():
     assert tuple(ROWS) == ROW_NAMES
-    assert ROW_NAMES[:3] == ("label", "prepare", "loader")
+    assert ROW_NAMES[:4] == ("label", "prepare", "prepare_fits", "loader")
     assert {"train_alexnet", "train_vgg16", "train_resnet34", "predict_latency"} <= set(ROWS)
 
 
@@ -137,6 +137,15 @@ def test_forecast_row_runs_an_ensemble_on_a_local_jp2():
     assert row.name == "forecast_latency" and row.unit == "ms"
     assert row.baseline is not None and row.fdflare is not None and row.ratio is not None
     assert "2 fold models" in row.note
+
+
+def test_prepare_fits_row_measures_both_forms_of_one_record():
+    from fdflare.bench.stages import prepare_fits_row
+
+    row = prepare_fits_row(Settings(quick=True, progress=False), None)  # type: ignore[arg-type]
+    assert row.name == "prepare_fits" and row.baseline and row.fdflare
+    mean = float(row.note.rsplit("by ", 1)[1].split()[0])
+    assert mean < 1.0  # the same image from FITS as from the JP2's full decode
 
 
 def test_the_study_label_loop_gives_the_same_targets_as_make_labels():
@@ -214,3 +223,42 @@ def test_json_never_overwrites_a_file_that_is_not_a_bench_result(tmp_path, capsy
     code, err = run_cli(["bench", "--quick", "--only", "label", "--json", str(precious)], capsys)
     assert code == 2 and "not a result of fdflare bench" in err and err.count("\n") == 1
     assert precious.read_text() == "[project]\nname = 'x'\n"
+
+
+AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+XEON = AVX2 | {"avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "amx_tile"}
+
+
+def test_cpu_defaults_follow_the_instruction_set():
+    from fdflare.training.config import cpu_has_native_bf16, cpu_prefers_channels_last
+
+    assert not cpu_has_native_bf16(AVX2) and not cpu_prefers_channels_last(AVX2)
+    assert cpu_has_native_bf16(XEON) and cpu_prefers_channels_last(XEON)
+    assert cpu_prefers_channels_last(AVX2 | {"avx512f"}) and not cpu_has_native_bf16(
+        AVX2 | {"avx512f"}
+    )
+
+
+def test_a_cpu_without_native_bf16_skips_bf16_and_says_so(tmp_path, capsys, monkeypatch):
+    from fdflare.training import config as training_config
+
+    monkeypatch.setattr(training_config, "cpu_flags", lambda: AVX2)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--only", "label", "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["ceilings"]["bf16_gflops"] is None
+    assert "bf16 not measured (this CPU has no native bf16" in printed
+
+
+def test_training_runtime_records_the_memory_format_chosen_for_the_cpu(monkeypatch):
+    from fdflare.training import config as training_config
+    from fdflare.training.config import TrainConfig, resolve_runtime
+
+    cfg = TrainConfig(accelerator="cpu")
+    monkeypatch.setattr(training_config, "cpu_flags", lambda: AVX2)
+    assert resolve_runtime(cfg).to_dict()["channels_last"] is False
+    monkeypatch.setattr(training_config, "cpu_flags", lambda: XEON)
+    assert resolve_runtime(cfg).to_dict()["channels_last"] is True
+    cfg = TrainConfig(accelerator="cpu", channels_last=False)
+    assert resolve_runtime(cfg).channels_last is False

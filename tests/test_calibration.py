@@ -22,7 +22,8 @@ def _scores(rng, n, *, skew=3.0):
 
 
 def _write(path, prob, y):
-    names = [f"2011/01/01/HMI.m2011.01.01_{i % 24:02d}.00.00.jpg" for i in range(len(y))]
+    times = pd.date_range("2011-01-01", periods=len(y), freq="h")  # one row per image
+    names = [t.strftime("%Y/%m/%d/HMI.m%Y.%m.%d_%H.%M.%S.jpg") for t in times]
     pd.DataFrame({"timestamp": names, "flare_prob": prob, "target": y}).to_csv(path, index=False)
 
 

@@ -111,3 +111,71 @@ def test_atomic_write_leaves_nothing_on_failure_and_normal_mode(tmp_path):
         fh.write("partial")
         raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words", "heavy"),
+    [
+        (["train", "--labels", "x", "--images", "y", "--out", "o", "--accelerator", "gpu"],
+         "no CUDA GPU", "lightning"),
+        (["explain", "--checkpoint", "nope.ckpt", "--images", ".", "--out", "o"],
+         "--checkpoint nope.ckpt: no such file", "torch"),
+        (["forecast", "--checkpoint", "nope.ckpt", "--time", "2011-01-01"],
+         "--checkpoint nope.ckpt: no such file", "torch"),
+        (["forecast", "--ensemble", "nope.json", "--time", "2011-01-01"],
+         "--ensemble nope.json: no such file", "torch"),
+    ],
+)  # fmt: skip
+def test_refusals_come_before_heavy_imports(argv, words, heavy, tmp_path):
+    import os
+
+    if heavy == "lightning" and any(
+        os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0")
+    ):
+        pytest.skip("this machine has a CUDA driver: the GPU check needs torch here")
+    code = (
+        "import sys\nfrom fdflare.cli import main\n"
+        f"status = main({argv!r})\n"
+        f"print(status, {heavy!r} in sys.modules)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert res.stdout.split() == ["2", "False"], (res.stdout, res.stderr)
+    assert words in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_help_names_every_model_train_takes(capsys):
+    from fdflare.models.registry import list_models
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in list_models())
+
+
+def test_every_command_takes_quiet():
+    parser = build_parser()
+    sub = next(
+        a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)
+    )
+    missing = [
+        name
+        for name, p in sub.choices.items()
+        if not any("--quiet" in a.option_strings for a in p._actions)
+    ]
+    assert missing == []
+
+
+def test_quiet_silences_a_report_but_not_errors(tmp_path, capsys):
+    pred = tmp_path / "fold1.csv"
+    rows = [f"2011/01/0{1 + i % 9}/HMI.m2011.01.0{1 + i % 9}_{i:02d}.00.00.jpg,{(i % 4) / 4},{i % 2}"
+            for i in range(20)]  # fmt: skip
+    pred.write_text("timestamp,flare_prob,target\n" + "\n".join(rows) + "\n")
+    assert main(["evaluate", str(pred)]) == 0
+    assert "fold1.csv" in capsys.readouterr().out
+    assert main(["evaluate", "--quiet", str(pred)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["evaluate", "--quiet", str(tmp_path / "nope.csv")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "nope.csv" in err and err.count("\n") == 1

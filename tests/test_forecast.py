@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_a_forecast_is_the_model_on_the_closest_magnetogram(world, tmp_path, cap
     assert fc["window_start"] == fc["observation_time"]
     assert fc["window_end"] == "2011-01-02T10:00:42Z"
     assert fc["observation_age_s"] == -42
-    assert fc["source"]["image_id"] == image_id
+    assert fc["source"]["image_id"] == str(image_id)
     assert [m["checkpoint"] for m in fc["members"]] == [str(world["ckpt0"])]
     # the same magnetogram through prepare (a PNG on disk) and predict gives the same number
     expect = predicted(world, tmp_path, "2011/01/01/HMI.m2011.01.01_10.00.00.png", world["ckpt0"])
@@ -138,9 +139,11 @@ def test_an_ensemble_file_maps_each_member_then_averages(world, tmp_path, capsys
 
     ens = tmp_path / "ensemble.json"
     maps = [{"method": "platt", "a": 2.0, "b": -1.0}, None]
+    for k in (0, 1):  # the members lie inside the ensemble's folder, which moves whole
+        shutil.copy(world[f"ckpt{k}"], tmp_path / f"fold{k + 1}.ckpt")
     ens.write_text(json.dumps({"format": 1, "members": [
-        {"model": "resnet18", "fold": 1, "checkpoint": os.path.relpath(world["ckpt0"], tmp_path), "calibration": maps[0]},
-        {"model": "resnet18", "fold": 2, "checkpoint": os.path.relpath(world["ckpt1"], tmp_path), "calibration": maps[1]},
+        {"model": "resnet18", "fold": 1, "checkpoint": "fold1.ckpt", "calibration": maps[0]},
+        {"model": "resnet18", "fold": 2, "checkpoint": "fold2.ckpt", "calibration": maps[1]},
     ]}))  # fmt: skip
     with server(world) as hv:
         code, out, err = cli(forecast_argv(hv.base_url, "--ensemble", str(ens), "--json"), capsys)
@@ -276,20 +279,24 @@ def test_a_real_helioviewer_hmi_file_and_one_without_geometry(world, sunpy_test_
     assert len(notes) == 1 and "no disk geometry" in notes[0]
 
 
-def test_history_appends_and_a_rerun_replaces_its_row(world, tmp_path, capsys):
+def test_history_appends_and_a_rerun_keeps_the_earlier_row(world, tmp_path, capsys):
     hist = tmp_path / "forecasts.csv"
     with server(world) as hv:
         for t in ("2011-01-01T10:00", "2011-01-01T11:00", "2011-01-01T10:00"):
             code, out, err = cli(forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]),
                                                "--history", str(hist), time=t), capsys)  # fmt: skip
             assert code == 0, err
-    assert "replaced the row of this time" in out
+    assert "a re-issue: 1 earlier row(s) of this time kept" in out
     df = pd.read_csv(hist, keep_default_na=False)
-    assert list(df["requested_time"]) == ["2011-01-01T10:00:00Z", "2011-01-01T11:00:00Z"]
+    assert list(df["requested_time"]) == [
+        "2011-01-01T10:00:00Z",
+        "2011-01-01T11:00:00Z",
+        "2011-01-01T10:00:00Z",
+    ]
     assert list(df.columns[:3]) == ["timestamp", "flare_prob", "target"]
     assert df["timestamp"].iloc[0] == "2011/01/01/HMI.m2011.01.01_10.00.42.jp2"
     assert (df["target"] == "").all()
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*part*"))
 
 
 def test_scoreboard_file(world, tmp_path, capsys, monkeypatch):
@@ -333,6 +340,7 @@ def test_scoreboard_file(world, tmp_path, capsys, monkeypatch):
     ],
 )
 def test_bad_arguments_are_one_line_before_any_request(world, tmp_path, capsys, extra, words):
+    extra = [str(world["ckpt0"]) if a == "x" else a for a in extra]  # a checkpoint that exists
     with server(world) as hv:
         argv = ["forecast", "--base-url", hv.base_url, *extra]
         if "--base-url" in extra:
@@ -374,7 +382,8 @@ def test_verify_labels_each_window_and_scores_beside_the_baselines(
             "--since", "2011-01-01", "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
     code, text, err = cli(argv, capsys)
     assert code == 0, err
-    assert "12 forecast(s), 12 verified" in text and "0 pending" in text
+    assert "12 forecast(s) of P(flare >= M1.0 in the next 24 h), 12 verified" in text
+    assert "0 pending" in text
     for kind in ("model", "persistence", "climatology"):
         assert any(line.split()[:1] == [kind] for line in text.splitlines()), text
     assert "persistence (" in text and "climatology (BSS" in text
@@ -511,7 +520,7 @@ def test_explain_writes_the_forecast_magnetograms_map(world, tmp_path, capsys):
     assert code == 2 and "--explain" in err
 
 
-def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
+def test_verify_leaves_out_windows_before_the_catalog_and_counts_reissues(
     world, history, tmp_path, capsys
 ):
     cat = world["sun"] / "catalog.csv"
@@ -524,11 +533,20 @@ def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
     assert code == 0, err
     result = json.loads(js)
     assert result["before_catalog"] == before and result["verified"] == len(starts) - before
+    note = next(n for n in result["notes"] if "before the catalog" in n)
+    assert f"the first at {starts.min():%Y-%m-%dT%H:%M:%SZ}" in note and "--since" in note
+    # a second row for a window (a re-issue) is counted and left out, never scored
     dup = tmp_path / "dup.csv"
     lines = history.read_text().splitlines()
-    dup.write_text("\n".join([*lines, lines[2]]) + "\n")
-    code, _out, err = cli(["verify", "--history", str(dup), "--catalog", str(cat)], capsys)
-    assert code == 2 and f"line {len(lines) + 1}" in err and "requested_time" in err
+    cells = lines[-1].split(",")
+    cells[1] = "0.999999"
+    cells[4] = "2031-01-01T00:00:00Z"  # issued later
+    dup.write_text("\n".join([*lines, ",".join(cells)]) + "\n")
+    code, js2, err = cli(["verify", "--history", str(dup), "--catalog", str(cat), "--json",
+                          "--until", "2011-01-04"], capsys)  # fmt: skip
+    assert code == 0, err
+    again = json.loads(js2)
+    assert again["reissues"] == 1 and again["scores"] == result["scores"]
 
 
 def test_outputs_are_checked_before_any_request_and_nothing_is_left(world, tmp_path, capsys):
@@ -576,7 +594,8 @@ def test_history_keeps_its_mode_and_its_link_and_waits_for_its_lock(world, tmp_p
 
 
 def test_bad_ensemble_fields_are_one_line(world, tmp_path, capsys):
-    rel = os.path.relpath(world["ckpt0"], tmp_path)
+    rel = "member.ckpt"
+    shutil.copy(world["ckpt0"], tmp_path / rel)
     cases = [
         ({"format": 1, "members": [{"checkpoint": rel, "calibration": "cal.json"}]}, "calibration must be a map"),
         ({"format": 99, "members": [{"checkpoint": rel}]}, "format 99"),

@@ -63,3 +63,38 @@ def test_scan_images(tmp_path):
         "2011/01/01/HMI.m2011.01.01_00.00.00.jpg",
         "2011/01/01/HMI.m2011.01.01_01.00.00.png",
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["forecast", "--checkpoint", "x.ckpt", "--time", "02/01/2011"],
+        ["label", "--catalog", "c.csv", "--images", "i", "--out", "o", "--start", "13/01/2011"],
+        ["synth", "--out", "o", "--start", "02/01/2011"],
+        ["download", "--out", "o", "--start", "2011/01/02", "--end", "2011-01-03"],
+        ["verify", "--history", "h.csv", "--catalog", "c.csv", "--until", "01-02-2011"],
+    ],
+)
+def test_an_ambiguous_date_is_refused_in_one_line(argv, tmp_path, capsys, monkeypatch):
+    from clitools import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "not ISO 8601" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("2011-02-01", "2011-02-01 00:00:00"),
+        ("2011-02-01T05:00+05:00", "2011-02-01 00:00:00"),
+        ("2011-02-01 00:39:00", "2011-02-01 00:39:00"),
+        ("20110201T003900", "2011-02-01 00:39:00"),
+    ],
+)
+def test_iso_times_are_read_as_utc(text, expect):
+    from fdflare.core.timeparse import parse_time
+
+    assert str(parse_time(text)) == expect

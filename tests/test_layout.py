@@ -28,6 +28,7 @@ STAGES = (
     ("inference",),
     ("analysis",),
     ("forecast",),  # operational: acquire -> prepare -> inference -> calibration (-> explain)
+    ("serve",),  # the service: scheduler, flare list, API, dashboard, replay
     ("reports",),
     ("bench",),  # measures every stage against the study's way
     ("commands",),

@@ -627,7 +627,7 @@ def test_cli_reports_unreadable_folders(tmp_path, small_jp2s):
         )
         assert res.returncode == 1, res.stderr
         assert "Traceback" not in res.stderr
-        assert "1 folder(s) under" in res.stderr and "2011/01/02/" in res.stderr
+        assert "1 folder(s) or link(s) under" in res.stderr and "2011/01/02/" in res.stderr
         # the folder and the file are both counted and listed; the readable file is done
         assert "2 JP2 file(s): 1 prepared, 0 up to date, 2 failed" in res.stdout
         bad = pd.read_csv(root / "out" / "bad_files.csv")

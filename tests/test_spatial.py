@@ -204,6 +204,25 @@ def test_disk_figure_on_prepared_png_needs_geometry(tmp_path, capsys):
     assert "radius 25.0 px" in capsys.readouterr().out
 
 
+def test_disk_figure_on_prepared_png_draws_meridians_with_b0(tmp_path):
+    """With geometry.csv's b0_deg, the +-70 deg meridians of a PNG follow the observer's B0."""
+    img = np.zeros((64, 64), np.uint8)
+    Image.fromarray(img).save(tmp_path / "m.png")
+    geo = {"center_x": 32.0, "center_y": 30.0, "radius_px": 25.0, "crota2": 0.0}
+    flat = disk_figure(tmp_path / "m.png", tmp_path / "a", geometry={**geo, "b0_deg": 0.0})
+    tilted = disk_figure(tmp_path / "m.png", tmp_path / "b", geometry={**geo, "b0_deg": 7.25})
+    plain = disk_figure(tmp_path / "m.png", tmp_path / "c", geometry=geo)
+    assert plain["meridians"] == [] and len(flat["meridians"]) == 2
+    # at B0 = 0 the east meridian reaches x = cx - R sin 70 at the equator
+    assert flat["meridians"][0][0] == pytest.approx(32 - 25 * math.sin(math.radians(70)), abs=0.05)
+    # B0 = 7.25 deg tilts the north pole towards us: it is seen R (1 - cos B0) lower, and
+    # the meridian's southern end hides behind the limb
+    flat_rows, tilted_rows = flat["meridians"][0][2:], tilted["meridians"][0][2:]
+    b0 = math.radians(7.25)
+    assert tilted_rows[0] - flat_rows[0] == pytest.approx(25 * (1 - math.cos(b0)), abs=0.05)
+    assert tilted_rows[1] < flat_rows[1] - 0.5
+
+
 # ---------------------------------------------------------------- issue 7 and 11, through the CLI
 
 JOINED_HEAD = "timestamp,flare_prob,goes_class,fl_location,flare_start\n"

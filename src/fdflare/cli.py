@@ -33,6 +33,7 @@ COMMANDS = (
     "cv",
     "predict",
     "forecast",
+    "serve",
     "verify",
     "baseline",
     "evaluate",
@@ -73,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
+        if not any("--quiet" in a.option_strings for a in p._actions):
+            # one grammar: every command takes --quiet; here it silences the command's
+            # report on stdout (files are written as usual; errors and warnings still show)
+            p.add_argument(
+                "--quiet",
+                action="store_true",
+                dest="_silence_stdout",
+                help="print nothing on stdout (outputs are still written; errors and "
+                "warnings still go to stderr)",
+            )
         p.set_defaults(_run=module.run)
     return parser
 
@@ -85,7 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        status = int(args._run(args) or 0)
+        if getattr(args, "_silence_stdout", False):
+            import contextlib
+
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                status = int(args._run(args) or 0)
+        else:
+            status = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return status
     except FdflareError as exc:

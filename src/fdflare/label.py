@@ -31,7 +31,8 @@ import pandas as pd
 from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
 from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
-from fdflare.core.paths import parse_image_times, scan_images
+from fdflare.core.io import read_csv_table
+from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
 from fdflare.splits import make_split, split_record, split_table
 
@@ -138,6 +139,13 @@ def parse_mode(mode: str) -> float:
     return flux
 
 
+def _iso_time(value: Any) -> pd.Timestamp:
+    """A time option in ISO 8601 (a day/month order such as 02/01/2011 is refused)."""
+    from fdflare.core.timeparse import parse_time
+
+    return parse_time(value, whole_seconds=False)
+
+
 def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timedelta, pd.Timedelta]:
     """Check the options before any work; return ``(start, end, cadence, window)``.
 
@@ -146,17 +154,19 @@ def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timed
     """
     parsed: dict[str, Any] = {}
     for option, value, kind in (
-        ("--start", cfg.start, pd.Timestamp),
-        ("--end", cfg.end, pd.Timestamp),
+        ("--start", cfg.start, _iso_time),
+        ("--end", cfg.end, _iso_time),
         ("--cadence", cfg.cadence, pd.Timedelta),
         ("--window", cfg.window, pd.Timedelta),
     ):
         try:
             parsed[option] = kind(value)
+        except InputError as exc:
+            raise UsageError(f"{option} {value!r}: {exc.message}") from None
         except (ValueError, TypeError, OverflowError):
             expected = (
-                "a time such as 2011-01-01 00:00:00"
-                if kind is pd.Timestamp
+                "an ISO 8601 time such as 2011-01-01 00:00:00"
+                if kind is _iso_time
                 else ("a duration such as 1h or 24h")
             )
             raise UsageError(f"{option} {value!r}: expected {expected}") from None
@@ -203,15 +213,22 @@ def _check_frame_locations(catalog: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- images
 
 
-def read_image_list(images: str | os.PathLike[str]) -> list[str]:
+def read_image_list(
+    images: str | os.PathLike[str], skipped: list[tuple[str, str]] | None = None
+) -> list[str]:
     """Return relative image paths from a directory tree or a text file of paths.
 
     A text file holds one path per line (blank lines and ``#`` comments are ignored);
-    absolute or prefixed paths are reduced to their ``YYYY/MM/DD/name`` tail.
+    absolute or prefixed paths are reduced to their ``YYYY/MM/DD/name`` tail. A tree is
+    walked through links to folders; what could not be walked (a link that loops, an
+    unreadable folder) is appended to ``skipped`` as ``(path, reason)``.
     """
     p = Path(images)
     if p.is_dir():
-        return scan_images(p)
+        names, missed = scan_image_tree(p)
+        if skipped is not None:
+            skipped.extend(missed)
+        return names
     if not p.is_file():
         raise InputError("no such image directory or list file", path=p)
     data = p.read_bytes()
@@ -622,7 +639,12 @@ def read_label_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such label table (run `fdflare label` to make one)", path=path)
-    df = pd.read_csv(path, dtype={"label": "string", "goes_class": "string"}, keep_default_na=True)
+    df = read_csv_table(
+        path,
+        what="label table",
+        dtype={"label": "string", "goes_class": "string"},
+        keep_default_na=True,
+    )
     missing = [c for c in ("label", "target") if c not in df.columns]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", path=path, field=missing[0])

@@ -35,7 +35,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -91,32 +91,93 @@ class Calibrator:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, path: str | None = None) -> Calibrator:
-        """Read a map written by :meth:`to_dict`, checking it."""
+    def from_dict(cls, d: Any, *, path: str | None = None, field: str = "") -> Calibrator:
+        """Read a map written by :meth:`to_dict`, checking every field.
+
+        Args:
+            d: the map object (untrusted: any JSON value).
+            path: the file it came from, named in errors.
+            field: where the map sits in the file (``files[0].map``), prefixed to the field
+                names in errors.
+
+        Raises:
+            InputError: one line naming the file and the field: not an object, an unknown
+                method, knots that are not lists of numbers, lengths that differ, knots not
+                non-decreasing, values outside [0, 1], coefficients that are not finite
+                numbers, counts that are not whole numbers.
+        """
+        at = f"{field}." if field else ""
+
+        def bad(name: str, message: str) -> InputError:
+            return InputError(f"calibration map: {message}", path=path, field=at + name)
+
+        if not isinstance(d, dict):
+            raise InputError(
+                f"calibration map: expected an object, found {_json_kind(d)}",
+                path=path,
+                field=field or None,
+            )
         method = d.get("method")
         if method not in METHODS:
-            raise InputError(f"calibration method {method!r} is not one of {METHODS}", path=path)
-        cal = cls(
-            method=str(method),
-            x=[float(v) for v in d.get("x", [])],
-            y=[float(v) for v in d.get("y", [])],
-            a=float(d.get("a", 1.0)),
-            b=float(d.get("b", 0.0)),
-            n=int(d.get("n", 0)),
-            positives=int(d.get("positives", 0)),
-            sources=[str(s) for s in d.get("sources", [])],
-        )
+            raise bad("method", f"method {_shown(method)} is not one of {', '.join(METHODS)}")
+        counts = {}
+        for name in ("n", "positives"):
+            value = d.get(name, 0)
+            if not _is_number(value) or value != int(value) or value < 0:
+                raise bad(name, f"{name} must be a whole number >= 0, found {_shown(value)}")
+            counts[name] = int(value)
+        if counts["positives"] > counts["n"] > 0:
+            raise bad("positives", f"positives {counts['positives']} exceed n {counts['n']}")
+        sources = d.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(v, str) for v in sources):
+            raise bad("sources", "sources must be a list of file names")
+        cal = cls(method=str(method), n=counts["n"], positives=counts["positives"], sources=sources)
         if method == "isotonic":
+            for name in ("x", "y"):
+                if name not in d:
+                    raise bad(name, f"isotonic map without its knots '{name}'")
+                values = d[name]
+                if not isinstance(values, list):
+                    raise bad(name, f"expected a list of numbers, found {_json_kind(values)}")
+                for i, v in enumerate(values):
+                    if not _is_number(v) or not math.isfinite(v):
+                        raise bad(f"{name}[{i}]", f"knot {_shown(v)} is not a finite number")
+            cal.x, cal.y = [float(v) for v in d["x"]], [float(v) for v in d["y"]]
             x, y = np.asarray(cal.x), np.asarray(cal.y)
-            if len(x) < 1 or len(x) != len(y) or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
-                raise InputError(
-                    "isotonic map: knots must be non-empty and non-decreasing", path=path
-                )
-            if not (np.isfinite(x).all() and np.isfinite(y).all()):
-                raise InputError("isotonic map: knots must be finite", path=path)
-        elif not (math.isfinite(cal.a) and math.isfinite(cal.b)):
-            raise InputError("platt map: coefficients must be finite", path=path)
+            if len(x) == 0:
+                raise bad("x", "isotonic map without knots")
+            if len(x) != len(y):
+                raise bad("y", f"{len(y)} values for {len(x)} knots")
+            for name, v in (("x", x), ("y", y)):
+                if np.any(np.diff(v) < 0):
+                    i = int(np.flatnonzero(np.diff(v) < 0)[0]) + 1
+                    raise bad(f"{name}[{i}]", f"{name} must be non-decreasing (a monotone map)")
+            if np.any((y < 0) | (y > 1)):
+                i = int(np.flatnonzero((y < 0) | (y > 1))[0])
+                raise bad(f"y[{i}]", f"value {y[i]:g} is not a probability in [0, 1]")
+        else:
+            for name in ("a", "b"):
+                value = d.get(name)
+                if not _is_number(value) or not math.isfinite(value):
+                    raise bad(name, f"Platt coefficient {_shown(value)} is not a finite number")
+            cal.a, cal.b = float(d["a"]), float(d["b"])
         return cal
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "null"
+    return kinds.get(type(value), "a number")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else f"{value:g}"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def before_after(
@@ -186,19 +247,34 @@ def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
     data = read_json(path, what="calibration file")
     if isinstance(data, dict) and "method" in data:
         return Calibrator.from_dict(data, path=str(path))
+    if isinstance(data, dict) and "files" not in data:
+        raise InputError(
+            "expected a calibration map (with 'method') or calibration.json (with 'files')",
+            path=path,
+            field="method",
+        )
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, list) or not files:
-        raise InputError("expected a calibration map or calibration.json", path=path)
-    maps = [f.get("map") if isinstance(f, dict) else None for f in files]
+        raise InputError(
+            "expected a calibration map (with 'method') or calibration.json (with a list of "
+            "'files')",
+            path=path,
+            field="files" if isinstance(data, dict) else None,
+        )
+    maps = []
+    for i, item in enumerate(files):
+        if not isinstance(item, dict) or "map" not in item:
+            raise InputError(
+                "expected an object with a 'map' for each file", path=path, field=f"files[{i}]"
+            )
+        maps.append(item["map"])
     if any(m != maps[0] for m in maps[1:]):
         raise InputError(
             f"holds {len(files)} different maps (one per fold, --cross-fold); give a file "
             "with one map (its files[k].map object) or calibrate with --fit/--apply",
             path=path,
         )
-    if not isinstance(maps[0], dict):
-        raise InputError("expected a calibration map or calibration.json", path=path)
-    return Calibrator.from_dict(maps[0], path=str(path))
+    return Calibrator.from_dict(maps[0], path=str(path), field="files[0].map")
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

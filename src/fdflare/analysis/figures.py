@@ -247,13 +247,15 @@ def disk_figure(
       and the two ``+-limb_deg`` meridians from :func:`limb_meridians`.
     * A FITS file is read with sunpy: geometry and meridians from its WCS.
     * A plain image (PNG/JPG from ``fdflare prepare``) needs ``geometry`` (``center_x,
-      center_y, radius_px`` in pixels, row 0 at the top).
+      center_y, radius_px`` in pixels, row 0 at the top); with ``b0_deg`` (and
+      ``crota2``) there, as ``geometry.csv`` has them, the meridians are drawn too.
 
     The circle has radius ``R sin(limb_deg)``: the projected distance from disk centre at
     which central-meridian distance ``limb_deg`` lies on the equator.
 
     Returns:
-        The geometry used, the circle radius in pixels and the paths written.
+        The geometry used, the circle radius in pixels, ``meridians`` (the extent of each
+        meridian drawn: min and max column, min and max row) and the paths written.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle
@@ -280,6 +282,13 @@ def disk_figure(
             raise InputError(f"not a readable image ({exc})", path=image) from exc
         geo = dict(geometry)
         title = image.name
+        if "b0_deg" in geo:  # geometry.csv of prepare or synth: draw the meridians too
+            meridians = limb_meridians(
+                geo,
+                limb_deg,
+                b0_deg=float(geo["b0_deg"]),
+                crota2_deg=float(geo.get("crota2", 0.0)),
+            )
     elif suffix in {".jp2", ".j2k", ".jpx"}:
         data, geo, title, meridians = _read_jp2(image, limb_deg)
     else:
@@ -317,5 +326,10 @@ def disk_figure(
         **geo,
         "circle_radius_px": circle_r,
         "limb_deg": limb_deg,
+        "meridians": [
+            tuple(float(f(v)) for v in (px, py) for f in (np.nanmin, np.nanmax))
+            for px, py in meridians
+            if np.isfinite(px).any()
+        ],
         "paths": [str(p) for p in paths],
     }

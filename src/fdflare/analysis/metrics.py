@@ -88,6 +88,14 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
         path=path,
         field="target",
     )
+    key = next((c for c in ("timestamp", "label") if c in df.columns), None)
+    if key is not None:
+        refuse_first(
+            df[key].duplicated().to_numpy(dtype=bool),
+            lambda i: f"a second row for {df[key].iloc[i]} (it would be counted twice)",
+            path=path,
+            field=key,
+        )
     df["flare_prob"] = prob.astype(float)
     df["target"] = target.astype(np.int64)
     return df

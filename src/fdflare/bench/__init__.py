@@ -10,6 +10,7 @@ its table). ``fdflare bench`` is the command; docs/performance.md holds a run's 
 ROW_NAMES = (
     "label",
     "prepare",
+    "prepare_fits",
     "loader",
     "train_alexnet",
     "train_vgg16",

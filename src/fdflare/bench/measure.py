@@ -170,27 +170,39 @@ class Ceilings:
 
     Attributes:
         fp32_gflops: best dense fp32 matmul rate on the bench device (all threads), GFLOP/s.
-        bf16_gflops: the same in bf16.
+        bf16_gflops: the same in bf16; None where the CPU has no native bf16 (not measured).
         memory_gbs: host memory bandwidth from a large numpy copy (bytes read + written), GB/s.
         matmul_n: the largest matrix side tried (the best of the sizes tried is kept).
     """
 
     fp32_gflops: float
-    bf16_gflops: float
+    bf16_gflops: float | None
     memory_gbs: float
     matmul_n: int
 
     def peak(self, dtype: str) -> float:
         """The matmul peak (GFLOP/s) that bounds a step run in ``dtype`` (fp32 or bf16)."""
-        return self.bf16_gflops if dtype == "bf16" else self.fp32_gflops
+        if dtype == "bf16" and self.bf16_gflops is not None:
+            return self.bf16_gflops
+        return self.fp32_gflops
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
 
 
-def matmul_gflops(device: str, dtype: str, n: int, repeat: int = 5) -> float:
-    """Best measured rate of an ``n x n`` by ``n x n`` matmul on ``device`` (GFLOP/s, 2 n^3 each)."""
+#: the most seconds one ceiling's timed repeats may take (the first call always runs)
+CEILING_BUDGET_S = 3.0
+
+
+def matmul_gflops(
+    device: str, dtype: str, n: int, repeat: int = 5, budget_s: float = CEILING_BUDGET_S
+) -> float:
+    """Best measured rate of an ``n x n`` by ``n x n`` matmul on ``device`` (GFLOP/s, 2 n^3 each).
+
+    The repeats stop once ``budget_s`` seconds have gone, so a slow dtype on a slow machine
+    cannot hold the bench (and Ctrl-C, which lands between calls) for minutes.
+    """
     import torch
 
     dt = torch.bfloat16 if dtype == "bf16" else torch.float32
@@ -207,12 +219,15 @@ def matmul_gflops(device: str, dtype: str, n: int, repeat: int = 5) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    start = time.perf_counter()
     run()  # warm up
     best = math.inf
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
         run()
         best = min(best, (time.perf_counter() - t0) / reps)
+        if time.perf_counter() - start > budget_s:
+            break
     return 2.0 * n**3 / best / 1e9
 
 
@@ -229,13 +244,27 @@ def memory_bandwidth(mib: int, repeat: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
+def bf16_measured(device: str) -> bool:
+    """Whether bf16 is measured on ``device``: on GPUs, and on CPUs that compute it natively."""
+    from fdflare.training.config import cpu_has_native_bf16
+
+    return device != "cpu" or cpu_has_native_bf16()
+
+
 def measure_ceilings(settings: Settings) -> Ceilings:
-    """Measure the matmul peaks (fp32, bf16) of the bench device and the memory bandwidth."""
+    """Measure the matmul peaks (fp32, bf16) of the bench device and the memory bandwidth.
+
+    bf16 is left out (None) on a CPU without native bf16, where it is emulated about 100
+    times slower than fp32 and no default uses it.
+    """
     sizes = [8192] if settings.device == "cuda" else settings.pick([1024], [1024, 2048])
     repeat = settings.pick(5, 10)  # the best of them: a peak, on a machine others may load
+    bf16 = bf16_measured(settings.device)
     return Ceilings(
         fp32_gflops=max(matmul_gflops(settings.device, "fp32", n, repeat) for n in sizes),
-        bf16_gflops=max(matmul_gflops(settings.device, "bf16", n, repeat) for n in sizes),
+        bf16_gflops=(
+            max(matmul_gflops(settings.device, "bf16", n, repeat) for n in sizes) if bf16 else None
+        ),
         memory_gbs=memory_bandwidth(settings.pick(64, 512)),
         matmul_n=sizes[-1],
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from fdflare.bench import ROW_NAMES
 from fdflare.bench.measure import Ceilings, Row, Settings, machine_info, measure_ceilings
-from fdflare.bench.stages import label_row, loader_row, prepare_row
+from fdflare.bench.stages import label_row, loader_row, prepare_fits_row, prepare_row
 from fdflare.bench.steps import forecast_row, predict_row, train_row
 from fdflare.core.table import render_table
 
@@ -27,6 +27,7 @@ RowFn = Callable[[Settings, Ceilings], Row]
 ROWS: dict[str, RowFn] = {
     "label": label_row,
     "prepare": prepare_row,
+    "prepare_fits": prepare_fits_row,
     "loader": loader_row,
     "train_alexnet": partial(train_row, "alexnet"),
     "train_vgg16": partial(train_row, "vgg16"),
@@ -99,10 +100,16 @@ def render_bench(result: dict[str, Any], *, markdown: bool = False) -> str:
     m = result["machine"]
     c = m.get("ceilings", {})
     where = m.get("gpu") or f"{m['cores']} CPU core(s)"
+    bf16 = c.get("bf16_gflops")
+    bf16_text = (
+        f"bf16 {bf16:,.0f} GFLOP/s"
+        if bf16 is not None
+        else "bf16 not measured (this CPU has no native bf16: it is emulated, far slower)"
+    )
     notes.append(
         f"machine: {m['cpu']}, {where}, torch {m['torch']} ({m['torch_threads']} threads), "
         f"{m['date']}{', --quick (tiny sizes)' if m['quick'] else ''}; ceilings: fp32 matmul "
-        f"{c.get('fp32_gflops', 0):,.0f} GFLOP/s, bf16 {c.get('bf16_gflops', 0):,.0f} GFLOP/s, "
+        f"{c.get('fp32_gflops', 0):,.0f} GFLOP/s, {bf16_text}, "
         f"memory {c.get('memory_gbs', 0):.1f} GB/s; {m['seconds']} s in all"
     )
     return render_table(head, cells, markdown=markdown, notes=notes)

@@ -30,6 +30,7 @@ from fdflare.bench.measure import Ceilings, Row, Settings, best_rate, median_sec
 __all__ = [
     "label_row",
     "loader_row",
+    "prepare_fits_row",
     "prepare_row",
     "study_label_loop",
     "study_training_set",
@@ -223,6 +224,99 @@ def prepare_row(settings: Settings, ceilings: Ceilings) -> Row:
             f"{src} x {src} lossy JP2 ({mb:.1f} MB) -> {size} x {size}, one process, median "
             f"of {repeat}; pixels differ from the study's by {diff.mean():.2f} grey levels on "
             "average"
+        ),
+    )
+
+
+def synthetic_hmi_fits(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """Write an ``n`` x ``n`` JSOC-style magnetogram: field in gauss, RICE FITS, upside down.
+
+    Noise of 8 G on the disk, a few active regions of +-1500 G, NaN off the disk,
+    ``CROTA2`` 180 (stored south up, as HMI); returns the header written.
+    """
+    from astropy.io import fits
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n, dtype=np.float32)[:, None]
+    x = np.arange(n, dtype=np.float32)[None, :]
+    c, r = n / 2 - 0.5, 0.47 * n
+    field = rng.normal(0, 8, (n, n)).astype(np.float32)
+    for _ in range(6):
+        cy, cx = rng.uniform(0.3 * n, 0.7 * n, 2)
+        rr = rng.uniform(0.01, 0.04) * n
+        field[(x - cx) ** 2 + (y - cy) ** 2 < rr * rr] = rng.choice([-1500.0, 1500.0])
+    field[(x - c) ** 2 + (y - c) ** 2 > r * r] = np.nan
+    cdelt = 0.504 * 4096 / n
+    header: dict[str, Any] = {
+        "T_REC": "2012.03.07_00:00:00_TAI",
+        "DATE-OBS": "2012-03-07T00:00:05.20",
+        "CRPIX1": c + 1,
+        "CRPIX2": c + 1,
+        "CDELT1": cdelt,
+        "CDELT2": cdelt,
+        "CROTA2": 180.0,
+        "RSUN_OBS": r * cdelt,
+        "CRLT_OBS": -7.2,
+        "BUNIT": "Gauss",
+    }
+    hdr = fits.Header()
+    for key, value in header.items():
+        hdr[key] = value
+    comp = fits.CompImageHDU(field, header=hdr, compression_type="RICE_1", quantize_level=-0.01)
+    fits.HDUList([fits.PrimaryHDU(), comp]).writeto(path, overwrite=True)
+    return header
+
+
+def prepare_fits_row(settings: Settings, ceilings: Ceilings) -> Row:
+    """FITS against JP2 in prepare: one record's image from JSOC's FITS and Helioviewer's JP2.
+
+    The JP2 is made from the same field with Helioviewer's recipe (+-250 G, lossy JPEG
+    2000), so both paths make the same image; the baseline is fdflare's JP2 path.
+    """
+    from fdflare.prepare.decode import decode_jp2
+    from fdflare.prepare.fits import (
+        decode_fits_with_geometry,
+        north_up,
+        parse_scaling,
+        read_fits,
+        scale_field,
+    )
+    from fdflare.prepare.jp2 import write_helioviewer_jp2
+
+    src, size = settings.pick((1024, 256), (4096, 512))
+    repeat = settings.pick(3, 7)
+    with tempfile.TemporaryDirectory(prefix="fdflare-bench-") as tmp:
+        fits_path = Path(tmp) / "HMI.m2012.03.07_00.00.00.fits"
+        synthetic_hmi_fits(fits_path, src)
+        data, header = read_fits(fits_path)
+        stored, turned = north_up(data, header)
+        grey = scale_field(stored, turned, parse_scaling("helioviewer"))
+        jp2_path = Path(tmp) / "HMI.m2012.03.07_00.00.00.jp2"
+        jp2_header = {k: v for k, v in turned.items() if isinstance(v, int | float | str)}
+        write_helioviewer_jp2(
+            jp2_path, grey, jp2_header, num_resolutions=6, quality_layers=[160, 80, 40, 20, 10]
+        )
+        base = median_seconds(lambda: decode_jp2(jp2_path, size), repeat)
+        fast = median_seconds(lambda: decode_fits_with_geometry(fits_path, size), repeat)
+        read = median_seconds(lambda: read_fits(fits_path), repeat)
+        from_fits = decode_fits_with_geometry(fits_path, size)[0].astype(int)
+        from_jp2 = study_decode(jp2_path, size).astype(int)
+        diff = np.abs(from_fits - from_jp2)
+        mb = fits_path.stat().st_size / 1e6
+    return Row(
+        name="prepare_fits",
+        unit="ms",
+        baseline=base * 1e3,
+        fdflare=fast * 1e3,
+        limit=(
+            f"RICE has no reduced-resolution decode: reading (decompressing) the whole field "
+            f"takes {read * 1e3:.0f} ms of the {fast * 1e3:.0f} ms"
+        ),
+        note=(
+            f"baseline: fdflare's JP2 path on Helioviewer's JP2 of the same record; {src} x "
+            f"{src} RICE FITS ({mb:.1f} MB) -> {size} x {size}, one process, median of "
+            f"{repeat}; the FITS image differs from the JP2's full decode by "
+            f"{diff.mean():.2f} grey levels on average"
         ),
     )
 

@@ -245,8 +245,11 @@ def train_row(model: str, settings: Settings, ceilings: Ceilings) -> Row:
         pinned=ours.pinned,
     )
     alt = measured(other, fewer=True) if not settings.quick else None
+    from fdflare.bench.measure import bf16_measured
+
     bf16_cpu = None
-    if not cuda and not settings.quick:  # the bf16 autocast step, for CPUs with AMX
+    # the bf16 autocast step, for CPUs that compute bf16 natively (AVX-512 BF16, AMX)
+    if not cuda and not settings.quick and bf16_measured("cpu"):
         bf16_spec = StepSpec(channels_last=ours.channels_last, uint8=True, bf16=True)
         bf16_cpu = measured(bf16_spec, fewer=True)["img_s"]
     # the study's step again, last: the faster of its two runs is kept, so that the order of
@@ -436,8 +439,8 @@ def forecast_row(settings: Settings, ceilings: Ceilings) -> Row:
         def ours() -> float:
             img, geometry = decode_with_geometry(path, size)
             obs = Observation(
-                base_url="local",
-                image_id=0,
+                source="local",
+                image_id="0",
                 time=pd.Timestamp("2012-03-07T00:00:05Z"),
                 images={size: img},
                 geometry={size: geometry},

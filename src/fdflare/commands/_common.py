@@ -207,3 +207,25 @@ def add_http_options(p: argparse.ArgumentParser, *, retries: int) -> None:
         help="retries per request on timeouts, HTTP 429/5xx, broken connections, truncated "
         "bodies and garbage answers (HTML instead of JSON or an image) (default %(default)s)",
     )
+
+
+def require_inputs(**options: Any) -> None:
+    """Refuse, before any heavy import or work, input paths that do not exist.
+
+    Args:
+        options: option name (``checkpoint`` for ``--checkpoint``) -> a path, a list of
+            paths or None (not given). A path must exist (a file or a folder, as the
+            option takes it).
+
+    Raises:
+        MissingDataError: naming the option and the path.
+    """
+    from pathlib import Path
+
+    from fdflare.core.errors import MissingDataError
+
+    for name, value in options.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path is not None and not Path(path).exists():
+                flag = "--" + name.replace("_", "-")
+                raise MissingDataError(f"{flag} {path}: no such file or folder")

@@ -133,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
             "labels and images are needed (--labels DIR --images DIR, or in --config)",
             field="labels",
         )
+    from fdflare.data.tables import check_label_folder
+
+    check_label_folder(base.labels, list(args.folds))
     inputs = [base.labels, base.images, base.weights_path, args.config, args.catalog]
     out = check_output_dir(args.out, inputs=inputs, writes=["cv_summary.csv"])
     if args.slurm:

@@ -1,4 +1,4 @@
-"""``fdflare download``: HMI magnetograms (JPEG 2000) from the Helioviewer API, resumable."""
+"""``fdflare download``: HMI magnetograms from Helioviewer (JPEG 2000) or JSOC (FITS), resumable."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fdflare.commands._common import (
     add_http_options,
@@ -15,7 +15,10 @@ from fdflare.commands._common import (
     positive_int,
 )
 
-HELP = "download HMI magnetograms (JPEG 2000) from the Helioviewer API, resumable"
+if TYPE_CHECKING:
+    from fdflare.acquire.helioviewer import DownloadSummary
+
+HELP = "download HMI magnetograms from Helioviewer (JPEG 2000) or JSOC (FITS), resumable"
 DESCRIPTION = """\
 For every requested time in [--start, --end) (--start included, --end excluded, every
 --cadence; the same half-open range as every fdflare command), ask the
@@ -37,7 +40,16 @@ cannot be reached at all; 130 interrupted (rerun to finish).
 The API base URL is --base-url, else $FDFLARE_HELIOVIEWER_URL, else the public API
 (https://api.helioviewer.org/v2/); the IAS mirror is https://helioviewer-api.ias.u-psud.fr/v2/.
 
+--source jsoc asks JSOC (through drms) instead: the field in gauss as RICE-compressed FITS
+(--series hmi.M_720s, the definitive series, or hmi.M_720s_nrt, near real time), records
+chosen by T_REC within --tolerance, QUALITY checked (bad records are gaps, counted), exports
+of --chunk records at a time, files at DIR/YYYY/MM/DD/HMI.m*.fits and the same manifest.
+JSOC needs a registered e-mail address: --email or $JSOC_EMAIL. Its base URL is --base-url,
+else $FDFLARE_JSOC_URL, else http://jsoc.stanford.edu/. See docs/download.md.
+
 examples:
+  fdflare download --source jsoc --email me@example.org --start 2011-01-01T00:00 \
+      --end 2011-01-02T00:00 --out data/hmi_fits
   fdflare download --start 2011-01-01T00:00 --end 2011-02-01T00:00 --out data/hmi_jp2
   fdflare download --start 2010-12-01T00:00 --end 2011-01-01T00:00 --cadence 12min \\
       --out data/hmi_jp2 --manifest data/hmi_jp2/manifests/2010-12.csv
@@ -54,6 +66,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="download directory")
     p.add_argument(
+        "--source",
+        choices=["helioviewer", "jsoc"],
+        default="helioviewer",
+        help="the archive: helioviewer (JPEG 2000, default) or jsoc (FITS, the field in gauss)",
+    )
+    p.add_argument(
+        "--series",
+        choices=["hmi.M_720s", "hmi.M_720s_nrt"],
+        default=None,
+        help="JSOC series (--source jsoc; default hmi.M_720s, the definitive one)",
+    )
+    p.add_argument(
+        "--email",
+        default=None,
+        help="address registered at JSOC for exports (--source jsoc; default $JSOC_EMAIL)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="records per JSOC export request (--source jsoc; default 24)",
+    )
+    p.add_argument(
+        "--export-timeout",
+        type=nonnegative_float,
+        default=None,
+        metavar="SECONDS",
+        help="longest wait for one JSOC export to be staged (--source jsoc; default 3600)",
+    )
+    p.add_argument(
         "--cadence",
         default="1h",
         help="step between requested times (default %(default)s; the study: 12min)",
@@ -66,8 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source-id",
         type=nonnegative_int,
-        default=19,
-        help="Helioviewer sourceId (default %(default)s: HMI magnetogram)",
+        default=None,
+        help="Helioviewer sourceId (default 19: HMI magnetogram)",
     )
     p.add_argument(
         "--concurrency",
@@ -139,10 +182,31 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if step.total_seconds() < 1 or step.total_seconds() != round(step.total_seconds()):
         raise UsageError(f"--cadence must be a whole number of seconds, at least 1s (got {step})")
     option_duration(args.tolerance, "--tolerance")
-    try:
-        resolve_base_url(args.base_url, option="--base-url")
-    except InputError as exc:
-        raise UsageError(f"--base-url: {exc.message}") from None
+    jsoc_only = [
+        ("--series", args.series),
+        ("--email", args.email),
+        ("--chunk", args.chunk),
+        ("--export-timeout", args.export_timeout),
+    ]
+    if args.source == "jsoc":
+        from fdflare.acquire.jsoc.client import resolve_jsoc_url
+        from fdflare.acquire.jsoc.download import resolve_email
+
+        if args.source_id is not None:
+            raise UsageError("--source-id is for --source helioviewer; JSOC takes --series")
+        try:
+            resolve_jsoc_url(args.base_url, option="--base-url")
+            resolve_email(args.email)
+        except InputError as exc:
+            raise UsageError(f"--{exc.field or 'base-url'}: {exc.message}") from None
+    else:
+        given = [name for name, value in jsoc_only if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: for --source jsoc only")
+        try:
+            resolve_base_url(args.base_url, option="--base-url")
+        except InputError as exc:
+            raise UsageError(f"--base-url: {exc.message}") from None
     check_output_dir(args.out, writes=["manifest.csv"], option="--out")
     if args.manifest is not None:
         check_output_file(args.manifest, option="--manifest")
@@ -184,26 +248,53 @@ def run(args: argparse.Namespace) -> int:
             if signum is not None:
                 installed[signum] = signal.signal(signum, stop)
     try:
-        summary = download_range(
-            args.start,
-            args.end,
-            args.out,
-            cadence=args.cadence,
-            tolerance=args.tolerance,
-            source_id=args.source_id,
-            base_url=args.base_url,
-            concurrency=args.concurrency,
-            connect_timeout=args.connect_timeout,
-            read_timeout=args.read_timeout,
-            retries=args.retries,
-            backoff=args.backoff,
-            backoff_max=args.backoff_max,
-            manifest=args.manifest,
-            retry_gaps=args.retry_gaps,
-            verify=args.verify,
-            progress=not args.quiet,
-            cancel=cancel,
-        )
+        summary: DownloadSummary
+        if args.source == "jsoc":
+            from fdflare.acquire.jsoc import download_jsoc
+
+            summary = download_jsoc(
+                args.start,
+                args.end,
+                args.out,
+                email=args.email,
+                series=args.series or "hmi.M_720s",
+                cadence=args.cadence,
+                tolerance=args.tolerance,
+                chunk=args.chunk or 24,
+                base_url=args.base_url,
+                concurrency=args.concurrency,
+                connect_timeout=args.connect_timeout,
+                read_timeout=args.read_timeout,
+                retries=args.retries,
+                backoff=args.backoff,
+                backoff_max=args.backoff_max,
+                export_timeout=3600.0 if args.export_timeout is None else args.export_timeout,
+                manifest=args.manifest,
+                retry_gaps=args.retry_gaps,
+                verify=args.verify,
+                cancel=cancel,
+            )
+        else:
+            summary = download_range(
+                args.start,
+                args.end,
+                args.out,
+                cadence=args.cadence,
+                tolerance=args.tolerance,
+                source_id=19 if args.source_id is None else args.source_id,
+                base_url=args.base_url,
+                concurrency=args.concurrency,
+                connect_timeout=args.connect_timeout,
+                read_timeout=args.read_timeout,
+                retries=args.retries,
+                backoff=args.backoff,
+                backoff_max=args.backoff_max,
+                manifest=args.manifest,
+                retry_gaps=args.retry_gaps,
+                verify=args.verify,
+                progress=not args.quiet,
+                cancel=cancel,
+            )
     finally:
         for signum, previous in installed.items():
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)

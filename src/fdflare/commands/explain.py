@@ -104,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             '--predictions needs --where EXPR (e.g. --where "fn"; "tp or not tp" for all)'
         )
+    from fdflare.commands._common import require_inputs
+
+    require_inputs(
+        checkpoint=args.checkpoint,
+        images=args.images,
+        predictions=args.predictions,
+        geometry=args.geometry,
+    )
     from fdflare.analysis.explain_select import explain
 
     result = explain(

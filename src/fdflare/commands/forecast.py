@@ -1,4 +1,4 @@
-"""``fdflare forecast``: P(flare >= M1.0 in the next 24 h) from the magnetogram closest to a time."""
+"""``fdflare forecast``: P(flare in the window) from the magnetogram closest to a time."""
 
 from __future__ import annotations
 
@@ -7,26 +7,37 @@ import json
 import sys
 from typing import Any
 
-HELP = "forecast P(flare >= M1.0 in 24 h) now or at a time: Helioviewer -> ensemble -> probability"
+HELP = "forecast P(flare in the members' window) now or at a time: magnetogram -> ensemble -> probability"
 DESCRIPTION = """\
-Ask Helioviewer for the HMI magnetogram closest to --time (default now), decode it at
-reduced resolution in memory with its disk geometry, run every member (--checkpoint given
-one or more times, or the ensemble.json of `fdflare cv`) and print P(flare >= M1.0 in the
-24 h after the observation): the mean of the members, each through its own calibration
-map when the ensemble carries them (and the mean through --calibration when given).
+Ask Helioviewer (or read a local --archive, or ask JSOC's near-real-time series with
+--source jsoc-nrt) for the HMI magnetogram closest to --time
+(default now), decode it at reduced resolution in memory with its disk geometry, run every
+member (--checkpoint given one or more times, or the ensemble.json of `fdflare cv`) and
+print P(flare >= threshold in the window after the observation), the threshold and window
+of the members' label recipe (the study's, >= M1.0 in 24 h, when they record none): the
+mean of the members, each through its own calibration map when the ensemble carries them
+(and the mean through --calibration when given).
 
 Each --base-url is tried in turn (the first that answers is used; the others are mirrors);
 every request follows the downloader's HTTP policy (timeouts, retries with back-off,
-Retry-After).
+Retry-After). --archive DIR reads a JP2 tree as `download` or `synth --jp2` writes it.
+
+Every output (--history, --store, --scoreboard, --explain) is written, or none is: each is
+prepared in a temporary file and renamed when all are ready; a file that cannot be
+written is named. The history and the store are append-only: a rerun for the same --time
+adds a row, it never replaces the earlier one. With --store, a forecast that fails (status
+3 or 4) is kept there as a failed attempt with its reason.
 
 exit status: 0 forecast made; 2 bad arguments or input (a checkpoint that does not load,
-a --time in the future); 3 the service down or answering garbage on every base URL;
-4 no observation within --tolerance (the message names the closest one); 130 interrupted.
+a --time in the future, a bad --archive, an output that cannot be written: then nothing
+is written); 3 the service down or answering garbage on every base URL; 4 no observation
+within --tolerance (the message names the closest one); 130 interrupted.
 
 examples:
   fdflare forecast --ensemble cv/ensemble.json
   fdflare forecast --time 2017-09-06T08:00 --checkpoint fold{1,2,3,4}.pth --model alexnet --json
   fdflare forecast --ensemble cv/ensemble.json --history forecasts.csv --explain now.png
+  fdflare forecast --ensemble cv/ensemble.json --archive /data/hmi --store forecasts.sqlite
 """
 
 
@@ -68,6 +79,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "$FDFLARE_HELIOVIEWER_URL, else https://api.helioviewer.org/v2/ then the IAS mirror)",
     )
     p.add_argument(
+        "--source",
+        choices=["helioviewer", "jsoc-nrt"],
+        default="helioviewer",
+        help="where the magnetogram comes from: helioviewer (default) or jsoc-nrt, JSOC's "
+        "near-real-time series hmi.M_720s_nrt as FITS (--base-url: JSOC's, default "
+        "$FDFLARE_JSOC_URL or http://jsoc.stanford.edu/; needs --email or $JSOC_EMAIL)",
+    )
+    p.add_argument(
+        "--email",
+        default=None,
+        help="address registered at JSOC for exports (--source jsoc-nrt; default $JSOC_EMAIL)",
+    )
+    p.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="read the closest magnetogram from this local JP2 tree (as `fdflare download` or "
+        "`synth --jp2` writes it) instead of Helioviewer",
+    )
+    p.add_argument(
         "--tolerance",
         default="12min",
         help="largest distance between --time and the observation (default %(default)s; "
@@ -97,6 +127,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="append the forecast to this table (created if missing) for `fdflare verify`",
     )
     p.add_argument(
+        "--store",
+        metavar="FILE",
+        help="append the forecast to this SQLite forecast store (created if missing) for "
+        "`fdflare verify --store` and `fdflare serve`",
+    )
+    p.add_argument(
         "--explain",
         metavar="PNG",
         help="write an attribution map of the magnetogram (first member) to PNG",
@@ -115,8 +151,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
-    """Validate every option before any work; return the base URLs and the tolerance."""
+def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
+    """Validate every option before any work; return the base URLs, tolerance and archive."""
     import os
     from pathlib import Path
 
@@ -130,17 +166,34 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
     if bool(args.checkpoint) == bool(args.ensemble):
         raise UsageError("give --checkpoint FILE... or --ensemble FILE (one of them)")
     tolerance = option_duration(args.tolerance, "--tolerance")
-    urls = args.base_url or (
-        [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
-    )
-    try:
-        urls = [resolve_base_url(u, option="--base-url") for u in urls]
-    except InputError as exc:
-        raise UsageError(f"--base-url: {exc.message}") from None
+    archive: Any = None
+    urls: list[str] = []
+    if args.source == "jsoc-nrt":
+        archive = _jsoc_source(args, tolerance)
+    else:
+        if args.email is not None:
+            raise UsageError("--email is for --source jsoc-nrt")
+        urls = args.base_url or (
+            [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
+        )
+        try:
+            urls = [resolve_base_url(u, option="--base-url") for u in urls]
+        except InputError as exc:
+            raise UsageError(f"--base-url: {exc.message}") from None
+    if args.archive and args.base_url:
+        raise UsageError("give --archive DIR or --base-url URL (one source)")
+    if args.archive:
+        from fdflare.forecast.archive import LocalArchive
+
+        archive = LocalArchive(args.archive)
     if args.method_name is not None:
         check_method_name(args.method_name)
     if args.method_name is not None and not args.scoreboard:
         raise UsageError("--method-name names the --scoreboard file: give --scoreboard DIR too")
+    from fdflare.commands._common import require_inputs
+
+    # before torch loads: a missing checkpoint is refused at once
+    require_inputs(checkpoint=args.checkpoint, ensemble=args.ensemble, calibration=args.calibration)
     inputs = [*(args.checkpoint or []), args.ensemble, args.calibration]
     if args.history:
         check_output_file(args.history, inputs=inputs, option="--history")
@@ -149,26 +202,55 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any]:
             from fdflare.forecast.formats import read_history
 
             read_history(history)  # a file that is not a history is refused before any work
+    if args.store:
+        check_output_file(args.store, inputs=[*inputs, args.history], option="--store")
+        if Path(args.store).is_file() and Path(args.store).stat().st_size > 0:
+            from fdflare.forecast.store import ForecastStore
+
+            # not a store, or a newer one: refused before any work (a new one is made later)
+            ForecastStore.open(args.store, create=False).close()
     if args.explain:
-        check_output_file(args.explain, inputs=[*inputs, args.history], option="--explain")
+        check_output_file(
+            args.explain, inputs=[*inputs, args.history, args.store], option="--explain"
+        )
         if Path(args.explain).suffix.lower() != ".png":
             raise UsageError(f"--explain {args.explain}: the figure is a PNG file (name it .png)")
     if args.scoreboard:
         check_output_dir(
-            args.scoreboard, inputs=[*inputs, args.history, args.explain], option="--scoreboard"
+            args.scoreboard,
+            inputs=[*inputs, args.history, args.explain, args.store],
+            option="--scoreboard",
         )
-    return urls, tolerance
+    return urls, tolerance, archive
+
+
+def _jsoc_source(args: argparse.Namespace, tolerance: Any) -> Any:
+    """JSOC's NRT series as the source, checked before any work."""
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.forecast.jsoc_source import JsocSource
+
+    if args.archive:
+        raise UsageError("give --archive DIR or --source jsoc-nrt (one source)")
+    if args.base_url and len(args.base_url) > 1:
+        raise UsageError("--source jsoc-nrt takes one --base-url (JSOC's)")
+    try:
+        source = JsocSource(
+            base_url=args.base_url[0] if args.base_url else None,
+            email=args.email,
+            tolerance=tolerance,
+            policy=None,
+        )
+    except InputError as exc:
+        raise UsageError(f"--{exc.field or 'base-url'}: {exc.message}") from None
+    return source
 
 
 def run(args: argparse.Namespace) -> int:
     """Forecast, print it, and write what was asked for."""
-    from pathlib import Path
-
     from fdflare.core.http import HttpPolicy
-    from fdflare.core.io import write_text_atomic
     from fdflare.forecast import formats, service
 
-    urls, tolerance = _check(args)
+    urls, tolerance, archive = _check(args)
     requested = service.parse_requested_time(args.time, now=service.utcnow())
     cal = None
     if args.calibration:
@@ -176,16 +258,9 @@ def run(args: argparse.Namespace) -> int:
 
         cal = read_calibration_map(args.calibration)
     if args.ensemble:
-        from fdflare.forecast.ensemble import read_ensemble
+        from fdflare.forecast.ensemble import load_ensemble
 
-        entries = read_ensemble(args.ensemble)
-        members = service.load_members(
-            [e["checkpoint"] for e in entries],
-            calibrations=[e["calibration"] for e in entries],
-            model=args.model,
-            models=[e["model"] for e in entries],
-            image_size=args.image_size,
-        )
+        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
     else:
         members = service.load_members(
             args.checkpoint, model=args.model, image_size=args.image_size
@@ -200,7 +275,43 @@ def run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         concurrency=1,
     )
-    fc = service.run_forecast(
+    try:
+        fc = _forecast(args, members, requested, urls, tolerance, cal, policy, archive)
+    except (service.NoObservationError, service.ServiceError) as exc:
+        if args.store:  # the store keeps failed attempts too, with their reason
+            from fdflare.forecast.store import ForecastStore
+
+            kind = "no_observation" if isinstance(exc, service.NoObservationError) else "service"
+            with ForecastStore.open(args.store) as store:
+                store.record_failure(
+                    cycle=None,
+                    requested=requested,
+                    issue_time=service.utcnow().floor("s"),
+                    reason=str(exc),
+                    kind=kind,
+                )
+        raise
+    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
+    sys.stdout.flush()
+    written = _write_outputs(args, fc, members)
+    for line in written:
+        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _forecast(
+    args: argparse.Namespace,
+    members: list[Any],
+    requested: Any,
+    urls: list[str],
+    tolerance: Any,
+    cal: Any,
+    policy: Any,
+    archive: Any,
+) -> Any:
+    from fdflare.forecast import service
+
+    return service.run_forecast(
         members,
         requested=requested,
         base_urls=urls,
@@ -209,40 +320,57 @@ def run(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         policy=policy,
         now=service.utcnow,
+        archive=archive,
     )
-    written = []
-    if args.explain:
-        from fdflare.analysis.explain import explain_image
 
-        first = members[0]
-        size = first.loaded.image_size
-        record = explain_image(
-            first.loaded,
-            fc.observation.images[size],
-            fc.observation.geometry[size],
-            method=args.explain_method,
-            out_png=Path(args.explain),
-            title=f"{service.iso(fc.observation.time)}: forecast {fc.probability:.3f}; "
-            f"the map of member 1 of {len(members)}",
-        )
-        for warning in record.get("warnings", []):
-            print(f"fdflare forecast: warning: {warning}", file=sys.stderr)
-        written.append(f"{args.explain}: explanation ({args.explain_method}, {first.checkpoint})")
-    if args.scoreboard:
-        method = args.method_name or f"fdflare_{members[0].loaded.model}"
-        out = Path(args.scoreboard)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / formats.scoreboard_name(fc, method)
-        write_text_atomic(path, formats.scoreboard_text(fc, method))
-        written.append(f"{path}: the scoreboard file")
-    if args.history:
-        rows, replaced = formats.append_history(args.history, fc)
-        what = "replaced the row of this time" if replaced else "appended the forecast"
-        written.append(f"{args.history}: {what} ({rows} forecasts)")
-    if args.json:
-        print(json.dumps(fc.to_dict(), indent=2))
-    else:
-        print(formats.format_text(fc))
-    for line in written:
-        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
-    return 0
+
+def _write_outputs(args: argparse.Namespace, fc: Any, members: list[Any]) -> list[str]:
+    """Write every output asked for, or none (see the description); return what was written."""
+    import contextlib
+    from pathlib import Path
+
+    from fdflare.core.io import StagedFiles
+    from fdflare.forecast import formats, service
+
+    written = []
+    with StagedFiles() as staged, contextlib.ExitStack() as stack:
+        if args.explain:
+            from fdflare.analysis.explain import explain_image
+
+            first = members[0]
+            size = first.loaded.image_size
+            record = explain_image(
+                first.loaded,
+                fc.observation.images[size],
+                fc.observation.geometry[size],
+                method=args.explain_method,
+                out_png=staged.path(Path(args.explain)),
+                title=f"{service.iso(fc.observation.time)}: forecast {fc.probability:.3f}; "
+                f"the map of member 1 of {len(members)}",
+            )
+            for warning in record.get("warnings", []):
+                print(f"fdflare forecast: warning: {warning}", file=sys.stderr)
+            written.append(
+                f"{args.explain}: explanation ({args.explain_method}, {first.checkpoint})"
+            )
+        if args.scoreboard:
+            method = args.method_name or f"fdflare_{members[0].loaded.model}"
+            path = Path(args.scoreboard) / formats.scoreboard_name(fc, method)
+            staged.write(path, formats.scoreboard_text(fc, method))
+            written.append(f"{path}: the scoreboard file")
+        if args.history:
+            hist = formats.history_target(args.history)
+            stack.enter_context(formats.history_lock(hist))
+            rows, earlier = formats.stage_history(staged, hist, fc)
+            what = "appended the forecast" + (
+                f" (a re-issue: {earlier} earlier row(s) of this time kept)" if earlier else ""
+            )
+            written.append(f"{args.history}: {what} ({rows} forecasts)")
+        if args.store:
+            from fdflare.forecast.store import ForecastStore
+
+            with ForecastStore.open(args.store) as store:
+                fid = store.issue(fc)
+            written.append(f"{args.store}: forecast {fid}")
+        staged.commit()
+    return written

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     )
     with output_lock(args.out, command="label"):
         catalog = read_catalog(args.catalog, fmt=args.catalog_format)
-        names = read_image_list(args.images)
+        skipped: list[tuple[str, str]] = []
+        names = read_image_list(args.images, skipped)
         result = make_labels(catalog, names, config)
         if result.counts["instances"] == 0:
             raise InputError(
@@ -169,4 +170,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/{files}, labels.csv, summary.json")
     for warning in result.warnings:
         print(f"fdflare label: warning: {warning}", file=sys.stderr)
+    if skipped:
+        shown = "; ".join(f"{path}: {why}" for path, why in skipped[:3])
+        print(
+            f"fdflare label: warning: skipped {len(skipped)} folder(s) or link(s) under "
+            f"{args.images}, so any image in them is not labelled: {shown}"
+            + (" ..." if len(skipped) > 3 else ""),
+            file=sys.stderr,
+        )
     return 0

@@ -208,13 +208,16 @@ def _run_images(args: argparse.Namespace) -> int:
     from fdflare.analysis.calibration import read_calibration_map
 
     cal = read_calibration_map(args.calibration) if args.calibration else None
-    checkpoints, member_maps = args.checkpoint, None
-    if args.ensemble:
-        from fdflare.forecast.ensemble import read_ensemble
+    from fdflare.forecast.ensemble import load_ensemble
+    from fdflare.forecast.service import load_members, members_recipe
 
-        members = read_ensemble(args.ensemble)
-        checkpoints = [m["checkpoint"] for m in members]
-        member_maps = [m["calibration"] for m in members]
+    if args.ensemble:
+        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
+    else:
+        members = load_members(args.checkpoint, model=args.model, image_size=args.image_size)
+    recipe = members_recipe(members)
+    checkpoints = [m.checkpoint for m in members]
+    member_maps = [m.calibration for m in members]
     result = predict_images(
         checkpoints,
         args.images,
@@ -222,6 +225,7 @@ def _run_images(args: argparse.Namespace) -> int:
         transform=cal,
         member_transforms=member_maps,
         inputs=[args.calibration, args.ensemble],
+        loaded=[m.loaded for m in members],
         **_loading(args),
     )
     kind = "ensemble of " + str(len(result.members)) if len(result.members) > 1 else "model"
@@ -230,6 +234,7 @@ def _run_images(args: argparse.Namespace) -> int:
         calibrated = sum(m is not None for m in member_maps or [])
         cal_text += f", {args.ensemble}: {calibrated} of {len(checkpoints)} members calibrated"
     print(f"wrote {result.n} predictions ({kind}{cal_text}) to {result.out}")
+    print(f"  flare_prob is {recipe.describe()}")
     if len(result.members) > 1:
         for ckpt, mean in result.members:
             print(f"  member {ckpt}: mean P(flare) {mean:.4f}")

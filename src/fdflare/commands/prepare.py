@@ -11,10 +11,11 @@ from fdflare.commands._common import add_deprecated_alias, positive_int
 
 HELP = "decode a JP2 tree to small PNG/JPG images and read each image's disk geometry"
 DESCRIPTION = """\
-Convert every SRC/<rel>/<name>.jp2 to --image-size x --image-size 8-bit images at
+Convert every SRC/<rel>/<name>.jp2 (Helioviewer) or .fits (JSOC's field in gauss, turned
+north up and scaled by --fits-scale) to --image-size x --image-size 8-bit images at
 DIR/<rel>/<name>.png (or .jpg: the study's layout), decoding at reduced resolution and
 area-averaging the rest of the way. Writes DIR/geometry.csv (observation time, disk centre
-and radius in output pixels, from each JP2's Helioviewer XML header) and DIR/bad_files.csv
+and radius in output pixels, B0, from each file's header) and DIR/bad_files.csv
 (files and folders that could not be read; the batch carries on and the exit status is 1).
 Re-running skips up-to-date images. Also packs all images into DIR/images.npy
 (N x size x size, uint8) with DIR/images_index.csv (row -> path), the array store that
@@ -38,6 +39,21 @@ def _jpeg_quality(text: str) -> int:
     if value > 100:
         raise argparse.ArgumentTypeError(f"expected 1 to 100, got {value}")
     return value
+
+
+def _fits_scale(text: str) -> str:
+    """``helioviewer`` or ``clip:N`` with N > 0 gauss (checked here, before any import)."""
+    value = text.strip().lower()
+    if value == "helioviewer":
+        return value
+    if value.startswith("clip:"):
+        try:
+            clip = float(value[5:])
+        except ValueError:
+            clip = float("nan")
+        if clip > 0 and clip != float("inf"):
+            return value
+    raise argparse.ArgumentTypeError(f"expected helioviewer or clip:N (N gauss > 0), got {text!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,6 +112,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="Q",
         help="JPEG quality for --format jpg, 1 to 100 (default %(default)s, the study's)",
     )
+    p.add_argument(
+        "--fits-scale",
+        type=_fits_scale,
+        default="helioviewer",
+        metavar="NAME",
+        help="how FITS magnetograms (gauss) become 8 bits: helioviewer (+-250 G, Helioviewer's "
+        "grey levels, default) or clip:N (+-N gauss); see docs/prepare.md",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar; the summary still prints")
 
 
@@ -145,14 +169,22 @@ def run(args: argparse.Namespace) -> int:
             jpeg_quality=args.jpeg_quality,
             array_store=args.array_store,
             progress=not args.quiet,
+            fits_scale=args.fits_scale,
         )
+    kind = (
+        "JP2"
+        if not result.fits
+        else "FITS"
+        if result.fits == result.total
+        else f"JP2 and FITS ({result.fits} FITS)"
+    )
     print(
-        f"{result.total} JP2 file(s): {result.prepared} prepared, {result.up_to_date} up to "
+        f"{result.total} {kind} file(s): {result.prepared} prepared, {result.up_to_date} up to "
         f"date, {result.failed} failed; {len(result.geometry)} image(s) in "
         f"{result.out / GEOMETRY_FILE}"
     )
     if result.ignored:
-        print(f"ignored {result.ignored} file(s) that are not .jp2 under {src}")
+        print(f"ignored {result.ignored} file(s) that are not .jp2 or FITS under {src}")
     if result.kept:
         print(f"kept {result.kept} geometry row(s) of images whose JP2 is no longer in {src}")
     if result.store is not None:
@@ -171,8 +203,9 @@ def run(args: argparse.Namespace) -> int:
     if result.unreadable:
         shown = ", ".join(result.unreadable[:5]) + (" ..." if len(result.unreadable) > 5 else "")
         print(
-            f"fdflare prepare: {len(result.unreadable)} folder(s) under {src} could not be read, "
-            f"so any JP2 in them is missing: {shown}",
+            f"fdflare prepare: {len(result.unreadable)} folder(s) or link(s) under {src} could "
+            f"not be read (see {result.out / BAD_FILES_FILE}), so any JP2 in them is missing: "
+            f"{shown}",
             file=sys.stderr,
         )
         status = 1

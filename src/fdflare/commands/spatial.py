@@ -97,6 +97,10 @@ def _geometry_for(image: str, geometry_csv: str) -> dict[str, float]:
                 f"not a usable {k}: {row[k]!s}", path=geometry_csv, line=hits[0] + 2, field=k
             )
         out[k] = float(value)
+    for k in ("b0_deg", "crota2"):  # optional: the limb meridians need them
+        value = pd.to_numeric(pd.Series([row.get(k)]), errors="coerce").iloc[0]
+        if k in geo.columns and math.isfinite(value):
+            out[k] = float(value)
     return out
 
 

@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import Any
 
-HELP = "train one model (alexnet, vgg16, resnet34) on one fold with the study's recipe"
+from fdflare.models.registry import list_models
+
+HELP = f"train one model ({', '.join(list_models())}) on one fold with the study's recipe"
 DESCRIPTION = """\
 Train a model on fold K of the labels (DIR/Fold{K}_train.csv and DIR/Fold{K}_val.csv, or
 DIR/labels.csv split by quarter) with the study's recipe: augmented training set (flare x4,
@@ -74,11 +76,12 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
     from fdflare.core.outputs import check_output_dir, output_lock
-    from fdflare.training.config import check_hardware
-    from fdflare.training.fit import RUN_FILES, fit
+    from fdflare.training.config import RUN_FILES, check_hardware
 
     config = config_from_args(args)
-    check_hardware(config)
+    check_hardware(config)  # before Lightning loads: a missing GPU is refused at once
+    from fdflare.training.fit import fit
+
     if not is_rank_zero():  # a process started by Lightning for DDP: rank 0 holds the lock
         fit(config, args.out, resume=args.resume, quiet=args.quiet)
         return 0

@@ -7,7 +7,7 @@ time. These helpers go from times to relative paths and back, over whole arrays 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -58,17 +58,105 @@ def parse_image_times(names: Iterable[str] | pd.Series) -> tuple[pd.Series, pd.S
     return pd.Series(times, dtype="datetime64[ns]"), pd.Series(ext, dtype="object")
 
 
+def walk_tree(
+    root: str | os.PathLike[str],
+    *,
+    skip_hidden: bool = False,
+    prune: Callable[[Path], bool] | None = None,
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """List every file under ``root``, following links to folders, without looping.
+
+    A folder linked into the tree (a month kept on another disk) is walked like any other.
+    A link back to one of its own ancestors would loop forever: it is skipped and reported,
+    and so are folders that cannot be listed and links that point nowhere.
+
+    Args:
+        root: the top folder.
+        skip_hidden: skip files and folders whose name starts with ``.``.
+        prune: a folder for which this returns true is not entered (nor reported).
+
+    Returns:
+        ``(files, skipped)``: sorted POSIX paths relative to ``root`` (through links, as the
+        user sees them), and ``(relative path, reason)`` of what was not walked, folders
+        ending in ``/``.
+    """
+    root = Path(root)
+    files: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    try:
+        top = root.stat()
+    except OSError as exc:
+        return files, [("./", f"cannot read this folder: {exc.strerror or exc}")]
+    # (folder, its path relative to root, the (device, inode) of it and of its ancestors:
+    # a folder whose key is among its ancestors' is a link back up, a loop)
+    stack: list[tuple[Path, str, dict[tuple[int, int], str]]] = [
+        (root, "", {(top.st_dev, top.st_ino): "."})
+    ]
+    while stack:
+        here, rel, ancestors = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(((rel or ".") + "/", f"cannot read this folder: {exc.strerror or exc}"))
+            continue
+        for entry in entries:
+            if skip_hidden and entry.name.startswith("."):
+                continue
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_dir = entry.is_dir()  # follows links; no system call for plain entries
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    skipped.append((name, "skipped: a link that points nowhere"))
+                else:
+                    files.append(name)
+                continue
+            try:
+                st = entry.stat()  # the folder itself, through a link
+            except OSError as exc:
+                skipped.append((name + "/", f"cannot read this folder: {exc.strerror or exc}"))
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                skipped.append(
+                    (
+                        name + "/",
+                        f"skipped: a link to {_shown_folder(ancestors[key])}, which contains "
+                        "it (following it would loop forever)",
+                    )
+                )
+                continue
+            if prune is not None and prune(Path(entry.path)):
+                continue
+            stack.append((Path(entry.path), name, {**ancestors, key: name}))
+    files.sort()
+    skipped.sort()
+    return files, skipped
+
+
+def _shown_folder(rel: str) -> str:
+    return "the top folder" if rel == "." else rel + "/"
+
+
+def scan_image_tree(
+    root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image files under ``root`` (links followed) and what was skipped: see :func:`walk_tree`."""
+    exts = {"." + e.lower().lstrip(".") for e in extensions}
+    files, skipped = walk_tree(root)
+    found = [
+        f
+        for f in files
+        if (name := f.rsplit("/", 1)[-1]).startswith("HMI.m") and Path(name).suffix.lower() in exts
+    ]
+    return found, skipped
+
+
 def scan_images(
     root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
 ) -> list[str]:
-    """List image files under ``root`` as sorted POSIX paths relative to it."""
-    root = Path(root)
-    exts = {"." + e.lower().lstrip(".") for e in extensions}
-    found: list[str] = []
-    for dirpath, _dirnames, filenames in os.walk(root):
-        rel = Path(dirpath).relative_to(root)
-        for name in filenames:
-            if Path(name).suffix.lower() in exts and name.startswith("HMI.m"):
-                found.append((rel / name).as_posix())
-    found.sort()
-    return found
+    """List image files under ``root`` as sorted POSIX paths relative to it (links followed)."""
+    return scan_image_tree(root, extensions)[0]

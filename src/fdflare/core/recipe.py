@@ -259,3 +259,14 @@ def read_summary_recipe(folder: str | os.PathLike[str]) -> Recipe | None:
     if not isinstance(data, dict) or data.get("recipe") is None:
         return None
     return Recipe.from_dict(data["recipe"], path=path)
+
+
+def labels_recipe(labels: str | os.PathLike[str]) -> Recipe:
+    """The recipe of a label folder (or of the folder of a label table); assumed when none.
+
+    Raises:
+        InputError: the folder's ``summary.json`` is unreadable or its recipe malformed.
+    """
+    path = Path(labels)
+    found = read_summary_recipe(path if path.is_dir() else path.parent)
+    return assumed_study() if found is None else found

@@ -54,6 +54,8 @@ _DURATION_UNITS = {
 _DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]+)"
 _DURATION_RE = re.compile(rf"\s*(?:{_DURATION_PART}\s*)+")
 _TIME_HINT = "expected ISO 8601 such as 2011-01-01T00:00"
+#: the start of an ISO 8601 date: YYYY-MM-DD (or YYYYMMDD)
+_ISO_START = re.compile(r"^\s*[+-]?\d{4}(-\d{2}-\d{2}|\d{4})(?!\d)")
 
 
 def parse_duration(text: str | timedelta | pd.Timedelta, *, name: str = "duration") -> timedelta:
@@ -95,7 +97,9 @@ def parse_time(
 ) -> pd.Timestamp:
     """Parse a time (ISO 8601, e.g. ``2011-01-01T00:00``) as a naive UTC timestamp.
 
-    Times with a zone are converted to UTC; times without one are taken as UTC.
+    Times with a zone are converted to UTC; times without one are taken as UTC. Text must be
+    ISO 8601 (``YYYY-MM-DD`` first): ``02/01/2011`` is 1 February in one country and 2 January
+    in another, so such orders are refused rather than guessed.
 
     Args:
         value: the time.
@@ -105,8 +109,17 @@ def parse_time(
     Raises:
         InputError: the value is not a time, or has sub-second precision.
     """
+    if isinstance(value, str) and not _ISO_START.match(value):
+        raise InputError(
+            f"invalid time {value!r}: not ISO 8601 (a day/month order such as 02/01/2011 is "
+            f"ambiguous); {_TIME_HINT}",
+            field=name,
+        )
     try:
-        ts = pd.Timestamp(value)
+        if isinstance(value, str):
+            ts = pd.to_datetime(value.strip(), format="ISO8601")
+        else:
+            ts = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"invalid time {value!r} ({exc}); {_TIME_HINT}", field=name) from None
     if ts is pd.NaT or pd.isna(ts):

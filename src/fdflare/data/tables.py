@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError, MissingDataError
+from fdflare.core.io import read_csv_table, refuse_first, shown_cell
 
 
 def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -> pd.DataFrame:
@@ -35,12 +36,7 @@ def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -
             without rows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such label table", path=path)
-    try:
-        df = pd.read_csv(path, dtype={"label": "string"}, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV table ({exc})", path=path) from exc
+    df = read_csv_table(path, what="label table", dtype={"label": "string"}, keep_default_na=True)
     if "label" not in df.columns:
         raise InputError(
             f"missing column 'label' (found {', '.join(map(str, df.columns))})",
@@ -78,6 +74,12 @@ def read_label_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -
             line=i + 2,
             field="label",
         )
+    refuse_first(
+        label.duplicated().to_numpy(dtype=bool),
+        lambda i: f"a second row for {label.iloc[i]} (each image is one instance)",
+        path=path,
+        field="label",
+    )
     target = pd.to_numeric(df[field], errors="coerce")
     bad = ~target.isin([0, 1]).to_numpy()
     if bad.any():
@@ -155,7 +157,13 @@ def fold_tables(labels: str | os.PathLike[str], fold: int) -> FoldTables:
         train_df.attrs["path"] = val_df.attrs["path"] = str(table_path)
         return FoldTables(train_df, val_df, table_path, table_path)
     if "fold" in table.columns:
-        fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy()
+        fold_of = pd.to_numeric(table["fold"], errors="coerce").to_numpy(dtype=float)
+        refuse_first(
+            ~(np.isfinite(fold_of) & (fold_of >= 1) & (fold_of == np.round(fold_of))),
+            lambda i: f"fold {shown_cell(table['fold'].iloc[i])} is not a fold number (1, 2, ...)",
+            path=table_path,
+            field="fold",
+        )
     else:
         from fdflare.core.paths import parse_image_times
 
@@ -201,3 +209,78 @@ def class_weights(
         raise ValueError("no training instances")
     r = 1.0 - (noflare_copies * n_noflare) / total
     return r, 1.0 - r
+
+
+#: Rows on which a fold file and ``labels.csv`` of one label folder may disagree (target, or
+#: the fold a validation row belongs to): none. Both come from one run of ``fdflare label``;
+#: a disagreement means one of them was edited or rebuilt from another catalog or recipe.
+LABEL_DISAGREEMENT_TOLERANCE = 0
+
+
+def check_label_folder(labels: str | os.PathLike[str], folds: list[int]) -> None:
+    """Refuse a label folder whose fold files contradict its ``labels.csv``.
+
+    For each fold, every row of ``Fold{k}_train.csv`` and ``Fold{k}_val.csv`` must be in
+    ``labels.csv`` with the same target, and a validation row must be of fold ``k`` there
+    (when ``labels.csv`` has a ``fold`` column). Up to :data:`LABEL_DISAGREEMENT_TOLERANCE`
+    disagreeing rows are allowed (none). Nothing is checked when the folder lacks either.
+
+    Raises:
+        InputError: naming the fold file, the line of the first disagreeing row and the
+            field, with how many rows disagree.
+    """
+    labels = Path(labels)
+    table_path = labels / "labels.csv"
+    if not labels.is_dir() or not table_path.is_file():
+        return
+    table = None
+    for k in folds:
+        for part in ("train", "val"):
+            path = labels / f"Fold{k}_{part}.csv"
+            if not path.is_file():
+                continue
+            if table is None:
+                full = read_label_csv(table_path, allow_empty=True)
+                table = full.set_index("label")
+            fold_file = read_label_csv(path, allow_empty=True)
+            known = fold_file["label"].isin(table.index).to_numpy()
+            missing = ~known
+            target = np.full(len(fold_file), -1, dtype=np.int64)
+            target[known] = table.loc[fold_file["label"][known], "target"].to_numpy()
+            wrong_target = known & (target != fold_file["target"].to_numpy())
+            wrong_fold = np.zeros(len(fold_file), dtype=bool)
+            if part == "val" and "fold" in table.columns:
+                fold_of = pd.to_numeric(table["fold"], errors="coerce")
+                wrong_fold[known] = fold_of.loc[fold_file["label"][known]].to_numpy() != k
+            bad = missing | wrong_target | wrong_fold
+            if int(bad.sum()) <= LABEL_DISAGREEMENT_TOLERANCE:
+                continue
+            i = int(np.flatnonzero(bad)[0])
+            name = fold_file["label"].iloc[i]
+            if missing[i]:
+                what, field = f"{name} is not in {table_path.name}", "label"
+            elif wrong_target[i]:
+                what = (
+                    f"target {fold_file['target'].iloc[i]} here but {target[i]} in "
+                    f"{table_path.name} for {name}"
+                )
+                field = "goes_class" if "goes_class" in _header(path) else "target"
+            else:
+                what, field = (
+                    f"{name} is a validation row of fold {k} but not of fold {k} in {table_path.name}",
+                    "label",
+                )
+            raise InputError(
+                f"{what}; {int(bad.sum())} of {len(fold_file)} rows disagree with "
+                f"{table_path.name} (tolerance {LABEL_DISAGREEMENT_TOLERANCE}): the fold files "
+                f"and {table_path.name} come from different runs of `fdflare label` (edited, or "
+                "another catalog?); relabel the folder",
+                path=path,
+                line=i + 2,
+                field=field,
+            )
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8-sig") as fh:
+        return fh.readline().strip().split(",")

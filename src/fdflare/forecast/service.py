@@ -16,8 +16,16 @@
 5. each member predicts it, its probability goes through its own calibration map when the
    ensemble carries one, and the forecast is the mean (optionally through one more map).
 
-The forecast window is the label window of the study: the 24 hours after the observation
-the models saw (an image at ``t`` is labelled with the flares starting in ``(t, t + 24 h)``).
+With a local archive (:class:`~fdflare.forecast.archive.LocalArchive`, ``--archive``)
+instead of Helioviewer, steps 2 and 4 read the archive's closest file in place; with JSOC's
+near-real-time series (:class:`~fdflare.forecast.jsoc_source.JsocSource`, ``--source
+jsoc-nrt``) the closest good record is exported and its FITS decoded the same way.
+
+The forecast is for the event its members were trained for (their label recipe,
+:mod:`fdflare.core.recipe`: a GOES class threshold and a window), and its window is that
+label window after the observation the models saw (an image at ``t`` is labelled with the
+flares starting in ``(t, t + window)``). Members trained for different events are refused;
+a model that records no recipe is taken as the study's (>= M1.0 in 24 h), and says so.
 
 Errors and their exit statuses: bad arguments, a checkpoint that does not load or a
 requested time in the future: 2 (:class:`~fdflare.core.errors.InputError`); the service
@@ -42,8 +50,6 @@ import pandas as pd
 from fdflare.core.errors import EXIT_NO_DATA, FdflareError, InputError, RunError
 from fdflare.core.recipe import Recipe, assumed_study
 
-#: the label window of the study
-WINDOW = pd.Timedelta(hours=24)
 #: how far ahead of the clock a requested time may lie (clock skew), before it is refused
 FUTURE_SLACK = pd.Timedelta(minutes=1)
 #: the public API, then the IAS mirror
@@ -90,23 +96,32 @@ class Member:
     calibration: Any = None  # fdflare.analysis.calibration.Calibrator or None
     raw_probability: float | None = None
     probability: float | None = None
+    #: the cross-validation fold of an ensemble.json member (None when not known)
+    fold: int | None = None
 
 
 @dataclass
 class Observation:
     """The magnetogram a forecast was made from."""
 
-    base_url: str
-    image_id: int
+    #: the base URL it came from, or ``archive:/abs/root`` for a local archive
+    source: str
+    #: Helioviewer's image id, or the file's path relative to the archive's root
+    image_id: str
     time: pd.Timestamp
     images: dict[int, np.ndarray] = field(default_factory=dict)  # size -> uint8 image
     geometry: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # size -> geometry
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def base_url(self) -> str | None:
+        """The Helioviewer base URL, or None for a local archive."""
+        return self.source if self.source.startswith(("http://", "https://")) else None
+
 
 @dataclass
 class Forecast:
-    """A forecast: P(flare >= M1.0 in the window) and how it was made."""
+    """A forecast: P(event in the window) of its recipe, and how it was made."""
 
     probability: float
     requested_time: pd.Timestamp
@@ -119,13 +134,13 @@ class Forecast:
 
     @property
     def window_start(self) -> pd.Timestamp:
-        """Start of the 24 h window: the observation time."""
+        """Start of the window: the observation time."""
         return self.observation.time
 
     @property
     def window_end(self) -> pd.Timestamp:
-        """End of the window (excluded)."""
-        return self.observation.time + WINDOW
+        """End of the window (excluded): the observation time plus the recipe's window."""
+        return self.observation.time + self.recipe.window_delta
 
     @property
     def age(self) -> pd.Timedelta:
@@ -142,7 +157,11 @@ class Forecast:
         """The ``--json`` object."""
         return {
             "probability": round(self.probability, 6),
-            "threshold": "M1.0",
+            "event": self.recipe.event,
+            "threshold": self.recipe.threshold,
+            "window_hours": self.recipe.window_hours,
+            "recipe": self.recipe.to_dict(),
+            "recipe_assumed": self.recipe.assumed,
             "requested_time": iso(self.requested_time),
             "issue_time": iso(self.issue_time),
             "observation_time": iso(self.observation.time),
@@ -150,6 +169,7 @@ class Forecast:
             "window_start": iso(self.window_start),
             "window_end": iso(self.window_end),
             "source": {
+                "name": self.observation.source,
                 "base_url": self.observation.base_url,
                 "image_id": self.observation.image_id,
                 "instrument": "SDO/HMI line-of-sight magnetogram",
@@ -199,6 +219,9 @@ def load_members(
     model: str | None = None,
     models: Sequence[str | None] | None = None,
     image_size: int | None = None,
+    image_sizes: Sequence[int | None] | None = None,
+    recipes: Sequence[Recipe | None] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> list[Member]:
     """Load every member (``torch.load(weights_only=True)``), in eval mode.
 
@@ -208,27 +231,136 @@ def load_members(
         model: the architecture every member must be (``--model``).
         models: one architecture (or None) per member, as an ``ensemble.json`` names them;
             each is checked against its checkpoint and names a bare ``state_dict``'s.
-        image_size: image size of bare ``state_dict`` files.
+        image_size: image size of bare ``state_dict`` files (``--image-size``).
+        image_sizes: one image size (or None) per member, checked against its checkpoint.
+        recipes: one recipe (or None) per member, as an ``ensemble.json`` records them:
+            checked against the checkpoint's, and what a bare ``state_dict`` forecasts.
+        source: the file that listed the members (for messages).
 
     Raises:
-        InputError: a checkpoint that does not load or is not the named architecture.
+        InputError: a checkpoint that does not load, is not the named architecture or size,
+            contradicts its recipe, or members that forecast different events.
     """
+    from dataclasses import replace
+
     from fdflare.inference.predict import load_model
 
     if not checkpoints:
         raise InputError("at least one checkpoint is needed")
-    maps = list(calibrations) if calibrations is not None else [None] * len(checkpoints)
-    archs = list(models) if models is not None else [None] * len(checkpoints)
+    n = len(checkpoints)
+    maps = list(calibrations) if calibrations is not None else [None] * n
+    archs = list(models) if models is not None else [None] * n
+    sizes = list(image_sizes) if image_sizes is not None else [image_size] * n
+    stated = list(recipes) if recipes is not None else [None] * n
     members = []
-    for c, cal, arch in zip(checkpoints, maps, archs, strict=True):
+    for c, cal, arch, size, recipe in zip(checkpoints, maps, archs, sizes, stated, strict=True):
         if model is not None and arch is not None and arch != model:
             raise InputError(
                 f"the ensemble names {c} a {arch} model, not --model {model}", field="--model"
             )
-        members.append(
-            Member(str(c), load_model(c, model=arch or model, image_size=image_size), cal)
-        )
+        loaded = load_model(c, model=arch or model, image_size=size)
+        if recipe is not None:
+            if loaded.recipe.assumed:
+                loaded.recipe = replace(recipe, assumed=False)
+            elif not loaded.recipe.same_event(recipe):
+                raise InputError(
+                    f"{c} was trained for {loaded.recipe.event}, but the ensemble says "
+                    f"{recipe.event}",
+                    path=source,
+                    field="recipe",
+                )
+        members.append(Member(str(c), loaded, cal))
+    members_recipe(members)  # members of different events are refused before any work
     return members
+
+
+def members_recipe(members: Sequence[Member]) -> Recipe:
+    """The event every member forecasts (the study's, assumed, when none records one).
+
+    Raises:
+        InputError: two members were trained for different events.
+    """
+    from fdflare.core.recipe import common_recipe
+
+    return common_recipe((m.checkpoint, m.loaded.recipe) for m in members)
+
+
+def _decode(path: Path, obs: Observation, sizes: Sequence[int]) -> Observation:
+    """Decode the JP2 (or FITS) at ``path`` into ``obs`` at each of ``sizes``, noting what is odd."""
+    from fdflare.prepare.decode import decode_jp2, decode_with_geometry
+    from fdflare.prepare.fits import decode_fits_with_geometry, is_fits
+    from fdflare.prepare.jp2 import read_jp2_info
+
+    if is_fits(path.name):  # JSOC: the field in gauss, to Helioviewer's grey levels
+        for size in sorted(set(sizes)):
+            obs.images[size], obs.geometry[size] = decode_fits_with_geometry(path, size)
+        return obs
+
+    info = read_jp2_info(path)
+    if info.width != info.height:
+        obs.notes.append(
+            f"the image is {info.width} x {info.height}, not square (not a "
+            "full-disk HMI frame?): resized to the model's square"
+        )
+    if min(info.width, info.height) < max(sizes):
+        obs.notes.append(
+            f"the image is {info.width} x {info.height}, smaller than the "
+            f"model's {max(sizes)} px: upsampled, no detail added"
+        )
+    for size in sorted(set(sizes)):
+        try:
+            image, geo = decode_with_geometry(path, size)
+        except InputError as exc:
+            if "geometry" not in exc.message and exc.field is None:
+                raise
+            image, _k = decode_jp2(path, size)
+            geo = None
+            obs.notes.append(f"no disk geometry in the file ({exc.message})")
+        obs.images[size], obs.geometry[size] = image, geo
+    return obs
+
+
+def _from_archive(
+    requested: pd.Timestamp,
+    sizes: Sequence[int],
+    *,
+    archive: Any,
+    tolerance: pd.Timedelta,
+    now: Callable[[], pd.Timestamp] | None = None,
+) -> Observation:
+    """The archive's file closest to ``requested``, decoded in place (see :func:`fetch_observation`)."""
+    found = archive.closest(requested)
+    where = archive.source
+    passed = list(getattr(archive, "passed_over", []))
+    if found is None:
+        held = (
+            "holds no JP2 file"
+            if where.startswith("archive:")
+            else f"has no good record within {format_age(tolerance)}"
+        )
+        bad = f" (bad quality: {', '.join(passed)})" if passed else ""
+        raise NoObservationError(f"no HMI magnetogram near {iso(requested)}: {where} {held}{bad}")
+    name, observed = found
+    clock = (now or utcnow)()
+    if observed > clock + FUTURE_SLACK:
+        raise InputError(
+            f"{name} is dated {iso(observed)}, after the clock's {iso(clock)}: a file of the "
+            "future is not an observation to forecast from",
+            path=archive.root,
+        )
+    delta = observed - requested
+    if abs(delta) > tolerance:
+        raise _no_observation(requested, tolerance, [(abs(delta), observed, f"{where}/{name}")])
+    path = archive.path(name)
+    obs = Observation(where, name, observed)
+    if passed:
+        obs.notes.append(f"nearer records of bad quality passed over: {', '.join(passed)}")
+    try:
+        return _decode(path, obs, sizes)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(
+            f"not a usable magnetogram: {type(exc).__name__}: {exc}", path=path
+        ) from None
 
 
 def fetch_observation(
@@ -240,13 +372,28 @@ def fetch_observation(
     policy: Any = None,
     source_id: int | None = None,
     now: Callable[[], pd.Timestamp] | None = None,
+    archive: Any = None,
 ) -> Observation:
     """The observation closest to ``requested``, decoded at each of ``sizes``.
+
+    Args:
+        requested: the time to forecast from.
+        sizes: the image sizes of the members.
+        base_urls: Helioviewer API base URLs, tried in turn (unused with ``archive``).
+        tolerance: the largest distance between ``requested`` and the observation.
+        policy: the HTTP policy.
+        source_id: Helioviewer's source id (default HMI magnetogram).
+        now: the clock.
+        archive: a :class:`~fdflare.forecast.archive.LocalArchive` to read instead of
+            Helioviewer.
 
     Raises:
         NoObservationError: no observation within ``tolerance`` (the closest one is named).
         ServiceError: every base URL was unreachable or answered garbage after its retries.
+        InputError: the archive's file is not a usable magnetogram (named).
     """
+    if archive is not None:
+        return _from_archive(requested, sizes, archive=archive, tolerance=tolerance, now=now)
     from fdflare import __version__
     from fdflare.acquire.helioviewer.client import (
         HMI_MAGNETOGRAM_SOURCE_ID,
@@ -254,8 +401,6 @@ def fetch_observation(
         ItemFailed,
     )
     from fdflare.core.http import GaveUp, HttpPolicy
-    from fdflare.prepare.decode import decode_jp2, decode_with_geometry
-    from fdflare.prepare.jp2 import read_jp2_info
 
     policy = policy or HttpPolicy(retries=3, concurrency=1)
     source = HMI_MAGNETOGRAM_SOURCE_ID if source_id is None else source_id
@@ -287,29 +432,7 @@ def fetch_observation(
                 with tempfile.TemporaryDirectory(prefix="fdflare-forecast-") as tmp:
                     path = Path(tmp) / "magnetogram.jp2"  # never a name the server chose
                     api.jp2(image_id, path)
-                    obs = Observation(url, image_id, observed)
-                    info = read_jp2_info(path)
-                    if info.width != info.height:
-                        obs.notes.append(
-                            f"the image is {info.width} x {info.height}, not square (not a "
-                            "full-disk HMI frame?): resized to the model's square"
-                        )
-                    if min(info.width, info.height) < max(sizes):
-                        obs.notes.append(
-                            f"the image is {info.width} x {info.height}, smaller than the "
-                            f"model's {max(sizes)} px: upsampled, no detail added"
-                        )
-                    for size in sorted(set(sizes)):
-                        try:
-                            image, geo = decode_with_geometry(path, size)
-                        except InputError as exc:
-                            if "geometry" not in exc.message and exc.field is None:
-                                raise
-                            image, _k = decode_jp2(path, size)
-                            geo = None
-                            obs.notes.append(f"no disk geometry in the file ({exc.message})")
-                        obs.images[size], obs.geometry[size] = image, geo
-                return obs
+                    return _decode(path, Observation(url, str(image_id), observed), sizes)
             except GaveUp as exc:
                 failures.append(f"{url}: {exc.reason}")
             except ItemFailed as exc:
@@ -383,8 +506,14 @@ def run_forecast(
     accelerator: str = "auto",
     policy: Any = None,
     now: Callable[[], pd.Timestamp] = utcnow,
+    archive: Any = None,
+    recipe: Recipe | None = None,
 ) -> Forecast:
-    """Fetch the observation, run the members and return the forecast (see module doc)."""
+    """Fetch the observation, run the members and return the forecast (see module doc).
+
+    ``archive`` (a :class:`~fdflare.forecast.archive.LocalArchive`) replaces Helioviewer;
+    ``recipe`` is the event the members were trained for (default: the one they record).
+    """
     obs = fetch_observation(
         requested,
         [m.loaded.image_size for m in members],
@@ -392,8 +521,17 @@ def run_forecast(
         tolerance=tolerance,
         policy=policy,
         now=now,
+        archive=archive,
     )
     prob, calibrated = predict_members(
         members, obs, calibration=calibration, accelerator=accelerator
     )
-    return Forecast(prob, requested, obs, list(members), calibrated, now().floor("s"))
+    return Forecast(
+        prob,
+        requested,
+        obs,
+        list(members),
+        calibrated,
+        now().floor("s"),
+        recipe=members_recipe(members) if recipe is None else recipe,
+    )

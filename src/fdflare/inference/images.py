@@ -101,6 +101,7 @@ def predict_images(
     decoder: str = "pil",
     array_store: bool = True,
     quiet: bool = False,
+    loaded: Sequence[Any] | None = None,
 ) -> ImagesResult:
     """Predict every image with each checkpoint; write their mean (mapped by ``transform``).
 
@@ -125,6 +126,9 @@ def predict_images(
         decoder: ``pil`` or ``torchvision``.
         array_store: read the array store when ``images`` holds one.
         quiet: no progress bar.
+        loaded: the members already loaded (one :class:`~fdflare.inference.predict.LoadedModel`
+            per checkpoint, e.g. by :func:`fdflare.forecast.ensemble.load_ensemble`, whose
+            rules they were checked by); loaded from ``checkpoints`` when None.
     """
     from fdflare.core.outputs import check_output_file
     from fdflare.data.dataset import FlareDataset
@@ -138,7 +142,8 @@ def predict_images(
     table = pd.DataFrame({"label": names, "target": np.zeros(len(names), dtype=np.int64)})
     dev = resolve_device(accelerator, devices)
     source = open_images(root, ext=image_ext, decoder=decoder, array_store=array_store)
-    loaded = [load_model(c, model=model, image_size=image_size) for c in checkpoints]
+    if loaded is None:
+        loaded = [load_model(c, model=model, image_size=image_size) for c in checkpoints]
     for member in loaded:
         check_images(table, source, image_size=member.image_size, table_path=str(images))
     probs = []

@@ -31,13 +31,14 @@ import torch
 
 from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import atomic_open
+from fdflare.core.recipe import Recipe, assumed_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
 from fdflare.data.tables import read_label_csv
 from fdflare.models.networks import FlareNet, create_model, flare_probability
 from fdflare.models.registry import list_models
 from fdflare.models.weights import foreign_state_dict, load_model_state
-from fdflare.training.checkpoint import checkpoint_record, read_checkpoint
+from fdflare.training.checkpoint import checkpoint_recipe, checkpoint_record, read_checkpoint
 from fdflare.training.config import accelerator_problem
 
 #: what ``--accelerator`` of ``fdflare predict`` takes (one device: prediction does not shard)
@@ -56,6 +57,8 @@ class LoadedModel:
     input_adapter: str
     epoch: int | None = None
     scores: dict[str, Any] = field(default_factory=dict)
+    #: the event the model was trained for (the study's, assumed, when the file records none)
+    recipe: Recipe = field(default_factory=assumed_study)
 
 
 def load_model(
@@ -99,6 +102,7 @@ def load_model(
         sd = ckpt.get("state_dict", {})
         state = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
         epoch, scores = rec.get("epoch"), dict(rec.get("scores", {}))
+        recipe = checkpoint_recipe(rec, path)
     else:
         foreign = foreign_state_dict(ckpt)
         if foreign is None:
@@ -114,7 +118,7 @@ def load_model(
             )
         state = foreign
         arch, size, adapter = model, image_size or 512, input_adapter or "conv"
-        epoch, scores = None, {}
+        epoch, scores, recipe = None, {}, assumed_study()
     if arch not in list_models():
         raise InputError(
             f"unknown architecture {arch!r} in the checkpoint", path=path, field="model"
@@ -122,7 +126,27 @@ def load_model(
     net = create_model(arch, pretrained=False, input_adapter=adapter)
     load_model_state(net, state, path=path)
     net.eval()
-    return LoadedModel(net, arch, size, adapter, epoch, scores)
+    return LoadedModel(net, arch, size, adapter, epoch, scores, recipe)
+
+
+def _check_labels_recipe(
+    loaded: LoadedModel, checkpoint: str | os.PathLike[str], labels: str | os.PathLike[str]
+) -> None:
+    """Refuse targets of another event than the model's (both recorded, they differ).
+
+    Raises:
+        InputError: the label folder's recipe and the checkpoint's name different events.
+    """
+    from fdflare.core.recipe import labels_recipe
+
+    theirs = labels_recipe(labels)
+    if theirs.assumed or loaded.recipe.assumed or theirs.same_event(loaded.recipe):
+        return
+    raise InputError(
+        f"the labels' targets are {theirs.event}, but {checkpoint} was trained for "
+        f"{loaded.recipe.event}: score a model against labels of its own event",
+        path=labels,
+    )
 
 
 def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> torch.device:
@@ -181,11 +205,19 @@ def predict_probabilities(
     from tqdm.auto import tqdm
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    # channels-last: the faster memory format for these convolutions, on a CPU as on a GPU
-    # (fdflare bench, predict_latency); the network is the caller's, so it is kept as is
+    # channels-last where it is the faster memory format for these convolutions: on a GPU and
+    # on a CPU with AVX-512 (fdflare bench, predict_latency; training.config says why); the
+    # network is the caller's, so its format is put back afterwards
+    from fdflare.training.config import cpu_prefers_channels_last
+
     net = net.to(dev).eval()
     original_format = _memory_format(net)
-    net = net.to(memory_format=torch.channels_last)
+    fmt = (
+        torch.channels_last
+        if dev.type == "cuda" or (dev.type == "cpu" and cpu_prefers_channels_last())
+        else torch.contiguous_format
+    )
+    net = net.to(memory_format=fmt)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -204,7 +236,7 @@ def predict_probabilities(
             x = x.to(dev, non_blocking=True)
             if x.dtype == torch.uint8:
                 x = x.float().div_(255.0)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
             out.append(flare_probability(net.logits(x)).double().cpu().numpy())
     if original_format is not None:
         net.to(memory_format=original_format)
@@ -351,6 +383,7 @@ def predict(
         labels = str(df.attrs.get("path", "label table"))
     else:
         df = read_label_csv(labels)
+        _check_labels_recipe(loaded, checkpoint, labels)
     source = open_images(images, ext=image_ext, decoder=decoder, array_store=array_store)
     check = check_images(
         df, source, image_size=loaded.image_size, skip_missing=skip_missing, table_path=labels

@@ -23,7 +23,7 @@ import numpy as np
 from fdflare.core.errors import InputError
 from fdflare.prepare.jp2 import reduced_size
 
-__all__ = ["SOLAR_RADIUS_M", "disk_geometry", "observation_time"]
+__all__ = ["SOLAR_RADIUS_M", "disk_geometry", "earth_b0_deg", "observation_time"]
 
 #: Nominal solar radius (IAU 2015, the value sunpy uses when a header gives no RSUN_REF).
 SOLAR_RADIUS_M = 695_700_000.0
@@ -32,6 +32,8 @@ _ISO_TIME = re.compile(
     r"^\s*(\d{4})[-/](\d{2})[-/](\d{2})[T ](\d{2}):(\d{2}):(\d{2})(\.\d+)?\s*(Z|UTC)?\s*$",
     re.IGNORECASE,
 )
+#: How far (in image widths) the disk centre may lie off the image before the header is refused.
+_FAR_OFF = 100
 _DATE_ONLY = re.compile(r"^\d{4}[-/]\d{2}[-/]\d{2}$")
 _TAI_TIME = re.compile(r"^\s*(\d{4})\.(\d{2})\.(\d{2})_(\d{2}):(\d{2}):(\d{2})(\.\d+)?_TAI\s*$")
 
@@ -49,10 +51,37 @@ def _number(h: Mapping[str, Any], key: str, default: float | None = None) -> flo
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"header keyword {key} is not a number: {value!r}", field=key) from None
+        raise InputError(
+            f"header keyword {key} is not a number: {_shown(value)}", field=key
+        ) from None
     if not math.isfinite(number):
-        raise InputError(f"header keyword {key} is not finite: {value!r}", field=key)
+        raise InputError(f"header keyword {key} is not finite: {_shown(value)}", field=key)
     return number
+
+
+def _positive(h: Mapping[str, Any], key: str, default: float | None = None) -> float:
+    number = _number(h, key, default)
+    if number <= 0:
+        raise InputError(
+            f"header keyword {key} must be positive, got {_shown(h.get(key))}", field=key
+        )
+    return number
+
+
+def _axis_length(h: Mapping[str, Any], key: str, default: int) -> int:
+    number = _positive(h, key, float(default))
+    if number != int(number):
+        raise InputError(
+            f"header keyword {key} must be a whole number of pixels, got {_shown(h.get(key))}",
+            field=key,
+        )
+    return int(number)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A header value for a one-line message: newlines folded, long values cut."""
+    text = " ".join(str(value).split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def observation_time(header: Mapping[str, Any]) -> str:
@@ -84,7 +113,7 @@ def observation_time(header: Mapping[str, Any]) -> str:
             try:
                 return str(np.datetime64(stamp, "ms") + np.timedelta64(millis, "ms"))
             except ValueError:
-                raise InputError(f"invalid observation time {text!r}", field=key) from None
+                raise InputError(f"invalid observation time {_shown(text)}", field=key) from None
         m = _TAI_TIME.match(text)
         if m:
             try:
@@ -96,8 +125,11 @@ def observation_time(header: Mapping[str, Any]) -> str:
                     field=key,
                 ) from None
             iso = "{}-{}-{}T{}:{}:{}{}".format(*m.groups(default=""))
-            return str(Time(iso, scale="tai").utc.isot)
-        raise InputError(f"cannot parse observation time {text!r}", field=key)
+            try:
+                return str(Time(iso, scale="tai").utc.isot)
+            except ValueError:  # astropy's message lists every format it tried: keep it short
+                raise InputError(f"invalid observation time {_shown(text)}", field=key) from None
+        raise InputError(f"cannot parse observation time {_shown(text)}", field=key)
     raise InputError(
         "no observation time (DATE-OBS, DATE_OBS or T_OBS) in the header", field="DATE-OBS"
     )
@@ -108,7 +140,7 @@ def _angle_units(h: Mapping[str, Any], axis: int) -> float:
     unit = str(h.get(f"CUNIT{axis}", "arcsec") or "arcsec").strip().lower()
     factors = {"arcsec": 1.0, "deg": 3600.0, "arcmin": 60.0, "rad": 180 / math.pi * 3600}
     if unit not in factors:
-        raise InputError(f"unsupported angle unit {unit!r}", field=f"CUNIT{axis}")
+        raise InputError(f"unsupported angle unit {_shown(unit)}", field=f"CUNIT{axis}")
     return factors[unit]
 
 
@@ -145,14 +177,21 @@ def disk_geometry(
     Returns:
         ``date_obs`` (ISO 8601 UTC), ``center_x``, ``center_y``, ``radius_px`` (geometric
         mean of the x and y radii, which agree unless the resize changes the aspect ratio),
-        ``crota2`` (degrees) and ``rsun_obs`` (arcsec).
+        ``crota2`` (degrees), ``rsun_obs`` (arcsec) and ``b0_deg`` (the observer's
+        heliographic latitude: ``HGLT_OBS``, else ``CRLT_OBS``, else ``SOLAR_B0``, else
+        the Earth's at ``date_obs`` from :func:`earth_b0_deg`).
 
     Raises:
         InputError: a required keyword (``CRPIX1/2``, ``CDELT1/2``, the time, the solar
         radius) is missing or not a number; ``field`` names it.
     """
     try:
-        return _disk_geometry(_upper(header), shape_in, shape_out, reduce)
+        try:
+            return _disk_geometry(_upper(header), shape_in, shape_out, reduce)
+        except (ArithmeticError, ValueError) as exc:  # what the checks missed: still one line
+            raise InputError(
+                f"the header gives no usable disk geometry ({type(exc).__name__})"
+            ) from None
     except InputError as exc:
         if path is None or exc.path is not None:
             raise
@@ -173,9 +212,9 @@ def _disk_geometry(
 
     if "RSUN_OBS" in h or "SOLAR_R" in h or "RADIUS" in h:
         key = next(k for k in ("RSUN_OBS", "SOLAR_R", "RADIUS") if k in h)
-        rsun = _number(h, key)
+        rsun = _positive(h, key)
     elif "DSUN_OBS" in h:
-        ratio = _number(h, "RSUN_REF", SOLAR_RADIUS_M) / _number(h, "DSUN_OBS")
+        ratio = _positive(h, "RSUN_REF", SOLAR_RADIUS_M) / _positive(h, "DSUN_OBS")
         if not 0 < ratio < 1:
             raise InputError("RSUN_REF / DSUN_OBS is not between 0 and 1", field="DSUN_OBS")
         rsun = math.degrees(math.asin(ratio)) * 3600.0
@@ -206,8 +245,8 @@ def _disk_geometry(
     fits_x, fits_y = crpix1 + dx, crpix2 + dy  # 1-based, row 1 at the bottom
 
     height, width = (int(v) for v in shape_in)
-    naxis1 = int(_number(h, "NAXIS1", float(width)))
-    naxis2 = int(_number(h, "NAXIS2", float(height)))
+    naxis1 = _axis_length(h, "NAXIS1", width)
+    naxis2 = _axis_length(h, "NAXIS2", height)
     # Stored 0-based coordinates in the header's own grid, then in the JP2's grid.
     col = (fits_x - 1 + 0.5) * (width / naxis1) - 0.5
     row = (naxis2 - fits_y + 0.5) * (height / naxis2) - 0.5
@@ -222,6 +261,13 @@ def _disk_geometry(
     # Area resize of the (reduced) image to the output shape.
     out_h, out_w = (int(v) for v in shape_out)
     sx, sy = out_w / red_w, out_h / red_h
+    # A centre off the image is valid WCS, but one hundreds of images away is a broken header.
+    far = _FAR_OFF * max(red_w, red_h)
+    if not (abs(col - red_w / 2) <= far and abs(row - red_h / 2) <= far):
+        raise InputError(
+            "the disk centre (from CRPIX1, CRPIX2, CRVAL1, CRVAL2 and the pixel scale) lies "
+            f"more than {_FAR_OFF} image widths away from the image"
+        )
     return {
         "date_obs": date_obs,
         "center_x": float((col + 0.5) * sx - 0.5),
@@ -229,4 +275,33 @@ def _disk_geometry(
         "radius_px": float(math.sqrt(rx * sx * ry * sy)),
         "crota2": crota2,
         "rsun_obs": rsun,
+        "b0_deg": _b0(h, date_obs),
     }
+
+
+def _b0(h: Mapping[str, Any], date_obs: str) -> float:
+    for key in ("HGLT_OBS", "CRLT_OBS", "SOLAR_B0"):
+        if key in h and str(h[key]).strip() != "":
+            value = _number(h, key)
+            if abs(value) > 90:
+                raise InputError(f"{key} is not a latitude: {value:g}", field=key)
+            return value
+    return float(earth_b0_deg(date_obs))
+
+
+def earth_b0_deg(times: Any) -> np.ndarray:
+    """The heliographic latitude of the Earth (B0, degrees) at each time (ISO 8601, UTC).
+
+    Meeus' formula (Astronomical Algorithms, ch. 29) with the low-precision solar
+    longitude: good to about 0.02 deg, for headers that carry no ``HGLT_OBS``/``CRLT_OBS``
+    (SDO's B0 differs from the Earth's by under 0.01 deg).
+    """
+    t = np.atleast_1d(np.asarray(times, dtype="datetime64[ms]"))
+    days = (t - np.datetime64("2000-01-01T12:00:00", "ms")) / np.timedelta64(1, "D")
+    g = np.radians(357.529 + 0.98560028 * days)  # mean anomaly
+    q = 280.459 + 0.98564736 * days  # mean longitude
+    lam = np.radians(q + 1.915 * np.sin(g) + 0.020 * np.sin(2 * g))
+    jd = days + 2451545.0
+    node = np.radians(73.6667 + 1.3958333 * (jd - 2396758.0) / 36525.0)
+    b0 = np.degrees(np.arcsin(np.sin(lam - node) * np.sin(np.radians(7.25))))
+    return b0 if np.ndim(times) else b0[0]

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.core.io import atomic_path
+from fdflare.core.io import atomic_path, read_csv_table
+from fdflare.core.paths import walk_tree
 from fdflare.prepare.decode import (
     choose_reduce,
     decode_jp2,
@@ -35,6 +36,8 @@ from fdflare.prepare.decode import (
     geometry_of,
     jp2_header,
 )
+from fdflare.prepare.fits import decode_fits_with_geometry, is_fits, parse_scaling
+from fdflare.prepare.geometry import earth_b0_deg
 from fdflare.prepare.jp2 import read_jp2_info
 from fdflare.prepare.pack import _mtimes, _write_table, build_array_store
 from fdflare.prepare.store import STORE_FILE, STORE_INDEX_FILE, open_array_store
@@ -67,7 +70,10 @@ GEOMETRY_COLUMNS = (
     "src_width",
     "src_height",
     "reduce",
+    "b0_deg",
 )
+#: Columns an older ``geometry.csv`` may lack; :func:`read_geometry` fills them in.
+OPTIONAL_GEOMETRY_COLUMNS = ("b0_deg",)
 #: Columns of ``bad_files.csv``.
 BAD_FILES_COLUMNS = ("path", "reason")
 GEOMETRY_FILE = "geometry.csv"
@@ -99,10 +105,12 @@ class PrepareResult:
         geometry: the ``geometry.csv`` table.
         store: path of the array store, when one was written or is up to date.
         store_excluded: geometry rows left out of the array store (image of another size).
-        unreadable: folders under the source that could not be listed (``rel/``); they are
-            also rows of ``bad_files.csv`` and counted in ``failed``.
+        unreadable: folders and links under the source that could not be walked (unreadable,
+            a link that loops back to a folder containing it, a link that points nowhere);
+            they are also rows of ``bad_files.csv`` and counted in ``failed``.
         upsampled: images made from a JP2 smaller than ``size`` (upsampled, no detail added).
         smallest_source: ``"W x H"`` of the smallest such JP2.
+        fits: how many of the ``total`` source files are FITS (the rest are JP2).
     """
 
     out: Path
@@ -119,6 +127,7 @@ class PrepareResult:
     unreadable: list[str] = field(default_factory=list)
     upsampled: int = 0
     smallest_source: str = ""
+    fits: int = 0
 
 
 def _write_image(path: Path, data: np.ndarray, fmt: str, jpeg_quality: int) -> None:
@@ -146,6 +155,7 @@ class _Task:
     full_decode: bool
     jpeg_quality: int
     header_only: bool = False  # output is up to date: only recompute its geometry row
+    fits_scale: str = "helioviewer"
 
 
 def _geometry_row(task: _Task, geo: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +178,11 @@ def _prepare_one(task: _Task) -> dict[str, Any]:
     from PIL import Image
 
     try:
+        if is_fits(task.src):
+            data, geo = decode_fits_with_geometry(task.src, task.size, task.fits_scale)
+            row = _geometry_row(task, geo)
+            _write_image(Path(task.dst), data, task.fmt, task.jpeg_quality)
+            return {"row": row, "redone": True}
         if task.header_only and _output_shape(task.dst) == (task.size, task.size):
             info = read_jp2_info(task.src)
             header = jp2_header(info, task.src)
@@ -186,14 +201,27 @@ def _prepare_one(task: _Task) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException, src: str) -> str:
+    """One short line for ``bad_files.csv``: newlines folded, at most 200 characters."""
     if isinstance(exc, InputError):
         where = f"field '{exc.field}': " if exc.field else ""
-        return where + exc.message
-    text = str(exc).replace(src, "<file>").strip() or "no message"
-    return f"{type(exc).__name__}: {text}"
+        text = where + exc.message
+    else:
+        text = str(exc).replace(src, "<file>").strip() or "no message"
+        text = f"{type(exc).__name__}: {text}"
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --------------------------------------------------------------------------- the batch
+
+
+def _stem(source: str) -> str:
+    """``a/b.jp2`` -> ``a/b``; ``a/b.fits.fz`` -> ``a/b``."""
+    lower = source.lower()
+    for suffix in (".fits.fz", ".jp2", ".fits", ".fts", ".fit"):
+        if lower.endswith(suffix):
+            return source[: -len(suffix)]
+    return source
 
 
 def _relative_prefix(out: Path, src: Path) -> str | None:
@@ -206,40 +234,21 @@ def _relative_prefix(out: Path, src: Path) -> str | None:
 
 
 def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    """Return the ``.jp2`` files under ``src``, the other files, and the unreadable folders.
+    """Return the ``.jp2`` and FITS files under ``src``, the other files, the unreadable folders.
 
-    Paths are relative POSIX paths. Hidden files and folders are skipped, and so is ``out``
-    when it lies inside ``src`` (but not when it *is* ``src``). A folder that cannot be
-    listed (permissions) is returned with the reason, never skipped in silence.
+    Paths are relative POSIX paths. Links to folders are followed (a month kept on another
+    disk); hidden files and folders are skipped (temporary files of an unfinished download or
+    write), and so is ``out`` when it lies inside ``src`` (but not when it *is* ``src``). A
+    folder that cannot be listed (permissions), a link back to a folder that contains it (a
+    loop) and a link that points nowhere are returned with the reason, never skipped in
+    silence.
     """
-    found: list[str] = []
-    others: list[str] = []
-    unreadable: list[tuple[str, str]] = []
     out_resolved = out.resolve()
-
-    def note(exc: OSError) -> None:
-        where = Path(exc.filename) if exc.filename else src
-        try:
-            rel = where.relative_to(src).as_posix()
-        except ValueError:
-            rel = str(where)
-        unreadable.append((rel + "/", f"cannot read this folder: {exc.strerror or exc}"))
-
-    for dirpath, dirnames, filenames in os.walk(src, onerror=note):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_resolved
-        )
-        rel = here.relative_to(src)
-        for name in filenames:
-            if name.startswith("."):
-                continue  # temporary files of an unfinished download or write
-            if name.lower().endswith(".jp2"):
-                found.append((rel / name).as_posix())
-            else:
-                others.append((rel / name).as_posix())
-    found.sort()
-    unreadable.sort()
+    files, unreadable = walk_tree(
+        src, skip_hidden=True, prune=lambda folder: folder.resolve() == out_resolved
+    )
+    found = [f for f in files if f.lower().endswith(".jp2") or is_fits(f)]
+    others = [f for f in files if not (f.lower().endswith(".jp2") or is_fits(f))]
     return found, others, unreadable
 
 
@@ -255,14 +264,23 @@ def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
         raise MissingDataError(
             f"{path} not found: run `fdflare prepare --source SRC --out {Path(out)}` first"
         )
-    table = pd.read_csv(
+    table = read_csv_table(
         path,
+        what="geometry table",
         dtype={"path": "string", "source": "string", "date_obs": "string"},
         keep_default_na=False,
     )
-    missing = [c for c in GEOMETRY_COLUMNS if c not in table.columns]
+    missing = [
+        c for c in GEOMETRY_COLUMNS if c not in table.columns and c not in OPTIONAL_GEOMETRY_COLUMNS
+    ]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", path=path, line=1)
+    if "b0_deg" not in table.columns:  # written before prepare recorded B0
+        table["b0_deg"] = (
+            earth_b0_deg(table["date_obs"].astype(str).to_numpy())
+            if len(table)
+            else pd.Series(dtype=float)
+        )
     return table
 
 
@@ -277,6 +295,7 @@ def prepare(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     array_store: bool = True,
     progress: bool = True,
+    fits_scale: str = "helioviewer",
 ) -> PrepareResult:
     """Prepare every ``.jp2`` under ``src`` into ``size`` x ``size`` images under ``out``.
 
@@ -302,6 +321,9 @@ def prepare(
         array_store: also pack all images into ``out/images.npy`` (see
             :func:`open_array_store`), the default: training and prediction read it.
         progress: show a progress bar on stderr when it is a terminal.
+        fits_scale: the transform of FITS magnetograms (gauss) to 8 bits:
+            ``helioviewer`` (+-250 G, Helioviewer's grey levels) or ``clip:N``
+            (:func:`fdflare.prepare.fits.parse_scaling`).
 
     Returns:
         The counts and tables of the run; ``result.failed > 0`` means some files are listed
@@ -326,6 +348,7 @@ def prepare(
         raise InputError(
             f"JPEG quality must be between 1 and 100, got {jpeg_quality}", field="jpeg_quality"
         )
+    fits_scale = parse_scaling(fits_scale).name
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a directory", path=out)
     out.mkdir(parents=True, exist_ok=True)
@@ -335,7 +358,7 @@ def prepare(
     sources, others, unreadable = _scan_sources(src, out)
     result.unreadable = [rel for rel, _ in unreadable]
     table = pd.DataFrame({"source": pd.Series(sources, dtype="object")})
-    table["path"] = table["source"].str.slice(0, -4) + FORMATS[fmt]
+    table["path"] = pd.Series([_stem(s) + FORMATS[fmt] for s in sources], dtype="object")
     # files of ours found under src (when out is src or inside it) are not "ignored"
     ours = {GEOMETRY_FILE, BAD_FILES_FILE, STORE_FILE, STORE_INDEX_FILE, *table["path"]}
     prefix = _relative_prefix(out, src)
@@ -345,6 +368,7 @@ def prepare(
     table["src_mtime"] = _mtimes(src, table["source"])
     table["out_mtime"] = _mtimes(out, table["path"])
     result.total = len(table)
+    result.fits = sum(1 for name in sources if is_fits(name))
 
     previous = (
         read_geometry(out)
@@ -384,7 +408,18 @@ def prepare(
     kept = pd.concat([previous[previous["path"].isin(kept_paths)], gone], ignore_index=True)
 
     tasks = [
-        _Task(s, p, str(src / s), str(out / p), size, fmt, full_decode, jpeg_quality, bool(h))
+        _Task(
+            s,
+            p,
+            str(src / s),
+            str(out / p),
+            size,
+            fmt,
+            full_decode,
+            jpeg_quality,
+            bool(h),
+            fits_scale,
+        )
         for s, p, h in zip(
             current["source"][~keep_rows & ~duplicate],
             current["path"][~keep_rows & ~duplicate],

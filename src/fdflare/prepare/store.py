@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError, MissingDataError
+from fdflare.core.io import read_csv_table
 
 STORE_FILE = "images.npy"
 STORE_INDEX_FILE = "images_index.csv"
@@ -46,7 +47,9 @@ def open_array_store(out: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFra
         raise InputError(
             f"expected a 3-D uint8 array, found {images.ndim}-D {images.dtype}", path=store
         )
-    index = pd.read_csv(index_path, dtype={"path": "string"}, keep_default_na=False)
+    index = read_csv_table(
+        index_path, what="array store index", dtype={"path": "string"}, keep_default_na=False
+    )
     for column in ("row", "path"):
         if column not in index.columns:
             raise InputError(f"missing column '{column}'", path=index_path, line=1)

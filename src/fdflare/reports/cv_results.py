@@ -205,7 +205,14 @@ def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path
     if path.is_file() and path.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns:
         return path
     tables = fold_tables(Path(str(config.labels)), fold)
-    _, hold = holdout_split(tables.train, holdout_share(config), path=str(tables.train_path))
+    from fdflare.core.recipe import labels_recipe
+
+    _, hold = holdout_split(
+        tables.train,
+        holdout_share(config),
+        path=str(tables.train_path),
+        window=labels_recipe(str(config.labels)).window_delta,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     predict(
         ckpt,

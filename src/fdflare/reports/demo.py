@@ -5,13 +5,15 @@
 stage called through its library function and writing the same files its command writes,
 into one folder::
 
-    OUT/synth/          images, geometry.csv, catalog.csv        (fdflare synth)
+    OUT/synth/          images, geometry.csv, catalog.csv,       (fdflare synth)
+                        jp2/ (the same Sun as JPEG 2000 files, for `fdflare serve --demo OUT`)
     OUT/labels/         Fold{k}_{train,val}.csv, labels.csv      (fdflare label)
     OUT/runs/MODEL_foldK/  config.json, metrics.csv, best.ckpt   (fdflare train)
     OUT/predictions/    foldK_MODEL.csv, foldK_MODEL_joined.csv (fdflare predict)
     OUT/baselines/      foldK_{persistence,climatology,flux}.csv (fdflare baseline)
     OUT/calibration/MODEL/  calibrated files, calibration.json  (fdflare calibrate)
     OUT/figures/        recall heatmaps (PNG, SVG), bin tables   (fdflare spatial)
+    OUT/ensemble.json   the fold checkpoints and their calibration maps (fdflare cv)
     OUT/results.json    {"evaluate", "baselines", "comparison", "calibration", "verdict",
                          "spatial", "notes", "config"}
     OUT/report.md, OUT/report.html                               (fdflare report)
@@ -136,6 +138,8 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 BASELINE_KINDS = ("persistence", "climatology", "flux")
+#: the width of the demo's JPEG 2000 files (`fdflare serve --demo` replays them)
+DEMO_JP2_SIZE = 256
 BASELINE_DIR = "baselines"
 CALIBRATION_DIR = "calibration"
 
@@ -182,6 +186,8 @@ def run_demo(
         cadence=cfg.cadence,
         size=cfg.image_size,
         seed=cfg.seed,
+        jp2=True,
+        jp2_size=max(DEMO_JP2_SIZE, cfg.image_size),
         progress=not quiet,
     )
 
@@ -192,6 +198,7 @@ def run_demo(
     write_labels(labels, out / "labels", label_cfg)
 
     pred_files, joined_files, notes = [], [], []
+    checkpoints: list[Path] = []
     selected_on: set[str] = set()
     for k in cfg.folds:
         _say(f"[3/7] train: {cfg.model}, fold {k}, {cfg.epochs} epochs", quiet)
@@ -223,6 +230,7 @@ def run_demo(
             )
         pred_files.append(pred)
         joined_files.append(joined_path(pred))
+        checkpoints.append(ckpt)
 
     _say(f"[5/7] baselines: {', '.join(BASELINE_KINDS)} on the same instances", quiet)
     baselines = baseline_predictions(
@@ -247,6 +255,7 @@ def run_demo(
         notes.append(
             "calibration skipped: cross-fold calibration needs the predictions of two or more folds"
         )
+    _write_ensemble(out, cfg, checkpoints, results.get("calibration"))
     results["verdict"] = verdict(results)
     results["verdict"]["selected_on"] = sorted(selected_on)
     results["verdict"]["protocol"] = "study" if selected_on == {"val"} else "honest"
@@ -265,6 +274,20 @@ def run_demo(
     write_report(out, out / REPORT_NAME)
     results["seconds"] = seconds
     return results
+
+
+def _write_ensemble(
+    out: Path, cfg: DemoConfig, checkpoints: list[Path], calibration: dict[str, Any] | None
+) -> Path:
+    """``OUT/ensemble.json``: every fold's checkpoint with its cross-fold calibration map."""
+    from fdflare.forecast.ensemble import write_ensemble
+
+    maps = [f["map"] for f in calibration["files"]] if calibration else [None] * len(checkpoints)
+    members = [
+        {"model": cfg.model, "fold": k, "checkpoint": ckpt.resolve(), "calibration": m}
+        for k, ckpt, m in zip(cfg.folds, checkpoints, maps, strict=True)
+    ]
+    return write_ensemble(out, members)
 
 
 def _calibrate(out: Path, cfg: DemoConfig, pred_files: list[Path]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fdflare.core.errors import MissingDataError
+from fdflare.core.io import read_csv_table
 
 MODEL_NAMES = {
     "alex": "AlexNet",
@@ -93,7 +94,9 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     if not files or not catalog.is_file():
         return None
     names = (
-        pd.concat([pd.read_csv(f, usecols=["label"]) for f in files])["label"]
+        pd.concat([read_csv_table(f, what="label table", usecols=["label"]) for f in files])[
+            "label"
+        ]
         .drop_duplicates()
         .tolist()
     )

@@ -191,17 +191,14 @@ def _check_int(value: Any, name: str, low: int, high: int) -> None:
 
 
 def _parse_time(value: Any, name: str) -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise InputError(
-            f"cannot read {name} time {value!r} (expected ISO 8601, e.g. 2011-01-01T00:00)",
-            field=name,
-        ) from None
-    if pd.isna(t):
+    from fdflare.core.timeparse import parse_time
+
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise InputError(f"{name} time is empty", field=name)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
+    try:
+        t = parse_time(value, name=name, whole_seconds=False)
+    except InputError as exc:
+        raise InputError(f"cannot read {name} time: {exc.message}", field=name) from None
     if not pd.Timestamp("1900-01-01") <= t <= pd.Timestamp("2200-01-01"):
         raise InputError(f"{name} time {t} is outside 1900 .. 2200", field=name)
     return t.as_unit("ns")

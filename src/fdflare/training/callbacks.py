@@ -201,12 +201,25 @@ class RunRecorder(Callback):
         self.history.append(row)
 
         last, best = self.out / "last.ckpt", self.out / "best.ckpt"
-        tmp = self.out / ".last.ckpt.part"
-        trainer.save_checkpoint(tmp)
+        tmp = self.out / ".last.ckpt.part"  # the run folder is locked: one writer
+        try:
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, last)
+        except OSError as exc:  # a full disk: name the checkpoint, not the temporary file
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(last)) from exc
         if trainer.is_global_zero:
-            os.replace(tmp, last)
             if improved:
-                _link_or_copy(last, best)
+                try:
+                    _link_or_copy(last, best)
+                except OSError as exc:
+                    if exc.errno is None:
+                        raise
+                    raise OSError(exc.errno, exc.strerror or str(exc), str(best)) from exc
             self._write_metrics()
             if trainer.logger is not None:
                 trainer.logger.log_metrics(
@@ -273,5 +286,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, tmp)
     except OSError:
-        shutil.copyfile(src, tmp)
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
     os.replace(tmp, dst)

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -53,7 +52,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError, UsageError
-from fdflare.core.io import write_text_atomic
+from fdflare.core.io import read_csv_table, write_text_atomic
+from fdflare.core.recipe import STUDY, format_window, labels_recipe, recipe_or_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
 from fdflare.data.tables import class_weights, fold_tables, select_table
@@ -62,6 +62,7 @@ from fdflare.models.weights import weights_file
 from fdflare.training.callbacks import RunRecorder, StderrProgressBar
 from fdflare.training.checkpoint import checkpoint_record, read_checkpoint
 from fdflare.training.config import (
+    RUN_FILES,
     RUNTIME_FIELDS,
     Runtime,
     TrainConfig,
@@ -73,9 +74,6 @@ from fdflare.training.module import FlareClassifier
 from fdflare.training.protocol import holdout_share, selection_rule, selection_set
 
 __all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "fit", "holdout_split", "read_metrics"]
-
-#: the files a run writes into its folder
-RUN_FILES = ("config.json", "metrics.csv", "last.ckpt", "best.ckpt", "summary.json")
 
 
 @dataclass
@@ -94,16 +92,20 @@ class TrainResult:
 
 
 #: the label window: training instances this close before the held-out slice are purged
-PURGE = pd.Timedelta(hours=24)
+PURGE = STUDY.window_delta  # the study's label window; a run purges by its labels' window
 
 
 def holdout_split(
-    table: pd.DataFrame, fraction: float, *, path: str | None = None
+    table: pd.DataFrame,
+    fraction: float,
+    *,
+    path: str | None = None,
+    window: pd.Timedelta = PURGE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split off the latest ``fraction`` of a table by image time: ``(train_mask, holdout_mask)``.
 
-    The training instances whose 24 h label window reaches into the held-out slice (those
-    less than 24 h before its first instance) are purged: in neither mask, so no flare is
+    The training instances whose label window (``window``, the recipe's) reaches into the
+    held-out slice (those less than one window before its first instance) are purged: in neither mask, so no flare is
     both a training target and a held-out one. What is fitted on the held-out slice
     (epoch selection, calibration) never touches the validation fold either.
 
@@ -133,7 +135,7 @@ def holdout_split(
     keep = ~hold
     if hold.any():
         start = t[hold].min()
-        keep &= ~np.asarray(t > start - PURGE)  # windows (t, t + 24 h) that reach the slice
+        keep &= ~np.asarray(t > start - window)  # windows (t, t + window) that reach the slice
     return keep, hold
 
 
@@ -189,6 +191,24 @@ def _recipe_diff(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     ]
 
 
+def _check_resumed_recipe(rec: dict[str, Any], recipe: Any, last: Path) -> None:
+    """Refuse to resume a run with labels of another recipe than it was trained on."""
+    saved = rec.get("recipe")
+    if saved == (None if recipe.assumed else recipe.to_dict()):
+        return
+    before = recipe_or_study(saved, path=last)
+    if before.same_event(recipe):
+        diff = [
+            f"{k} {v!r} -> {recipe.to_dict()[k]!r}"
+            for k, v in before.to_dict().items()
+            if recipe.to_dict()[k] != v
+        ]
+        why = "the labels were remade (" + ", ".join(diff) + ")"
+    else:
+        why = f"the run was trained for {before.event}, the labels give {recipe.event}"
+    raise InputError(f"cannot resume with labels of another recipe: {why}", path=last)
+
+
 def fit(
     config: TrainConfig, out: str | os.PathLike[str], *, resume: bool = False, quiet: bool = False
 ) -> TrainResult:
@@ -210,6 +230,7 @@ def fit(
     out = Path(out)
     last = out / "last.ckpt"
     notes: list[str] = []
+    recipe = labels_recipe(config.labels) if config.labels else STUDY
     resuming = False
     rec: dict[str, Any] = {}
     if last.exists():
@@ -219,6 +240,7 @@ def fit(
                 path=out,
             )
         rec = checkpoint_record(read_checkpoint(last, mmap=True), last)
+        _check_resumed_recipe(rec, recipe, last)
         diff = _recipe_diff(rec["config"], config)
         if diff:
             raise InputError("cannot resume with a different recipe: " + "; ".join(diff), path=last)
@@ -243,6 +265,13 @@ def fit(
             "both labels and images must be given (--labels DIR --images DIR)", field="labels"
         )
     tables = fold_tables(config.labels, config.fold)
+    if recipe.assumed:
+        note = (
+            f"{config.labels} records no label recipe (no summary.json of `fdflare label`): the "
+            f"model is taken to forecast the study's event, {recipe.event}"
+        )
+        notes.append(note)
+        _msg(note, quiet)
     source = open_images(
         config.images, ext=config.image_ext, decoder=config.decoder, array_store=config.array_store
     )
@@ -271,13 +300,16 @@ def fit(
     if selection == "holdout":
         fraction = holdout_share(config)
         n_before = len(train_df)
-        keep, hold = holdout_split(train_df, fraction, path=str(tables.train_path))
+        keep, hold = holdout_split(
+            train_df, fraction, path=str(tables.train_path), window=recipe.window_delta
+        )
         holdout_df = train_df[hold].reset_index(drop=True)
         train_df = train_df[keep].reset_index(drop=True)
         purged = n_before - len(train_df) - len(holdout_df)
         if purged:
             note = (
-                f"{purged} training instance(s) less than 24 h before the held-out slice purged "
+                f"{purged} training instance(s) less than {format_window(recipe.window_delta)} "
+                "before the held-out slice purged "
                 "(their label windows reach into it)"
             )
             notes.append(note)
@@ -360,7 +392,13 @@ def fit(
         channels_last=runtime.channels_last,
     )
 
-    meta = {"counts": counts, "class_weights": list(weights), "runtime": runtime.to_dict()}
+    recorded = None if recipe.assumed else recipe.to_dict()
+    meta = {
+        "counts": counts,
+        "class_weights": list(weights),
+        "runtime": runtime.to_dict(),
+        "recipe": recorded,
+    }
     rule = selection_rule(config, has_select=chosen is not None)
     recorder = RunRecorder(out, config, meta, quiet=quiet, selection=selection, rule=rule)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
@@ -376,7 +414,12 @@ def fit(
             )
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+            for stale in (".last.ckpt.part", ".best.ckpt.part"):  # of a killed run: the
+                (out / stale).unlink(missing_ok=True)  # folder is locked, no one else writes
+            write_text_atomic(
+                out / "config.json",
+                json.dumps({**asdict(config), "recipe": recorded}, indent=2) + "\n",
+            )
             _msg(
                 f"training {config.model} on fold {config.fold}: {n_fl} flare + {n_nf} no-flare "
                 f"instances ({counts['train_samples']} samples), {len(val_df)} validation; class "
@@ -436,6 +479,8 @@ def fit(
             "selected_on": selection,
             "selection_rule": rule,
             "average": config.average,
+            "recipe": recorded,
+            "event": recipe.event,
             "counts": counts,
             "class_weights": list(weights),
             "runtime": runtime.to_dict(),
@@ -590,4 +635,4 @@ def read_metrics(out: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(out) / "metrics.csv"
     if not path.is_file():
         raise MissingDataError(f"{path} does not exist (run `fdflare train` first)")
-    return pd.read_csv(io.StringIO(path.read_text(encoding="utf-8")))
+    return read_csv_table(path, what="metrics table")

@@ -1,0 +1,275 @@
+"""``fdflare serve``: the operational forecast service (scheduler, verification, API, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+HELP = "run the forecast service: a forecast every cycle, live verification, HTTP API and dashboard"
+DESCRIPTION = """\
+Issue a forecast every --every (aligned to the clock: whole hours for 1h) into --store
+(SQLite), fetch the flare list each cycle (SWPC's GOES X-ray flares, or --catalog with
+--replay) and verify every window that has closed beside persistence and climatology, and
+serve a read-only HTTP API with a dashboard at / (loopback by default).
+
+After downtime the missed cycles are caught up, oldest first, at most --catch-up of them;
+no cycle is ever issued twice. An outage of Helioviewer or of the flare list fails that
+cycle with its reason and the service goes on. SIGTERM finishes the cycle in flight and
+closes the store; a restart resumes where it stopped.
+
+--replay START..END runs past cycles from --archive (a JP2 tree) on a clock of its own,
+verified against --catalog; --demo OUT does that for the folder of `fdflare demo`.
+
+exit status: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or input (a bad ensemble, a
+store that cannot be written); 3 the port cannot be bound.
+
+examples:
+  fdflare serve --ensemble cv/ensemble.json --store forecasts.sqlite --tolerance 3h
+  fdflare demo --out demo && fdflare serve --demo demo
+  fdflare serve --ensemble demo/ensemble.json --archive demo/synth/jp2 \\
+      --catalog demo/synth/catalog.csv --replay 2011-01-01..2011-12-31 --every 12h \\
+      --store demo/serve/forecasts.sqlite
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``fdflare serve``."""
+    from fdflare.commands._common import (
+        add_http_options,
+        add_model_options,
+        nonnegative_float,
+        positive_int,
+        probability,
+    )
+
+    src = p.add_argument_group("the models")
+    src.add_argument("--ensemble", metavar="FILE", help="ensemble.json of `fdflare cv` or `demo`")
+    src.add_argument(
+        "--checkpoint", action="extend", nargs="+", metavar="FILE",
+        help="member checkpoints (several make an ensemble)",
+    )  # fmt: skip
+    add_model_options(p)
+    p.add_argument("--calibration", metavar="FILE", help="a map applied to the members' mean")
+    p.add_argument(
+        "--store", metavar="FILE", help="the forecast store (SQLite; created if missing)"
+    )
+    p.add_argument(
+        "--every", default="1h", metavar="DURATION", help="cycle length (default %(default)s)"
+    )
+    p.add_argument(
+        "--catch-up", type=positive_int, default=24, metavar="N",
+        help="most missed cycles run after downtime (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0: any free)")
+    obs = p.add_argument_group("the observations")
+    obs.add_argument(
+        "--base-url", action="append", metavar="URL",
+        help="Helioviewer API base URL, again for mirrors (default as `fdflare forecast`)",
+    )  # fmt: skip
+    obs.add_argument("--archive", metavar="DIR", help="a local JP2 tree instead of Helioviewer")
+    obs.add_argument(
+        "--tolerance", default="12min",
+        help="largest distance between a cycle and its observation (default %(default)s)",
+    )  # fmt: skip
+    fl = p.add_argument_group("the flare list")
+    fl.add_argument(
+        "--flare-list-url", metavar="URL",
+        help="SWPC's GOES X-ray flare JSON (default $FDFLARE_SWPC_URL, else SWPC's 7-day list)",
+    )  # fmt: skip
+    fl.add_argument(
+        "--catalog", metavar="FILE", help="a catalog file as the flare list (with --replay)"
+    )
+    fl.add_argument(
+        "--climatology", type=probability, metavar="RATE",
+        help="the climatology rate of the verification (default: from the flare list)",
+    )  # fmt: skip
+    rp = p.add_argument_group("replay")
+    rp.add_argument("--replay", metavar="START..END", help="run past cycles on a clock of its own")
+    rp.add_argument(
+        "--pace", type=nonnegative_float, default=0.0, metavar="SECONDS",
+        help="real seconds between replayed cycles (default %(default)s)",
+    )  # fmt: skip
+    rp.add_argument(
+        "--demo", metavar="OUT",
+        help="replay the year of `fdflare demo --out OUT` (its ensemble, JP2 files, catalog)",
+    )  # fmt: skip
+    p.add_argument(
+        "--method-name", default=None, metavar="NAME", help="the scoreboard's method name"
+    )
+    p.add_argument(
+        "--accelerator", default="cpu", choices=("auto", "cpu", "gpu", "cuda", "mps"),
+        help="where the members run (default %(default)s)",
+    )  # fmt: skip
+    add_http_options(p, retries=2)
+    p.add_argument("--clock", help=argparse.SUPPRESS)  # a file holding the time (tests)
+
+
+def _check(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate every option before any work."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fdflare.core.errors import InputError, UsageError
+    from fdflare.core.timeparse import option_duration
+
+    out: dict[str, Any] = {}
+    if args.demo:
+        from fdflare.serve.replay import demo_layout
+
+        if args.ensemble or args.checkpoint or args.archive or args.catalog:
+            raise UsageError("--demo OUT names the ensemble, archive and catalog itself")
+        layout = demo_layout(args.demo)
+        args.ensemble, args.archive, args.catalog = (
+            str(layout.ensemble), str(layout.archive), str(layout.catalog),
+        )  # fmt: skip
+        args.store = args.store or str(layout.store)
+        Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+        if args.replay is None:
+            out["replay"] = (layout.start, layout.end)
+        if args.every == "1h":
+            args.every = f"{int(layout.cadence.total_seconds())}s"
+        if args.tolerance == "12min":
+            args.tolerance = f"{int(layout.cadence.total_seconds()) // 2}s"
+    if bool(args.checkpoint) == bool(args.ensemble):
+        raise UsageError(
+            "give --checkpoint FILE... or --ensemble FILE (one of them), or --demo OUT"
+        )
+    if not args.store:
+        raise UsageError("give --store FILE (the forecast store, SQLite)")
+    every = pd.Timedelta(option_duration(args.every, "--every"))
+    if every < pd.Timedelta(minutes=1):
+        raise UsageError(f"--every {args.every}: at least 1min")
+    out["every"] = every
+    out["tolerance"] = pd.Timedelta(option_duration(args.tolerance, "--tolerance"))
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: 0 to 65535")
+    if args.replay:
+        from fdflare.serve.replay import parse_range
+
+        try:
+            out["replay"] = parse_range(args.replay)
+        except InputError as exc:
+            raise UsageError(exc.message) from None
+    if "replay" in out and not args.archive:
+        raise UsageError("--replay runs from a local archive: give --archive DIR")
+    if args.catalog and "replay" not in out:
+        raise UsageError("--catalog is the flare list of a --replay (live: SWPC's list)")
+    if "replay" in out and not args.catalog:
+        raise UsageError("--replay verifies against a catalog file: give --catalog FILE")
+    if args.archive and not Path(args.archive).is_dir():
+        raise UsageError(f"--archive {args.archive}: not a folder")
+    store = Path(args.store)
+    if store.is_dir():
+        raise UsageError(f"--store {store}: a folder, not a file")
+    if not store.parent.is_dir():
+        raise UsageError(f"--store {store}: no folder {store.parent}")
+    if args.base_url or os.environ.get("FDFLARE_HELIOVIEWER_URL") or not args.archive:
+        from fdflare.acquire.helioviewer.client import BASE_URL_ENV, resolve_base_url
+        from fdflare.forecast.service import DEFAULT_BASE_URLS
+
+        urls = args.base_url or (
+            [os.environ[BASE_URL_ENV]] if os.environ.get(BASE_URL_ENV) else list(DEFAULT_BASE_URLS)
+        )
+        try:
+            out["base_urls"] = [resolve_base_url(u, option="--base-url") for u in urls]
+        except InputError as exc:
+            raise UsageError(f"--base-url: {exc.message}") from None
+    if not args.catalog:
+        from fdflare.acquire.swpc import SWPC_FLARES_URL
+
+        url = args.flare_list_url or os.environ.get("FDFLARE_SWPC_URL") or SWPC_FLARES_URL
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--flare-list-url {url}: an http(s) URL")
+        out["flare_list_url"] = url
+    if args.method_name is not None:
+        from fdflare.forecast.formats import check_method_name
+
+        check_method_name(args.method_name)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check, load the members, open the store, bind the port, then serve."""
+    from pathlib import Path
+
+    from fdflare.core.http import HttpPolicy
+    from fdflare.forecast import service
+    from fdflare.serve import flarelist
+    from fdflare.serve.run import service_lock
+
+    opts = _check(args)
+    clock: Any = service.utcnow
+    if args.clock:
+        from fdflare.serve.replay import FileClock
+
+        clock = FileClock(args.clock)
+    cal = None
+    if args.calibration:
+        from fdflare.analysis.calibration import read_calibration_map
+
+        cal = read_calibration_map(args.calibration)
+    if args.ensemble:
+        from fdflare.forecast.ensemble import load_ensemble
+
+        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
+    else:
+        members = service.load_members(
+            args.checkpoint, model=args.model, image_size=args.image_size
+        )
+    recipe = service.members_recipe(members)
+    policy = HttpPolicy(
+        retries=args.retries, connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout, concurrency=1,
+    )  # fmt: skip
+    if args.catalog:
+        start = replay[0] if (replay := opts.get("replay")) else None
+        flares: Any = flarelist.CatalogSource(args.catalog, start=start)
+    else:
+        flares = flarelist.SwpcSource(opts["flare_list_url"], policy=policy)
+    replay = opts.get("replay")
+    with service_lock(Path(args.store)):
+        return _serve(args, opts, members, recipe, flares, clock, policy, cal, replay)
+
+
+def _serve(
+    args: argparse.Namespace,
+    opts: dict[str, Any],
+    members: list[Any],
+    recipe: Any,
+    flares: Any,
+    clock: Any,
+    policy: Any,
+    cal: Any,
+    replay: Any,
+) -> int:
+    import pandas as pd
+
+    from fdflare.forecast.archive import LocalArchive
+    from fdflare.serve.run import prepare
+
+    svc = prepare(
+        members=members,
+        recipe=recipe,
+        store_path=args.store,
+        flares=flares,
+        clock=clock,
+        every=opts["every"],
+        tolerance=opts["tolerance"],
+        host=args.host,
+        port=args.port,
+        base_urls=opts.get("base_urls", ()),
+        archive=LocalArchive(args.archive) if args.archive else None,
+        policy=policy,
+        calibration=cal,
+        catch_up=args.catch_up,
+        replay=replay,
+        pace=args.pace,
+        verify_every=max(opts["every"], pd.Timedelta("1D")) if replay else None,
+        climatology=args.climatology,
+        method_name=args.method_name or f"fdflare_{members[0].loaded.model}",
+        accelerator=args.accelerator,
+    )
+    return int(svc.serve())

@@ -1,0 +1,1 @@
+"""``fdflare serve``: the forecast service (scheduler, flare list, API, dashboard, replay)."""

@@ -1,0 +1,81 @@
+"""Where the service learns which flares happened: SWPC's live list, or a catalog file.
+
+A flare source answers :meth:`fetch` with the flares it knows and the time span its answer
+covers (a window is verified only inside a covered span, see :mod:`fdflare.serve.state`):
+
+* :class:`SwpcSource`: SWPC's GOES X-ray flare list of the last 7 days
+  (:mod:`fdflare.acquire.swpc`), through the one HTTP policy; it covers
+  ``[now - 7 d, now]``;
+* :class:`CatalogSource`: a catalog file (any format of
+  :func:`~fdflare.acquire.catalog.read_catalog`), for ``serve --replay``: at the clock's
+  ``now`` it shows the flares that started by then and covers ``[its first flare's day,
+  now]``, as the live list would have.
+
+Failures are :class:`~fdflare.core.errors.FdflareError` with the reason in words.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class FlareList:
+    """One answer of a flare source."""
+
+    catalog: pd.DataFrame
+    covered: tuple[pd.Timestamp, pd.Timestamp]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+class SwpcSource:
+    """SWPC's 7-day GOES X-ray flare list (see module doc)."""
+
+    def __init__(self, url: str, *, policy: Any = None) -> None:
+        from fdflare.acquire.swpc import SWPC_SPAN
+
+        self.url = url
+        self.policy = policy
+        self.span = SWPC_SPAN
+
+    def fetch(self, now: pd.Timestamp, *, stop: Any = None) -> FlareList:
+        """The list now (raises :class:`~fdflare.core.errors.DownloadError` after retries)."""
+        from fdflare.acquire.swpc import fetch_swpc_flares
+
+        cat = fetch_swpc_flares(self.url, policy=self.policy, stop=stop)
+        notes = []
+        bad = int(cat.attrs.get("bad_records", 0))
+        if bad:
+            notes.append(f"{bad} record(s) of the list without a start time or class left out")
+        late = cat["start_time"] > now + pd.Timedelta(minutes=1)
+        if late.any():
+            notes.append(f"{int(late.sum())} flare(s) dated after the clock left out")
+            cat = cat[~late].reset_index(drop=True)
+        return FlareList(cat, (now - self.span, now), self.url, notes)
+
+
+class CatalogSource:
+    """A catalog file shown as the live list would have shown it at each time."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], fmt: str = "auto", *, start: pd.Timestamp | None = None
+    ) -> None:
+        from fdflare.acquire.catalog import read_catalog
+
+        self.path = str(path)
+        self.catalog = read_catalog(path, fmt=fmt)
+        first = self.catalog["start_time"].min() if len(self.catalog) else None
+        self.start = None if first is None else pd.Timestamp(first).floor("D")
+        if start is not None:  # the replay's start: the catalog is taken to cover its span
+            self.start = start if self.start is None else min(self.start, pd.Timestamp(start))
+
+    def fetch(self, now: pd.Timestamp, *, stop: Any = None) -> FlareList:
+        """The flares that started by ``now``."""
+        cat = self.catalog[self.catalog["start_time"] <= now].reset_index(drop=True)
+        start = self.start if self.start is not None else now
+        return FlareList(cat, (min(start, now), now), f"catalog:{self.path}")

@@ -1,0 +1,331 @@
+"""``fdflare serve``: the scheduler in a thread, the API in uvicorn, one clean shutdown.
+
+:func:`prepare` does everything that can fail before anything is served (the members
+load, the store opens for writing, the port binds), so a bad ensemble, an unwritable store
+or a port in use is one line and a non-zero exit. :class:`Service` then runs the scheduler
+(:mod:`fdflare.serve.scheduler`) in a thread and uvicorn in the calling thread. SIGTERM or
+SIGINT stop uvicorn from accepting requests, let the cycle in flight finish, close the
+store and return 0; SIGUSR1 wakes the scheduler (a test that moved the clock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fdflare.core.errors import BusyError, InputError, OutputError, RunError
+from fdflare.core.recipe import Recipe
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (bound now, so a port in use fails before work).
+
+    Raises:
+        RunError: the address cannot be bound (in use, not an address of this machine).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise RunError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def service_lock(store: Path) -> Iterator[None]:
+    """Hold ``STORE.serve.lock``: one service per store (``forecast --store`` may run beside)."""
+    lock = store.with_name(store.name + ".serve.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {lock} beside the store ({exc.strerror or exc}): the store's folder "
+            "must be writable"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"another `fdflare serve` runs on {store} (it holds {lock})") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def image_png(fc: Any) -> tuple[bytes, dict[str, Any] | None]:
+    """The largest decoded image of a forecast's observation as PNG, with its geometry."""
+    from PIL import Image
+
+    size = max(fc.observation.images)
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(fc.observation.images[size], dtype=np.uint8)).save(buf, "PNG")
+    geo = fc.observation.geometry.get(size)
+    keep = None
+    if geo:
+        keep = {k: float(geo[k]) for k in ("center_x", "center_y", "radius_px") if k in geo}
+    return buf.getvalue(), keep
+
+
+def make_forecaster(
+    members: Sequence[Any],
+    *,
+    recipe: Recipe,
+    tolerance: pd.Timedelta,
+    clock: Callable[[], pd.Timestamp],
+    base_urls: Sequence[str] = (),
+    archive: Any = None,
+    policy: Any = None,
+    calibration: Any = None,
+    accelerator: str = "cpu",
+) -> Callable[[pd.Timestamp], Any]:
+    """The forecast of a cycle's time, from Helioviewer or a local archive."""
+    from fdflare.forecast.service import run_forecast
+
+    def forecast(cycle: pd.Timestamp) -> Any:
+        return run_forecast(
+            members,
+            requested=cycle,
+            base_urls=base_urls,
+            tolerance=tolerance,
+            calibration=calibration,
+            accelerator=accelerator,
+            policy=policy,
+            now=clock,
+            archive=archive,
+            recipe=recipe,
+        )
+
+    return forecast
+
+
+@dataclass
+class Service:
+    """A prepared service: run it with :meth:`serve` (or :meth:`start` in a thread)."""
+
+    scheduler: Any
+    app: Any
+    sock: socket.socket
+    stores: list[Any]
+    after: Callable[[], None] | None = None
+    log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr, flush=True))
+    server: Any = None
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT/``."""
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}/"
+
+    def _config(self) -> Any:
+        import uvicorn
+
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:  # signals are ours (see serve)
+                yield
+
+        self.server = Server(config)
+        return self.server
+
+    def _scheduler_main(self) -> None:
+        try:
+            self.scheduler.run()
+            if self.after is not None and not self.scheduler.stop.is_set():
+                self.after()
+        except Exception as exc:  # the API stays up to show what happened
+            self.log(f"fdflare serve: the scheduler stopped: {type(exc).__name__}: {exc}")
+            raise
+
+    def start_scheduler(self) -> None:
+        """Start the cycle loop in a thread."""
+        self.thread = threading.Thread(target=self._scheduler_main, name="scheduler", daemon=True)
+        self.thread.start()
+
+    def serve(self) -> int:
+        """Serve until SIGTERM/SIGINT; finish the cycle in flight; close the store."""
+        server = self._config()
+
+        def stop(signum: int, _frame: Any) -> None:
+            self.scheduler.stop.set()
+            self.scheduler.wake.set()
+            server.should_exit = True
+
+        def wake(_signum: int, _frame: Any) -> None:
+            self.scheduler.wake.set()
+
+        old = {
+            s: signal.signal(s, h)
+            for s, h in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGUSR1, wake))
+        }
+        try:
+            self.log(
+                f"fdflare serve: listening on {self.url} (dashboard), API under {self.url}api/"
+            )
+            self.start_scheduler()
+            server.run(sockets=[self.sock])
+        finally:
+            self.shutdown()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop the loop after the cycle in flight, then close everything."""
+        self.scheduler.stop.set()
+        self.scheduler.wake.set()
+        if self.thread is not None:
+            self.thread.join()
+        for s in self.stores:
+            s.close()
+        self.sock.close()
+        self.log("fdflare serve: stopped; the store is closed")
+
+    def start(self) -> None:
+        """Serve in background threads (tests): uvicorn and the scheduler."""
+        server = self._config()
+        self.start_scheduler()
+        self._uvicorn = threading.Thread(
+            target=server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+        self._uvicorn.start()
+
+    def stop(self) -> None:
+        """Stop what :meth:`start` started."""
+        if self.server is not None:
+            self.server.should_exit = True
+        self._uvicorn.join(timeout=30)
+        self.shutdown()
+
+
+def prepare(
+    *,
+    members: Sequence[Any],
+    recipe: Recipe,
+    store_path: str | os.PathLike[str],
+    flares: Any,
+    clock: Callable[[], pd.Timestamp],
+    every: pd.Timedelta,
+    tolerance: pd.Timedelta,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    base_urls: Sequence[str] = (),
+    archive: Any = None,
+    policy: Any = None,
+    calibration: Any = None,
+    catch_up: int = 24,
+    replay: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    pace: float = 0.0,
+    verify_every: pd.Timedelta | None = None,
+    climatology: float | None = None,
+    method_name: str = "fdflare",
+    accelerator: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> Service:
+    """Open the store, bind the port, build the scheduler and the API (see module doc).
+
+    Raises:
+        InputError: the store cannot be opened for writing or is not a store.
+        RunError: the port cannot be bound.
+    """
+    from fdflare.forecast.store import ForecastStore
+    from fdflare.serve.api import ApiContext, create_app
+    from fdflare.serve.replay import ReplayClock
+    from fdflare.serve.scheduler import Scheduler, align
+    from fdflare.serve.state import ServiceState
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    path = Path(store_path)
+    store = ForecastStore.open(path, create=True)
+    stores: list[Any] = [store]
+    try:
+        import sqlite3
+
+        try:
+            state = ServiceState(path)
+        except sqlite3.Error as exc:
+            raise InputError(f"cannot add the service's tables ({exc})", path=path) from None
+        stores.append(state)
+        last = None
+        stop = threading.Event()
+        if replay is not None:
+            first, last = align(replay[0], every), replay[1]
+            resume = _resume_point(store, first, last, every)
+            clock = ReplayClock(resume, pace=pace, stop=stop)
+        else:
+            first = None
+        forecaster = make_forecaster(
+            members, recipe=recipe, tolerance=tolerance, clock=clock, base_urls=base_urls,
+            archive=archive, policy=policy, calibration=calibration, accelerator=accelerator,
+        )  # fmt: skip
+
+        def keep_image(fid: int, fc: Any) -> None:
+            png, geo = image_png(fc)
+            state.put_image(fid, png, geo)
+
+        scheduler = Scheduler(
+            store=store, state=state, forecaster=forecaster, flares=flares, recipe=recipe,
+            every=every, clock=clock, catch_up=catch_up if replay is None else 1,
+            verify_every=verify_every, first=first, last=last, climatology=climatology,
+            log=log, on_image=keep_image, stop=stop,
+        )  # fmt: skip
+        if isinstance(clock, ReplayClock):
+            scheduler.sleep_until = clock.sleep_until  # type: ignore[method-assign]
+        read_store = ForecastStore.open(path, create=False)
+        stores.append(read_store)
+        read_state = ServiceState(path)
+        stores.append(read_state)
+        ctx = ApiContext(
+            store=read_store, state=read_state, clock=clock, every=every,
+            method_name=method_name, refresh_s=60 if replay is None else 5,
+        )  # fmt: skip
+        sock = bind(host, port)
+    except BaseException:
+        for s in stores:
+            s.close()
+        raise
+    after = None
+    if replay is not None:
+        end = replay[1] + recipe.window_delta
+
+        def after() -> None:  # the catalog covers the last windows: verify them too
+            assert isinstance(clock, ReplayClock)
+            clock.set(end)
+            scheduler.verify_now(force=True)
+
+    return Service(scheduler, create_app(ctx), sock, stores, after=after, log=log)
+
+
+def _resume_point(
+    store: Any, first: pd.Timestamp, last: pd.Timestamp, every: pd.Timedelta
+) -> pd.Timestamp:
+    """The first cycle of a replay not yet run (cycles run in order, so all before it are)."""
+    cycles = pd.date_range(first, last, freq=every)
+    lo, hi = 0, len(cycles)
+    while lo < hi:  # cycles run in order: binary search for the first not run
+        mid = (lo + hi) // 2
+        if store.cycle_status(cycles[mid]) is None:
+            hi = mid
+        else:
+            lo = mid + 1
+    return cycles[min(lo, len(cycles) - 1)] if len(cycles) else first
