@@ -28,6 +28,7 @@ from typing import Any
 
 from fdflare.core.errors import InputError, UsageError
 from fdflare.models.registry import INPUT_ADAPTERS, list_models
+from fdflare.training import protocol as P
 
 #: Lightning's precision values (``auto`` is fdflare's: bf16-mixed where supported).
 PRECISIONS = (
@@ -138,17 +139,6 @@ def _num(x: float) -> str:
 
 
 OPTIMIZERS = ("sgd", "adamw")
-#: study: select each fold's epoch on the fold it is scored on; honest: on data it never scores
-PROTOCOLS = ("study", "honest")
-#: the selection rules (``auto``: the study's under the study protocol, else HONEST_RULE)
-SELECTION_RULES = ("auto", "study", "loss", "smoothed_tss", "last")
-#: the rule ``select_by: auto`` picks under the honest protocol (docs/demo.md: measured)
-HONEST_RULE = "loss"
-#: weight averaging: none, an exponential moving average, or SWA's equal average
-AVERAGES = ("none", "ema", "swa")
-#: the share of training data the honest protocol holds out where the labels have no
-#: selection interval and holdout_fraction is 0
-HONEST_HOLDOUT = 0.25
 
 
 @dataclass
@@ -249,39 +239,10 @@ class TrainConfig:
         flag="--holdout",
         metavar="FRACTION",
     )
-    protocol: str = setting(
-        "study",
-        "study: select the epoch on the validation fold, the one that is scored (the study's "
-        "way, flattering); honest: never on the scored fold: on the labels' selection interval "
-        "(Fold{K}_select.csv), on the latest --holdout share of the training data, or not at "
-        "all (the last epoch)",
-        choices=PROTOCOLS,
-    )
-    select_by: str = setting(
-        "auto",
-        "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), loss "
-        "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs), last "
-        "(the last epoch: nothing is selected); auto: study under --protocol study; under "
-        f"honest, {HONEST_RULE} on the selection interval or --holdout, else last (nothing "
-        "held out)",
-        choices=SELECTION_RULES,
-    )
-    average: str = setting(
-        "none",
-        "weight averaging (torch's AveragedModel through Lightning's WeightAveraging): ema "
-        "(an exponential moving average of the weights, decay ema_decay per step), swa (an "
-        "equal average of every step's weights from the second half of training); the "
-        "averaged weights are scored, selected and saved",
-        choices=AVERAGES,
-    )
-    ema_decay: float = setting(
-        0.98,
-        "EMA weight of the previous average per step",
-        low=0,
-        high=1,
-        high_open=True,
-        metavar="X",
-    )
+    protocol: str = setting("study", P.HELP["protocol"], choices=P.PROTOCOLS)
+    select_by: str = setting("auto", P.HELP["select_by"], choices=P.SELECTION_RULES)
+    average: str = setting("none", P.HELP["average"], choices=P.AVERAGES)
+    ema_decay: float = setting(0.98, P.HELP["ema_decay"], **P.EMA_DECAY_RANGE)
     seed: int = setting(
         40, "seed of initialisation, shuffling, augmentation and dropout", low=0, metavar="N"
     )

@@ -10,7 +10,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdflare.training.config import HONEST_HOLDOUT, HONEST_RULE
+#: study: select each fold's epoch on the fold it is scored on; honest: on data it never scores
+PROTOCOLS = ("study", "honest")
+#: the selection rules (``auto``: the study's under the study protocol, else HONEST_RULE)
+SELECTION_RULES = ("auto", "study", "loss", "smoothed_tss", "last")
+#: the rule ``select_by: auto`` picks under the honest protocol (docs/demo.md: measured)
+HONEST_RULE = "loss"
+#: weight averaging: none, an exponential moving average, or SWA's equal average
+AVERAGES = ("none", "ema", "swa")
+#: the share of training data the honest protocol holds out where the labels have no
+#: selection interval and holdout_fraction is 0
+HONEST_HOLDOUT = 0.25
+#: the help of the protocol settings of TrainConfig (its options in train, cv and demo)
+HELP = {
+    "protocol": "study: select the epoch on the validation fold, the one that is scored (the "
+    "study's way, flattering); honest: never on the scored fold: on the labels' selection "
+    "interval (Fold{K}_select.csv), on the latest --holdout share of the training data, or "
+    "not at all (the last epoch)",
+    "select_by": "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), "
+    "loss (lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs), last "
+    "(the last epoch: nothing is selected); auto: study under --protocol study; under "
+    f"honest, {HONEST_RULE} on the selection interval or --holdout, else last (nothing "
+    "held out)",
+    "average": "weight averaging (torch's AveragedModel through Lightning's WeightAveraging): "
+    "ema (an exponential moving average of the weights, decay ema_decay per step), swa (an "
+    "equal average of every step's weights from the second half of training); the averaged "
+    "weights are scored, selected and saved",
+    "ema_decay": "EMA weight of the previous average per step",
+}
+EMA_DECAY_RANGE: dict[str, Any] = {"low": 0, "high": 1, "high_open": True, "metavar": "X"}
 
 
 def selection_rule(config: Any, *, has_select: bool = False) -> str:
