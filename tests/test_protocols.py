@@ -138,7 +138,8 @@ def test_expected_best_of_n_and_the_day_bootstrap():
 
 def test_the_demo_is_honest_and_the_study_one_option_away():
     from fdflare.reports.demo import DemoConfig
-    from fdflare.training.config import TrainConfig, selection_rule, selection_set
+    from fdflare.training.config import TrainConfig
+    from fdflare.training.protocol import selection_rule, selection_set
 
     honest = DemoConfig().train_config(1, "labels", "images")
     assert honest.protocol == "honest" and TrainConfig().protocol == "study"
@@ -146,3 +147,29 @@ def test_the_demo_is_honest_and_the_study_one_option_away():
     study = DemoConfig().updated({"protocol": "study"})
     tcfg = study.train_config(1, "labels", "images")
     assert selection_set(tcfg, has_select=False) == "val" and selection_rule(tcfg) == "study"
+
+
+def test_honest_without_a_selection_set_keeps_the_last_epoch(tmp_path, capsys):
+    ds = make_tiny_dataset(tmp_path / "tiny", size=32)  # quarterly folds, no Fold1_select.csv
+    out = tmp_path / "run"
+    argv = ["train", "--labels", str(ds["labels"]), "--images", str(ds["images"]), "--out",
+            str(out), "--epochs", "2", "--protocol", "honest", *FAST]  # fmt: skip
+    code, err = cli(argv, capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["protocol"], summary["selected_on"], summary["selection_rule"]) == (
+        "honest", "none", "last",
+    )  # fmt: skip
+    # nothing held out: every training instance trains
+    assert summary["counts"]["holdout"] == 0 and summary["counts"]["train"] == 36
+    assert summary["best_epoch"] == 2
+    assert list(pd.read_csv(out / "metrics.csv")["selected"]) == [1, 1]
+    # --holdout asks for a selection set: the latest quarter, by the lowest loss
+    held = tmp_path / "held"
+    argv = ["train", "--labels", str(ds["labels"]), "--images", str(ds["images"]), "--out",
+            str(held), "--epochs", "2", "--protocol", "honest", "--holdout", "0.25", *FAST]  # fmt: skip
+    code, err = cli(argv, capsys)
+    assert code == 0, err
+    summary = json.loads((held / "summary.json").read_text())
+    assert (summary["selected_on"], summary["selection_rule"]) == ("holdout", "loss")
+    assert summary["counts"]["holdout"] == 9

@@ -34,7 +34,7 @@ from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
-from fdflare.splits import make_split, split_record, split_table
+from fdflare.splits import make_split, select_counts, split_record, split_table
 
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
 #: positive whatever it holds.
@@ -530,15 +530,10 @@ def make_labels(
     split = make_split(cfg.split, select_from=cfg.select_from, test_from=cfg.test_from)
     if split is not None:  # one fold: train, select and test (val) rows
         table, parts, warnings = split_table(table, split, cfg.window, cfg.gap_hours, counts)
+        folds, selects = {1: (parts.train, parts.test)}, {1: parts.select}
+        recipe = label_recipe(cfg, catalog)
         return LabelResult(
-            table=table,
-            folds={1: (parts.train, parts.test)},
-            recipe=label_recipe(cfg, catalog),
-            counts=counts,
-            purged={1: parts.purged},
-            notes=notes,
-            warnings=warnings,
-            selects={1: parts.select},
+            table, folds, recipe, counts, {1: parts.purged}, notes, warnings, selects
         )
     fold_of = table["fold"].to_numpy()
     for k in range(1, cfg.n_folds + 1):
@@ -612,14 +607,7 @@ def write_labels(
                 "val": len(va),
                 "val_positive": int(va["target"].sum()),
                 "purged": result.purged.get(k, 0),
-                **(
-                    {
-                        "select": len(result.selects[k]),
-                        "select_positive": int(result.selects[k]["target"].sum()),
-                    }
-                    if k in result.selects
-                    else {}
-                ),
+                **select_counts(result.selects.get(k)),
             }
             for k, (tr, va) in result.folds.items()
         },

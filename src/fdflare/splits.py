@@ -365,3 +365,10 @@ def split_table(
         if len(rows) == 0
     ]
     return table, parts, warnings
+
+
+def select_counts(select: pd.DataFrame | None) -> dict[str, int]:
+    """``{"select", "select_positive"}`` of a fold's selection rows (none: an empty dict)."""
+    if select is None:
+        return {}
+    return {"select": len(select), "select_positive": int(select["target"].sum())}

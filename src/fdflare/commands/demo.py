@@ -8,7 +8,9 @@ HELP = "run the whole pipeline end to end on synthetic data (minutes on a laptop
 DESCRIPTION = """\
 Generate a year of synthetic full-disk magnetograms with a flare catalog, label them, train
 one model per fold (a small CNN trained with AdamW by default, small images, few epochs, no
-ImageNet weights), predict each validation fold, forecast the same instances with persistence, climatology and
+ImageNet weights; the honest protocol: each fold keeps its last epoch and nothing is
+selected on the fold it is scored on, --protocol study selects there as the study did),
+predict each validation fold, forecast the same instances with persistence, climatology and
 the flux baseline, calibrate the probabilities across folds, and evaluate and map the
 results. Settings come from fdflare/configs/demo.yaml, then --config FILE, then the options
 given. Writes OUT/results.json ({"evaluate", "baselines", "comparison", "calibration",

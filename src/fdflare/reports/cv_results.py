@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fdflare.reports.cv import _merge_lock, predict_options, prediction_path
-from fdflare.training.config import TrainConfig, holdout_share
+from fdflare.training.config import TrainConfig
+from fdflare.training.protocol import holdout_share
 
 RESULTS = "results.json"
 
@@ -65,7 +66,7 @@ def _cv_results(
     from fdflare.analysis.skill import compare
     from fdflare.core.io import write_text_atomic
     from fdflare.reports.report import REPORT_NAME, write_report
-    from fdflare.training.config import selection_rule
+    from fdflare.training.protocol import selection_rule
 
     labels = Path(str(base.labels))
     results: dict[str, Any] = {

@@ -174,8 +174,8 @@ def run_demo(
     from fdflare.inference.predict import joined_path, predict
     from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
     from fdflare.synth.writer import generate
-    from fdflare.training.config import selection_rule, selection_set
     from fdflare.training.fit import fit
+    from fdflare.training.protocol import selection_rule, selection_set
 
     cfg = config or DemoConfig()
     out = Path(out)

@@ -28,6 +28,7 @@ from typing import Any
 
 from fdflare.core.errors import InputError
 from fdflare.models.registry import INPUT_ADAPTERS, list_models
+from fdflare.training import protocol as P
 
 #: Lightning's precision values (``auto`` is fdflare's: bf16-mixed where supported).
 PRECISIONS = (
@@ -95,43 +96,6 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-def selection_rule(config: Any, *, has_select: bool = False) -> str:
-    """The selection rule a config applies (``select_by``, with ``auto`` resolved).
-
-    ``auto``: the study's rule on the validation fold (study protocol); under the honest
-    protocol the lowest loss where there is a selection set (the labels' selection interval,
-    or ``holdout_fraction`` > 0), else the last epoch.
-    """
-    if config.select_by != "auto":
-        return str(config.select_by)
-    where = selection_set(config, has_select=has_select)
-    return {"val": "study", "none": "last"}.get(where, HONEST_RULE)
-
-
-def selection_set(config: Any, *, has_select: bool) -> str:
-    """Where a run selects its epoch.
-
-    ``val`` (the study: the validation fold), ``select`` (the labels' selection interval),
-    ``holdout`` (the latest part of the training data) or ``none`` (the honest protocol
-    without a selection interval, where nothing is held out: ``holdout_fraction`` 0 with
-    ``select_by`` ``auto`` or ``last``).
-    """
-    if config.protocol == "honest":
-        if has_select and config.holdout_fraction == 0:
-            return "select"
-        return "holdout" if holdout_share(config) > 0 else "none"
-    return "holdout" if config.holdout_fraction > 0 else "val"
-
-
-def holdout_share(config: Any) -> float:
-    """The share of training data held out for selection (``holdout`` selection)."""
-    if config.holdout_fraction > 0:
-        return float(config.holdout_fraction)
-    if config.protocol == "honest" and config.select_by not in ("auto", "last"):
-        return HONEST_HOLDOUT  # a rule that needs a selection set, and none was given
-    return 0.0
-
-
 def field_problem(f: Field[Any], value: Any) -> str | None:
     """Return what is wrong with ``value`` for the field ``f`` (``None``: nothing).
 
@@ -175,17 +139,6 @@ def _num(x: float) -> str:
 
 
 OPTIMIZERS = ("sgd", "adamw")
-#: study: select each fold's epoch on the fold it is scored on; honest: on data it never scores
-PROTOCOLS = ("study", "honest")
-#: the selection rules (``auto``: the study's under the study protocol, else HONEST_RULE)
-SELECTION_RULES = ("auto", "study", "loss", "smoothed_tss", "last")
-#: the rule ``select_by: auto`` picks under the honest protocol (docs/demo.md: measured)
-HONEST_RULE = "loss"
-#: weight averaging: none, an exponential moving average, or SWA's equal average
-AVERAGES = ("none", "ema", "swa")
-#: the share of training data the honest protocol holds out where the labels have no
-#: selection interval and holdout_fraction is 0
-HONEST_HOLDOUT = 0.25
 
 
 @dataclass
@@ -285,39 +238,10 @@ class TrainConfig:
         high_open=True,
         metavar="FRACTION",
     )
-    protocol: str = setting(
-        "study",
-        "study: select the epoch on the validation fold, the one that is scored (the study's "
-        "way, flattering); honest: never on the scored fold: on the labels' selection interval "
-        "(Fold{K}_select.csv), on the latest --holdout-fraction share of the training data, or not at "
-        "all (the last epoch)",
-        choices=PROTOCOLS,
-    )
-    select_by: str = setting(
-        "auto",
-        "the selection rule: study (TSS above the best, HSS2 within hss2_tolerance), loss "
-        "(lowest selection loss), smoothed_tss (TSS averaged over the last 3 epochs), last "
-        "(the last epoch: nothing is selected); auto: study under --protocol study; under "
-        f"honest, {HONEST_RULE} on the selection interval or --holdout-fraction, else last (nothing "
-        "held out)",
-        choices=SELECTION_RULES,
-    )
-    average: str = setting(
-        "none",
-        "weight averaging (torch's AveragedModel through Lightning's WeightAveraging): ema "
-        "(an exponential moving average of the weights, decay ema_decay per step), swa (an "
-        "equal average of every step's weights from the second half of training); the "
-        "averaged weights are scored, selected and saved",
-        choices=AVERAGES,
-    )
-    ema_decay: float = setting(
-        0.98,
-        "EMA weight of the previous average per step",
-        low=0,
-        high=1,
-        high_open=True,
-        metavar="X",
-    )
+    protocol: str = setting("study", P.HELP["protocol"], choices=P.PROTOCOLS)
+    select_by: str = setting("auto", P.HELP["select_by"], choices=P.SELECTION_RULES)
+    average: str = setting("none", P.HELP["average"], choices=P.AVERAGES)
+    ema_decay: float = setting(0.98, P.HELP["ema_decay"], **P.EMA_DECAY_RANGE)
     seed: int = setting(
         40, "seed of initialisation, shuffling, augmentation and dropout", low=0, metavar="N"
     )

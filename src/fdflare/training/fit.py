@@ -67,13 +67,11 @@ from fdflare.training.config import (
     Runtime,
     TrainConfig,
     check_hardware,
-    holdout_share,
     resolve_runtime,
-    selection_rule,
-    selection_set,
 )
 from fdflare.training.datamodule import FlareDataModule
 from fdflare.training.module import FlareClassifier
+from fdflare.training.protocol import holdout_share, selection_rule, selection_set
 
 __all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "fit", "holdout_split", "read_metrics"]
 
