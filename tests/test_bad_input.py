@@ -825,7 +825,7 @@ EDITS: list[tuple[str, str, tuple[Any, ...], str]] = [
     ("cv_fold_val", "a target flipped", ("flip", 5, "goes_class"), r"Fold1_val\.csv, line 7, field 'goes_class'.*1 of \d+ rows disagree.*tolerance 0"),
     ("cv_fold_val", "a row not in labels.csv", ("cell", 2, "label", "2011/01/03/HMI.m2011.01.03_00.30.00.png"), r"Fold1_val\.csv, line 4.*not in labels\.csv"),
     ("cv_labels", "a target flipped", ("flip", 7, "target"), r"Fold1_val\.csv, line 9.*labels\.csv.*tolerance 0"),
-    ("cv_labels", "a validation row in another fold", ("cell", 3, "fold", "2"), r"Fold1_val\.csv, line 5.*not of fold 1"),
+    ("cv_labels", "a validation row in another fold", ("cell", 3, "fold", "2"), r"Fold1_val\.csv, line 5.*validates fold 1 here but is of fold 2 in labels\.csv"),
     ("geometry", "centre not a number", ("cell", 0, "center_x", "left"), r"line 2.*'center_x'"),
     ("geometry", "radius zero", ("cell", 1, "radius_px", "0"), r"line 3.*'radius_px'"),
     ("geometry", "radius negative", ("cell", 1, "radius_px", "-15"), r"line 3.*'radius_px'"),

@@ -266,10 +266,9 @@ def check_label_folder(labels: str | os.PathLike[str], folds: list[int]) -> None
                 )
                 field = "goes_class" if "goes_class" in _header(path) else "target"
             else:
-                what, field = (
-                    f"{name} is a validation row of fold {k} but not of fold {k} in {table_path.name}",
-                    "label",
-                )
+                other = shown_cell(table["fold"].loc[name])
+                what = f"{name} validates fold {k} here but is of fold {other} in {table_path.name}"
+                field = "label"
             raise InputError(
                 f"{what}; {int(bad.sum())} of {len(fold_file)} rows disagree with "
                 f"{table_path.name} (tolerance {LABEL_DISAGREEMENT_TOLERANCE}): the fold files "
