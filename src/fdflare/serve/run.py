@@ -124,7 +124,6 @@ class Service:
     app: Any
     sock: socket.socket
     stores: list[Any]
-    after: Callable[[], None] | None = None
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr, flush=True))
     server: Any = None
     thread: threading.Thread | None = None
@@ -151,8 +150,6 @@ class Service:
     def _scheduler_main(self) -> None:
         try:
             self.scheduler.run()
-            if self.after is not None and not self.scheduler.stop.is_set():
-                self.after()
         except Exception as exc:  # the API stays up to show what happened
             self.log(f"fdflare serve: the scheduler stopped: {type(exc).__name__}: {exc}")
             raise
@@ -304,16 +301,12 @@ def prepare(
         for s in stores:
             s.close()
         raise
-    after = None
     if replay is not None:
         end = replay[1] + recipe.window_delta
+        assert isinstance(clock, ReplayClock)
+        scheduler.on_finish = lambda: clock.set(end)  # the catalog covers the last windows
 
-        def after() -> None:  # the catalog covers the last windows: verify them too
-            assert isinstance(clock, ReplayClock)
-            clock.set(end)
-            scheduler.verify_now(force=True)
-
-    return Service(scheduler, create_app(ctx), sock, stores, after=after, log=log)
+    return Service(scheduler, create_app(ctx), sock, stores, log=log)
 
 
 def _resume_point(

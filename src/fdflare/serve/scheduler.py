@@ -110,6 +110,8 @@ class Scheduler:
     climatology: float | None = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
     on_image: Callable[[int, Any], None] | None = None
+    #: called after the last cycle, before the final verification (a replay moves its clock)
+    on_finish: Callable[[], None] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     wake: threading.Event = field(default_factory=threading.Event)
     #: set once the loop has run every cycle up to ``last`` (replay done)
@@ -249,6 +251,8 @@ class Scheduler:
 
     def finish(self) -> None:
         """The last cycle is done (a replay): verify what can be, and say so."""
+        if self.on_finish is not None:
+            self.on_finish()
         self.verify_now(force=True)
         self.state.put("replay", {"done": True, "last": iso(self.last)})
         self.done.set()
