@@ -712,3 +712,20 @@ def test_the_newcomer_path_demo_then_serve_its_year(tmp_path):
     p.wait_for(lambda: (p.api("/api/health") or {}).get("status") == "replay done", timeout=300)
     assert len(p.api("/api/forecasts")["forecasts"]) == 200
     assert p.stop() == 0
+
+
+def test_the_attribution_map_is_made_and_shown_when_asked(world, service, tmp_path):
+    clock = ManualClock("2011-01-02T10:20")
+    with helioviewer(world) as hv, FakeSwpc(catalog(world), clock) as swpc:
+        s = service(clock, hv, swpc, explain="gradcam")
+        from fdflare.serve.state import ServiceState
+
+        state = ServiceState(tmp_path / "forecasts.sqlite")
+        try:
+            png, geo, attribution = state.image(s.get("/api/latest").json()["id"])
+        finally:
+            state.close()
+        assert png.startswith(b"\x89PNG") and attribution.startswith(b"\x89PNG")
+        assert set(geo) == {"center_x", "center_y", "radius_px"}
+        page = s.get("/").text
+        assert 'id="attribution"' in page and "attribution map" in page

@@ -99,6 +99,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method-name", default=None, metavar="NAME", help="the scoreboard's method name"
     )
     p.add_argument(
+        "--explain", nargs="?", const="gradcam", default=None, metavar="METHOD",
+        choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
+        help="each cycle also makes the first member's attribution map for the dashboard "
+        "(METHOD default gradcam; needs the explain extra)",
+    )  # fmt: skip
+    p.add_argument(
         "--accelerator", default="cpu", choices=("auto", "cpu", "gpu", "cuda", "mps"),
         help="where the members run (default %(default)s)",
     )  # fmt: skip
@@ -237,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, model=args.model, image_size=args.image_size
         )
     recipe = members_recipe(members)
+    if args.explain:
+        from fdflare.analysis.explain import check_explain_available
+
+        check_explain_available()
     policy = HttpPolicy(
         retries=args.retries, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, concurrency=1,
@@ -288,5 +298,6 @@ def _serve(
         climatology=args.climatology,
         method_name=args.method_name or f"fdflare_{members[0].loaded.model}",
         accelerator=args.accelerator,
+        explain=args.explain,
     )
     return int(svc.serve())

@@ -84,6 +84,29 @@ def image_png(fc: Any) -> tuple[bytes, dict[str, Any] | None]:
     return buf.getvalue(), keep
 
 
+def attribution_png(fc: Any, method: str) -> bytes:
+    """The first member's attribution map of the forecast's magnetogram, as PNG bytes."""
+    import tempfile
+
+    from fdflare.analysis.explain import explain_image
+    from fdflare.forecast.service import iso
+
+    first = fc.members[0]
+    size = first.loaded.image_size
+    with tempfile.TemporaryDirectory(prefix="fdflare-serve-") as tmp:
+        out = Path(tmp) / "attribution.png"
+        explain_image(
+            first.loaded,
+            fc.observation.images[size],
+            fc.observation.geometry.get(size),
+            method=method,
+            out_png=out,
+            title=f"{iso(fc.observation.time)}: forecast {fc.probability:.3f}; member 1 of "
+            f"{len(fc.members)}",
+        )
+        return out.read_bytes()
+
+
 def make_forecaster(
     members: Sequence[Any],
     *,
@@ -237,6 +260,7 @@ def prepare(
     climatology: float | None = None,
     method_name: str = "fdflare",
     accelerator: str = "cpu",
+    explain: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Service:
     """Open the store, bind the port, build the scheduler and the API (see module doc).
@@ -278,7 +302,7 @@ def prepare(
 
         def keep_image(fid: int, fc: Any) -> None:
             png, geo = image_png(fc)
-            state.put_image(fid, png, geo)
+            state.put_image(fid, png, geo, attribution_png(fc, explain) if explain else None)
 
         scheduler = Scheduler(
             store=store, state=state, forecaster=forecaster, flares=flares, recipe=recipe,
