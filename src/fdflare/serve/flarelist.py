@@ -5,7 +5,8 @@ covers (a window is verified only inside a covered span, see :mod:`fdflare.serve
 
 * :class:`SwpcSource`: SWPC's GOES X-ray flare list of the last 7 days
   (:mod:`fdflare.acquire.swpc`), through the one HTTP policy; it covers
-  ``[now - 7 d, now]``;
+  ``[now - 7 d, now - 30 min]`` (a flare enters the list minutes after it begins:
+  :data:`LIST_DELAY`);
 * :class:`CatalogSource`: a catalog file (any format of
   :func:`~fdflare.acquire.catalog.read_catalog`), for ``serve --replay``: at the clock's
   ``now`` it shows the flares that started by then and covers ``[its first flare's day,
@@ -33,6 +34,10 @@ class FlareList:
     notes: list[str] = field(default_factory=list)
 
 
+#: how long after a flare begins it may take to appear in SWPC's list
+LIST_DELAY = pd.Timedelta(minutes=30)
+
+
 class SwpcSource:
     """SWPC's 7-day GOES X-ray flare list (see module doc)."""
 
@@ -56,7 +61,7 @@ class SwpcSource:
         if late.any():
             notes.append(f"{int(late.sum())} flare(s) dated after the clock left out")
             cat = cat[~late].reset_index(drop=True)
-        return FlareList(cat, (now - self.span, now), self.url, notes)
+        return FlareList(cat, (now - self.span, now - LIST_DELAY), self.url, notes)
 
 
 class CatalogSource:
