@@ -22,7 +22,8 @@ closes the store; a restart resumes where it stopped.
 verified against --catalog; --demo OUT does that for the folder of `fdflare demo`.
 
 exit status: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or input (a bad ensemble, a
-store that cannot be written); 3 the port cannot be bound.
+store that cannot be written); 3 the port cannot be bound, or the scheduler stopped on an
+error it cannot go on from (the store became unwritable).
 
 examples:
   fdflare serve --ensemble cv/ensemble.json --store forecasts.sqlite --tolerance 3h

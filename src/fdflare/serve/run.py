@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import BusyError, InputError, OutputError, RunError
+from fdflare.core.errors import BusyError, FdflareError, InputError, OutputError, RunError
 from fdflare.core.recipe import Recipe
 
 
@@ -150,6 +150,8 @@ class Service:
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr, flush=True))
     server: Any = None
     thread: threading.Thread | None = None
+    #: why the scheduler stopped on its own (the service then exits with status 3)
+    failure: str | None = None
 
     @property
     def url(self) -> str:
@@ -173,9 +175,12 @@ class Service:
     def _scheduler_main(self) -> None:
         try:
             self.scheduler.run()
-        except Exception as exc:  # the API stays up to show what happened
-            self.log(f"fdflare serve: the scheduler stopped: {type(exc).__name__}: {exc}")
-            raise
+        except Exception as exc:  # e.g. the store became unwritable: stop the whole service
+            text = str(exc) if isinstance(exc, FdflareError) else f"{type(exc).__name__}: {exc}"
+            self.failure = " ".join(text.split())
+            self.log(f"fdflare serve: error: the scheduler stopped: {self.failure}")
+            if self.server is not None:
+                self.server.should_exit = True
 
     def start_scheduler(self) -> None:
         """Start the cycle loop in a thread."""
@@ -208,6 +213,8 @@ class Service:
             self.shutdown()
             for s, h in old.items():
                 signal.signal(s, h)
+        if self.failure is not None:
+            raise RunError(f"the scheduler stopped: {self.failure}")
         return 0
 
     def shutdown(self) -> None:
