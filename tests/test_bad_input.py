@@ -71,6 +71,9 @@ def inputs(tmp_path_factory) -> Path:
     )
     (root / "fold1.csv").write_text(preds)
     (root / "header_only.csv").write_text("timestamp,flare_prob,target\n")
+    (root / "fold1_trailing_commas.csv").write_text(
+        "".join(ln + ("," if i else "") + "\n" for i, ln in enumerate(preds.splitlines()))
+    )
     (root / "joined.csv").write_text(
         "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
         + "".join(
@@ -81,13 +84,18 @@ def inputs(tmp_path_factory) -> Path:
     (root / "joined_header_only.csv").write_text(
         "timestamp,flare_prob,goes_class,fl_location,flare_start\n"
     )
-    from fdflare.forecast.formats import HISTORY_COLUMNS
+    from fdflare.forecast.formats import HISTORY_COLUMNS, RECIPE_COLUMNS
 
-    (root / "history.csv").write_text(
-        ",".join(HISTORY_COLUMNS) + "\n"
+    (root / "history.csv").write_text(  # a history of the study's columns (no recipe)
+        ",".join(c for c in HISTORY_COLUMNS if c not in RECIPE_COLUMNS) + "\n"
         "2011/01/01/HMI.m2011.01.01_00.00.42.jp2,0.4,,2011-01-01T00:00:00Z,2011-01-01T00:01:00Z,"
         "2011-01-01T00:00:42Z,2011-01-01T00:00:42Z,2011-01-02T00:00:42Z,1000,http://x/v2/,0,0,0.4,a.pt\n"
     )
+    lines = (root / "history.csv").read_text().splitlines()
+    (root / "history_trailing_commas.csv").write_text(
+        "\n".join([lines[0], *(ln + "," for ln in lines[1:])]) + "\n"
+    )
+    (root / "history_header_only.csv").write_text(lines[0] + "\n")
     (root / "random.pt").write_bytes(rng.integers(0, 255, 4096, dtype=np.uint8).tobytes())
     (root / "empty.pt").write_bytes(b"")
     (root / "not_really.jp2").write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
@@ -362,6 +370,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "evaluate a folder": (["evaluate", "{in}/"], "folder"),
     "evaluate missing file": (["evaluate", "{in}/nope.csv"], "nope.csv"),
     "evaluate header only": (["evaluate", "{in}/header_only.csv"], "header"),
+    "evaluate trailing commas": (
+        ["evaluate", "{in}/fold1_trailing_commas.csv"],
+        r"line 2.*comma at the end",
+    ),
     "evaluate threshold 2": (["evaluate", "--threshold", "2", "{in}/fold1.csv"], "--threshold"),
     "spatial bin 0": (
         ["spatial", "--bin-deg", "0", "--out", "{out}", "{in}/joined.csv"],
@@ -458,6 +470,74 @@ CASES: dict[str, tuple[list[str], str]] = {
             "http://127.0.0.1:9/v2/",
         ],
         "--history",
+    ),
+    "forecast history with trailing commas": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--history",
+            "{in}/history_trailing_commas.csv",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+        ],
+        r"line 2.*comma at the end",
+    ),
+    "forecast archive missing": (
+        ["forecast", "--checkpoint", "{in}/random.pt", "--archive", "{in}/nope"],
+        "no such archive",
+    ),
+    "forecast store is not a store": (
+        [
+            "forecast",
+            "--checkpoint",
+            "{in}/random.pt",
+            "--base-url",
+            "http://127.0.0.1:9/v2/",
+            "--store",
+            "{in}/catalog.csv",
+        ],
+        "not an SQLite database",
+    ),
+    "verify history with trailing commas": (
+        [
+            "verify",
+            "--history",
+            "{in}/history_trailing_commas.csv",
+            "--catalog",
+            "{in}/catalog.csv",
+        ],
+        r"line 2.*comma at the end",
+    ),
+    "verify history header only": (
+        ["verify", "--history", "{in}/history_header_only.csv", "--catalog", "{in}/catalog.csv"],
+        "empty",
+    ),
+    "verify since after until": (
+        [
+            "verify",
+            "--history",
+            "{in}/history.csv",
+            "--catalog",
+            "{in}/catalog.csv",
+            "--since",
+            "2011-02-01",
+            "--until",
+            "2011-01-01",
+        ],
+        "--since .* not before --until",
+    ),
+    "verify history and store": (
+        [
+            "verify",
+            "--history",
+            "{in}/history.csv",
+            "--store",
+            "{out}/s.sqlite",
+            "--catalog",
+            "{in}/catalog.csv",
+        ],
+        "one of them",
     ),
     "verify history is predictions": (
         ["verify", "--history", "{in}/fold1.csv", "--catalog", "{in}/catalog.csv"],

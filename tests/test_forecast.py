@@ -378,7 +378,8 @@ def test_verify_labels_each_window_and_scores_beside_the_baselines(
             "--since", "2011-01-01", "--until", "2011-01-04T00:00", "--out", str(out)]  # fmt: skip
     code, text, err = cli(argv, capsys)
     assert code == 0, err
-    assert "12 forecast(s), 12 verified" in text and "0 pending" in text
+    assert "12 forecast(s) of P(flare >= M1.0 in the next 24 h), 12 verified" in text
+    assert "0 pending" in text
     for kind in ("model", "persistence", "climatology"):
         assert any(line.split()[:1] == [kind] for line in text.splitlines()), text
     assert "persistence (" in text and "climatology (BSS" in text
@@ -515,7 +516,7 @@ def test_explain_writes_the_forecast_magnetograms_map(world, tmp_path, capsys):
     assert code == 2 and "--explain" in err
 
 
-def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
+def test_verify_leaves_out_windows_before_the_catalog_and_counts_reissues(
     world, history, tmp_path, capsys
 ):
     cat = world["sun"] / "catalog.csv"
@@ -528,11 +529,20 @@ def test_verify_leaves_out_windows_before_the_catalog_and_refuses_duplicates(
     assert code == 0, err
     result = json.loads(js)
     assert result["before_catalog"] == before and result["verified"] == len(starts) - before
+    note = next(n for n in result["notes"] if "before the catalog" in n)
+    assert f"the first at {starts.min():%Y-%m-%dT%H:%M:%SZ}" in note and "--since" in note
+    # a second row for a window (a re-issue) is counted and left out, never scored
     dup = tmp_path / "dup.csv"
     lines = history.read_text().splitlines()
-    dup.write_text("\n".join([*lines, lines[2]]) + "\n")
-    code, _out, err = cli(["verify", "--history", str(dup), "--catalog", str(cat)], capsys)
-    assert code == 2 and f"line {len(lines) + 1}" in err and "requested_time" in err
+    cells = lines[-1].split(",")
+    cells[1] = "0.999999"
+    cells[4] = "2031-01-01T00:00:00Z"  # issued later
+    dup.write_text("\n".join([*lines, ",".join(cells)]) + "\n")
+    code, js2, err = cli(["verify", "--history", str(dup), "--catalog", str(cat), "--json",
+                          "--until", "2011-01-04"], capsys)  # fmt: skip
+    assert code == 0, err
+    again = json.loads(js2)
+    assert again["reissues"] == 1 and again["scores"] == result["scores"]
 
 
 def test_outputs_are_checked_before_any_request_and_nothing_is_left(world, tmp_path, capsys):

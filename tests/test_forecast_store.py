@@ -71,8 +71,17 @@ def test_a_forecast_from_the_archive_is_the_one_helioviewer_gives_for_the_same_f
 
 
 def test_the_archive_keeps_the_tolerance_and_the_exit_statuses(world, tmp_path, capsys):  # noqa: F811
-    code, out, err = cli(archive_argv(world, time="2011-01-05T00:00"), capsys)
+    from fdflare.forecast.store import ForecastStore
+
+    db = tmp_path / "s.sqlite"
+    code, out, err = cli(archive_argv(world, "--store", str(db), time="2011-01-05T00:00"), capsys)
     assert code == 4 and out == "" and err.count("\n") == 1
+    with ForecastStore.open(db, create=False) as store:  # the failed attempt is kept
+        (failed,) = store.failures()
+        assert store.forecasts() == [] and failed["kind"] == "no_observation"
+        assert (
+            failed["requested_time"] == "2011-01-05T00:00:00Z" and "closest is" in failed["reason"]
+        )
     assert "the closest is 2011-01-02T2" in err and "HMI.m2011.01.02_23.00.00.jp2" in err
     assert "--tolerance" in err
     code, out, err = cli(archive_argv(world, "--tolerance", "3d", time="2011-01-05T00:00"), capsys)
@@ -331,10 +340,8 @@ def test_a_full_disk_writes_no_output_names_the_file_and_prints_the_forecast(wor
     assert err.count("\n") == 1 and str(hist) in err and "cannot write" in err
     assert json.loads(out)["requested_time"] == "2011-01-01T10:00:00Z"  # the forecast is not lost
     assert hist.read_bytes() == before
-    assert not sb.exists() or not list(sb.iterdir())  # no scoreboard without the history
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "h.csv.lock"] + (
-        ["sb"] if sb.exists() else []
-    )
+    assert not sb.exists()  # no scoreboard (nor its folder) without the history
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "h.csv.lock"]
 
 
 def test_a_killed_rewrite_leaves_nothing_for_good(world, tmp_path, capsys):  # noqa: F811

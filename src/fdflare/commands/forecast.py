@@ -24,7 +24,8 @@ Retry-After). --archive DIR reads a JP2 tree as `download` or `synth --jp2` writ
 Every output (--history, --store, --scoreboard, --explain) is written, or none is: each is
 prepared in a temporary file and renamed when all are ready; a file that cannot be
 written is named. The history and the store are append-only: a rerun for the same --time
-adds a row, it never replaces the earlier one.
+adds a row, it never replaces the earlier one. With --store, a forecast that fails (status
+3 or 4) is kept there as a failed attempt with its reason.
 
 exit status: 0 forecast made; 2 bad arguments or input (a checkpoint that does not load,
 a --time in the future, a bad --archive, an output that cannot be written: then nothing
@@ -35,8 +36,7 @@ examples:
   fdflare forecast --ensemble cv/ensemble.json
   fdflare forecast --time 2017-09-06T08:00 --checkpoint fold{1,2,3,4}.pth --model alexnet --json
   fdflare forecast --ensemble cv/ensemble.json --history forecasts.csv --explain now.png
-  fdflare forecast --ensemble cv/ensemble.json --archive /data/hmi --time 2017-09-06T08:00 \
-      --store forecasts.sqlite
+  fdflare forecast --ensemble cv/ensemble.json --archive /data/hmi --store forecasts.sqlite
 """
 
 
@@ -239,7 +239,43 @@ def run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         concurrency=1,
     )
-    fc = service.run_forecast(
+    try:
+        fc = _forecast(args, members, requested, urls, tolerance, cal, policy, archive)
+    except (service.NoObservationError, service.ServiceError) as exc:
+        if args.store:  # the store keeps failed attempts too, with their reason
+            from fdflare.forecast.store import ForecastStore
+
+            kind = "no_observation" if isinstance(exc, service.NoObservationError) else "service"
+            with ForecastStore.open(args.store) as store:
+                store.record_failure(
+                    cycle=None,
+                    requested=requested,
+                    issue_time=service.utcnow().floor("s"),
+                    reason=str(exc),
+                    kind=kind,
+                )
+        raise
+    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
+    sys.stdout.flush()
+    written = _write_outputs(args, fc, members)
+    for line in written:
+        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _forecast(
+    args: argparse.Namespace,
+    members: list[Any],
+    requested: Any,
+    urls: list[str],
+    tolerance: Any,
+    cal: Any,
+    policy: Any,
+    archive: Any,
+) -> Any:
+    from fdflare.forecast import service
+
+    return service.run_forecast(
         members,
         requested=requested,
         base_urls=urls,
@@ -250,12 +286,6 @@ def run(args: argparse.Namespace) -> int:
         now=service.utcnow,
         archive=archive,
     )
-    print(json.dumps(fc.to_dict(), indent=2) if args.json else formats.format_text(fc))
-    sys.stdout.flush()
-    written = _write_outputs(args, fc, members)
-    for line in written:
-        print(f"wrote {line}", file=sys.stderr if args.json else sys.stdout)
-    return 0
 
 
 def _write_outputs(args: argparse.Namespace, fc: Any, members: list[Any]) -> list[str]:

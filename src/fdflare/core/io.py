@@ -81,12 +81,15 @@ class StagedFiles:
 
     def __init__(self) -> None:
         self._items: list[tuple[Path, Path]] = []
+        self._made: list[Path] = []
 
     def path(self, final: str | os.PathLike[str]) -> Path:
         """A new temporary path for ``final`` (same folder, same extension)."""
         final = Path(final)
         try:
+            missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
             final.parent.mkdir(parents=True, exist_ok=True)
+            self._made.extend(missing)  # deepest first: removed on discard when still empty
             fd, tmp = tempfile.mkstemp(
                 prefix=f".{final.name}.", suffix=".part" + final.suffix, dir=final.parent
             )
@@ -130,7 +133,7 @@ class StagedFiles:
         except OSError as exc:
             self.discard()
             raise self.error(self._items[len(done)][1], exc) from None
-        self._items = []
+        self._items, self._made = [], []
         return done
 
     def discard(self) -> None:
@@ -139,6 +142,10 @@ class StagedFiles:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         self._items = []
+        for folder in self._made:  # the folders made for the outputs, when left empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self._made = []
 
     def __enter__(self) -> StagedFiles:
         return self

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, OutputError
@@ -340,10 +341,12 @@ class ForecastStore:
         }
         return self._insert(row, members)
 
-    def _insert(self, row: dict[str, Any], members: list[tuple[Any, ...]]) -> int:
+    def _insert(
+        self, row: dict[str, Any], members: list[tuple[Any, ...]], *, transaction: bool = True
+    ) -> int:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self._write() as c:
+        with self._write() if transaction else contextlib.nullcontext(self._conn) as c:
             if row["cycle"] is not None:
                 hit = c.execute(
                     "SELECT id FROM forecasts WHERE cycle = ?", (row["cycle"],)
@@ -393,24 +396,11 @@ class ForecastStore:
         """
         from fdflare import __version__
 
-        seen = {
-            (r[0], r[1], r[2], round(float(r[3]), 6))
-            for r in self._conn.execute(
-                "SELECT requested_time, issue_time, window_start, probability FROM forecasts"
-            )
-        }
-        added = skipped = 0
-        for _, r in table.iterrows():
-            key = (
-                _iso(r["requested_time"]),
-                _iso(r["issue_time"]),
-                _iso(r["window_start"]),
-                round(float(r["flare_prob"]), 6),
-            )
-            if key in seen:
-                skipped += 1
-                continue
-            seen.add(key)
+        fresh = self.missing(table)
+        skipped = len(table) - len(fresh)
+        rows = []
+        for _, r in fresh.iterrows():
+            key = self._key(r)
             recipe = r["recipe"]
             probs = [p for p in str(r.get("member_probs", "")).split(";") if p.strip()]
             ckpts = [p for p in str(r.get("checkpoints", "")).split(";") if p.strip()]
@@ -429,7 +419,7 @@ class ForecastStore:
                 "window_end": _iso(r["window_end"]),
                 "source": str(r.get("base_url", "")),
                 "image_id": str(r.get("image_id", "")),
-                "probability": float(r["flare_prob"]),
+                "probability": float(r["_prob"]),
                 "calibrated": int(str(r.get("calibrated", "0")).strip() == "1"),
                 "spread": float(r.get("spread") or 0.0),
                 "threshold": recipe.threshold,
@@ -440,11 +430,53 @@ class ForecastStore:
                 "version": __version__,
                 "imported_from": source,
             }
-            self._insert(row, members)
-            added += 1
-        return added, skipped
+            rows.append((row, members))
+        with self._write():  # one transaction: the whole history, or nothing
+            for row, members in rows:
+                self._insert(row, members, transaction=False)
+        return len(rows), skipped
+
+    @staticmethod
+    def _key(r: Any) -> tuple[Any, ...]:
+        return (
+            _iso(r["requested_time"]),
+            _iso(r["issue_time"]),
+            _iso(r["window_start"]),
+            round(float(r["flare_prob"]), 6),
+        )
+
+    def missing(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a history table not yet in the store (nor twice in the table).
+
+        A row is the same forecast as one in the store when its requested, issue and window
+        start times (compared parsed) and its probability (to 6 decimals) are the same.
+        """
+        with self._lock:
+            seen = {
+                (r[0], r[1], r[2], round(float(r[3]), 6))
+                for r in self._conn.execute(
+                    "SELECT requested_time, issue_time, window_start, probability FROM forecasts"
+                )
+            }
+        keep = []
+        for _, r in table.iterrows():
+            key = self._key(r)
+            keep.append(key not in seen)
+            seen.add(key)
+        return table[np.asarray(keep, dtype=bool)] if len(table) else table
 
     # ------------------------------------------------------------------ reading
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same state of the file."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("COMMIT")
+
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
             cur = self._conn.execute(sql, args)
@@ -461,12 +493,19 @@ class ForecastStore:
         return None
 
     def _as_json(self, row: dict[str, Any], *, members: bool) -> dict[str, Any]:
+        from fdflare.core.recipe import Recipe
+
         recipe = json.loads(row["recipe"])
+        try:
+            event = Recipe.from_dict(recipe).event
+        except InputError:  # a recipe of a newer fdflare: its threshold and window still tell
+            event = f"flare >= {row['threshold']} in the next {row['window']}"
         out: dict[str, Any] = {
             "id": row["id"],
             "cycle": row["cycle"],
             "probability": round(float(row["probability"]), 6),
             "threshold": row["threshold"],
+            "event": event,
             "window_hours": pd.Timedelta(row["window"]).total_seconds() / 3600.0,
             "requested_time": row["requested_time"],
             "issue_time": row["issue_time"],
@@ -511,13 +550,15 @@ class ForecastStore:
 
     def latest(self) -> dict[str, Any] | None:
         """The newest issued forecast (by issue time, then id), with its members."""
-        rows = self._rows("SELECT * FROM forecasts ORDER BY issue_time DESC, id DESC LIMIT 1")
-        return self._as_json(rows[0], members=True) if rows else None
+        with self._snapshot():
+            rows = self._rows("SELECT * FROM forecasts ORDER BY issue_time DESC, id DESC LIMIT 1")
+            return self._as_json(rows[0], members=True) if rows else None
 
     def get(self, forecast_id: int) -> dict[str, Any] | None:
         """One forecast by id, with its members."""
-        rows = self._rows("SELECT * FROM forecasts WHERE id = ?", (int(forecast_id),))
-        return self._as_json(rows[0], members=True) if rows else None
+        with self._snapshot():
+            rows = self._rows("SELECT * FROM forecasts WHERE id = ?", (int(forecast_id),))
+            return self._as_json(rows[0], members=True) if rows else None
 
     def forecasts(
         self,
@@ -561,10 +602,12 @@ class ForecastStore:
         """
         from fdflare.core.paths import image_relpaths
 
-        rows = self._rows("SELECT * FROM forecasts ORDER BY id")
-        members = self._rows(
-            "SELECT forecast_id, probability, checkpoint FROM members ORDER BY forecast_id, position"
-        )
+        with self._snapshot():
+            rows = self._rows("SELECT * FROM forecasts ORDER BY id")
+            members = self._rows(
+                "SELECT forecast_id, probability, checkpoint FROM members "
+                "ORDER BY forecast_id, position"
+            )
         probs: dict[int, list[str]] = {}
         ckpts: dict[int, list[str]] = {}
         for m in members:
