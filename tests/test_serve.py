@@ -731,3 +731,18 @@ def test_the_attribution_map_is_made_and_shown_when_asked(world, service, tmp_pa
         assert set(geo) == {"center_x", "center_y", "radius_px"}
         page = s.get("/").text
         assert 'id="attribution"' in page and "attribution map" in page
+
+
+def test_hek_as_the_flare_list(tmp_path):
+    from fdflare.serve.flarelist import HekSource
+    from hek_server import FakeHEK, make_records
+
+    now = pd.Timestamp("2011-02-16T12:00")
+    with FakeHEK() as hek:
+        got = HekSource(hek.url, policy=quick_policy()).fetch(now)
+    assert got.covered == (now - pd.Timedelta(days=7), now - pd.Timedelta(minutes=30))
+    starts = {pd.Timestamp(r["event_starttime"]) for r in make_records()
+              if r.get("fl_goescls") and r["frm_name"] == "SWPC"}  # fmt: skip
+    inside = sorted(t for t in starts if now - pd.Timedelta(days=7) <= t <= now)
+    assert sorted(got.catalog["start_time"]) == inside and len(inside) > 0
+    assert list(got.catalog.columns) == ["start_time", "goes_class", "flux", "fl_lon", "fl_lat"]

@@ -80,6 +80,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="SWPC's GOES X-ray flare JSON (default $FDFLARE_SWPC_URL, else SWPC's 7-day list)",
     )  # fmt: skip
     fl.add_argument(
+        "--hek-url", metavar="URL",
+        help="take the flare list from HEK at this URL instead of SWPC's JSON (e.g. "
+        "https://www.lmsal.com/hek/her)",
+    )  # fmt: skip
+    fl.add_argument(
         "--catalog", metavar="FILE", help="a catalog file as the flare list (with --replay)"
     )
     fl.add_argument(
@@ -184,7 +189,11 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
             out["base_urls"] = [resolve_base_url(u, option="--base-url") for u in urls]
         except InputError as exc:
             raise UsageError(f"--base-url: {exc.message}") from None
-    if not args.catalog:
+    if args.hek_url and (args.catalog or args.flare_list_url):
+        raise UsageError("--hek-url is the flare list: not with --catalog or --flare-list-url")
+    if args.hek_url and not args.hek_url.startswith(("http://", "https://")):
+        raise UsageError(f"--hek-url {args.hek_url}: an http(s) URL")
+    if not args.catalog and not args.hek_url:
         from fdflare.acquire.swpc import SWPC_FLARES_URL
 
         url = args.flare_list_url or os.environ.get("FDFLARE_SWPC_URL") or SWPC_FLARES_URL
@@ -255,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     if args.catalog:
         start = replay[0] if (replay := opts.get("replay")) else None
         flares: Any = flarelist.CatalogSource(args.catalog, start=start)
+    elif args.hek_url:
+        flares = flarelist.HekSource(args.hek_url, policy=policy)
     else:
         flares = flarelist.SwpcSource(opts["flare_list_url"], policy=policy)
     replay = opts.get("replay")
