@@ -470,6 +470,20 @@ def test_the_dashboard_shows_the_stores_values_and_loads_nothing_else(filled, wo
 # ---------------------------------------------------------------------------- processes
 
 
+STARTED: list[Process] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left_behind():
+    """A test that fails half-way leaves no ``fdflare serve`` running."""
+    yield
+    while STARTED:
+        p = STARTED.pop()
+        if getattr(p, "proc", None) is not None and p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(timeout=30)
+
+
 class Process:
     """``fdflare serve`` as a child process on a clock file."""
 
@@ -494,6 +508,7 @@ class Process:
 
     def spawn(self, args: list[str]) -> None:
         argv = [sys.executable, "-m", "fdflare", "serve", *args]
+        STARTED.append(self)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=open(self.err, "w"), env=env
