@@ -719,6 +719,33 @@ SPLIT_CASES: dict[str, tuple[list[str], str]] = {
 }  # fmt: skip
 CASES.update(SPLIT_CASES)
 
+_SERVE = ["--flare-list-url", "http://127.0.0.1:9/x", "--base-url", "http://127.0.0.1:9/v2/",
+          "--port", "0"]  # fmt: skip
+SERVE_CASES = {
+    "serve without a store": (["serve", "--checkpoint", "{in}/random.pt", *_SERVE], r"--store"),
+    "serve ensemble missing": (
+        ["serve", "--ensemble", "{in}/nope.json", "--store", "{out}", *_SERVE], r"nope\.json"),
+    "serve store is a folder": (
+        ["serve", "--checkpoint", "{in}/random.pt", "--store", "{in}/images", *_SERVE], r"a folder"),
+    "serve every typo": (
+        ["serve", "--checkpoint", "{in}/random.pt", "--store", "{out}", "--every", "hourly", *_SERVE],
+        r"--every"),
+    "serve replay without archive": (
+        ["serve", "--checkpoint", "{in}/random.pt", "--store", "{out}", "--replay",
+         "2011-01-01..2011-01-02", *_SERVE], r"--archive"),
+    "serve replay reversed": (
+        ["serve", "--checkpoint", "{in}/random.pt", "--store", "{out}", "--replay",
+         "2011-01-02..2011-01-01", "--archive", "{in}/images", "--catalog", "{in}/catalog.csv",
+         *_SERVE], r"not after START"),
+    "serve catalog without replay": (
+        ["serve", "--checkpoint", "{in}/random.pt", "--store", "{out}", "--catalog",
+         "{in}/catalog.csv", *_SERVE], r"--replay"),
+    "serve demo folder empty": (["serve", "--demo", "{in}/images", *_SERVE], r"fdflare demo"),
+    "serve bad checkpoint": (
+        ["serve", "--checkpoint", "{in}/random.pt", "--store", "{out}", *_SERVE], r"random\.pt"),
+}  # fmt: skip
+CASES.update(SERVE_CASES)
+
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_invocation(case, inputs, tmp_path, capsys):

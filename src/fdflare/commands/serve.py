@@ -22,7 +22,8 @@ closes the store; a restart resumes where it stopped.
 verified against --catalog; --demo OUT does that for the folder of `fdflare demo`.
 
 exit status: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or input (a bad ensemble, a
-store that cannot be written); 3 the port cannot be bound.
+store that cannot be written); 3 the port cannot be bound, or the scheduler stopped on an
+error it cannot go on from (the store became unwritable).
 
 examples:
   fdflare serve --ensemble cv/ensemble.json --store forecasts.sqlite --tolerance 3h
@@ -80,6 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="SWPC's GOES X-ray flare JSON (default $FDFLARE_SWPC_URL, else SWPC's 7-day list)",
     )  # fmt: skip
     fl.add_argument(
+        "--hek-url", metavar="URL",
+        help="take the flare list from HEK at this URL instead of SWPC's JSON (e.g. "
+        "https://www.lmsal.com/hek/her)",
+    )  # fmt: skip
+    fl.add_argument(
         "--catalog", metavar="FILE", help="a catalog file as the flare list (with --replay)"
     )
     fl.add_argument(
@@ -99,6 +105,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method-name", default=None, metavar="NAME", help="the scoreboard's method name"
     )
+    p.add_argument(
+        "--explain", nargs="?", const="gradcam", default=None, metavar="METHOD",
+        choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
+        help="each cycle also makes the first member's attribution map for the dashboard "
+        "(METHOD default gradcam; needs the explain extra)",
+    )  # fmt: skip
     add_accelerator_option(p, default="cpu", help="where the members run")
     add_http_options(p, retries=2)
     p.add_argument("--clock", help=argparse.SUPPRESS)  # a file holding the time (tests)
@@ -175,7 +187,11 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
             out["base_urls"] = [resolve_base_url(u, option="--base-url") for u in urls]
         except InputError as exc:
             raise UsageError(f"--base-url: {exc.message}") from None
-    if not args.catalog:
+    if args.hek_url and (args.catalog or args.flare_list_url):
+        raise UsageError("--hek-url is the flare list: not with --catalog or --flare-list-url")
+    if args.hek_url and not args.hek_url.startswith(("http://", "https://")):
+        raise UsageError(f"--hek-url {args.hek_url}: an http(s) URL")
+    if not args.catalog and not args.hek_url:
         from fdflare.acquire.swpc import SWPC_FLARES_URL
 
         url = args.flare_list_url or os.environ.get("FDFLARE_SWPC_URL") or SWPC_FLARES_URL
@@ -218,6 +234,10 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, model=args.model, image_size=args.image_size
         )
     recipe = service.members_recipe(members)
+    if args.explain:
+        from fdflare.analysis.explain import check_explain_available
+
+        check_explain_available()
     policy = HttpPolicy(
         retries=args.retries, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, concurrency=1,
@@ -225,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
     if args.catalog:
         start = replay[0] if (replay := opts.get("replay")) else None
         flares: Any = flarelist.CatalogSource(args.catalog, start=start)
+    elif args.hek_url:
+        flares = flarelist.HekSource(args.hek_url, policy=policy)
     else:
         flares = flarelist.SwpcSource(opts["flare_list_url"], policy=policy)
     replay = opts.get("replay")
@@ -269,5 +291,6 @@ def _serve(
         climatology=args.climatology,
         method_name=args.method_name or f"fdflare_{members[0].loaded.model}",
         accelerator=args.accelerator,
+        explain=args.explain,
     )
     return int(svc.serve())

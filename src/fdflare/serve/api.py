@@ -21,6 +21,7 @@ served from memory in between, so many clients cost little.
 """
 
 import io
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,24 +228,43 @@ def create_app(ctx: ApiContext) -> Any:
     async def bad(_request: Request, exc: _Bad) -> JSONResponse:
         return error(400, str(exc))
 
+    fast = {"/": "dashboard", "/api/latest": "latest"}
+
+    async def front(scope: Any, receive: Any, send: Any) -> None:
+        """The dashboard and ``latest`` straight from memory while the store is unchanged."""
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in fast:
+            name = fast[scope["path"]]
+            key = ctx.key(minute=name == "dashboard")
+            hit = ctx._cache.get(name)
+            if hit is not None and hit[0] == key and hit[1] is not None:
+                body, ctype = hit[1]
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", ctype), (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-cache")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
     @app.get("/", response_class=HTMLResponse, summary="the dashboard")
-    async def dashboard() -> HTMLResponse:
+    async def dashboard() -> Response:
         key = ctx.key(minute=True)
-        hit = ctx._cache.get("dashboard")
-        if hit is not None and hit[0] == key:
-            page = hit[1]
-        else:
-            page = await run_in_threadpool(ctx.cached, "dashboard", key, ctx.dashboard)
-        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+        def make() -> tuple[bytes, bytes]:
+            return ctx.dashboard().encode("utf-8"), b"text/html; charset=utf-8"
+
+        body, _ = await run_in_threadpool(ctx.cached, "dashboard", key, make)
+        return HTMLResponse(body, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/latest", summary="the newest issued forecast")
     async def latest() -> Response:
-        import json
+        def make() -> tuple[bytes, bytes] | None:
+            fc = ctx.latest()
+            return None if fc is None else (json.dumps(fc).encode("utf-8"), b"application/json")
 
-        body = ctx.cached("latest", ctx.key(), lambda: json.dumps(ctx.latest()).encode("utf-8"))
-        if body == b"null":
+        hit = ctx.cached("latest", ctx.key(), make)
+        if hit is None:
             return error(404, "no forecast issued yet")
-        return Response(body, media_type="application/json")
+        return Response(hit[0], media_type="application/json")
 
     @app.get("/api/forecasts", summary="forecasts over a time range, as JSON or CSV")
     def forecasts(
@@ -283,12 +303,16 @@ def create_app(ctx: ApiContext) -> Any:
         return JSONResponse(scoreboard_json(full, ctx.method_name))
 
     @app.get("/api/verification", summary="the rolling verification beside the baselines")
-    def verification() -> JSONResponse:
-        with ctx.lock:
-            v = ctx.state.get("verification")
-        if v is None:
-            return JSONResponse({"verified": 0, "pending": None, "scores": {}, "at": None})
-        return JSONResponse(v)
+    async def verification() -> Response:
+        def make() -> bytes:
+            with ctx.lock:
+                v = ctx.state.get("verification")
+            if v is None:
+                v = {"verified": 0, "pending": None, "scores": {}, "at": None}
+            return json.dumps(v).encode("utf-8")
+
+        body = await run_in_threadpool(ctx.cached, "verification", ctx.key(), make)
+        return Response(body, media_type="application/json")
 
     @app.get("/api/failures", summary="failed cycles with their reasons")
     def failures(start: str | None = None, end: str | None = None) -> JSONResponse:
@@ -297,9 +321,11 @@ def create_app(ctx: ApiContext) -> Any:
             rows = ctx.store.failures(t0, t1)
         return JSONResponse({"count": len(rows), "failures": rows})
 
-    @app.get("/api/health", summary="the age of the last good cycle")
-    def health() -> JSONResponse:
-        h = ctx.health()
+    @app.get("/api/health", summary="the age of the last good cycle (HTTP 503 when stale)")
+    async def health() -> Response:
+        key = (ctx.key(), ctx.clock().floor("s"))
+        h = await run_in_threadpool(ctx.cached, "health", key, ctx.health)
         return JSONResponse(h, status_code=503 if h["status"] == "stale" else 200)
 
-    return app
+    front.app = app  # type: ignore[attr-defined]  # the FastAPI app (its routes, its schema)
+    return front

@@ -5,7 +5,11 @@ covers (a window is verified only inside a covered span, see :mod:`fdflare.serve
 
 * :class:`SwpcSource`: SWPC's GOES X-ray flare list of the last 7 days
   (:mod:`fdflare.acquire.swpc`), through the one HTTP policy; it covers
-  ``[now - 7 d, now]``;
+  ``[now - 7 d, now - 30 min]`` (a flare enters the list minutes after it begins:
+  :data:`LIST_DELAY`);
+* :class:`HekSource`: the same GOES flares as HEK serves them (with positions), the 7 days
+  before the clock, through the HEK client of :mod:`fdflare.acquire.hek` (the one HTTP
+  policy); it covers what :class:`SwpcSource` does;
 * :class:`CatalogSource`: a catalog file (any format of
   :func:`~fdflare.acquire.catalog.read_catalog`), for ``serve --replay``: at the clock's
   ``now`` it shows the flares that started by then and covers ``[its first flare's day,
@@ -33,6 +37,10 @@ class FlareList:
     notes: list[str] = field(default_factory=list)
 
 
+#: how long after a flare begins it may take to appear in SWPC's list
+LIST_DELAY = pd.Timedelta(minutes=30)
+
+
 class SwpcSource:
     """SWPC's 7-day GOES X-ray flare list (see module doc)."""
 
@@ -56,7 +64,40 @@ class SwpcSource:
         if late.any():
             notes.append(f"{int(late.sum())} flare(s) dated after the clock left out")
             cat = cat[~late].reset_index(drop=True)
-        return FlareList(cat, (now - self.span, now), self.url, notes)
+        return FlareList(cat, (now - self.span, now - LIST_DELAY), self.url, notes)
+
+
+class HekSource:
+    """HEK's GOES flares of the 7 days before the clock (see module doc)."""
+
+    def __init__(self, url: str, *, policy: Any = None) -> None:
+        from fdflare.acquire.hek import HEKFlareClient
+
+        self.url = url
+        self.client = HEKFlareClient(url=url)
+        self.policy = policy or self.client.policy()
+        self.span = pd.Timedelta(days=7)
+
+    def fetch(self, now: pd.Timestamp, *, stop: Any = None) -> FlareList:
+        """The flares HEK lists as starting in the 7 days up to ``now``."""
+        from fdflare import __version__
+        from fdflare.acquire.catalog import COLUMNS
+        from fdflare.acquire.hek import records_to_catalog
+
+        with self.policy.client(headers={"User-Agent": f"fdflare/{__version__}"}) as http:
+            records = self.client.search(http, now - self.span, now, None, policy=self.policy)
+        if records:
+            cat = records_to_catalog(pd.DataFrame(records))
+        else:
+            cat = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
+            cat["start_time"] = pd.Series(dtype="datetime64[ns]")
+            cat["goes_class"] = pd.Series(dtype="string")
+        inside = (cat["start_time"] >= now - self.span) & (cat["start_time"] <= now)
+        cat = cat[inside].reset_index(drop=True)
+        counts = getattr(cat, "attrs", {}).get("counts", {})
+        notes = [f"{counts[k]} HEK record(s) {k.replace('_', ' ')} left out"
+                 for k in ("bad_time", "unclassified", "bad_class") if counts.get(k)]  # fmt: skip
+        return FlareList(cat, (now - self.span, now - LIST_DELAY), self.url, notes)
 
 
 class CatalogSource:

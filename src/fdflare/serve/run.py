@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import BusyError, InputError, OutputError, RunError
+from fdflare.core.errors import BusyError, FdflareError, InputError, OutputError, RunError
 from fdflare.core.recipe import Recipe
 
 
@@ -84,6 +84,29 @@ def image_png(fc: Any) -> tuple[bytes, dict[str, Any] | None]:
     return buf.getvalue(), keep
 
 
+def attribution_png(fc: Any, method: str) -> bytes:
+    """The first member's attribution map of the forecast's magnetogram, as PNG bytes."""
+    import tempfile
+
+    from fdflare.analysis.explain import explain_image
+    from fdflare.forecast.service import iso
+
+    first = fc.members[0]
+    size = first.loaded.image_size
+    with tempfile.TemporaryDirectory(prefix="fdflare-serve-") as tmp:
+        out = Path(tmp) / "attribution.png"
+        explain_image(
+            first.loaded,
+            fc.observation.images[size],
+            fc.observation.geometry.get(size),
+            method=method,
+            out_png=out,
+            title=f"{iso(fc.observation.time)}: forecast {fc.probability:.3f}; member 1 of "
+            f"{len(fc.members)}",
+        )
+        return out.read_bytes()
+
+
 def make_forecaster(
     members: Sequence[Any],
     *,
@@ -124,10 +147,11 @@ class Service:
     app: Any
     sock: socket.socket
     stores: list[Any]
-    after: Callable[[], None] | None = None
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr, flush=True))
     server: Any = None
     thread: threading.Thread | None = None
+    #: why the scheduler stopped on its own (the service then exits with status 3)
+    failure: str | None = None
 
     @property
     def url(self) -> str:
@@ -151,11 +175,12 @@ class Service:
     def _scheduler_main(self) -> None:
         try:
             self.scheduler.run()
-            if self.after is not None and not self.scheduler.stop.is_set():
-                self.after()
-        except Exception as exc:  # the API stays up to show what happened
-            self.log(f"fdflare serve: the scheduler stopped: {type(exc).__name__}: {exc}")
-            raise
+        except Exception as exc:  # e.g. the store became unwritable: stop the whole service
+            text = str(exc) if isinstance(exc, FdflareError) else f"{type(exc).__name__}: {exc}"
+            self.failure = " ".join(text.split())
+            self.log(f"fdflare serve: error: the scheduler stopped: {self.failure}")
+            if self.server is not None:
+                self.server.should_exit = True
 
     def start_scheduler(self) -> None:
         """Start the cycle loop in a thread."""
@@ -188,6 +213,8 @@ class Service:
             self.shutdown()
             for s, h in old.items():
                 signal.signal(s, h)
+        if self.failure is not None:
+            raise RunError(f"the scheduler stopped: {self.failure}")
         return 0
 
     def shutdown(self) -> None:
@@ -240,6 +267,7 @@ def prepare(
     climatology: float | None = None,
     method_name: str = "fdflare",
     accelerator: str = "cpu",
+    explain: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Service:
     """Open the store, bind the port, build the scheduler and the API (see module doc).
@@ -281,7 +309,7 @@ def prepare(
 
         def keep_image(fid: int, fc: Any) -> None:
             png, geo = image_png(fc)
-            state.put_image(fid, png, geo)
+            state.put_image(fid, png, geo, attribution_png(fc, explain) if explain else None)
 
         scheduler = Scheduler(
             store=store, state=state, forecaster=forecaster, flares=flares, recipe=recipe,
@@ -304,16 +332,12 @@ def prepare(
         for s in stores:
             s.close()
         raise
-    after = None
     if replay is not None:
         end = replay[1] + recipe.window_delta
+        assert isinstance(clock, ReplayClock)
+        scheduler.on_finish = lambda: clock.set(end)  # the catalog covers the last windows
 
-        def after() -> None:  # the catalog covers the last windows: verify them too
-            assert isinstance(clock, ReplayClock)
-            clock.set(end)
-            scheduler.verify_now(force=True)
-
-    return Service(scheduler, create_app(ctx), sock, stores, after=after, log=log)
+    return Service(scheduler, create_app(ctx), sock, stores, log=log)
 
 
 def _resume_point(

@@ -110,6 +110,8 @@ class Scheduler:
     climatology: float | None = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
     on_image: Callable[[int, Any], None] | None = None
+    #: called after the last cycle, before the final verification (a replay moves its clock)
+    on_finish: Callable[[], None] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     wake: threading.Event = field(default_factory=threading.Event)
     #: set once the loop has run every cycle up to ``last`` (replay done)
@@ -249,6 +251,8 @@ class Scheduler:
 
     def finish(self) -> None:
         """The last cycle is done (a replay): verify what can be, and say so."""
+        if self.on_finish is not None:
+            self.on_finish()
         self.verify_now(force=True)
         self.state.put("replay", {"done": True, "last": iso(self.last)})
         self.done.set()
@@ -270,8 +274,8 @@ def verification(
     store: Any, state: Any, recipe: Recipe, climatology: float | None, now: pd.Timestamp
 ) -> dict[str, Any]:
     """Verify the store's forecasts against the kept flares (see :mod:`fdflare.serve.state`)."""
+    from fdflare.forecast.verify import verify_forecasts
     from fdflare.serve.state import covered_mask
-    from fdflare.serve.verification import verify_table
 
     table = store.frame()
     spans = state.coverage()
@@ -294,7 +298,10 @@ def verification(
     uncovered = ~ok & ~pending
     table = table[ok | pending].reset_index(drop=True)
     catalog = state.flares()
-    v = verify_table(table, catalog, until=until, recipe=recipe, climatology=climatology)
+    v = verify_forecasts(
+        table, catalog, until=until, recipe=recipe, climatology=climatology,
+        since=min(a for a, _b in spans), history_name="the store", catalog_name="the flare list",
+    )  # fmt: skip
     out.update(v.to_dict())
     out.update(
         at=iso(now),
@@ -304,8 +311,8 @@ def verification(
     )
     rel: list[dict[str, Any]] = []
     if v.table is not None and len(v.table):
-        p = v.table["flare_prob"].to_numpy(dtype=float)
-        y = v.table["target"].to_numpy(dtype=float)
+        p = pd.to_numeric(v.table["flare_prob"]).to_numpy(dtype=float)
+        y = pd.to_numeric(v.table["target"]).to_numpy(dtype=float)
         bins = np.clip((p * 10).astype(int), 0, 9)
         for b in range(10):
             m = bins == b

@@ -60,6 +60,10 @@ class ServiceState:
             self.path, timeout=timeout, check_same_thread=False, isolation_level=None
         )
         self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        # the store's file is in WAL mode: NORMAL syncs at checkpoints, not at each commit;
+        # a crash of the process loses nothing, a power cut at most the last state (which
+        # the next cycle writes again: the forecasts themselves are the store's)
+        self.db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self.db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
 
