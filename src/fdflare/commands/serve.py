@@ -106,10 +106,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method-name", default=None, metavar="NAME", help="the scoreboard's method name"
     )
     p.add_argument(
-        "--explain", nargs="?", const="gradcam", default=None, metavar="METHOD",
+        "--explain-method", default=None, metavar="METHOD",
         choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
-        help="each cycle also makes the first member's attribution map for the dashboard "
-        "(METHOD default gradcam; needs the explain extra)",
+        help="each cycle also makes the first member's attribution map with METHOD for the "
+        "dashboard (gradcam is the quickest; needs the explain extra; default: no maps)",
     )  # fmt: skip
     add_accelerator_option(p, default="cpu", help="where the members run")
     add_http_options(p, retries=2)
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, model=args.model, image_size=args.image_size
         )
     recipe = service.members_recipe(members)
-    if args.explain:
+    if args.explain_method:
         from fdflare.analysis.explain import check_explain_available
 
         check_explain_available()
@@ -291,6 +291,6 @@ def _serve(
         climatology=args.climatology,
         method_name=args.method_name or f"fdflare_{members[0].loaded.model}",
         accelerator=args.accelerator,
-        explain=args.explain,
+        explain=args.explain_method,
     )
     return int(svc.serve())
