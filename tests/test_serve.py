@@ -523,7 +523,9 @@ class Process:
         assert self.url, self.err.read_text()
 
     def set_clock(self, t: str) -> None:
-        self.clock_file.write_text(t + "\n")
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(t + "\n")
+        os.replace(tmp, self.clock_file)  # the server never reads a half-written time
         self.proc.send_signal(signal.SIGUSR1)
 
     def wait_for(self, what, timeout: float = 60):

@@ -63,7 +63,9 @@ class FileClock:
         try:
             t = pd.Timestamp(text)
         except ValueError:
-            raise InputError(f"not a time: {text!r}", path=self.path) from None
+            t = pd.NaT
+        if t is pd.NaT:
+            raise InputError(f"not a time: {text!r} (write the file atomically)", path=self.path)
         return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
 
 
