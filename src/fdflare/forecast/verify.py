@@ -229,6 +229,10 @@ def prior_climatology(
     return rate, f"the catalog's {len(hours)} hourly windows before {first:%Y-%m-%d}"
 
 
+#: how long after its requested time a forecast may be issued and still count as made then
+BACKFILL_GRACE = pd.Timedelta(hours=1)
+
+
 def _first_per_window(table: pd.DataFrame) -> tuple[np.ndarray, int]:
     """A mask of the forecast scored for each window (the first issued), and the re-issues."""
     order = table.sort_values(["_start", "_issued"], kind="stable").index
@@ -309,7 +313,9 @@ def verify_forecasts(
     )
     v.since, v.n_before, v.n_reissues = since, int(before.sum()), reissues
     v.n_other_event = int((~same).sum())
-    v.n_late = int((ready & np.asarray(df["_issued"] > df["_start"])).sum())
+    # a forecast stands for its requested time (a service's cycle); one issued well after
+    # that was made with hindsight available (a back-fill), whatever its observation's age
+    v.n_late = int((ready & np.asarray(df["_issued"] > df["_requested"] + BACKFILL_GRACE)).sum())
     if recipe.assumed:
         v.notes.append(
             f"the forecasts record no recipe: the study's event ({recipe.event}) is assumed"
@@ -332,11 +338,12 @@ def verify_forecasts(
     if v.n_pending:
         v.notes.append(
             f"{v.n_pending} forecast(s) pending: their window ends after {until:{_ISO}}, "
-            "the end of the catalog (rerun with a newer catalog)"
+            "the end of the flare list or catalog: scored once it covers them"
         )
     if v.n_late:
         v.notes.append(
-            f"{v.n_late} verified forecast(s) were issued after their window began "
+            f"{v.n_late} verified forecast(s) were issued over "
+            f"{BACKFILL_GRACE.total_seconds() / 3600:g} h after the time they stand for "
             "(back-filled): they were not forecasts made in advance"
         )
     if not v.n_verified:
