@@ -36,6 +36,7 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``fdflare serve``."""
+    from fdflare.analysis.attribution import METHODS
     from fdflare.commands._common import (
         add_accelerator_option,
         add_http_options,
@@ -77,13 +78,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     fl = p.add_argument_group("the flare list")
     fl.add_argument(
-        "--flare-list-url", metavar="URL",
-        help="SWPC's GOES X-ray flare JSON (default $FDFLARE_SWPC_URL, else SWPC's 7-day list)",
+        "--flare-list", choices=("swpc", "hek"), default="swpc",
+        help="the live flare list: swpc (SWPC's GOES X-ray flare JSON) or hek (HEK's GOES "
+        "flares) (default %(default)s)",
     )  # fmt: skip
     fl.add_argument(
-        "--hek-url", metavar="URL",
-        help="take the flare list from HEK at this URL instead of SWPC's JSON (e.g. "
-        "https://www.lmsal.com/hek/her)",
+        "--flare-list-url", metavar="URL",
+        help="the flare list's address (default: for swpc $FDFLARE_SWPC_URL, else SWPC's "
+        "7-day list; for hek $FDFLARE_HEK_URL, else HEK's public API)",
     )  # fmt: skip
     fl.add_argument(
         "--catalog", metavar="FILE", help="a catalog file as the flare list (with --replay)"
@@ -106,8 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method-name", default=None, metavar="NAME", help="the scoreboard's method name"
     )
     p.add_argument(
-        "--explain-method", default=None, metavar="METHOD",
-        choices=("gradcam", "guided-gradcam", "ig", "occlusion"),
+        "--explain-method", default=None, metavar="METHOD", choices=METHODS,
         help="each cycle also makes the first member's attribution map with METHOD for the "
         "dashboard (gradcam is the quickest; needs the explain extra; default: no maps)",
     )  # fmt: skip
@@ -187,14 +188,18 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
             out["base_urls"] = [resolve_base_url(u, option="--base-url") for u in urls]
         except InputError as exc:
             raise UsageError(f"--base-url: {exc.message}") from None
-    if args.hek_url and (args.catalog or args.flare_list_url):
-        raise UsageError("--hek-url is the flare list: not with --catalog or --flare-list-url")
-    if args.hek_url and not args.hek_url.startswith(("http://", "https://")):
-        raise UsageError(f"--hek-url {args.hek_url}: an http(s) URL")
-    if not args.catalog and not args.hek_url:
-        from fdflare.acquire.swpc import SWPC_FLARES_URL
+    if args.catalog and (args.flare_list_url or args.flare_list != "swpc"):
+        raise UsageError("--catalog is the flare list of a replay: not with --flare-list(-url)")
+    if not args.catalog:
+        if args.flare_list == "hek":
+            from fdflare.acquire.hek import DEFAULT_HEK_URL
 
-        url = args.flare_list_url or os.environ.get("FDFLARE_SWPC_URL") or SWPC_FLARES_URL
+            default = os.environ.get("FDFLARE_HEK_URL") or DEFAULT_HEK_URL
+        else:
+            from fdflare.acquire.swpc import SWPC_FLARES_URL
+
+            default = os.environ.get("FDFLARE_SWPC_URL") or SWPC_FLARES_URL
+        url = args.flare_list_url or default
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"--flare-list-url {url}: an http(s) URL")
         out["flare_list_url"] = url
@@ -245,8 +250,8 @@ def run(args: argparse.Namespace) -> int:
     if args.catalog:
         start = replay[0] if (replay := opts.get("replay")) else None
         flares: Any = flarelist.CatalogSource(args.catalog, start=start)
-    elif args.hek_url:
-        flares = flarelist.HekSource(args.hek_url, policy=policy)
+    elif args.flare_list == "hek":
+        flares = flarelist.HekSource(opts["flare_list_url"], policy=policy)
     else:
         flares = flarelist.SwpcSource(opts["flare_list_url"], policy=policy)
     replay = opts.get("replay")
