@@ -261,14 +261,14 @@ def run(args: argparse.Namespace) -> int:
         from fdflare.analysis.calibration import read_calibration_map
 
         cal = read_calibration_map(args.calibration)
-    if args.ensemble:
-        from fdflare.forecast.ensemble import load_ensemble
+    from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
 
-        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
-    else:
-        members = service.load_members(
-            args.checkpoint, model=args.model, image_size=args.image_size
-        )
+    members = load_checkpoints_or_ensemble(
+        checkpoints=args.checkpoint,
+        ensemble=args.ensemble,
+        model=args.model,
+        image_size=args.image_size,
+    )
     if args.explain:
         from fdflare.analysis.explain import check_explain_available
 

@@ -219,13 +219,15 @@ def _run_images(args: argparse.Namespace) -> int:
     from fdflare.analysis.calibration import read_calibration_map
 
     cal = read_calibration_map(args.calibration) if args.calibration else None
-    from fdflare.forecast.ensemble import load_ensemble
-    from fdflare.forecast.service import load_members, members_recipe
+    from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
+    from fdflare.forecast.service import members_recipe
 
-    if args.ensemble:
-        members = load_ensemble(args.ensemble, model=args.model, image_size=args.image_size)
-    else:
-        members = load_members(args.checkpoint, model=args.model, image_size=args.image_size)
+    members = load_checkpoints_or_ensemble(
+        checkpoints=args.checkpoint,
+        ensemble=args.ensemble,
+        model=args.model,
+        image_size=args.image_size,
+    )
     recipe = members_recipe(members)
     checkpoints = [m.checkpoint for m in members]
     member_maps = [m.calibration for m in members]

@@ -254,3 +254,23 @@ def load_ensemble(
     for member, entry in zip(members, entries, strict=True):
         member.fold = entry.fold
     return members
+
+
+def load_checkpoints_or_ensemble(
+    *,
+    checkpoints: list[str] | None,
+    ensemble: str | os.PathLike[str] | None,
+    model: str | None = None,
+    image_size: int | None = None,
+) -> list[Any]:
+    """The members of ``--checkpoint FILE...`` or ``--ensemble FILE``, loaded by one set of rules.
+
+    What ``predict``, ``forecast`` and ``serve`` call: an ensemble file by
+    :func:`load_ensemble`, checkpoints by :func:`fdflare.forecast.service.load_members`;
+    either way members of different events are refused.
+    """
+    from fdflare.forecast.service import load_members
+
+    if ensemble:
+        return load_ensemble(ensemble, model=model, image_size=image_size)
+    return load_members(checkpoints or [], model=model, image_size=image_size)
