@@ -664,6 +664,19 @@ def test_malformed_manifest_names_file_line_and_field(hv, tmp_path):
     assert "'done'" in str(info.value)
 
 
+def test_a_manifest_whose_rows_end_in_a_comma_is_refused_and_kept(hv, tmp_path):
+    server = hv()
+    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+    manifest = tmp_path / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([lines[0], *(ln + "," for ln in lines[1:])]) + "\n")
+    before = manifest.read_bytes()
+    with pytest.raises(InputError) as info:
+        download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+    assert (info.value.path, info.value.line) == (str(manifest), 2)
+    assert "trailing comma" in str(info.value) and manifest.read_bytes() == before
+
+
 def test_manifest_of_another_source_is_refused(hv, tmp_path):
     server = hv()
     download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST)

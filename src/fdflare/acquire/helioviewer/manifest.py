@@ -155,6 +155,9 @@ def _merge(*tables: pd.DataFrame) -> pd.DataFrame:
 def _read_manifest_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         return _empty_manifest()
+    from fdflare.core.io import check_field_counts
+
+    check_field_counts(path)  # a row of another length would shift every column after it
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.EmptyDataError:
