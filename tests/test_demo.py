@@ -181,9 +181,14 @@ def test_default_demo_end_to_end(tmp_path):
     assert "mean ± std" in res.stdout and "  persistence" in res.stdout
     assert "TSS calibrated at threshold" in res.stdout and "verdict" in res.stdout
     assert len(results["evaluate"]["files"]) == 4
-    # the demo shows learned skill: above persistence on the same instances, AUC >= 0.6
+    # the honest protocol by default, and a verdict that says what the numbers say (the
+    # honest demo ties persistence on this Sun: docs/demo.md), beside a model that has learned
+    # to rank flaring windows above quiet ones on every fold (ROC AUC >= 0.6)
     ev, pers = results["evaluate"], results["baselines"]["persistence"]
-    assert ev["mean"]["tss"] > pers["mean"]["tss"], (ev["mean"], pers["mean"])
-    assert results["verdict"]["beats_persistence"] is True
+    beats = ev["mean"]["tss"] > pers["mean"]["tss"]
+    assert results["verdict"]["protocol"] == "honest"
+    assert results["verdict"]["beats_persistence"] is beats
+    word = "beats" if beats else "does NOT beat"
+    assert f"the model {word} persistence ({ev['mean']['tss']:.4f} vs " in res.stdout
     assert min(f["auc"] for f in ev["files"]) >= 0.6, [f["auc"] for f in ev["files"]]
     assert (out / "report.html").stat().st_size > 10_000

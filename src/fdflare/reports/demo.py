@@ -388,7 +388,7 @@ def _verdict_sentences(v: dict[str, Any]) -> list[str]:
         lines.append(
             f"protocol honest: each fold's epoch was selected (rule: {v.get('selection_rule')}) "
             "on data that is never scored (the latest part of its training data, held out and "
-            "purged by 24 h, or the labels' selection interval)"
+            "purged by the label window, or the labels' selection interval)"
         )
     return lines
 
