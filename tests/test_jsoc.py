@@ -251,3 +251,51 @@ def test_forecast_from_jsoc_statuses(fake, checkpoint, capsys):
     del argv[argv.index("--email") : argv.index("--email") + 2]
     code, err = run_cli(argv, capsys)
     assert code == 2 and "--email" in err
+
+
+@pytest.mark.slow  # the fixture trains a model
+def test_serve_falls_back_to_jsoc_when_helioviewer_fails(fake, checkpoint):
+    """A service cycle with every Helioviewer URL down takes JSOC's NRT record instead."""
+    from fdflare.core.recipe import assumed_study
+    from fdflare.forecast.jsoc_source import JsocSource
+    from fdflare.forecast.service import ServiceError, load_members
+    from fdflare.serve.run import make_forecaster
+
+    fake.pending_polls, fake.not_found_first = 0, False
+    members = load_members([checkpoint])
+    clock = lambda: pd.Timestamp("2020-01-02T00:00")  # noqa: E731  (an injected clock)
+    quick = HttpPolicy(retries=0, backoff=0.01, concurrency=1)
+    common = {"recipe": assumed_study(), "tolerance": pd.Timedelta("30min"), "clock": clock,
+              "base_urls": [_closed_port() + "v2/"], "policy": quick}  # fmt: skip
+    jsoc = JsocSource(base_url=fake.url, email=REGISTERED, tolerance=pd.Timedelta("30min"))
+    fc = make_forecaster(members, fallback=jsoc, **common)(pd.Timestamp("2020-01-01T01:00"))
+    assert fc.observation.source == jsoc.source
+    assert abs(fc.observation.time - pd.Timestamp("2020-01-01T01:00")) <= pd.Timedelta("30min")
+    assert 0.0 <= fc.probability <= 1.0
+    # without the fallback the cycle fails; with a fallback that fails too, both reasons show
+    with pytest.raises(ServiceError):
+        make_forecaster(members, **common)(pd.Timestamp("2020-01-01T01:00"))
+    down = JsocSource(base_url=_closed_port(), email=REGISTERED, tolerance=pd.Timedelta("30min"),
+                      policy=quick)  # fmt: skip
+    with pytest.raises(ServiceError) as info:
+        make_forecaster(members, fallback=down, **common)(pd.Timestamp("2020-01-01T01:00"))
+    assert "then jsoc:hmi.M_720s_nrt@" in str(info.value)
+
+
+def test_serve_jsoc_fallback_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("JSOC_EMAIL", raising=False)
+    ckpt = tmp_path / "x.ckpt"
+    ckpt.write_bytes(b"")
+    base = ["serve", "--checkpoint", str(ckpt), "--store", str(tmp_path / "s.sqlite")]
+    for extra, words in (
+        (["--jsoc-fallback"], "--email"),
+        (["--jsoc-fallback", "--email", REGISTERED, "--jsoc-url", "ftp://x"], "--jsoc-url"),
+        (["--email", REGISTERED], "go with --jsoc-fallback"),
+        (
+            ["--jsoc-fallback", "--email", REGISTERED, "--archive", str(tmp_path)],
+            "not with --archive",
+        ),
+    ):
+        code, err = run_cli([*base, *extra], capsys)
+        assert code == 2 and words in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]

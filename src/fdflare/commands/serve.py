@@ -73,6 +73,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     obs.add_argument("--archive", metavar="DIR", help="a local JP2 tree instead of Helioviewer")
     obs.add_argument(
+        "--jsoc-fallback", action="store_true",
+        help="when Helioviewer fails or holds no observation within --tolerance, take the "
+        "closest good record of JSOC's near-real-time series (hmi.M_720s_nrt); needs --email",
+    )  # fmt: skip
+    obs.add_argument(
+        "--jsoc-url", metavar="URL",
+        help="JSOC's address for --jsoc-fallback (default $FDFLARE_JSOC_URL, else JSOC)",
+    )  # fmt: skip
+    obs.add_argument(
+        "--email", metavar="ADDRESS",
+        help="the address registered at JSOC for exports (--jsoc-fallback; default $JSOC_EMAIL)",
+    )  # fmt: skip
+    obs.add_argument(
         "--tolerance", default="12min",
         help="largest distance between a cycle and its observation (default %(default)s)",
     )  # fmt: skip
@@ -170,6 +183,20 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--catalog is the flare list of a --replay (live: SWPC's list)")
     if "replay" in out and not args.catalog:
         raise UsageError("--replay verifies against a catalog file: give --catalog FILE")
+    if (args.jsoc_url or args.email) and not args.jsoc_fallback:
+        raise UsageError("--jsoc-url and --email go with --jsoc-fallback")
+    if args.jsoc_fallback:
+        if args.archive:
+            raise UsageError("--jsoc-fallback backs up Helioviewer: not with --archive")
+        from fdflare.forecast.jsoc_source import JsocSource
+
+        try:
+            out["fallback"] = JsocSource(
+                base_url=args.jsoc_url, email=args.email, tolerance=out["tolerance"]
+            )
+        except InputError as exc:
+            flag = "--email" if exc.field in ("email", "--email") else "--jsoc-url"
+            raise UsageError(f"{flag}: {exc.message}") from None
     if args.archive and not Path(args.archive).is_dir():
         raise UsageError(f"--archive {args.archive}: not a folder")
     store = Path(args.store)
@@ -287,6 +314,7 @@ def _serve(
         port=args.port,
         base_urls=opts.get("base_urls", ()),
         archive=LocalArchive(args.archive) if args.archive else None,
+        fallback=opts.get("fallback"),
         policy=policy,
         calibration=cal,
         catch_up=args.catch_up,

@@ -118,23 +118,42 @@ def make_forecaster(
     policy: Any = None,
     calibration: Any = None,
     accelerator: str = "cpu",
+    fallback: Any = None,
 ) -> Callable[[pd.Timestamp], Any]:
-    """The forecast of a cycle's time, from Helioviewer or a local archive."""
-    from fdflare.forecast.service import run_forecast
+    """The forecast of a cycle's time, from Helioviewer or a local archive.
 
-    def forecast(cycle: pd.Timestamp) -> Any:
+    ``fallback`` (a source such as :class:`~fdflare.forecast.jsoc_source.JsocSource`) is
+    asked when every Helioviewer URL failed or held no observation within the tolerance;
+    the forecast names the source it came from. When the fallback fails too, the cycle
+    fails with both reasons.
+    """
+    from fdflare.core.errors import FdflareError
+    from fdflare.forecast.service import NoObservationError, ServiceError, run_forecast
+
+    def attempt(cycle: pd.Timestamp, urls: Sequence[str], source: Any) -> Any:
         return run_forecast(
             members,
             requested=cycle,
-            base_urls=base_urls,
+            base_urls=urls,
             tolerance=tolerance,
             calibration=calibration,
             accelerator=accelerator,
             policy=policy,
             now=clock,
-            archive=archive,
+            archive=source,
             recipe=recipe,
         )
+
+    def forecast(cycle: pd.Timestamp) -> Any:
+        try:
+            return attempt(cycle, base_urls, archive)
+        except (ServiceError, NoObservationError) as exc:
+            if fallback is None:
+                raise
+            try:
+                return attempt(cycle, (), fallback)
+            except FdflareError as second:
+                raise type(exc)(f"{exc}; then {fallback.source}: {second}") from None
 
     return forecast
 
@@ -268,6 +287,7 @@ def prepare(
     method_name: str = "fdflare",
     accelerator: str = "cpu",
     explain: str | None = None,
+    fallback: Any = None,
     log: Callable[[str], None] | None = None,
 ) -> Service:
     """Open the store, bind the port, build the scheduler and the API (see module doc).
@@ -305,6 +325,7 @@ def prepare(
         forecaster = make_forecaster(
             members, recipe=recipe, tolerance=tolerance, clock=clock, base_urls=base_urls,
             archive=archive, policy=policy, calibration=calibration, accelerator=accelerator,
+            fallback=fallback,
         )  # fmt: skip
 
         def keep_image(fid: int, fc: Any) -> None:
