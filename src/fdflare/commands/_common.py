@@ -368,3 +368,26 @@ def require_inputs(**options: Any) -> None:
             if path is not None and not Path(path).exists():
                 flag = "--" + name.replace("_", "-")
                 raise MissingDataError(f"{flag} {path}: no such file or folder")
+
+
+def load_members_and_map(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The members of ``--checkpoint``/``--ensemble`` and the ``--calibration`` map (or None).
+
+    What ``predict``, ``forecast`` and ``serve`` load, by the one set of rules of
+    :func:`fdflare.forecast.ensemble.load_checkpoints_or_ensemble`; the map is read first,
+    so a bad map is refused before any model loads.
+    """
+    cal = None
+    if args.calibration:
+        from fdflare.analysis.calibration import read_calibration_map
+
+        cal = read_calibration_map(args.calibration)
+    from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
+
+    members = load_checkpoints_or_ensemble(
+        checkpoints=args.checkpoint,
+        ensemble=args.ensemble,
+        model=args.model,
+        image_size=args.image_size,
+    )
+    return members, cal

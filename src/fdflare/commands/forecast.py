@@ -256,19 +256,9 @@ def run(args: argparse.Namespace) -> int:
 
     urls, tolerance, archive = _check(args)
     requested = service.parse_requested_time(args.time, now=service.utcnow())
-    cal = None
-    if args.calibration:
-        from fdflare.analysis.calibration import read_calibration_map
+    from fdflare.commands._common import load_members_and_map
 
-        cal = read_calibration_map(args.calibration)
-    from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
-
-    members = load_checkpoints_or_ensemble(
-        checkpoints=args.checkpoint,
-        ensemble=args.ensemble,
-        model=args.model,
-        image_size=args.image_size,
-    )
+    members, cal = load_members_and_map(args)
     if args.explain:
         from fdflare.analysis.explain import check_explain_available
 

@@ -216,18 +216,10 @@ def _run_images(args: argparse.Namespace) -> int:
         raise UsageError(
             "--skip-missing goes with --labels (without them every listed image is needed)"
         )
-    from fdflare.analysis.calibration import read_calibration_map
-
-    cal = read_calibration_map(args.calibration) if args.calibration else None
-    from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
+    from fdflare.commands._common import load_members_and_map
     from fdflare.forecast.service import members_recipe
 
-    members = load_checkpoints_or_ensemble(
-        checkpoints=args.checkpoint,
-        ensemble=args.ensemble,
-        model=args.model,
-        image_size=args.image_size,
-    )
+    members, cal = load_members_and_map(args)
     recipe = members_recipe(members)
     checkpoints = [m.checkpoint for m in members]
     member_maps = [m.calibration for m in members]

@@ -252,19 +252,9 @@ def run(args: argparse.Namespace) -> int:
         from fdflare.serve.replay import FileClock
 
         clock = FileClock(args.clock)
-    cal = None
-    if args.calibration:
-        from fdflare.analysis.calibration import read_calibration_map
+    from fdflare.commands._common import load_members_and_map
 
-        cal = read_calibration_map(args.calibration)
-    from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
-
-    members = load_checkpoints_or_ensemble(
-        checkpoints=args.checkpoint,
-        ensemble=args.ensemble,
-        model=args.model,
-        image_size=args.image_size,
-    )
+    members, cal = load_members_and_map(args)
     recipe = service.members_recipe(members)
     if args.explain_method:
         from fdflare.analysis.explain import check_explain_available

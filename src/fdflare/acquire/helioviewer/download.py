@@ -57,7 +57,12 @@ from fdflare.acquire.helioviewer.client import (
     ItemFailed,
     resolve_base_url,
 )
-from fdflare.acquire.helioviewer.manifest import MANIFEST_NAME, TIME_FORMAT, ManifestStore
+from fdflare.acquire.helioviewer.manifest import (
+    MANIFEST_NAME,
+    TIME_FORMAT,
+    ManifestStore,
+    refuse_other_source,
+)
 from fdflare.core.errors import InputError
 from fdflare.core.http import GaveUp, HttpPolicy, Stopped
 from fdflare.core.paths import image_relpaths
@@ -432,15 +437,12 @@ def download_range(
     with ManifestStore(manifest_path) as store:
         summary.torn_journal_lines = store.torn_lines
         known = store.table
-        other = known["source_id"].dropna()
-        other = other[other != source_id]
-        if len(other):
-            raise InputError(
-                f"the manifest holds images of source {int(other.iloc[0])}, not {source_id}; "
-                "use another output directory or --manifest for another source",
-                path=manifest_path,
-                field="source_id",
-            )
+        refuse_other_source(
+            known,
+            source_id,
+            manifest_path,
+            advice="use another output directory or --manifest for another source",
+        )
         items, summary.gaps = _plan(times, relpaths, known, tol, retry_gaps)
         summary.stale_parts_removed = _remove_stale_parts(out, relpaths)
 

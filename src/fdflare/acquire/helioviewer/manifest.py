@@ -227,6 +227,37 @@ def journal_path(manifest: Path) -> Path:
     return manifest.with_name(manifest.name + ".journal")
 
 
+def refuse_other_source(
+    table: pd.DataFrame, source_id: int, path: Path, *, name: str = "", advice: str = ""
+) -> None:
+    """Refuse a manifest that holds images of another source than ``source_id``.
+
+    One manifest holds one source (a Helioviewer source id, a JSOC series), so a rerun never
+    mixes two archives' images under one name.
+
+    Args:
+        table: the manifest's rows.
+        source_id: the source of this run.
+        path: the manifest, for the message.
+        name: the source's name, shown after its id (``hmi.M_720s``).
+        advice: what to do instead, ending the message.
+
+    Raises:
+        InputError: naming the other source, the file and the field.
+    """
+    from fdflare.core.errors import InputError
+
+    other = table["source_id"].dropna()
+    other = other[other != source_id]
+    if len(other):
+        shown = f"{source_id} ({name})" if name else f"{source_id}"
+        raise InputError(
+            f"the manifest holds images of source {int(other.iloc[0])}, not {shown}; {advice}",
+            path=path,
+            field="source_id",
+        )
+
+
 class ManifestStore:
     """The manifest of one download directory, locked for the duration of a run."""
 

@@ -40,7 +40,12 @@ from fdflare.acquire.helioviewer.download import (
     _Result,
     requested_times,
 )
-from fdflare.acquire.helioviewer.manifest import MANIFEST_NAME, TIME_FORMAT, ManifestStore
+from fdflare.acquire.helioviewer.manifest import (
+    MANIFEST_NAME,
+    TIME_FORMAT,
+    ManifestStore,
+    refuse_other_source,
+)
 from fdflare.acquire.jsoc.client import (
     EMAIL_ENV,
     SERIES,
@@ -240,15 +245,13 @@ def download_jsoc(
         policy.client(headers={"User-Agent": f"fdflare/{__version__}"}) as http,
     ):
         summary.torn_journal_lines = store.torn_lines
-        other = store.table["source_id"].dropna()
-        other = other[other != source_id]
-        if len(other):
-            raise InputError(
-                f"the manifest holds images of source {int(other.iloc[0])}, not {source_id} "
-                f"({series}); use another output directory or --manifest",
-                path=manifest_path,
-                field="source_id",
-            )
+        refuse_other_source(
+            store.table,
+            source_id,
+            manifest_path,
+            name=series,
+            advice="use another output directory or --manifest",
+        )
         items, summary.gaps = _plan(times, relpaths, store.table, tol, retry_gaps)
         summary.stale_parts_removed = _remove_stale_parts(out, relpaths)
         api = JsocClient(
