@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fdflare.training.config import setting
+from fdflare.core.settings import setting
 
 
 def _train_setting(name: str, default: Any) -> Any:
@@ -87,7 +87,8 @@ class DemoConfig:
         Raises:
             InputError: an unknown name or a bad value, naming the field.
         """
-        from fdflare.training.config import TrainConfig, updated
+        from fdflare.core.settings import updated
+        from fdflare.training.config import TrainConfig
 
         cfg = updated(self, values, path=path)
         TrainConfig(pretrained=False).updated(cfg.train, path=path)  # check the overrides too
@@ -127,7 +128,7 @@ def load_demo_config(path: str | os.PathLike[str], base: DemoConfig | None = Non
     Raises:
         InputError: unreadable file, an unknown field or a bad value, naming the file.
     """
-    from fdflare.training.config import read_settings
+    from fdflare.core.settings import read_settings
 
     return (base or DemoConfig()).updated(read_settings(path), path=path)
 

@@ -1,7 +1,8 @@
 """The training config: every setting of a run, its default, range and help, in one dataclass.
 
 :class:`TrainConfig` is the one source of the training settings. Each field carries its
-help text, choices and range as field metadata (:func:`setting`); from them
+help text, choices and range as field metadata (:func:`fdflare.core.settings.setting`);
+from them
 
 * :meth:`TrainConfig.validate` checks a config (one message naming the field),
 * ``fdflare train``, ``cv`` and ``demo`` generate their options (``fdflare.commands._config``),
@@ -16,17 +17,12 @@ light.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
-import typing
-from collections.abc import Sequence
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from fdflare.core.errors import InputError
+from fdflare.core.settings import read_settings, setting, updated, validate
 from fdflare.models.registry import INPUT_ADAPTERS, list_models
 from fdflare.training import protocol as P
 
@@ -49,93 +45,6 @@ PRECISIONS = (
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 DECODERS = ("pil", "torchvision")
 FOLDS = (1, 2, 3, 4)
-_YAML_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    choices: Sequence[Any] | None = None,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    flag: str | None = None,
-    metavar: str | None = None,
-    path: bool = False,
-    runtime: bool = False,
-) -> Any:
-    """A config field with its help, choices and range (read by validation and the CLI).
-
-    Args:
-        default: the default value.
-        help: one line for ``--help`` and the docs.
-        choices: the allowed values.
-        low: smallest allowed value (``low_open``: excluded).
-        high: largest allowed value (``high_open``: excluded).
-        low_open: ``low`` itself is not allowed.
-        high_open: ``high`` itself is not allowed.
-        flag: the command-line option, when not ``--field-name``.
-        metavar: the value's name in ``--help``.
-        path: the value is a file or folder (made absolute on the command line).
-        runtime: free to change when a run is resumed (hardware, paths, loading).
-    """
-    meta = {
-        "help": help,
-        "choices": tuple(choices) if choices is not None else None,
-        "low": low,
-        "high": high,
-        "low_open": low_open,
-        "high_open": high_open,
-        "flag": flag,
-        "metavar": metavar,
-        "path": path,
-        "runtime": runtime,
-    }
-    return field(default=default, metadata=meta)
-
-
-def field_problem(f: Field[Any], value: Any) -> str | None:
-    """Return what is wrong with ``value`` for the field ``f`` (``None``: nothing).
-
-    Checks the field's choices and range, and that numbers are finite.
-    """
-    m = f.metadata
-    if value is None:
-        return None
-    choices = m.get("choices")
-    if isinstance(value, float) and not math.isfinite(value):
-        return "must be a finite number"
-    if choices is not None and value not in choices and not isinstance(value, bool):
-        if m.get("low") is not None and not isinstance(value, int):  # a number or "auto"
-            return (
-                f"must be {' or '.join(map(str, choices))} or a number of at least {_num(m['low'])}"
-            )
-        if m.get("low") is None:
-            return f"choose one of {', '.join(map(str, choices))}"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low, high = m.get("low"), m.get("high")
-        if low is not None and (value < low or (m.get("low_open") and value == low)):
-            return _range_text(m)
-        if high is not None and (value > high or (m.get("high_open") and value == high)):
-            return _range_text(m)
-    return None
-
-
-def _range_text(m: Any) -> str:
-    low, high = m.get("low"), m.get("high")
-    if high is None:
-        return f"must be {'above' if m['low_open'] else 'at least'} {_num(low)}"
-    if low is None:
-        return f"must be {'below' if m['high_open'] else 'at most'} {_num(high)}"
-    left = "(" if m["low_open"] else "["
-    right = ")" if m["high_open"] else "]"
-    return f"must lie in {left}{_num(low)}, {_num(high)}{right}"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -236,6 +145,7 @@ class TrainConfig:
         low=0,
         high=1,
         high_open=True,
+        aliases=("--holdout",),
         metavar="FRACTION",
     )
     protocol: str = setting("study", P.HELP["protocol"], choices=P.PROTOCOLS)
@@ -364,110 +274,6 @@ class TrainConfig:
 RUNTIME_FIELDS = frozenset(f.name for f in fields(TrainConfig) if f.metadata.get("runtime"))
 
 
-def updated(obj: Any, values: dict[str, Any], *, path: str | os.PathLike[str] | None = None) -> Any:
-    """Return a copy of the dataclass ``obj`` with ``values`` applied and checked.
-
-    Raises:
-        InputError: an unknown name, a value of the wrong type or out of range, naming the field.
-    """
-    hints = typing.get_type_hints(type(obj))
-    known = {f.name: f for f in fields(obj) if f.init}
-    new = {name: getattr(obj, name) for name in known}
-    for key, value in values.items():
-        if key not in known:
-            raise InputError(
-                f"unknown setting (known: {', '.join(sorted(known))})", path=path, field=key
-            )
-        new[key] = coerce(value, hints[key], key, path)
-    cfg = type(obj)(**new)
-    validate(cfg, path=path)
-    return cfg
-
-
-def validate(obj: Any, *, path: str | os.PathLike[str] | None = None) -> None:
-    """Check each field of the dataclass ``obj`` against its metadata.
-
-    Raises:
-        InputError: naming the first bad field and its value.
-    """
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        values = value if isinstance(value, (tuple, list)) else [value]
-        for v in values:
-            problem = field_problem(f, v)
-            if problem:
-                raise InputError(f"{v!r}: {problem}", path=path, field=f.name)
-
-
-def coerce(value: Any, hint: Any, key: str, path: str | os.PathLike[str] | None) -> Any:
-    """Check ``value`` against a field's type hint; ints are accepted for floats.
-
-    Raises:
-        InputError: a value of another type, naming the field.
-    """
-    origin = typing.get_origin(hint)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise InputError(f"{value!r} is not a mapping", path=path, field=key)
-        return dict(value)
-    if origin in (tuple, list):
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        if not isinstance(value, (list, tuple)):
-            raise InputError(f"{value!r} is not a list", path=path, field=key)
-        return tuple(coerce(v, item, key, path) for v in value)
-    args = typing.get_args(hint) or (hint,)
-    if value is None and type(None) in args:
-        return None
-    for t in args:
-        if t is bool and isinstance(value, bool):
-            return value
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is float and isinstance(value, str) and _YAML_FLOAT.match(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
-        if t is str and isinstance(value, str):
-            return value
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in args)
-    raise InputError(f"{value!r} is not a valid value (expected {names})", path=path, field=key)
-
-
-def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a config file: one YAML or JSON mapping of settings (``.json``: JSON, else YAML).
-
-    Raises:
-        InputError: a missing or unreadable file, bad syntax (with its line), or no mapping.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such config file", path=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not a UTF-8 text file ({exc})", path=path) from exc
-    if path.suffix.lower() == ".json":
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
-    else:
-        import yaml
-
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise InputError(f"not valid YAML: {problem}", path=path, line=line) from exc
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise InputError("a config file holds one mapping of settings (name: value)", path=path)
-    return values
-
-
 def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML or JSON config file (any subset of :class:`TrainConfig` fields) over ``base``.
 
@@ -490,15 +296,6 @@ def configs_dir() -> Path:
 def default_config_path() -> Path:
     """The packaged study config, ``fdflare/configs/study.yaml``: the defaults of :class:`TrainConfig`."""
     return configs_dir() / "study.yaml"
-
-
-def default_of(f: Field[Any]) -> Any:
-    """A field's default value."""
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:
-        return f.default_factory()
-    raise ValueError(f"field {f.name} has no default")
 
 
 # --------------------------------------------------------------------------- hardware
