@@ -10,7 +10,7 @@ Times, in the same run, on one seeded synthetic Sun (``--seed``, a busy day by d
 * ``render``: :func:`fdflare.synth.render.render_magnetogram` + ``to_uint8`` at 512 pixels;
 * ``synth 512 PNG``: :func:`fdflare.synth.writer.generate` writing ``--n`` 512 x 512 PNGs (with
   one process and with ``--workers`` worker processes), everything included;
-* ``synth 4096 JP2``: ``generate(..., jp2=True)`` writing ``--n-jp2`` 4096 x 4096 JPEG 2000
+* ``synth 4096 JP2``: ``generate`` with ``SynthConfig(jp2=True)`` writing ``--n-jp2`` 4096 x 4096 JPEG 2000
   files with the Helioviewer header (rendering and encoding).
 
 and prints images per second and the speed-up over the baseline at the same size.
@@ -133,21 +133,19 @@ def main() -> None:
         args.repeat,
     )
 
-    def run_generate(size: int, n: int, workers: int | None, **extra: object) -> float:
+    def run_generate(size: int, n: int, workers: int | None, jp2: bool = False) -> float:
         end = when + pd.Timedelta(hours=n - 1)
+        config = SynthConfig(
+            start=when.isoformat(),
+            end=end.isoformat(),
+            cadence="1h",
+            size=size,
+            seed=args.seed,
+            jp2=jp2,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            generate(
-                Path(tmp) / "out",
-                start=when.isoformat(),
-                end=end.isoformat(),
-                cadence="1h",
-                size=size,
-                seed=args.seed,
-                workers=workers,
-                progress=False,
-                **extra,  # type: ignore[arg-type]
-            )
+            generate(Path(tmp) / "out", config, workers=workers, progress=False)
             return time.perf_counter() - t0
 
     png_1 = run_generate(512, args.n, 1)

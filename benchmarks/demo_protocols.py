@@ -96,6 +96,7 @@ def main() -> None:
     from fdflare.analysis.baselines import baseline_predictions
     from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
     from fdflare.reports.demo import DemoConfig
+    from fdflare.synth.config import SynthConfig
     from fdflare.synth.writer import generate
     from fdflare.training.fit import fit, read_metrics
 
@@ -112,15 +113,14 @@ def main() -> None:
             start = pd.Timestamp(cfg.start)
             end = start + pd.Timedelta(days=cfg.days)
             if not (synth / "catalog.csv").is_file():
-                generate(
-                    synth,
+                config = SynthConfig(
                     start=start.isoformat(),
                     end=(end - pd.Timedelta(cfg.cadence)).isoformat(),
                     cadence=cfg.cadence,
                     size=cfg.image_size,
                     seed=seed,
-                    progress=False,
                 )
+                generate(synth, config, progress=False)
             catalog = read_catalog(synth / "catalog.csv")
             lcfg = LabelConfig(
                 start=str(start), end=str(end), cadence=cfg.cadence, gap_hours=args.gap_hours

@@ -6,6 +6,7 @@ import filecmp
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from fdflare.core.paths import image_relpaths, scan_images
 from fdflare.label import LabelConfig, make_labels, read_image_list
 from fdflare.prepare.geometry import disk_geometry
 from fdflare.prepare.jp2 import read_jp2_header
-from fdflare.synth.config import GEOMETRY_COLUMNS
+from fdflare.synth.config import GEOMETRY_COLUMNS, SynthConfig
 from fdflare.synth.flares import draw_flares, flare_productivity, window_fraction
 from fdflare.synth.regions import region_patches, simulate_regions
 from fdflare.synth.render import render_magnetogram, to_uint8
@@ -34,6 +35,20 @@ from fdflare.synth.sun import (
     synodic_rotation_rate,
 )
 from fdflare.synth.writer import SynthResult, generate
+
+
+def gen(
+    out: Path,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    on_image: Any = None,
+    **settings: Any,
+) -> SynthResult:
+    """``generate`` with its settings (a :class:`SynthConfig`) as keywords."""
+    config = SynthConfig(**settings)
+    return generate(out, config, workers=workers, progress=progress, on_image=on_image)
+
 
 SMALL = {
     "start": "2011-02-01T00:00",
@@ -60,13 +75,13 @@ def assert_same_tree(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
-    return generate(tmp_path_factory.mktemp("synth") / "run", seed=5, **SMALL)
+    return gen(tmp_path_factory.mktemp("synth") / "run", seed=5, **SMALL)
 
 
 @pytest.fixture(scope="module")
 def disk_run(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     """A few 256-pixel images of an active Sun, for the image checks."""
-    return generate(
+    return gen(
         tmp_path_factory.mktemp("synth") / "disk",
         start="2011-01-24T00:00",
         end="2011-01-24T12:00",
@@ -81,13 +96,13 @@ def disk_run(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path: Path, small_run: SynthResult) -> None:
-    again = generate(tmp_path / "again", seed=5, **{**SMALL, "workers": 1})
+    again = gen(tmp_path / "again", seed=5, **{**SMALL, "workers": 1})
     assert again.written == len(again.geometry) == 7
     assert_same_tree(small_run.out, again.out)
 
 
 def test_other_seed_differs(tmp_path: Path, small_run: SynthResult) -> None:
-    other = generate(tmp_path / "other", seed=2, **SMALL)
+    other = gen(tmp_path / "other", seed=2, **SMALL)
     assert (other.out / "catalog.csv").read_bytes() != (small_run.out / "catalog.csv").read_bytes()
     assert (other.out / "regions.csv").read_bytes() != (small_run.out / "regions.csv").read_bytes()
     for rel in small_run.geometry["path"]:
@@ -178,7 +193,7 @@ def test_flare_population_over_a_year() -> None:
 
 
 def test_unlocated_flares_are_written_empty(tmp_path: Path) -> None:
-    result = generate(tmp_path / "u", seed=5, unlocated=0.5, **{**SMALL, "size": 32})
+    result = gen(tmp_path / "u", seed=5, unlocated=0.5, **{**SMALL, "size": 32})
     catalog = pd.read_csv(result.out / "catalog.csv", keep_default_na=False)
     empty = catalog["fl_lon"] == ""
     assert empty.any() and (~empty).any()
@@ -187,7 +202,7 @@ def test_unlocated_flares_are_written_empty(tmp_path: Path) -> None:
 
 
 def test_missing_times_are_left_out(tmp_path: Path) -> None:
-    result = generate(tmp_path / "m", seed=1, missing=0.5, **{**SMALL, "size": 32})
+    result = gen(tmp_path / "m", seed=1, missing=0.5, **{**SMALL, "size": 32})
     assert 0 < result.missing < 7
     assert len(result.geometry) + result.missing == 7
     assert scan_images(result.out / "images") == list(result.geometry["path"])
@@ -358,18 +373,18 @@ def test_resume_keeps_existing_images(tmp_path: Path, small_run: SynthResult) ->
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate(out, seed=5, on_image=stop_after_three, **{**SMALL, "workers": 1})
+        gen(out, seed=5, on_image=stop_after_three, **{**SMALL, "workers": 1})
     assert not (out / "geometry.csv").exists()
     assert len(scan_images(out / "images")) == 3
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
-    result = generate(out, seed=5, **SMALL)
+    result = gen(out, seed=5, **SMALL)
     assert (result.written, result.skipped) == (4, 3)
     assert_same_tree(small_run.out, out)
 
 
 def test_other_settings_in_the_same_directory_are_refused(small_run: SynthResult) -> None:
     with pytest.raises(InputError) as info:
-        generate(small_run.out, seed=4, **SMALL)
+        gen(small_run.out, seed=4, **SMALL)
     assert info.value.field == "seed"
     assert "synth.json" in str(info.value)
 
@@ -378,7 +393,7 @@ def test_other_settings_in_the_same_directory_are_refused(small_run: SynthResult
 
 
 def test_jp2_files_carry_the_helioviewer_header(tmp_path: Path) -> None:
-    result = generate(
+    result = gen(
         tmp_path / "j",
         start="2011-01-24T00:00",
         end="2011-01-24T06:00",
@@ -506,27 +521,27 @@ def cli(argv: list[str]) -> int:
             "--end: end 2011-02-01 00:00:00 is not after start",
         ),
         (["--start", "2011-02-01", "--end", "2011-02-01"], "holds no image time"),
-        (["--image-size", "0"], "--image-size: expected 1 or more"),
-        (["--image-size", "-5"], "--image-size: expected 1 or more"),
-        (["--image-size", "8"], "--image-size: size must be between 16 and 16384"),
+        (["--image-size", "0"], "--image-size: '0': must lie in [16, 16384]"),
+        (["--image-size", "-5"], "--image-size: '-5': must lie in [16, 16384]"),
+        (["--image-size", "8"], "--image-size: '8': must lie in [16, 16384]"),
         (["--image-size", "big"], "--image-size: expected a whole number"),
-        (["--cadence=-1h"], "--cadence: cadence must be positive"),
-        (["--cadence", "0min"], "--cadence: cadence must be positive"),
-        (["--cadence", "soon"], "--cadence: cannot read cadence"),
-        (["--start", "yesterday-ish"], "--start: cannot read start"),
+        (["--cadence=-1h"], "--cadence: '-1h': cadence must be positive"),
+        (["--cadence", "0min"], "--cadence: '0min': cadence must be positive"),
+        (["--cadence", "soon"], "--cadence: 'soon': cannot read cadence"),
+        (["--start", "yesterday-ish"], "--start: 'yesterday-ish': cannot read start"),
         (["--end", "soon"], "--end: cannot read end"),
-        (["--b0", "north"], "--b0: b0 must be"),
-        (["--b0", "100"], "--b0: b0 must be degrees in [-90, 90]"),
-        (["--flare-rate", "-1"], "--flare-rate: expected 0 or more"),
-        (["--region-rate", "nan"], "--region-rate: expected a finite number"),
-        (["--noise", "-0.5"], "--noise: expected 0 or more"),
-        (["--clip", "0"], "--clip: expected a number above 0"),
-        (["--stretch", "2000"], "--stretch: stretch must be a number in [0, 1000]"),
-        (["--missing", "2"], "--missing: expected a number from 0 to 1"),
-        (["--unlocated", "-0.1"], "--unlocated: expected a number from 0 to 1"),
-        (["--seed", "-1"], "--seed: expected 0 or more"),
+        (["--b0", "north"], "--b0: 'north': must be auto or a number in [-90, 90]"),
+        (["--b0", "100"], "--b0: '100': must lie in [-90, 90]"),
+        (["--flare-rate", "-1"], "--flare-rate: '-1': must be at least 0"),
+        (["--region-rate", "nan"], "--region-rate: 'nan': must be a finite number"),
+        (["--noise", "-0.5"], "--noise: '-0.5': must be at least 0"),
+        (["--clip", "0"], "--clip: '0': must be above 0"),
+        (["--stretch", "2000"], "--stretch: '2000': must lie in [0, 1000]"),
+        (["--missing", "2"], "--missing: '2': must lie in [0, 1]"),
+        (["--unlocated", "-0.1"], "--unlocated: '-0.1': must lie in [0, 1]"),
+        (["--seed", "-1"], "--seed: '-1': must be at least 0"),
         (["--workers", "0"], "--workers: expected 1 or more"),
-        (["--jp2", "--jp2-size", "10"], "--jp2-size: jp2_size must be between"),
+        (["--jp2", "--jp2-size", "10"], "--jp2-size: '10': must lie in [64, 16384]"),
     ],
 )
 def test_cli_rejects_bad_arguments(
@@ -550,17 +565,17 @@ def test_cli_end_is_excluded(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main([*base, "--end", "2011-01-01T02:30", "--out", str(tmp_path / "b"), "--quiet"]) == 0
     assert len(scan_images(tmp_path / "b" / "images")) == 3
     # the default --end is START + 28 days, excluded: 28 x 24 hourly images
-    assert _settings_of(["--start", "2011-01-01T00:00"])["end"] == "2011-01-28T23:00:00"
+    assert _config_of(["--start", "2011-01-01T00:00"]).end == "2011-01-28T23:00:00"
 
 
-def _settings_of(extra: list[str]) -> dict:
+def _config_of(extra: list[str]) -> SynthConfig:
     import argparse
 
     from fdflare.commands import synth as command
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
-    return command._settings(parser.parse_args(["--out", "x", *extra]))
+    return command._config(parser.parse_args(["--out", "x", *extra]))
 
 
 def test_cli_old_size_spelling_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -611,7 +626,7 @@ def test_cli_rejects_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path
     with pytest.raises(SystemExit) as info:
         main(["synth", "--out", str(tmp_path / "x"), "--format", "gif"])
     assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    assert "--format: 'gif': choose one of png, jpg" in capsys.readouterr().err
 
 
 def test_synth_then_label_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -656,7 +671,7 @@ def year_run(
 ) -> tuple[SynthResult, pd.DataFrame, np.ndarray]:
     """The demo's data: a year of 64-pixel images every 12 h, labelled >= M1.0 in 24 h."""
     out = tmp_path_factory.mktemp("synth") / "year"
-    result = generate(
+    result = gen(
         out,
         start="2011-01-01T00:00",
         end="2011-12-31T12:00",

@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fdflare.commands._common import (
-    add_deprecated_alias,
-    add_json_option,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    probability,
-)
+from fdflare.commands._common import add_json_option, positive_int
 
 HELP = "write SYNTHETIC magnetograms and a matching flare catalog (demos, tests, benchmarks)"
 DESCRIPTION = """\
@@ -40,135 +32,26 @@ example:
 """
 
 
-#: Settings of :class:`~fdflare.synth.config.SynthConfig` -> the option that sets them.
-OPTIONS = {
-    "start": "--start",
-    "end": "--end",
-    "cadence": "--cadence",
-    "size": "--image-size",
-    "fmt": "--format",
-    "seed": "--seed",
-    "flare_rate": "--flare-rate",
-    "region_rate": "--region-rate",
-    "b0": "--b0",
-    "noise": "--noise",
-    "stretch": "--stretch",
-    "clip": "--clip",
-    "missing": "--missing",
-    "unlocated": "--unlocated",
-    "jp2_size": "--jp2-size",
-}
-
 #: What synth writes inside --out (an input there would be overwritten).
 WRITES = ("synth.json", "regions.csv", "catalog.csv", "geometry.csv", "images", "jp2")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``fdflare synth``."""
+    """Add the options of ``fdflare synth``: one per field of its config, and the run's."""
+    from fdflare.commands._config import add_options
+    from fdflare.synth.config import SynthConfig
+
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument(
-        "--start", default="2011-01-01T00:00", help="first image time, UTC (default %(default)s)"
-    )
-    p.add_argument(
+    group = p.add_argument_group("settings (written to DIR/synth.json)")
+    # the config's end is the last image (included); the command's --end is excluded
+    group.add_argument(
         "--end",
         default=None,
+        metavar="TIME",
         help="end of the time range, EXCLUDED: images at START, START + CADENCE, ... before "
         "END (default: START + 28 days)",
     )
-    p.add_argument(
-        "--cadence", default="1h", help="image spacing, e.g. 1h, 12min (default %(default)s)"
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=512,
-        metavar="N",
-        help="image width and height in pixels, 16 to 16384 (default %(default)s)",
-    )
-    add_deprecated_alias(p, "--size", "--image-size", dest="image_size", type=positive_int)
-    p.add_argument(
-        "--format",
-        dest="fmt",
-        default="png",
-        choices=["png", "jpg"],
-        help="image format (default %(default)s; jpg is lossy, quality 95)",
-    )
-    p.add_argument(
-        "--seed",
-        type=nonnegative_int,
-        default=0,
-        help="the synthetic Sun (default %(default)s)",
-    )
-    p.add_argument(
-        "--flare-rate",
-        type=nonnegative_float,
-        default=1.0,
-        metavar="X",
-        help="multiplies every region's flare rate; 1 gives roughly 15-40 %% of 24 h windows "
-        "with a flare >= M1.0 (default %(default)s)",
-    )
-    p.add_argument(
-        "--region-rate",
-        type=nonnegative_float,
-        default=1.5,
-        metavar="X",
-        help="active regions emerging per day over the whole Sun (default %(default)s)",
-    )
-    p.add_argument(
-        "--b0",
-        default="0",
-        metavar="DEG|auto",
-        help="observer's heliographic latitude in degrees, or 'auto' for the Earth's at each "
-        "date (default %(default)s)",
-    )
-    p.add_argument(
-        "--noise",
-        type=nonnegative_float,
-        default=10.0,
-        metavar="G",
-        help="white noise, gauss per pixel (default %(default)s)",
-    )
-    p.add_argument(
-        "--stretch",
-        type=nonnegative_float,
-        default=8.0,
-        metavar="S",
-        help="asinh stretch of the 8-bit scale, 0 = Helioviewer's linear scale (default %(default)s)",
-    )
-    p.add_argument(
-        "--clip",
-        type=positive_float,
-        default=1500.0,
-        metavar="G",
-        help="gauss mapped to 1 and 255 (default %(default)s)",
-    )
-    p.add_argument(
-        "--missing",
-        type=probability,
-        default=0.0,
-        metavar="FRACTION",
-        help="fraction of image times left out, as data gaps (default %(default)s)",
-    )
-    p.add_argument(
-        "--unlocated",
-        type=probability,
-        default=0.02,
-        metavar="FRACTION",
-        help="fraction of catalog flares without a location, as in real catalogs "
-        "(default %(default)s)",
-    )
-    p.add_argument(
-        "--jp2",
-        action="store_true",
-        help="also write Helioviewer-style JPEG 2000 files with the XML header under DIR/jp2/",
-    )
-    p.add_argument(
-        "--jp2-size",
-        type=positive_int,
-        default=4096,
-        metavar="N",
-        help="JPEG 2000 width and height, 64 to 16384 (default %(default)s)",
-    )
+    p.set_defaults(_settings=add_options(group, SynthConfig, exclude=("end",)))
     p.add_argument(
         "--workers",
         type=positive_int,
@@ -180,36 +63,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_option(p)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's settings, validated before anything is written (errors name the option)."""
-    from fdflare.core.errors import InputError, UsageError
+def _config(args: argparse.Namespace) -> Any:
+    """The run's settings, checked before anything is written (errors name the option)."""
+    from fdflare.core.errors import InputError
+    from fdflare.core.settings import given_values, option_error, updated
     from fdflare.synth.config import SynthConfig, last_image_time
 
-    settings: dict[str, Any] = {
-        "start": args.start,
-        "cadence": args.cadence,
-        "size": args.image_size,
-        "seed": args.seed,
-        "flare_rate": args.flare_rate,
-        "region_rate": args.region_rate,
-        "fmt": args.fmt,
-        "b0": args.b0,
-        "noise": args.noise,
-        "clip": args.clip,
-        "stretch": args.stretch,
-        "missing": args.missing,
-        "unlocated": args.unlocated,
-        "jp2": args.jp2,
-        "jp2_size": args.jp2_size,
-    }
     try:
-        settings["end"] = last_image_time(args.start, args.end, args.cadence)
-        SynthConfig(**settings).resolved()
+        cfg = updated(SynthConfig(), given_values(args, SynthConfig, args._settings))
+        end = last_image_time(cfg.start, args.end, cfg.cadence)
+        return updated(cfg, {"end": end}).resolved()
     except InputError as exc:
-        if exc.path is None and exc.field in OPTIONS:
-            raise UsageError(f"{OPTIONS[exc.field]}: {exc.message}") from None
-        raise
-    return settings
+        raise option_error(exc, SynthConfig) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.outputs import check_output_dir, output_lock
     from fdflare.synth.writer import generate
 
-    settings = _settings(args)
+    config = _config(args)
     check_output_dir(args.out, writes=WRITES)
     with output_lock(args.out, command="synth"):
         result = generate(
             args.out,
-            **settings,
+            config,
             workers=args.workers,
             progress=False if args.quiet or args.json else None,
         )

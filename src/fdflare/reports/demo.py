@@ -174,6 +174,7 @@ def run_demo(
     from fdflare.data.tables import select_table
     from fdflare.inference.predict import joined_path, predict
     from fdflare.label import LabelConfig, make_labels, read_image_list, write_labels
+    from fdflare.synth.config import SynthConfig
     from fdflare.synth.writer import generate
     from fdflare.training.fit import fit
     from fdflare.training.protocol import selection_rule, selection_set
@@ -191,8 +192,7 @@ def run_demo(
         quiet,
     )
     synth_dir = out / "synth"
-    generate(
-        synth_dir,
+    synth_cfg = SynthConfig(
         start=start.isoformat(),
         end=(end - pd.Timedelta(cfg.cadence)).isoformat(),
         cadence=cfg.cadence,
@@ -200,8 +200,8 @@ def run_demo(
         seed=cfg.seed,
         jp2=True,
         jp2_size=max(DEMO_JP2_SIZE, cfg.image_size),
-        progress=not quiet,
     )
+    generate(synth_dir, synth_cfg, progress=not quiet)
 
     _step("label", "24 h windows, >= M1.0, 4 quarterly folds", quiet)
     label_cfg = LabelConfig(start=str(start), end=str(end), cadence=cfg.cadence)

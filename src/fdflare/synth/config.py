@@ -1,9 +1,10 @@
-"""Settings of a synthetic run, validated, and the column schemas of the files it writes."""
+"""Settings of a synthetic run (each written once, as a field), and the schemas of its files."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
+from fdflare.core.settings import setting, validate
 
 __all__ = [
     "CATALOG_COLUMNS",
@@ -59,20 +61,35 @@ REGION_COLUMNS = (
 # --------------------------------------------------------------------------- configuration
 
 
+def _problem(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    """A field check from a parser that raises :class:`InputError`: its message, or None."""
+
+    def check(value: Any) -> str | None:
+        try:
+            parse(value)
+        except InputError as exc:
+            return exc.message
+        return None
+
+    return check
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Settings of a synthetic run; everything that changes the files written.
 
+    Each field carries its help, range and option (:func:`fdflare.core.settings.setting`):
+    ``fdflare synth`` generates its options from them and :meth:`resolved` checks them.
+
     Attributes:
         start: first image time (ISO 8601, UTC).
-        end: last image time, inclusive; ``None`` means ``start`` + 28 days.
+        end: last image time, inclusive; ``None`` means ``start`` + 28 days (the CLI's
+            ``--end`` is excluded, as everywhere in fdflare: :func:`last_image_time`).
         cadence: image spacing (a pandas offset such as ``1h`` or ``12min``).
         size: width and height of the images in pixels.
         seed: the synthetic Sun; the same seed gives the same regions, flares and images.
-        flare_rate: multiplies every region's flare rate (1 gives roughly 15-35 % of 24 h
-            windows with a flare >= M1.0 over a year).
-        region_rate: mean number of active regions emerging per day over the whole Sun
-            (1.5 keeps a handful to about ten on the disk).
+        flare_rate: multiplies every region's flare rate.
+        region_rate: mean number of active regions emerging per day over the whole Sun.
         fmt: image format, ``png`` (lossless) or ``jpg`` (quality 95, as the study's files).
         b0: heliographic latitude of the observer in degrees, or ``"auto"`` for the
             Earth's value at each date (between -7.25 and +7.25 deg).
@@ -89,22 +106,92 @@ class SynthConfig:
         jp2_size: width and height of the JPEG 2000 files.
     """
 
-    start: str = "2011-01-01T00:00:00"
-    end: str | None = None
-    cadence: str = "1h"
-    size: int = 512
-    seed: int = 0
-    flare_rate: float = 1.0
-    region_rate: float = 1.5
-    fmt: str = "png"
-    b0: float | str = 0.0
-    noise: float = 10.0
-    clip: float = 1500.0
-    stretch: float = 8.0
-    missing: float = 0.0
-    unlocated: float = 0.02
-    jp2: bool = False
-    jp2_size: int = 4096
+    start: str = setting(
+        "2011-01-01T00:00:00",
+        "first image time, UTC",
+        metavar="TIME",
+        check=_problem(lambda v: _parse_time(v, "start")),
+    )
+    end: str | None = setting(
+        None,
+        "last image time, included (none: start + 28 days)",
+        metavar="TIME",
+        check=_problem(lambda v: _parse_time(v, "end")),
+    )
+    cadence: str = setting(
+        "1h",
+        "image spacing, e.g. 1h, 12min",
+        metavar="DURATION",
+        check=_problem(lambda v: _parse_cadence(v)),
+    )
+    size: int = setting(
+        512,
+        "image width and height in pixels",
+        low=16,
+        high=16384,
+        flag="--image-size",
+        aliases=("--size",),
+        metavar="N",
+    )
+    seed: int = setting(
+        0,
+        "the synthetic Sun: the same seed, the same regions, flares and images",
+        low=0,
+        check=lambda v: None if v < 2**63 else "must be below 2**63",
+        metavar="N",
+    )
+    flare_rate: float = setting(
+        1.0,
+        "multiplies every region's flare rate; 1 gives about a quarter of 24 h windows with "
+        "a flare >= M1.0 (12-33 % by year and seed, docs/synth.md); 0 an empty catalog",
+        low=0,
+        metavar="X",
+    )
+    region_rate: float = setting(
+        1.5,
+        "active regions emerging per day over the whole Sun (1.5 keeps a handful to about "
+        "ten on the disk)",
+        low=0,
+        metavar="X",
+    )
+    fmt: str = setting(
+        "png",
+        "image format (jpg is lossy, quality 95, as the study's files)",
+        choices=("png", "jpg"),
+        flag="--format",
+    )
+    b0: float | str = setting(
+        0.0,
+        "observer's heliographic latitude in degrees, or auto for the Earth's at each date",
+        choices=("auto",),
+        low=-90,
+        high=90,
+        metavar="DEG|auto",
+    )
+    noise: float = setting(10.0, "white noise, gauss per pixel", low=0, metavar="G")
+    clip: float = setting(1500.0, "gauss mapped to 1 and 255", low=0, low_open=True, metavar="G")
+    stretch: float = setting(
+        8.0,
+        "asinh stretch of the 8-bit scale, 0 = Helioviewer's linear scale",
+        low=0,
+        high=1000,
+        metavar="S",
+    )
+    missing: float = setting(
+        0.0, "fraction of image times left out, as data gaps", low=0, high=1, metavar="FRACTION"
+    )
+    unlocated: float = setting(
+        0.02,
+        "fraction of catalog flares without a location, as in real catalogs",
+        low=0,
+        high=1,
+        metavar="FRACTION",
+    )
+    jp2: bool = setting(
+        False,
+        "also write Helioviewer-style JPEG 2000 files with the XML header under DIR/jp2/",
+    )
+    jp2_size: int = setting(4096, "JPEG 2000 width and height", low=64, high=16384, metavar="N")
 
     def resolved(self) -> SynthConfig:
         """Return the config validated, with times normalised and ``end`` filled in.
@@ -112,36 +199,13 @@ class SynthConfig:
         Raises:
             InputError: a setting is invalid; ``field`` names it.
         """
-        start = _parse_time(self.start, "start")
-        end = start + pd.Timedelta(days=28) if self.end is None else _parse_time(self.end, "end")
-        cadence = _parse_cadence(self.cadence)
+        typed = dataclasses.replace(self, **_typed(self))
+        validate(typed)
+        start = _parse_time(typed.start, "start")
+        end = start + pd.Timedelta(days=28) if typed.end is None else _parse_time(typed.end, "end")
+        cadence = _parse_cadence(typed.cadence)
         if end < start:
             raise InputError(f"end {end} is before start {start}", field="end")
-        _check_int(self.size, "size", 16, 16384)
-        _check_int(self.jp2_size, "jp2_size", 64, 16384)
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise InputError(f"seed must be an integer, got {self.seed!r}", field="seed")
-        if not 0 <= int(self.seed) < 2**63:
-            raise InputError(f"seed must be between 0 and 2**63 - 1, got {self.seed}", field="seed")
-        for name in ("flare_rate", "region_rate", "noise"):
-            value = getattr(self, name)
-            if not _finite(value) or value < 0:
-                raise InputError(f"{name} must be a number >= 0, got {value!r}", field=name)
-        if not _finite(self.clip) or self.clip <= 0:
-            raise InputError(f"clip must be a positive number, got {self.clip!r}", field="clip")
-        if not _finite(self.stretch) or not 0 <= self.stretch <= 1000:
-            raise InputError(
-                f"stretch must be a number in [0, 1000], got {self.stretch!r}", field="stretch"
-            )
-        for name in ("missing", "unlocated"):
-            value = getattr(self, name)
-            if not _finite(value) or not 0 <= value <= 1:
-                raise InputError(f"{name} must be a fraction in [0, 1], got {value!r}", field=name)
-        fmt = str(self.fmt).lower().lstrip(".")
-        fmt = "jpg" if fmt == "jpeg" else fmt
-        if fmt not in ("png", "jpg"):
-            raise InputError(f"format must be png or jpg, got {self.fmt!r}", field="fmt")
-        b0 = _parse_b0(self.b0)
         n_times = (end - start) // cadence + 1
         if n_times > 10_000_000:
             raise InputError(
@@ -149,24 +213,11 @@ class SynthConfig:
                 field="cadence",
             )
         return dataclasses.replace(
-            self,
-            start=_iso(start),
-            end=_iso(end),
-            cadence=_timedelta_text(cadence),
-            size=int(self.size),
-            jp2_size=int(self.jp2_size),
-            seed=int(self.seed),
-            flare_rate=float(self.flare_rate),
-            region_rate=float(self.region_rate),
-            fmt=fmt,
-            b0=b0,
-            noise=float(self.noise),
-            clip=float(self.clip),
-            stretch=float(self.stretch),
-            missing=float(self.missing),
-            unlocated=float(self.unlocated),
-            jp2=bool(self.jp2),
+            typed, start=_iso(start), end=_iso(end), cadence=_timedelta_text(cadence)
         )
+
+    #: the name every config's whole check goes by (:func:`fdflare.commands._config.config_from_args`)
+    checked = resolved
 
     def times(self) -> pd.DatetimeIndex:
         """Return the requested image times (before leaving out ``missing`` ones)."""
@@ -176,18 +227,35 @@ class SynthConfig:
         ).as_unit("ns")
 
 
+def _typed(c: SynthConfig) -> dict[str, Any]:
+    """The fields as their types (numpy numbers, ``jpeg``, ``" Auto "`` normalised).
+
+    Raises:
+        InputError: a value of the wrong type, naming the field.
+    """
+    values: dict[str, Any] = {}
+    for name in ("size", "jp2_size", "seed"):
+        value = getattr(c, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"{value!r}: must be a whole number", field=name)
+        values[name] = int(value)
+    for name in ("flare_rate", "region_rate", "noise", "clip", "stretch", "missing", "unlocated"):
+        value = getattr(c, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise InputError(f"{value!r}: must be a number", field=name)
+        values[name] = float(value)
+    fmt = str(c.fmt).lower().lstrip(".")
+    values["fmt"] = "jpg" if fmt == "jpeg" else fmt
+    values["b0"] = _b0_value(c.b0)
+    values["jp2"] = bool(c.jp2)
+    return values
+
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-def _check_int(value: Any, name: str, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be an integer, got {value!r}", field=name)
-    if not low <= int(value) <= high:
-        raise InputError(f"{name} must be between {low} and {high} pixels, got {value}", field=name)
 
 
 def _parse_time(value: Any, name: str) -> pd.Timestamp:
@@ -244,18 +312,19 @@ def last_image_time(start: Any, until: Any = None, cadence: Any = "1h") -> str:
     return _iso(first + steps * step)
 
 
-def _parse_b0(value: Any) -> float | str:
+def _b0_value(value: Any) -> Any:
+    """``b0`` as a float, or ``"auto"``; anything else is left for the field's check."""
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "auto":
             return "auto"
         try:
-            value = float(text)
+            return float(text)
         except ValueError:
-            raise InputError(f"b0 must be degrees or 'auto', got {value!r}", field="b0") from None
-    if not _finite(value) or abs(float(value)) > 90:
-        raise InputError(f"b0 must be degrees in [-90, 90] or 'auto', got {value!r}", field="b0")
-    return float(value)
+            return value
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _iso(t: pd.Timestamp) -> str:

@@ -21,7 +21,7 @@ from fdflare.core.errors import InputError, RunError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
 from fdflare.prepare.jp2 import write_helioviewer_jp2
-from fdflare.synth.config import CATALOG_COLUMNS, GEOMETRY_COLUMNS, SynthConfig, last_image_time
+from fdflare.synth.config import CATALOG_COLUMNS, GEOMETRY_COLUMNS, SynthConfig
 from fdflare.synth.flares import draw_flares, window_fraction
 from fdflare.synth.regions import _patch_arrays, _region_arrays, simulate_regions
 from fdflare.synth.render import helioviewer_header, render_magnetogram, to_uint8
@@ -180,24 +180,8 @@ def _flare_counts(catalog: pd.DataFrame) -> dict[str, int]:
 
 def generate(
     out: str | os.PathLike[str],
+    config: SynthConfig | None = None,
     *,
-    start: str = SynthConfig.start,
-    end: str | None = None,
-    until: str | None = None,
-    cadence: str = SynthConfig.cadence,
-    size: int = SynthConfig.size,
-    seed: int = SynthConfig.seed,
-    flare_rate: float = SynthConfig.flare_rate,
-    region_rate: float = SynthConfig.region_rate,
-    fmt: str = SynthConfig.fmt,
-    b0: float | str = SynthConfig.b0,
-    noise: float = SynthConfig.noise,
-    clip: float = SynthConfig.clip,
-    stretch: float = SynthConfig.stretch,
-    missing: float = SynthConfig.missing,
-    unlocated: float = SynthConfig.unlocated,
-    jp2: bool = False,
-    jp2_size: int = SynthConfig.jp2_size,
     workers: int | None = None,
     progress: bool | None = None,
     on_image: Callable[[Path], None] | None = None,
@@ -215,24 +199,8 @@ def generate(
 
     Args:
         out: output directory (created).
-        start: first image time.
-        end: last image time, included (default ``start`` + 28 days).
-        until: instead of ``end``, the end of the half-open range ``[start, until)``, as the
-            CLI's ``--end``: the last image is the last ``start + k cadence`` before it.
-        cadence: image spacing.
-        size: image width and height.
-        seed: the synthetic Sun.
-        flare_rate: multiplies every region's flare rate.
-        region_rate: regions emerging per day.
-        fmt: ``png`` or ``jpg``.
-        b0: observer latitude in degrees, or ``"auto"``.
-        noise: white noise, gauss per pixel.
-        clip: gauss mapped to 1 and 255.
-        stretch: ``asinh`` stretch of the 8-bit scaling (0: linear).
-        missing: fraction of image times left out as data gaps.
-        unlocated: fraction of flares without a location.
-        jp2: also write Helioviewer-style JPEG 2000 files.
-        jp2_size: their width and height.
+        config: the settings (default :class:`SynthConfig`'s); its ``end`` is the last
+            image time, included (:func:`last_image_time` turns an excluded end into it).
         workers: worker processes rendering and encoding images (default: up to 4, by
             CPU count, one per 10 s of work, see :func:`default_workers`); 1 renders here.
         progress: show progress on stderr (default and ``True``: a bar on a terminal, a
@@ -242,28 +210,7 @@ def generate(
     Raises:
         InputError: a setting is invalid, or ``out`` holds a run made with other settings.
     """
-    if until is not None:
-        if end is not None:
-            raise InputError("give end (included) or until (excluded), not both", field="end")
-        end = last_image_time(start, until, cadence)
-    config = SynthConfig(
-        start=start,
-        end=end,
-        cadence=cadence,
-        size=size,
-        seed=seed,
-        flare_rate=flare_rate,
-        region_rate=region_rate,
-        fmt=fmt,
-        b0=b0,
-        noise=noise,
-        clip=clip,
-        stretch=stretch,
-        missing=missing,
-        unlocated=unlocated,
-        jp2=jp2,
-        jp2_size=jp2_size,
-    ).resolved()
+    config = (config or SynthConfig()).resolved()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a directory", path=out)
