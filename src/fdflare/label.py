@@ -34,6 +34,7 @@ from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
+from fdflare.core.settings import setting, validate
 from fdflare.splits import make_split, select_counts, split_record, split_table
 
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
@@ -62,9 +63,47 @@ TABLE_COLUMNS = (
 )
 
 
+def _time_problem(value: Any) -> str | None:
+    """What is wrong with a time setting (ISO 8601; a day/month order is refused), or None."""
+    try:
+        t = _iso_time(value)
+    except InputError as exc:
+        return exc.message
+    except (ValueError, TypeError, OverflowError):
+        return "expected an ISO 8601 time such as 2011-01-01 00:00:00"
+    return "expected a time, not NaT" if t is pd.NaT else None
+
+
+def _duration_problem(shortest: pd.Timedelta, what: str) -> Any:
+    """A check of a duration setting above ``shortest`` (``what`` names that bound)."""
+
+    def check(value: Any) -> str | None:
+        try:
+            d = pd.Timedelta(value)
+        except (ValueError, TypeError, OverflowError):
+            return "expected a duration such as 1h or 24h"
+        if d is pd.NaT or d <= shortest:
+            return f"expected a duration above {what}"
+        return None
+
+    return check
+
+
+def _mode_problem(value: Any) -> str | None:
+    try:
+        parse_mode(value)
+    except UsageError as exc:
+        return str(exc).split(": ", 1)[1]
+    return None
+
+
 @dataclass
 class LabelConfig:
     """Options of the labelling stage, with the study's defaults.
+
+    Each field carries its help and check (:func:`fdflare.core.settings.setting`):
+    ``fdflare label`` generates its options from them and :func:`check_config` checks a
+    config.
 
     Attributes:
         start: first instance time.
@@ -82,16 +121,59 @@ class LabelConfig:
         test_from: with ``chronological``: the test interval's start.
     """
 
-    start: str = STUDY_START
-    end: str = STUDY_END
-    cadence: str = "1h"
-    window: str = "24h"
-    mode: str = "M"
-    gap_hours: float | None = None
+    start: str = setting(STUDY_START, "first instance time", metavar="TIME", check=_time_problem)
+    end: str = setting(
+        STUDY_END, "instances strictly before this time", metavar="TIME", check=_time_problem
+    )
+    cadence: str = setting(
+        "1h",
+        "instance spacing",
+        metavar="DURATION",
+        check=_duration_problem(pd.Timedelta(0), "0"),
+    )
+    window: str = setting(
+        "24h",
+        "prediction window length",
+        metavar="DURATION",
+        check=_duration_problem(pd.Timedelta(seconds=1), "1 s"),
+    )
+    mode: str = setting(
+        "M",
+        "M: >= M1.0 is positive; C: >= C1.0; or any class from A1.0 up, e.g. M5",
+        metavar="CLASS",
+        check=_mode_problem,
+    )
+    gap_hours: float | None = setting(
+        None,
+        "purge training instances whose window overlaps the validation quarter or that lie "
+        "within N hours after it (none: off, as the study)",
+        low=0,
+        metavar="N",
+    )
     n_folds: int = 4
-    split: str = "quarters"
-    select_from: str | None = None
-    test_from: str | None = None
+    split: str = setting(
+        "quarters",
+        "quarters: the study's 4 quarterly folds; chronological: train before "
+        "--select-from, select until --test-from, test after; suryabench: SuryaBench's flare "
+        "split; or a JSON split file of train, select and test intervals",
+        metavar="quarters|chronological|suryabench|FILE",
+    )
+    select_from: str | None = setting(
+        None, "chronological: selection start", metavar="TIME", check=_time_problem
+    )
+    test_from: str | None = setting(
+        None, "chronological: test start", metavar="TIME", check=_time_problem
+    )
+
+    def checked(self) -> LabelConfig:
+        """The config, checked (:func:`check_config`).
+
+        Raises:
+            InputError: a bad setting, naming the field.
+            UsageError: a split and its options that do not go together.
+        """
+        check_config(self)
+        return self
 
 
 @dataclass
@@ -149,45 +231,23 @@ def _iso_time(value: Any) -> pd.Timestamp:
 def check_config(cfg: LabelConfig) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timedelta, pd.Timedelta]:
     """Check the options before any work; return ``(start, end, cadence, window)``.
 
+    Each field by its own check (:func:`fdflare.core.settings.validate`), then the checks
+    across fields: ``end`` after ``start``, ``n_folds`` a divisor of 12, the split.
+
     Raises:
-        UsageError: naming the option that is wrong.
+        InputError: a bad setting, naming the field.
+        UsageError: a split and its options that do not go together.
     """
-    parsed: dict[str, Any] = {}
-    for option, value, kind in (
-        ("--start", cfg.start, _iso_time),
-        ("--end", cfg.end, _iso_time),
-        ("--cadence", cfg.cadence, pd.Timedelta),
-        ("--window", cfg.window, pd.Timedelta),
-    ):
-        try:
-            parsed[option] = kind(value)
-        except InputError as exc:
-            raise UsageError(f"{option} {value!r}: {exc.message}") from None
-        except (ValueError, TypeError, OverflowError):
-            expected = (
-                "an ISO 8601 time such as 2011-01-01 00:00:00"
-                if kind is _iso_time
-                else ("a duration such as 1h or 24h")
-            )
-            raise UsageError(f"{option} {value!r}: expected {expected}") from None
-        if parsed[option] is pd.NaT:
-            raise UsageError(f"{option} {value!r}: expected a time, not NaT")
-    start, end = parsed["--start"], parsed["--end"]
-    cadence, window = parsed["--cadence"], parsed["--window"]
+    validate(cfg)
+    start, end = _iso_time(cfg.start), _iso_time(cfg.end)
+    cadence, window = pd.Timedelta(cfg.cadence), pd.Timedelta(cfg.window)
     if start.tzinfo is not None or end.tzinfo is not None:
         start = start.tz_convert("UTC").tz_localize(None) if start.tzinfo else start
         end = end.tz_convert("UTC").tz_localize(None) if end.tzinfo else end
     if end <= start:
-        raise UsageError(f"--end ({end}) must be after --start ({start})")
-    if cadence <= pd.Timedelta(0):
-        raise UsageError(f"--cadence {cfg.cadence!r}: expected a duration above 0")
-    if window <= pd.Timedelta(seconds=1):
-        raise UsageError(f"--window {cfg.window!r}: expected a duration above 1 s")
-    if cfg.gap_hours is not None and not (np.isfinite(cfg.gap_hours) and cfg.gap_hours >= 0):
-        raise UsageError(f"--gap-hours {cfg.gap_hours}: expected 0 or more hours")
+        raise InputError(f"{end} must be after start ({start})", field="end")
     if cfg.n_folds < 1 or 12 % cfg.n_folds:
-        raise UsageError(f"n_folds must divide 12, got {cfg.n_folds}")
-    parse_mode(cfg.mode)
+        raise InputError(f"must divide 12, got {cfg.n_folds}", field="n_folds")
     make_split(cfg.split, select_from=cfg.select_from, test_from=cfg.test_from)
     return start, end, cadence, window
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fdflare.commands._common import add_json_option, nonnegative_float
+from fdflare.commands._common import add_json_option
 
 HELP = "label image instances from a GOES flare catalog and split them into quarterly folds"
 DESCRIPTION = """\
@@ -35,10 +35,10 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``fdflare label``."""
+    """Add the options of ``fdflare label``: its inputs, and one per field of its config."""
+    from fdflare.commands._config import add_options
     from fdflare.label import LabelConfig
 
-    d = LabelConfig()
     p.add_argument("--catalog", required=True, help="flare catalog CSV (study, HEK-style or SWPC)")
     p.add_argument(
         "--images",
@@ -47,41 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
-        "--mode",
-        default=d.mode,
-        help="M: >= M1.0 is positive; C: >= C1.0; or any class from A1.0 up, e.g. M5 "
-        "(default %(default)s)",
-    )
-    p.add_argument("--start", default=d.start, help="first instance time (default %(default)s)")
-    p.add_argument(
-        "--end", default=d.end, help="instances strictly before this time (default %(default)s)"
-    )
-    p.add_argument("--cadence", default=d.cadence, help="instance spacing (default %(default)s)")
-    p.add_argument(
-        "--window", default=d.window, help="prediction window length (default %(default)s)"
-    )
-    p.add_argument(
-        "--gap-hours",
-        type=nonnegative_float,
-        default=None,
-        metavar="N",
-        help="purge training instances whose window overlaps the validation quarter or that lie "
-        "within N hours after it (off by default, as the study)",
-    )
-    p.add_argument(
-        "--split",
-        default=d.split,
-        metavar="quarters|chronological|suryabench|FILE",
-        help="quarters: the study's 4 quarterly folds (default); chronological: train before "
-        "--select-from, select until --test-from, test after; suryabench: SuryaBench's flare "
-        "split; or a JSON split file of train, select and test intervals",
-    )
-    p.add_argument("--select-from", metavar="TIME", help="chronological: selection start")
-    p.add_argument("--test-from", metavar="TIME", help="chronological: test start")
-    p.add_argument(
         "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
     add_json_option(p)
+    group = p.add_argument_group("settings (recorded in summary.json)")
+    p.set_defaults(_settings=add_options(group, LabelConfig))
 
 
 def _fold_names(n_folds: int, split: str) -> list[str]:
@@ -93,28 +63,17 @@ def _fold_names(n_folds: int, split: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the stage and print a summary."""
     from fdflare.acquire.catalog import read_catalog
+    from fdflare.commands._config import config_from_args
     from fdflare.core.errors import InputError
     from fdflare.core.outputs import check_output_dir, output_lock
     from fdflare.label import (
         LabelConfig,
-        check_config,
         make_labels,
         read_image_list,
         write_labels,
     )
 
-    config = LabelConfig(
-        start=args.start,
-        end=args.end,
-        cadence=args.cadence,
-        window=args.window,
-        mode=args.mode,
-        gap_hours=args.gap_hours,
-        split=getattr(args, "split", "quarters"),
-        select_from=getattr(args, "select_from", None),
-        test_from=getattr(args, "test_from", None),
-    )
-    check_config(config)
+    config = config_from_args(args, LabelConfig, args._settings)
     check_output_dir(
         args.out,
         inputs=[args.catalog, args.images]
