@@ -246,7 +246,7 @@ GOOD = [
     [
         (["--bin-deg", "0"], "--bin-deg"),
         (["--bin-deg", "-5"], "--bin-deg"),
-        (["--bin-deg", "4"], "does not divide --limb-deg 70"),
+        (["--bin-deg", "4"], "--bin-deg: 4 does not divide the limb longitude 70"),
         (["--bin-deg", "7"], "does not divide 180"),
         (["--bin-deg", "20", "--limb-deg", "60"], "does not divide 70"),
         (["--bin-deg", "8", "--limb-deg", "80"], "does not divide 180"),

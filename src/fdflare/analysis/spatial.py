@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 
 from fdflare.acquire.goes import CLASS_PATTERN
-from fdflare.core.errors import InputError, UsageError
+from fdflare.core.errors import InputError
 from fdflare.core.io import parse_probabilities, refuse_first
+from fdflare.core.settings import setting, validate
 from fdflare.core.table import fmt_number, render_table
 
 CLASSES = ("X", "M", "X+M")
@@ -43,11 +44,39 @@ LAT_RANGE = (-35.0, 35.0)
 
 @dataclass
 class SpatialConfig:
-    """Options of the spatial analysis (the study's defaults)."""
+    """Options of the spatial analysis (the study's defaults).
 
-    limb_deg: float = 70.0
-    bin_deg: float = 5.0
-    threshold: float = 0.5
+    Each field carries its help and range (:func:`fdflare.core.settings.setting`):
+    ``fdflare spatial`` generates its options from them and :func:`check_config` checks a
+    config.
+    """
+
+    limb_deg: float = setting(
+        70.0,
+        "near-limb if |lon| > this",
+        low=0,
+        high=90,
+        low_open=True,
+        high_open=True,
+        metavar="DEG",
+    )
+    bin_deg: float = setting(
+        5.0,
+        "heatmap bin size in degrees; must divide --limb-deg, 180 and 70",
+        low=0,
+        low_open=True,
+        metavar="DEG",
+    )
+    threshold: float = setting(0.5, "P(flare) >= threshold is a hit", low=0, high=1, metavar="P")
+
+    def checked(self) -> SpatialConfig:
+        """The config, checked (:func:`check_config`).
+
+        Raises:
+            InputError: a bad setting, naming the field.
+        """
+        check_config(self)
+        return self
 
 
 def _divides(step: float, span: float) -> bool:
@@ -58,29 +87,25 @@ def _divides(step: float, span: float) -> bool:
 def check_config(config: SpatialConfig) -> None:
     """Check the options before any work.
 
-    ``--limb-deg`` must lie in (0, 90); ``--bin-deg`` must be positive and divide
-    ``--limb-deg``, the 180 deg of longitude and the 70 deg of latitude of the grid, so that
-    the limb lines fall on bin edges and the grid has whole bins; ``--threshold`` must lie
-    in [0, 1].
+    Each field by its range (``limb_deg`` in (0, 90), ``bin_deg`` above 0, ``threshold`` in
+    [0, 1]); then ``bin_deg`` must divide ``limb_deg``, the 180 deg of longitude and the 70
+    deg of latitude of the grid, so that the limb lines fall on bin edges and the grid has
+    whole bins.
 
     Raises:
-        UsageError: naming the option.
+        InputError: naming the field.
     """
+    validate(config)
     limb, step = config.limb_deg, config.bin_deg
-    if not (math.isfinite(limb) and 0 < limb < 90):
-        raise UsageError(f"--limb-deg {limb:g}: expected a longitude above 0 and below 90")
-    if not (math.isfinite(step) and step > 0):
-        raise UsageError(f"--bin-deg {step:g}: expected a bin size above 0 degrees")
     lon_span = LON_RANGE[1] - LON_RANGE[0]
     lat_span = LAT_RANGE[1] - LAT_RANGE[0]
-    for span, what in ((limb, f"--limb-deg {limb:g}"), (lon_span, "180"), (lat_span, "70")):
+    for span, what in ((limb, f"the limb longitude {limb:g}"), (lon_span, "180"), (lat_span, "70")):
         if not _divides(step, span):
-            raise UsageError(
-                f"--bin-deg {step:g} does not divide {what}: the bins must divide --limb-deg, "
-                "the 180 deg of longitude and the 70 deg of latitude (e.g. 5, 2.5, 10)"
+            raise InputError(
+                f"{step:g} does not divide {what}: the bins must divide the limb longitude, "
+                "the 180 deg of longitude and the 70 deg of latitude (e.g. 5, 2.5, 10)",
+                field="bin_deg",
             )
-    if not (math.isfinite(config.threshold) and 0 <= config.threshold <= 1):
-        raise UsageError(f"--threshold {config.threshold:g}: expected a number from 0 to 1")
 
 
 # --------------------------------------------------------------------------- input

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from fdflare.commands._common import positive_float, probability
-
 HELP = "central vs near-limb recall of X/M flares, recall heatmaps and a disk figure"
 DESCRIPTION = """\
 Read predictions joined with the largest flare of each instance's window (the study's
@@ -26,7 +24,10 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``fdflare spatial``."""
+    """Add the options of ``fdflare spatial``: its inputs, and one per field of its config."""
+    from fdflare.analysis.spatial import SpatialConfig
+    from fdflare.commands._config import add_options
+
     p.add_argument(
         "files",
         nargs="*",
@@ -37,25 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out", help="directory for heatmaps (PNG, SVG), bin tables and the disk figure"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument(
-        "--limb-deg",
-        type=positive_float,
-        default=70.0,
-        help="near-limb if |lon| > this, below 90 (default %(default)s)",
-    )
-    p.add_argument(
-        "--bin-deg",
-        type=positive_float,
-        default=5.0,
-        help="heatmap bin size in degrees; must divide --limb-deg, 180 and 70 "
-        "(default %(default)s)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=probability,
-        default=0.5,
-        help="P(flare) >= threshold is a hit (default %(default)s)",
-    )
     p.add_argument("--name", default="", help="model name for figure titles and file names")
     p.add_argument(
         "--disk-image",
@@ -65,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--geometry", help="geometry.csv from `fdflare prepare`, for a PNG/JPG --disk-image"
     )
+    group = p.add_argument_group("settings")
+    p.set_defaults(_settings=add_options(group, SpatialConfig))
 
 
 def _geometry_for(image: str, geometry_csv: str) -> dict[str, float]:
@@ -114,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.analysis.spatial import (
         SpatialConfig,
         analyse,
-        check_config,
         format_table,
         read_spatial_tables,
     )
+    from fdflare.commands._config import config_from_args
     from fdflare.core.errors import InputError, UsageError
     from fdflare.core.outputs import check_output_dir, output_lock
 
@@ -127,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--disk-image needs --out for the figure")
     if args.geometry and not args.disk_image:
         raise UsageError("--geometry is for a --disk-image; give one")
-    cfg = SpatialConfig(limb_deg=args.limb_deg, bin_deg=args.bin_deg, threshold=args.threshold)
-    check_config(cfg)
+    cfg = config_from_args(args, SpatialConfig, args._settings)
     prefix = f"{args.name}_" if args.name else ""
     if args.out:
         writes = [
@@ -160,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             result["disk"] = disk_figure(
                 args.disk_image,
                 Path(args.out) / f"{prefix}disk",
-                limb_deg=args.limb_deg,
+                limb_deg=cfg.limb_deg,
                 geometry=geometry,
             )
     if df is not None and not analysed:
@@ -176,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             d = result["disk"]
             print(
                 f"disk centre ({d['center_x']:.1f}, {d['center_y']:.1f}) px, radius "
-                f"{d['radius_px']:.1f} px, {args.limb_deg:g} deg circle radius "
+                f"{d['radius_px']:.1f} px, {cfg.limb_deg:g} deg circle radius "
                 f"{d['circle_radius_px']:.1f} px; wrote {', '.join(d['paths'])}"
             )
     for path in empty:
