@@ -22,6 +22,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fdflare.acquire.helioviewer import download_range
+from fdflare.core.http import HttpPolicy
 from helioviewer_server import FakeHelioviewer
 
 
@@ -41,7 +42,12 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 summary = download_range(
-                    start, end, tmp, base_url=server.base_url, concurrency=n, progress=False
+                    start,
+                    end,
+                    tmp,
+                    base_url=server.base_url,
+                    policy=HttpPolicy(concurrency=n),
+                    progress=False,
                 )
                 seconds = time.perf_counter() - t0
                 assert summary.downloaded == args.images, summary.format()
@@ -49,7 +55,12 @@ def main() -> None:
                 if n == max(args.concurrency):
                     t0 = time.perf_counter()
                     again = download_range(
-                        start, end, tmp, base_url=server.base_url, concurrency=n, progress=False
+                        start,
+                        end,
+                        tmp,
+                        base_url=server.base_url,
+                        policy=HttpPolicy(concurrency=n),
+                        progress=False,
                     )
                     resumed = time.perf_counter() - t0
                     assert again.skipped == args.images, again.format()

@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -32,10 +33,14 @@ from fdflare.core.paths import image_relpaths, parse_image_times
 from fdflare.core.timeparse import parse_duration
 from helioviewer_server import CLOSEST, JP2, FakeHelioviewer, Fault, too_many_requests
 
+
 # Tiny back-offs keep the retry tests fast; timeouts stay generous unless a test stalls.
-FAST = dict(
-    retries=3, backoff=0.01, backoff_max=0.02, connect_timeout=5.0, read_timeout=5.0, progress=False
-)
+def fast(**policy: Any) -> dict[str, Any]:
+    """download_range's keywords for a test: a quick HTTP policy (``policy`` overrides), no bar."""
+    settings = {"retries": 3, "backoff": 0.01, "backoff_max": 0.02, "connect_timeout": 5.0}
+    return {"policy": HttpPolicy(**{**settings, "read_timeout": 5.0, **policy}), "progress": False}
+
+
 DAY = "2011-01-01"
 
 
@@ -147,7 +152,7 @@ def test_happy_path_layout_and_manifest(hv, tmp_path, codestream):
     server = hv(codestream=codestream)
     out = tmp_path / "hmi"
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T04:00", out, base_url=server.base_url, concurrency=2, **FAST
+        f"{DAY}T00:00", f"{DAY}T04:00", out, base_url=server.base_url, **fast(concurrency=2)
     )
     assert (summary.requested, summary.downloaded, summary.gaps, summary.failed) == (4, 4, 0, 0)
     times = pd.date_range(f"{DAY}T00:00", periods=4, freq="h")
@@ -178,7 +183,9 @@ def test_real_helioviewer_jp2_from_sunpy(hv, tmp_path, sunpy_test_data):
     source = sunpy_test_data / "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
     server = hv(jp2_file=source)
     out = tmp_path / "hmi"
-    summary = download_range(f"{DAY}T00:00", f"{DAY}T02:00", out, base_url=server.base_url, **FAST)
+    summary = download_range(
+        f"{DAY}T00:00", f"{DAY}T02:00", out, base_url=server.base_url, **fast()
+    )
     assert summary.downloaded == 2
     for rel in jp2_files(out):
         assert (out / rel).read_bytes() == source.read_bytes()
@@ -190,7 +197,7 @@ def test_real_helioviewer_jp2_from_sunpy(hv, tmp_path, sunpy_test_data):
 def test_server_file_name_is_never_used(hv, tmp_path):
     server = hv(disposition="../../escaped.jp2")
     out = tmp_path / "nested" / "hmi"
-    download_range(f"{DAY}T00:00", f"{DAY}T02:00", out, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T02:00", out, base_url=server.base_url, **fast())
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert written == [
         "nested/hmi/2011/01/01/HMI.m2011.01.01_00.00.00.jp2",
@@ -203,7 +210,7 @@ def test_server_file_name_is_never_used(hv, tmp_path):
 def test_base_url_from_environment(hv, tmp_path, monkeypatch):
     server = hv()
     monkeypatch.setenv("FDFLARE_HELIOVIEWER_URL", server.base_url)
-    summary = download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, **FAST)
+    summary = download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, **fast())
     assert summary.downloaded == 1 and server.count() == 2
 
 
@@ -214,7 +221,9 @@ def test_gaps_recorded_then_reconsidered_with_a_wider_tolerance(hv, tmp_path):
     # observations every 12 min at :00:42, :12:42, ...; none from 00:50 to 05:10
     server = hv(gaps=[(f"{DAY}T00:50", f"{DAY}T05:10")])
     out = tmp_path / "hmi"
-    summary = download_range(f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, **FAST)
+    summary = download_range(
+        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, **fast()
+    )
     table = read_manifest(out).set_index("requested_time")
     status = table["status"]
     # 01:00 takes the 00:48:42 image (11 min 18 s away); 05:00 is 12 min 42 s from 05:12:42
@@ -237,14 +246,14 @@ def test_gaps_recorded_then_reconsidered_with_a_wider_tolerance(hv, tmp_path):
     # A rerun keeps the known gaps without asking again, unless the tolerance now admits one.
     before = server.count(CLOSEST)
     again = download_range(
-        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, tolerance="15min", **FAST
+        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, tolerance="15min", **fast()
     )
     assert server.count(CLOSEST) == before + 1  # only 05:00 was asked again
     assert (again.skipped, again.downloaded, again.gaps) == (3, 1, 3)
     assert read_manifest(out).set_index("requested_time").loc[f"{DAY}T05:00", "status"] == "ok"
     # --retry-gaps asks again for every gap
     download_range(
-        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, retry_gaps=True, **FAST
+        f"{DAY}T00:00", f"{DAY}T07:00", out, base_url=server.base_url, retry_gaps=True, **fast()
     )
     assert server.count(CLOSEST) == before + 1 + 3
 
@@ -252,7 +261,7 @@ def test_gaps_recorded_then_reconsidered_with_a_wider_tolerance(hv, tmp_path):
 def test_no_images_at_all_is_a_gap(hv, tmp_path):
     server = hv(gaps=[("2000-01-01", "2030-01-01")])
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST
+        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **fast()
     )
     assert (summary.gaps, summary.failed) == (2, 0)
     table = read_manifest(tmp_path)
@@ -326,7 +335,7 @@ def test_transient_faults_are_retried(hv, tmp_path, fault, endpoint):
     target = pd.Timestamp(f"{DAY}T01:00")
     key = target if endpoint == CLOSEST else server.image_id(target)
     server.inject(endpoint, key, fault)
-    options: dict = dict(FAST)
+    options: dict = fast()
     if fault.kind == "hold":
         options["client"] = held_client(endpoint, key, 1)
     summary = download_range(
@@ -431,7 +440,7 @@ def test_persistent_faults_are_failures_with_reasons(
     server = hv()
     bad = pd.Timestamp(f"{DAY}T01:00")
     server.inject(JP2, server.image_id(bad), *faults)
-    options: dict = {**FAST, "retries": retries}
+    options: dict = fast(retries=retries)
     if faults[0].kind == "hold":
         options["client"] = held_client(JP2, server.image_id(bad), len(faults))
     summary = download_range(
@@ -461,7 +470,7 @@ def test_closest_image_answers_that_are_not_usable(hv, tmp_path):
     server.inject(CLOSEST, f"{DAY}T00:00", Fault("html"))  # once: retried, mended
     server.inject(CLOSEST, f"{DAY}T01:00", *[Fault("html")] * 4)  # every attempt
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST
+        f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **fast()
     )
     assert (summary.downloaded, summary.failed) == (1, 1)
     assert server.count(CLOSEST, f"{DAY}T00:00") == 2
@@ -476,7 +485,7 @@ def test_concurrency_bound_is_used_in_full_and_kept(hv, tmp_path):
     # the server proves the overlap instead of hoping the scheduler makes it.
     server = hv(rendezvous=3)
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T12:00", tmp_path, base_url=server.base_url, concurrency=3, **FAST
+        f"{DAY}T00:00", f"{DAY}T12:00", tmp_path, base_url=server.base_url, **fast(concurrency=3)
     )
     assert server.rendezvous_met.is_set()
     assert summary.downloaded == 12
@@ -489,10 +498,10 @@ def test_concurrency_bound_is_used_in_full_and_kept(hv, tmp_path):
 def test_rerun_skips_complete_files_and_refetches_damaged_ones(hv, tmp_path):
     server = hv()
     args = (f"{DAY}T00:00", f"{DAY}T05:00", tmp_path)
-    download_range(*args, base_url=server.base_url, **FAST)
+    download_range(*args, base_url=server.base_url, **fast())
     assert server.count() == 10
 
-    again = download_range(*args, base_url=server.base_url, **FAST)
+    again = download_range(*args, base_url=server.base_url, **fast())
     assert (again.skipped, again.downloaded) == (5, 0)
     assert server.count() == 10  # not one request
 
@@ -503,7 +512,7 @@ def test_rerun_skips_complete_files_and_refetches_damaged_ones(hv, tmp_path):
     corrupt.write_bytes(bytes(data))
     (tmp_path / table.loc[f"{DAY}T03:00", "path"]).unlink()
 
-    third = download_range(*args, base_url=server.base_url, **FAST)
+    third = download_range(*args, base_url=server.base_url, **fast())
     assert (third.skipped, third.downloaded) == (3, 2)
     assert server.count() == 14
     assert server.count(JP2, server.image_id(f"{DAY}T01:00")) == 2
@@ -515,7 +524,7 @@ def test_rerun_skips_complete_files_and_refetches_damaged_ones(hv, tmp_path):
 
     # a size check alone notices a truncated file
     (tmp_path / table["path"].iloc[0]).write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
-    fourth = download_range(*args, base_url=server.base_url, verify="size", **FAST)
+    fourth = download_range(*args, base_url=server.base_url, verify="size", **fast())
     assert (fourth.skipped, fourth.downloaded) == (4, 1)
 
 
@@ -619,7 +628,7 @@ def test_cancel_before_start_does_nothing(hv, tmp_path):
     cancel = threading.Event()
     cancel.set()
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T04:00", tmp_path, base_url=server.base_url, cancel=cancel, **FAST
+        f"{DAY}T00:00", f"{DAY}T04:00", tmp_path, base_url=server.base_url, cancel=cancel, **fast()
     )
     assert summary.interrupted and summary.downloaded == 0
     assert server.count() == 0 and jp2_files(tmp_path) == []
@@ -627,7 +636,7 @@ def test_cancel_before_start_does_nothing(hv, tmp_path):
 
 def test_torn_journal_line_is_left_out_and_refetched(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **fast())
     journal = tmp_path / "manifest.csv.journal"
     gap = {c: "" for c in MANIFEST_COLUMNS} | {
         "requested_time": f"{DAY}T02:00:00",
@@ -637,7 +646,7 @@ def test_torn_journal_line_is_left_out_and_refetched(hv, tmp_path):
     }
     journal.write_text(json.dumps(gap) + "\n" + '{"requested_time": "2011-01-01T03:00:00", "sta')
     summary = download_range(
-        f"{DAY}T00:00", f"{DAY}T04:00", tmp_path, base_url=server.base_url, **FAST
+        f"{DAY}T00:00", f"{DAY}T04:00", tmp_path, base_url=server.base_url, **fast()
     )
     assert summary.torn_journal_lines == 1
     assert (summary.skipped, summary.gaps, summary.downloaded) == (2, 1, 1)
@@ -653,36 +662,41 @@ def test_torn_journal_line_is_left_out_and_refetched(hv, tmp_path):
 
 def test_malformed_manifest_names_file_line_and_field(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **fast())
     manifest = tmp_path / "manifest.csv"
     lines = manifest.read_text().splitlines()
     lines[2] = lines[2].replace(",ok,", ",done,")
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError) as info:
-        download_range(f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **FAST)
+        download_range(f"{DAY}T00:00", f"{DAY}T03:00", tmp_path, base_url=server.base_url, **fast())
     assert (info.value.path, info.value.line, info.value.field) == (str(manifest), 3, "status")
     assert "'done'" in str(info.value)
 
 
 def test_a_manifest_whose_rows_end_in_a_comma_is_refused_and_kept(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **fast())
     manifest = tmp_path / "manifest.csv"
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join([lines[0], *(ln + "," for ln in lines[1:])]) + "\n")
     before = manifest.read_bytes()
     with pytest.raises(InputError) as info:
-        download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **FAST)
+        download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path, base_url=server.base_url, **fast())
     assert (info.value.path, info.value.line) == (str(manifest), 2)
     assert "trailing comma" in str(info.value) and manifest.read_bytes() == before
 
 
 def test_manifest_of_another_source_is_refused(hv, tmp_path):
     server = hv()
-    download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST)
+    download_range(f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **fast())
     with pytest.raises(InputError, match="holds images of source 19, not 20"):
         download_range(
-            f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, source_id=20, **FAST
+            f"{DAY}T00:00",
+            f"{DAY}T01:00",
+            tmp_path,
+            base_url=server.base_url,
+            source_id=20,
+            **fast(),
         )
 
 
@@ -691,7 +705,7 @@ def test_a_manifest_in_use_is_refused(hv, tmp_path):
     with ManifestStore(tmp_path / "manifest.csv"):
         with pytest.raises(BusyError, match="another download is using"):
             download_range(
-                f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **FAST
+                f"{DAY}T00:00", f"{DAY}T01:00", tmp_path, base_url=server.base_url, **fast()
             )
     assert server.count() == 0
 
@@ -707,8 +721,9 @@ def test_a_manifest_in_use_is_refused(hv, tmp_path):
     ],
 )
 def test_bad_arguments(tmp_path, options, message):
-    args = {**FAST, "base_url": "http://127.0.0.1:9/v2/", **options}
+    policy = {k: options.pop(k) for k in ("concurrency", "retries", "read_timeout") if k in options}
     with pytest.raises(InputError, match=message):
+        args = {**fast(**policy), "base_url": "http://127.0.0.1:9/v2/", **options}
         download_range(f"{DAY}T00:00", f"{DAY}T02:00", tmp_path / "out", **args)
     assert not (tmp_path / "out").exists()
 

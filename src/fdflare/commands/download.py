@@ -225,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from fdflare.acquire.helioviewer import download_range
     from fdflare.core.errors import DownloadError
+    from fdflare.core.http import HttpPolicy
 
     _check_arguments(args)
 
@@ -285,12 +286,14 @@ def run(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance,
                 source_id=19 if args.source_id is None else args.source_id,
                 base_url=args.base_url,
-                concurrency=args.concurrency,
-                connect_timeout=args.connect_timeout,
-                read_timeout=args.read_timeout,
-                retries=args.retries,
-                backoff=args.backoff,
-                backoff_max=args.backoff_max,
+                policy=HttpPolicy(
+                    concurrency=args.concurrency,
+                    connect_timeout=args.connect_timeout,
+                    read_timeout=args.read_timeout,
+                    retries=args.retries,
+                    backoff=args.backoff,
+                    backoff_max=args.backoff_max,
+                ),
                 manifest=args.manifest,
                 retry_gaps=args.retry_gaps,
                 verify=args.verify,

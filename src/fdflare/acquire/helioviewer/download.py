@@ -27,8 +27,10 @@ Guarantees:
 
 Example:
     >>> from fdflare.acquire.helioviewer import download_range
+    >>> from fdflare.core.http import HttpPolicy
     >>> summary = download_range(  # doctest: +SKIP
-    ...     "2011-01-01T00:00", "2011-01-02T00:00", "data/hmi_jp2", cadence="1h"
+    ...     "2011-01-01T00:00", "2011-01-02T00:00", "data/hmi_jp2", cadence="1h",
+    ...     policy=HttpPolicy(concurrency=4, retries=5),
     ... )
     >>> print(summary.format())  # doctest: +SKIP
 """
@@ -355,17 +357,11 @@ def download_range(
     tolerance: str | timedelta = "12min",
     source_id: int = HMI_MAGNETOGRAM_SOURCE_ID,
     base_url: str | None = None,
-    concurrency: int = 4,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-    retries: int = 5,
-    backoff: float = 1.0,
-    backoff_max: float = 60.0,
+    policy: HttpPolicy | None = None,
     manifest: str | os.PathLike[str] | None = None,
     retry_gaps: bool = False,
     verify: str = "sha256",
     client: httpx.Client | None = None,
-    policy: HttpPolicy | None = None,
     progress: bool = True,
     cancel: threading.Event | None = None,
 ) -> DownloadSummary:
@@ -380,23 +376,18 @@ def download_range(
             farther observations are recorded as gaps.
         source_id: Helioviewer data source (19: HMI magnetogram).
         base_url: API base URL; default ``$FDFLARE_HELIOVIEWER_URL`` or the public API.
-        concurrency: most requests in flight at once.
-        connect_timeout: seconds to connect.
-        read_timeout: seconds to wait for each read from the server.
-        retries: retries after the first attempt of each request (timeouts, 429, 5xx,
-            broken connections, truncated bodies, HTML where an image was expected).
-        backoff: first back-off in seconds, doubled per retry, with jitter.
-        backoff_max: longest back-off in seconds.
+        policy: the HTTP policy (:class:`fdflare.core.http.HttpPolicy`): requests in
+            flight (``concurrency``), the timeouts, the retries of each request (timeouts,
+            429, 5xx, broken connections, truncated bodies, HTML where an image was
+            expected) and their back-off; default ``HttpPolicy()`` (4 in flight, 5 retries).
         manifest: manifest file; default ``out/manifest.csv``. Give each concurrent job
             writing into one directory its own manifest.
         retry_gaps: ask again for times recorded as gaps (by default a known gap is asked
             again only when the new ``tolerance`` could admit its observation).
         verify: how a file already on disk is checked against the manifest: ``sha256``
             (size and checksum) or ``size``.
-        client: an :class:`httpx.Client` to use (its connection limits should admit
-            ``concurrency`` connections); by default one is made and closed.
-        policy: the HTTP policy to use instead of the one made from ``concurrency``,
-            the timeouts, ``retries`` and the back-offs (tests inject its clock and sleep).
+        client: an :class:`httpx.Client` to use (its connection limits should admit the
+            policy's ``concurrency`` connections); by default one is made and closed.
         progress: show progress on stderr (a bar on a terminal, a line per tenth elsewhere).
         cancel: set this event (from a signal handler or another thread) to stop early:
             nothing more starts, downloads in flight are abandoned (no partial file stays)
@@ -417,14 +408,7 @@ def download_range(
     if verify not in ("sha256", "size"):
         raise InputError("verify must be 'sha256' or 'size'", field="verify")
     if policy is None:
-        policy = HttpPolicy(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries=retries,
-            backoff=backoff,
-            backoff_max=backoff_max,
-            concurrency=concurrency,
-        )
+        policy = HttpPolicy()
 
     out = Path(out)
     if out.exists() and not out.is_dir():
