@@ -228,6 +228,14 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.http import HttpPolicy
 
     _check_arguments(args)
+    policy = HttpPolicy(
+        concurrency=args.concurrency,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        retries=args.retries,
+        backoff=args.backoff,
+        backoff_max=args.backoff_max,
+    )
 
     # Ctrl-C or a batch scheduler's SIGTERM (time limit, pre-emption) stops the run at a
     # safe point: nothing new starts, what completed is recorded, the manifest is written,
@@ -265,12 +273,7 @@ def run(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance,
                 chunk=args.chunk or 24,
                 base_url=args.base_url,
-                concurrency=args.concurrency,
-                connect_timeout=args.connect_timeout,
-                read_timeout=args.read_timeout,
-                retries=args.retries,
-                backoff=args.backoff,
-                backoff_max=args.backoff_max,
+                policy=policy,
                 export_timeout=3600.0 if args.export_timeout is None else args.export_timeout,
                 manifest=args.manifest,
                 retry_gaps=args.retry_gaps,
@@ -286,14 +289,7 @@ def run(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance,
                 source_id=19 if args.source_id is None else args.source_id,
                 base_url=args.base_url,
-                policy=HttpPolicy(
-                    concurrency=args.concurrency,
-                    connect_timeout=args.connect_timeout,
-                    read_timeout=args.read_timeout,
-                    retries=args.retries,
-                    backoff=args.backoff,
-                    backoff_max=args.backoff_max,
-                ),
+                policy=policy,
                 manifest=args.manifest,
                 retry_gaps=args.retry_gaps,
                 verify=args.verify,

@@ -166,17 +166,11 @@ def download_jsoc(
     tolerance: str | timedelta = "12min",
     chunk: int = 24,
     base_url: str | None = None,
-    concurrency: int = 4,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-    retries: int = 5,
-    backoff: float = 1.0,
-    backoff_max: float = 60.0,
+    policy: HttpPolicy | None = None,
     export_timeout: float = 3600.0,
     manifest: str | os.PathLike[str] | None = None,
     retry_gaps: bool = False,
     verify: str = "sha256",
-    policy: HttpPolicy | None = None,
     poll_sleep: object = None,
     cancel: threading.Event | None = None,
 ) -> JsocSummary:
@@ -192,17 +186,14 @@ def download_jsoc(
         tolerance: largest distance between a requested time and its record's ``T_REC``.
         chunk: records per export request.
         base_url: JSOC base URL (default ``$FDFLARE_JSOC_URL`` or JSOC at Stanford).
-        concurrency: most requests in flight at once (file downloads run in parallel).
-        connect_timeout: seconds to connect (file downloads; drms uses its own 60 s).
-        read_timeout: seconds to wait for each read (file downloads).
-        retries: retries after the first attempt of each request.
-        backoff: first back-off in seconds, doubled per retry, with jitter.
-        backoff_max: longest back-off in seconds.
+        policy: the HTTP policy (:class:`fdflare.core.http.HttpPolicy`): requests in flight
+            (file downloads run in parallel), the timeouts (file downloads; drms uses its
+            own 60 s), the retries of each request and their back-off; default
+            ``HttpPolicy()``.
         export_timeout: longest wait in seconds for one export to be staged.
         manifest: manifest file (default ``out/manifest.csv``).
         retry_gaps: ask again for times recorded as gaps.
         verify: check of files already on disk, ``sha256`` or ``size``.
-        policy: the HTTP policy to use instead of one made from the options above.
         poll_sleep: the function that waits between export polls (tests inject one).
         cancel: set to stop early; the summary then says ``interrupted``.
 
@@ -222,14 +213,7 @@ def download_jsoc(
     if verify not in ("sha256", "size"):
         raise InputError("verify must be 'sha256' or 'size'", field="verify")
     if policy is None:
-        policy = HttpPolicy(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries=retries,
-            backoff=backoff,
-            backoff_max=backoff_max,
-            concurrency=concurrency,
-        )
+        policy = HttpPolicy()
     source_id = SERIES[series]
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -291,7 +275,7 @@ def download_jsoc(
                     summary.interrupted = True
                     break
                 part = todo[first : first + chunk]
-                results = _run_chunk(api, part, tol, out, summary, concurrency)
+                results = _run_chunk(api, part, tol, out, summary, policy.concurrency)
                 if results is None:  # unreachable before any answer
                     summary.unreachable = f"{url}: {api.last_reason}"
                     break
