@@ -34,7 +34,7 @@ from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
-from fdflare.core.settings import setting, validate
+from fdflare.core.settings import check_duration, check_time, setting, validate
 from fdflare.splits import make_split, select_counts, split_record, split_table
 
 #: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
@@ -63,32 +63,6 @@ TABLE_COLUMNS = (
 )
 
 
-def _time_problem(value: Any) -> str | None:
-    """What is wrong with a time setting (ISO 8601; a day/month order is refused), or None."""
-    try:
-        t = _iso_time(value)
-    except InputError as exc:
-        return exc.message
-    except (ValueError, TypeError, OverflowError):
-        return "expected an ISO 8601 time such as 2011-01-01 00:00:00"
-    return "expected a time, not NaT" if t is pd.NaT else None
-
-
-def _duration_problem(shortest: pd.Timedelta, what: str) -> Any:
-    """A check of a duration setting above ``shortest`` (``what`` names that bound)."""
-
-    def check(value: Any) -> str | None:
-        try:
-            d = pd.Timedelta(value)
-        except (ValueError, TypeError, OverflowError):
-            return "expected a duration such as 1h or 24h"
-        if d is pd.NaT or d <= shortest:
-            return f"expected a duration above {what}"
-        return None
-
-    return check
-
-
 def _mode_problem(value: Any) -> str | None:
     try:
         parse_mode(value)
@@ -97,45 +71,23 @@ def _mode_problem(value: Any) -> str | None:
     return None
 
 
+_TIME: dict[str, Any] = {"metavar": "TIME", "check": check_time}
+
+
 @dataclass
 class LabelConfig:
     """Options of the labelling stage, with the study's defaults.
 
     Each field carries its help and check (:func:`fdflare.core.settings.setting`):
     ``fdflare label`` generates its options from them and :func:`check_config` checks a
-    config.
-
-    Attributes:
-        start: first instance time.
-        end: instances are strictly before this time (the study's stop rule gives
-            2018-12-31 00:00, i.e. the last window ends 2018-12-31 22:59:59).
-        cadence: instance spacing.
-        window: prediction window length; the window is ``(t, t + window - 1 s]``.
-        mode: ``M`` (>= M1.0 is positive), ``C`` (>= C1.0), or any class as threshold.
-        gap_hours: when not None, purge training instances whose window overlaps the
-            validation period or that start within this many hours after it.
-        n_folds: number of quarterly folds (4 in the study).
-        split: ``quarters`` (the study's), ``chronological``, ``suryabench`` or a split
-            file (:mod:`fdflare.splits`): one fold, ``Fold1_{train,select,val}.csv``.
-        select_from: with ``chronological``: the selection interval's start.
-        test_from: with ``chronological``: the test interval's start.
+    config. ``n_folds`` (4 in the study) has no option.
     """
 
-    start: str = setting(STUDY_START, "first instance time", metavar="TIME", check=_time_problem)
-    end: str = setting(
-        STUDY_END, "instances strictly before this time", metavar="TIME", check=_time_problem
-    )
-    cadence: str = setting(
-        "1h",
-        "instance spacing",
-        metavar="DURATION",
-        check=_duration_problem(pd.Timedelta(0), "0"),
-    )
+    start: str = setting(STUDY_START, "first instance time", **_TIME)
+    end: str = setting(STUDY_END, "instances strictly before this time", **_TIME)
+    cadence: str = setting("1h", "instance spacing", metavar="DURATION", check=check_duration("0s"))
     window: str = setting(
-        "24h",
-        "prediction window length",
-        metavar="DURATION",
-        check=_duration_problem(pd.Timedelta(seconds=1), "1 s"),
+        "24h", "prediction window", metavar="DURATION", check=check_duration("1s")
     )
     mode: str = setting(
         "M",
@@ -158,20 +110,11 @@ class LabelConfig:
         "split; or a JSON split file of train, select and test intervals",
         metavar="quarters|chronological|suryabench|FILE",
     )
-    select_from: str | None = setting(
-        None, "chronological: selection start", metavar="TIME", check=_time_problem
-    )
-    test_from: str | None = setting(
-        None, "chronological: test start", metavar="TIME", check=_time_problem
-    )
+    select_from: str | None = setting(None, "chronological: selection start", **_TIME)
+    test_from: str | None = setting(None, "chronological: test start", **_TIME)
 
     def checked(self) -> LabelConfig:
-        """The config, checked (:func:`check_config`).
-
-        Raises:
-            InputError: a bad setting, naming the field.
-            UsageError: a split and its options that do not go together.
-        """
+        """The config, checked by :func:`check_config` (errors name the field)."""
         check_config(self)
         return self
 

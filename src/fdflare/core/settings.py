@@ -35,6 +35,8 @@ from fdflare.core.errors import FdflareError, InputError, UsageError
 
 __all__ = [
     "add_options",
+    "check_duration",
+    "check_time",
     "coerce",
     "config_argv",
     "default_of",
@@ -164,6 +166,38 @@ def default_of(f: Field[Any]) -> Any:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def check_time(value: Any) -> str | None:
+    """The check of a time setting: ISO 8601 (:func:`fdflare.core.timeparse.parse_time`)."""
+    import pandas as pd
+
+    from fdflare.core.timeparse import parse_time
+
+    try:
+        t = parse_time(value, whole_seconds=False)
+    except InputError as exc:
+        return exc.message
+    except (ValueError, TypeError, OverflowError):
+        return "expected an ISO 8601 time such as 2011-01-01 00:00:00"
+    return "expected a time, not NaT" if pd.isna(t) else None
+
+
+def check_duration(above: str) -> Callable[[Any], str | None]:
+    """The check of a duration setting (``1h``, ``24h``) longer than ``above`` (``"0s"``)."""
+
+    def check(value: Any) -> str | None:
+        import pandas as pd
+
+        try:
+            d = pd.Timedelta(value)
+        except (ValueError, TypeError, OverflowError):
+            return "expected a duration such as 1h or 24h"
+        if pd.isna(d) or d <= pd.Timedelta(above):
+            return f"expected a duration above {above}"
+        return None
+
+    return check
 
 
 def validate(obj: Any, *, path: str | os.PathLike[str] | None = None) -> None:
