@@ -43,6 +43,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fdflare.training.runtime import ACCELERATORS
+
 
 def _int_at_least(text: str, low: int) -> int:
     try:
@@ -183,9 +185,8 @@ def add_deprecated_alias(
     parser.add_argument(old, **kwargs)
 
 
-#: what every ``--accelerator`` takes (training passes ``gpu``/``cuda`` to Lightning; the
-#: commands that run on one torch device take ``tpu`` only where they can use it)
-ACCELERATOR_CHOICES = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+#: what every ``--accelerator`` takes: the one list, :data:`fdflare.training.runtime.ACCELERATORS`
+ACCELERATOR_CHOICES = ACCELERATORS
 
 
 def accelerator(text: str) -> str:
@@ -201,7 +202,7 @@ def accelerator(text: str) -> str:
             f"expected auto, cpu, gpu (= cuda), mps or tpu, got {text!r}"
         )
     if value not in ("auto", "cpu"):
-        from fdflare.training.config import accelerator_problem
+        from fdflare.training.runtime import accelerator_problem
 
         problem = accelerator_problem(value)
         if problem:

@@ -25,6 +25,7 @@ from typing import Any
 from fdflare.core.settings import read_settings, setting, updated, validate
 from fdflare.models.registry import INPUT_ADAPTERS, list_models
 from fdflare.training import protocol as P
+from fdflare.training.runtime import ACCELERATORS
 
 #: Lightning's precision values (``auto`` is fdflare's: bf16-mixed where supported).
 PRECISIONS = (
@@ -42,7 +43,6 @@ PRECISIONS = (
     "bf16",
     "64",
 )
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 DECODERS = ("pil", "torchvision")
 FOLDS = (1, 2, 3, 4)
 

@@ -82,6 +82,11 @@ def _no_cuda_here() -> bool:
     return not any(os.path.exists(p) for p in signs) and ctypes.util.find_library("cuda") is None
 
 
+#: every --accelerator's choices (training passes gpu/cuda to Lightning; the commands that
+#: run on one torch device take tpu only where they can use it)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
 def accelerator_problem(accelerator: str, devices: int | str = "auto") -> str | None:
     """Say why ``accelerator`` (with ``devices`` of them) cannot run on this machine, or ``None``.
 
