@@ -118,7 +118,9 @@ def field_problem(f: Field[Any], value: Any) -> str | None:
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if choices is not None and value not in choices and not isinstance(value, bool):
         if m.get("low") is not None and not is_number:  # a number or "auto"
-            return f"must be {' or '.join(map(str, choices))} or a number {range_words(m)}"
+            words = range_words(m)
+            words = f"of {words}" if words.startswith("at ") else words
+            return f"must be {' or '.join(map(str, choices))} or a number {words}"
         if m.get("low") is None:
             return f"choose one of {', '.join(map(str, choices))}"
     if is_number:
@@ -319,7 +321,7 @@ def option_error(exc: InputError, cls: type) -> FdflareError:
     longitude) names a field; on the command line the user typed an option.
     """
     if exc.path is None and exc.field is not None:
-        by_name = {f.name: f for f in fields(cls)}
+        by_name = {f.name: f for f in fields(cls) if "help" in f.metadata}
         if exc.field in by_name:
             return UsageError(f"{option_name(by_name[exc.field])}: {exc.message}")
     return exc
