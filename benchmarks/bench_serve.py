@@ -48,11 +48,13 @@ def setup(root: Path, days_jp2: int, days: int, size: int) -> dict[str, Path]:
 
     from fdflare.acquire.catalog import read_catalog, write_catalog
     from fdflare.models.networks import create_model
+    from fdflare.synth.config import SynthConfig, last_image_time
     from fdflare.synth.writer import generate
 
     sun = root / "sun"
-    generate(sun, start=str(T0), until=str(T0 + pd.Timedelta(days=days_jp2)), cadence="1h",
-             size=size, jp2=True, jp2_size=64, progress=False)  # fmt: skip
+    end = last_image_time(str(T0), str(T0 + pd.Timedelta(days=days_jp2)), "1h")
+    config = SynthConfig(start=str(T0), end=end, cadence="1h", size=size, jp2=True, jp2_size=64)
+    generate(sun, config, progress=False)
     cat = read_catalog(sun / "catalog.csv")
     cat = cat[cat["start_time"] < T0 + pd.Timedelta(days=days_jp2)]
     reps = -(-days // days_jp2) + 2
