@@ -66,8 +66,8 @@ TABLE_COLUMNS = (
 def _mode_problem(value: Any) -> str | None:
     try:
         parse_mode(value)
-    except UsageError as exc:
-        return str(exc).split(": ", 1)[1]
+    except UsageError as exc:  # "--mode 'Q': what is wrong": the option is named by the CLI
+        return str(exc).split(": ", 1)[-1]
     return None
 
 
