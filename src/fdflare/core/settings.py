@@ -14,8 +14,9 @@ A config dataclass (``TrainConfig``, ``DemoConfig``, ``SynthConfig``, ``LabelCon
 * :func:`option_error` turns an error found later, by a check across fields that names
   a field, into one naming the option.
 
-Only the standard library (and PyYAML, for a YAML file) is used: building the parser
-stays light.
+:func:`check_time` and :func:`check_duration` are the checks of time and duration settings.
+Only the standard library is imported up front (PyYAML when a YAML file is read, pandas
+when a time or duration is checked): building the parser stays light.
 """
 
 from __future__ import annotations
