@@ -107,11 +107,16 @@ def read_fits(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]
         ``COMMENT``/``HISTORY``).
 
     Raises:
-        InputError: not a FITS file, or no 2-D image in it.
+        InputError: not a FITS file, no 2-D image in it, or tiles that do not decompress.
     """
     import warnings
 
     from astropy.io import fits
+
+    try:  # what astropy's tile decompression raises on damaged data
+        from astropy.io.fits.hdu.compressed._compression import CfitsioException
+    except ImportError:  # pragma: no cover - an astropy that moved it
+        CfitsioException = OSError
 
     path = Path(path)
     try:
@@ -130,7 +135,7 @@ def read_fits(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]
                     if k and k not in ("COMMENT", "HISTORY", "")
                 }
                 return np.asarray(data, dtype=np.float32), header
-    except OSError as exc:
+    except (OSError, ValueError, CfitsioException) as exc:  # ValueError: a truncated file
         raise InputError(f"not a readable FITS file ({exc})", path=path) from None
     raise InputError("no 2-D image in the FITS file", path=path)
 
