@@ -32,9 +32,7 @@ TRAIN = slice(0, 24)
 TEST = slice(24, N_RECORDS)
 
 
-def _pair(
-    tmp_path, i: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _pair(tmp_path, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
     header = hmi_header(SRC, f"2020.01.{1 + i // 24:02d}_{i % 24:02d}:00:00_TAI")
     flaring = int(i % 2)
     blobs = [
@@ -47,14 +45,13 @@ def _pair(
     field = hmi_field(SRC, header, blobs=tuple(blobs), seed=i)
     fits_path = write_hmi_fits(tmp_path / f"{i}.fits", field, header)
     from_fits, _ = decode_fits_with_geometry(fits_path, SIZE)
-    from_full, _ = decode_fits_with_geometry(fits_path, SIZE, full_decode=True)
     data, hdr = read_fits(fits_path)
     stored, turned = north_up(data, hdr)
     grey = scale(stored, turned, parse_scaling("helioviewer"))
     jp2_header = {k: v for k, v in turned.items() if isinstance(v, int | float | str)}
     write_helioviewer_jp2(tmp_path / f"{i}.jp2", grey, jp2_header, quality_layers=[16])
     from_jp2, _ = decode_with_geometry(tmp_path / f"{i}.jp2", SIZE, full_decode=True)
-    return from_fits, from_full, from_jp2, flaring
+    return from_fits, from_jp2, flaring
 
 
 def _train(images: np.ndarray, labels: np.ndarray) -> torch.nn.Module:
@@ -91,13 +88,10 @@ def test_models_transfer_between_sources(tmp_path):
     rng = np.random.default_rng(7)
     pairs = [_pair(tmp_path, i, rng) for i in range(N_RECORDS)]
     fits_imgs = np.stack([p[0] for p in pairs])
-    full_imgs = np.stack([p[1] for p in pairs])
-    jp2_imgs = np.stack([p[2] for p in pairs])
-    labels = np.array([p[3] for p in pairs])
-    grey = np.abs(full_imgs.astype(int) - jp2_imgs.astype(int))
-    assert grey.mean() < 1.0 and grey.max() <= 4  # measured: 0.32, 2
+    jp2_imgs = np.stack([p[1] for p in pairs])
+    labels = np.array([p[2] for p in pairs])
     grey = np.abs(fits_imgs.astype(int) - jp2_imgs.astype(int))
-    assert grey.mean() < 1.5 and np.percentile(grey, 99) <= 12  # measured: 1.17, 9
+    assert grey.mean() < 1.0 and grey.max() <= 4
     for own, other in ((jp2_imgs, fits_imgs), (fits_imgs, jp2_imgs)):
         net = _train(own[TRAIN], labels[TRAIN])
         p_own, p_other = _proba(net, own), _proba(net, other)

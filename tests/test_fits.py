@@ -168,16 +168,12 @@ def test_old_geometry_csv_gets_b0_from_its_dates(tmp_path):
 
 
 def test_same_record_from_both_sources_matches(tmp_path):
-    """The FITS path against a Helioviewer-style JP2 made from the same field (Helioviewer's recipe).
-
-    The full-resolution FITS path (``full_decode``) against the JP2's; the default reduced
-    FITS path is measured against both in ``test_fits_reduced.py``.
-    """
+    """The FITS path against a Helioviewer-style JP2 made from the same field (Helioviewer's recipe)."""
     n, size = 512, 128
     header = hmi_header(n, "2014.03.01_00:00:00_TAI")
     field = hmi_field(n, header, seed=3)
     fits_path = write_hmi_fits(tmp_path / "a.fits", field, header)
-    img_fits, geo_fits = decode_fits_with_geometry(fits_path, size, full_decode=True)
+    img_fits, geo_fits = decode_fits_with_geometry(fits_path, size)
     # Helioviewer's JP2: the same turned field through its BYTSCL, lossy JPEG 2000 (about 8:1)
     data, hdr = read_fits(fits_path)
     stored, turned = north_up(data, hdr)

@@ -17,7 +17,12 @@ The scaling to training images is a named transform (:data:`SCALINGS`):
 * ``clip:N``: the same with ``+-N`` gauss (e.g. ``clip:1500`` keeps strong fields apart).
 
 Scaling happens at full resolution (integers, as the archive does), then the image is
-area-averaged to the output size, as the JP2 path does after its reduced decode.
+area-averaged to the output size, as the JP2 path does after its reduced decode. RICE has
+no reduced-resolution decode, so every row is decompressed; a row-tiled RICE image (JSOC's
+layout) is read by fdflare's row reader (:mod:`fdflare.prepare.fitsrows`) and scaled and
+averaged in chunks of rows (:func:`decode_fits_with_geometry`), about 3 times faster than
+astropy's whole-image read, with the same image. Reading only sampled rows
+(``rows_per_block``) is faster still but not the same image.
 """
 
 from __future__ import annotations
@@ -250,26 +255,30 @@ def fits_geometry(
     return geo
 
 
-def reduced_rows(factor: int, rows_per_block: int = 1) -> tuple[int, ...]:
-    """The rows of each ``factor``-row block that the reduced reading decompresses.
+def reduced_rows(factor: int, rows_per_block: int | None = None) -> tuple[int, ...]:
+    """The rows of each ``factor``-row block that the row reader decompresses.
 
-    One row: the central row (row 4 of 8, so the samples sit half a row below the
-    block's centre). Two rows: the central two of an even block (3 and 4 of 8), whose
-    mean sits on the block's centre as the block mean does (an odd block keeps its
-    central row).
+    ``None`` (the default): all of them, so the image is the full-resolution average.
+    One row: the central row (row 4 of 8; the samples sit half a row below the block's
+    centre). Two rows: the central two of an even block (3 and 4 of 8), whose mean sits on
+    the block's centre (an odd block keeps its central row). Sampled rows keep more of the
+    noise than the average of all rows does, and models trained on averaged images do not
+    transfer to them (``docs/prepare.md``).
 
     Raises:
-        ValueError: ``rows_per_block`` is not 1 or 2.
+        ValueError: ``rows_per_block`` is not None, 1 or 2.
     """
+    if rows_per_block is None:
+        return tuple(range(factor))
     if rows_per_block not in (1, 2):
-        raise ValueError(f"rows_per_block is 1 or 2, not {rows_per_block!r}")
+        raise ValueError(f"rows_per_block is None, 1 or 2, not {rows_per_block!r}")
     if rows_per_block == 2 and factor % 2 == 0:
         return (factor // 2 - 1, factor // 2)
     return (factor // 2,)
 
 
-#: Output rows decompressed and scaled together (keeps the float work in the CPU cache).
-_CHUNK_ROWS = 16
+#: Source rows decompressed and scaled together (keeps the float work in the CPU cache).
+_CHUNK_SOURCE_ROWS = 64
 
 
 def _block_counts(
@@ -328,18 +337,19 @@ def _reduced_grey(
     turned: bool,
     size: int,
     scaling: Scaling,
-    rows_per_block: int,
+    rows_per_block: int | None,
 ) -> np.ndarray | None:
     """The ``size`` x ``size`` image from the rows :func:`reduced_rows` picks, or None.
 
-    The full-resolution path's pixel is ``(mean grey of the block's on-disk pixels) x
-    (on-disk share of the block)`` (beyond the limb is 0). Here the mean comes from the
-    picked rows' on-disk pixels (Helioviewer's ``BYTSCL`` per pixel), and the share is
-    counted exactly from the limb circle over all rows of the block, so the limb is where
-    the full average puts it. Blocks the limb crosses whose picked rows are all beyond it
-    take the mean from their neighbours; output rows entirely beyond the limb are 0 and
-    not decompressed. None when the image is not ``factor`` times ``size`` on both axes
-    (``factor >= 2``) or a tile is not RICE-compressed: the caller takes the full path.
+    Each row is scaled per pixel (Helioviewer's ``BYTSCL``, beyond the limb 0) and summed
+    over its blocks of columns. With every row picked the pixel is the block mean. With
+    sampled rows it is ``(mean grey of the picked rows' on-disk pixels) x (on-disk share of
+    the block)``, the share counted exactly from the limb circle over all rows of the
+    block, so the limb is where the full average puts it; blocks the limb crosses whose
+    picked rows are all beyond it take the mean from their neighbours. Output rows entirely
+    beyond the limb are 0 and not decompressed. None when the image is not ``factor``
+    times ``size`` on both axes (``factor >= 2``) or a tile cannot be decompressed here:
+    the caller takes astropy's whole-image path.
     """
     n2, n1 = tiles.shape
     if n2 % size or n1 % size or n2 // size < 2 or n1 // size < 2:
@@ -357,16 +367,20 @@ def _reduced_grey(
         lo, hi = n1 - hi, n1 - lo
     stored = (np.arange(size)[:, None] * fy + pick).ravel()
     full_count = _block_counts(every // fy, lo, hi, fx, size)
-    pick_count = _block_counts(stored // fy, lo[stored], hi[stored], fx, size)
+    if r == fy:
+        pick_count = full_count
+    else:
+        pick_count = _block_counts(stored // fy, lo[stored], hi[stored], fx, size)
     fits_rows = stored if turned else n2 - 1 - stored
     needed = np.flatnonzero(pick_count.any(axis=1))
     k = 255.9999 / (2 * scaling.clip)
     sums = np.zeros((size, size), np.float32)
-    q = np.empty((_CHUNK_ROWS * r, n1), np.int32)
-    g = np.empty((_CHUNK_ROWS * r, n1), np.float32)
+    chunk = max(1, _CHUNK_SOURCE_ROWS // r)  # output rows at a time
+    q = np.empty((chunk * r, n1), np.int32)
+    g = np.empty((chunk * r, n1), np.float32)
     ones = np.ones(fx, np.float32)
-    for start in range(0, len(needed), _CHUNK_ROWS):
-        out_rows = needed[start : start + _CHUNK_ROWS]
+    for start in range(0, len(needed), chunk):
+        out_rows = needed[start : start + chunk]
         src = (out_rows[:, None] * r + np.arange(r)).ravel()  # indices into stored
         m = len(src)
         got = tiles.rows(fits_rows[src], out=q[:m])
@@ -379,10 +393,10 @@ def _reduced_grey(
         c1 = min(n1, -(-int(hi[rows_here].max()) // fx) * fx)
         gc = g[:m, : c1 - c0]
         qc = qc[:, c0:c1]
-        np.copyto(gc, qc, casting="unsafe")
         a, b = scale * k, (zero + scaling.clip) * k
         # one scalar for all rows when the tiles share it (BSCALE; ZSCALE as astropy writes)
-        gc *= np.float32(a[0]) if np.all(a == a[0]) else a.astype(np.float32)[:, None]
+        a_ = np.float32(a[0]) if np.all(a == a[0]) else a.astype(np.float32)[:, None]
+        np.multiply(qc, a_, out=gc, dtype=np.float32, casting="unsafe")
         gc += np.float32(b[0]) if np.all(b == b[0]) else b.astype(np.float32)[:, None]
         np.clip(gc, 0.0, 255.9999, out=gc)
         np.floor(gc, out=gc)  # BYTSCL's integer grey levels
@@ -396,13 +410,14 @@ def _reduced_grey(
         sums[out_rows, c0 // fx : c0 // fx + nb] = col_sums.reshape(len(out_rows), r, nb).sum(
             axis=1
         )
-    empty = (pick_count == 0) & (full_count > 0)
-    np.maximum(pick_count, 1.0, out=pick_count)
     mean = sums
-    mean /= pick_count
-    if empty.any():
-        _fill_from_neighbours(mean, empty)
-    mean *= full_count
+    if r < fy:  # sampled rows: their on-disk mean times the block's on-disk share
+        empty = (pick_count == 0) & (full_count > 0)
+        np.maximum(pick_count, 1.0, out=pick_count)
+        mean /= pick_count
+        if empty.any():
+            _fill_from_neighbours(mean, empty)
+        mean *= full_count
     mean *= np.float32(1.0 / (fy * fx))
     mean += np.float32(0.5)  # Pillow's box filter rounds to nearest
     np.clip(mean, 0.0, 255.0, out=mean)
@@ -416,18 +431,22 @@ def decode_fits_with_geometry(
     scaling: Scaling | str = "helioviewer",
     *,
     full_decode: bool = False,
-    rows_per_block: int = 1,
+    rows_per_block: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A FITS magnetogram as a ``size`` x ``size`` 8-bit image, north up, with its geometry.
 
     The geometry is computed before the image, so a file without usable geometry is not
     scaled. A RICE-compressed image tiled by rows (JSOC's ``hmi.M_720s``) that is an
-    integer multiple (2 or more) of ``size`` is read reduced: only ``rows_per_block`` rows
-    of each block (:func:`reduced_rows`) are decompressed and scaled, each output pixel
-    is their mean on-disk grey level over its block of columns times the block's on-disk
-    share (counted over all its rows), so the limb and the geometry are the full average's
-    (:func:`_reduced_grey`). Otherwise, or with ``full_decode``, the whole image is read
-    and its full-resolution grey levels are area-averaged (box filter).
+    integer multiple (2 or more) of ``size`` is read row by row (:mod:`.fitsrows`):
+    by default every row, and each output pixel is the exact mean of its block's
+    full-resolution grey levels, rounded half up. With ``rows_per_block`` (1 or 2) only
+    those rows of each block (:func:`reduced_rows`) are decompressed: each pixel is their
+    mean on-disk grey level over its block of columns times the block's on-disk share
+    (counted over all its rows), so the limb and the geometry stay the full average's but
+    the noise does not (models trained on averaged images do not transfer). Otherwise, or
+    with ``full_decode``, astropy reads the whole image and Pillow's box filter
+    area-averages it (rounding after each axis: one grey level off the exact mean at
+    about 9% of pixels).
 
     Returns:
         ``(image, geometry)``: the ``uint8`` image (row 0 at the top) and
@@ -435,13 +454,13 @@ def decode_fits_with_geometry(
 
     Raises:
         InputError: not a FITS image, or no usable geometry in its header.
-        ValueError: ``rows_per_block`` is not 1 or 2.
+        ValueError: ``rows_per_block`` is not None, 1 or 2.
     """
     from PIL import Image
 
     if isinstance(scaling, str):
         scaling = parse_scaling(scaling)
-    reduced_rows(2, rows_per_block)  # 1 or 2, checked before any work
+    reduced_rows(2, rows_per_block)  # None, 1 or 2, checked before any work
     tiles = None if full_decode else open_row_tiles(path)
     if tiles is not None:
         turned, header = _turn_header(tiles.header, tiles.shape)

@@ -8,15 +8,16 @@ writes ``hmi.M_720s`` as RICE_1 with one image row per tile (cfitsio's default t
 image row can be decompressed on its own.
 
 astropy decompresses a ``CompImageHDU`` (or a ``.section`` of it) over the whole range of
-tiles from the first to the last one asked for, and pays about 1 ms of Python per call;
-reading every 8th row through it costs as much as the whole image. :class:`RowTiles` reads
-the table itself (the convention is a FITS standard: descriptors, ``ZSCALE``/``ZZERO``
-columns, ``BLANK``/``ZBLANK``) and runs astropy's own RICE_1 decoder
+tiles from the first to the last one asked for, with Python work per tile and about 1 ms
+per ``.section`` call; reading every 8th row through it costs as much as the whole image.
+:class:`RowTiles` reads the table itself (the convention is a FITS standard: descriptors,
+``ZSCALE``/``ZZERO`` columns, ``BLANK``/``ZBLANK``) and runs astropy's own RICE_1 decoder
 (``astropy.io.fits.hdu.compressed._compression.decompress_rice_1_c``, the decoder behind
-``CompImageHDU``) on the chosen rows only, reading just their bytes. That decoder is not public API: when it cannot be imported, or the
-file is anything else (other tilings, other algorithms, dithered quantization, tiles stored
-uncompressed), :func:`open_row_tiles` returns ``None`` and the caller reads the whole image
-with astropy's public API.
+``CompImageHDU``) on the chosen rows only, reading just their bytes; the caller scales
+them in chunks. That decoder is not public API: when it cannot be imported, or the file
+is anything else (other tilings, other algorithms, dithered quantization, tiles stored
+uncompressed), :func:`open_row_tiles` returns ``None`` and the caller reads the whole
+image with astropy's public API.
 """
 
 from __future__ import annotations
