@@ -3,9 +3,10 @@
 A tile-compressed FITS image (the FITS tiled image compression convention) is a binary
 table with one row per tile: a descriptor into the heap of compressed bytes
 (``COMPRESSED_DATA``) and, for quantized floats, the tile's ``ZSCALE`` and ``ZZERO``. JSOC
-writes ``hmi.M_720s`` as RICE_1 with one image row per tile (cfitsio's default tiling,
-``ZTILE1 = NAXIS1``, ``ZTILE2 = 1``), the layout astropy also writes by default, so any
-image row can be decompressed on its own.
+compresses its exports with cfitsio's Rice, whose default tiling is one image row per tile
+(``ZTILE1 = NAXIS1``, ``ZTILE2 = 1``; astropy writes the same by default), so any image row
+can be decompressed on its own. (No real ``hmi.M_720s`` file was at hand to confirm its
+tiling; any other tiling is read by astropy as before.)
 
 astropy decompresses a ``CompImageHDU`` (or a ``.section`` of it) over the whole range of
 tiles from the first to the last one asked for, with Python work per tile and about 1 ms
