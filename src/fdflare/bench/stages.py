@@ -343,13 +343,11 @@ def prepare_fits_row(settings: Settings, ceilings: Ceilings) -> Row:
                 "one": lambda: decode_fits_with_geometry(fits_path, size, rows_per_block=1),
                 "two": lambda: decode_fits_with_geometry(fits_path, size, rows_per_block=2),
                 "rows": decompress_all,
+                "whole": lambda: decode_fits_with_geometry(fits_path, size, full_decode=True),
             },
             repeat,
         )
-        whole = median_seconds(
-            lambda: decode_fits_with_geometry(fits_path, size, full_decode=True),
-            settings.pick(1, 3),
-        )
+        whole = t["whole"]
         image = decode_fits_with_geometry(fits_path, size)[0].astype(int)
         one = decode_fits_with_geometry(fits_path, size, rows_per_block=1)[0].astype(int)
         two = decode_fits_with_geometry(fits_path, size, rows_per_block=2)[0].astype(int)

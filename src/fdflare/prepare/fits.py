@@ -20,7 +20,7 @@ Scaling happens at full resolution (integers, as the archive does), then the ima
 area-averaged to the output size, as the JP2 path does after its reduced decode. RICE has
 no reduced-resolution decode, so every row is decompressed; a row-tiled RICE image (JSOC's
 layout) is read by fdflare's row reader (:mod:`fdflare.prepare.fitsrows`) and scaled and
-averaged in chunks of rows (:func:`decode_fits_with_geometry`), 2 to 3 times faster than
+averaged in chunks of rows (:func:`decode_fits_with_geometry`), about 3 times faster than
 astropy's whole-image read, with the same image. Reading only sampled rows
 (``rows_per_block``) is faster still but not the same image.
 """
