@@ -80,16 +80,31 @@ def hmi_field(
     return field.astype(np.float32)
 
 
-def write_hmi_fits(path: Path, field: np.ndarray, header: dict) -> Path:
-    """Write ``field`` as JSOC does: an empty primary HDU, then a RICE-compressed image."""
+def write_hmi_fits(
+    path: Path, field: np.ndarray, header: dict, *, integer: bool = False, **compression
+) -> Path:
+    """Write ``field`` as JSOC does: an empty primary HDU, then a RICE-compressed image.
+
+    One image row per tile (astropy's and cfitsio's default). By default the field is a
+    quantized float (0.01 G steps); ``integer`` writes it as ``hmi.M_720s``'s segment is
+    stored: ``int32`` in 0.1 G (``BSCALE = 0.1``) with ``BLANK`` for no data.
+    ``compression`` goes to ``CompImageHDU`` (e.g. ``tile_shape``).
+    """
     from astropy.io import fits
 
     hdr = fits.Header()
     for key, value in header.items():
         hdr[key] = value
-    comp = fits.CompImageHDU(
-        data=field, header=hdr, compression_type="RICE_1", quantize_level=-0.01
-    )
+    if integer:
+        blank = np.iinfo(np.int32).min
+        ints = np.where(np.isnan(field), blank, np.rint(np.nan_to_num(field) / 0.1))
+        comp = fits.CompImageHDU(
+            data=ints.astype(np.int32), header=hdr, compression_type="RICE_1", **compression
+        )
+        comp.header["BSCALE"], comp.header["BZERO"], comp.header["BLANK"] = 0.1, 0.0, blank
+    else:
+        compression.setdefault("quantize_level", -0.01)
+        comp = fits.CompImageHDU(data=field, header=hdr, compression_type="RICE_1", **compression)
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.HDUList([fits.PrimaryHDU(), comp]).writeto(path, overwrite=True)
     return path

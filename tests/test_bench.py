@@ -144,8 +144,11 @@ def test_prepare_fits_row_measures_both_forms_of_one_record():
 
     row = prepare_fits_row(Settings(quick=True, progress=False), None)  # type: ignore[arg-type]
     assert row.name == "prepare_fits" and row.baseline and row.fdflare
+    assert row.extra["ratio_to_jp2"] == pytest.approx(row.fdflare / row.baseline)
     mean = float(row.note.rsplit("by ", 1)[1].split()[0])
     assert mean < 1.0  # the same image from FITS as from the JP2's full decode
+    assert {"one_row_ms", "two_rows_ms", "astropy_ms"} <= set(row.extra)
+    assert f"FITS / JP2 = {row.extra['ratio_to_jp2']:.1f}x" in row.note
 
 
 def test_the_study_label_loop_gives_the_same_targets_as_make_labels():

@@ -103,7 +103,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--full-decode",
         action="store_true",
-        help="decode at full resolution then area-resize, as the study did (40-130x slower)",
+        help=(
+            "decode at full resolution then area-resize, as the study did (40-130x slower); "
+            "FITS: read the whole image, not one row per output row"
+        ),
     )
     p.add_argument(
         "--jpeg-quality",

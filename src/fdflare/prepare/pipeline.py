@@ -179,7 +179,9 @@ def _prepare_one(task: _Task) -> dict[str, Any]:
 
     try:
         if is_fits(task.src):
-            data, geo = decode_fits_with_geometry(task.src, task.size, task.fits_scale)
+            data, geo = decode_fits_with_geometry(
+                task.src, task.size, task.fits_scale, full_decode=task.full_decode
+            )
             row = _geometry_row(task, geo)
             _write_image(Path(task.dst), data, task.fmt, task.jpeg_quality)
             return {"row": row, "redone": True}
@@ -317,6 +319,8 @@ def prepare(
         workers: processes to use (default: the CPUs available); 1 runs in this process.
         full_decode: decode at full resolution and area-resize, as the study did, instead of
             decoding at reduced resolution (40 to 130 times slower; sub-pixel different).
+            FITS files are then read whole and area-averaged, instead of one row per
+            output row (:func:`fdflare.prepare.fits.decode_fits_with_geometry`).
         jpeg_quality: JPEG quality for ``fmt="jpg"`` (the study used OpenCV's default, 95).
         array_store: also pack all images into ``out/images.npy`` (see
             :func:`open_array_store`), the default: training and prediction read it.
