@@ -183,11 +183,10 @@ def explain(
             (:func:`fdflare.inference.predict.resolve_device`).
     """
     from fdflare.analysis.attribution import METHODS, require_captum
-    from fdflare.analysis.explain import CSV_COLUMNS, SHARE_KEYS, explain_image
+    from fdflare.analysis.explain import CSV_COLUMNS
     from fdflare.core.io import atomic_open
-    from fdflare.core.outputs import check_output_dir, output_lock
-    from fdflare.data.sources import check_images, open_images
-    from fdflare.inference.images import list_images
+    from fdflare.core.outputs import output_lock
+    from fdflare.data.sources import open_images
     from fdflare.inference.predict import load_model, resolve_device
 
     def say(text: str) -> None:
@@ -197,32 +196,14 @@ def explain(
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     require_captum()
     device = resolve_device(accelerator)  # an accelerator this machine lacks: refused now
-    n_table: int | None = None
     notes: list[str] = []
-    if predictions is not None:
-        if where is None:
-            raise InputError("a prediction table needs a --where expression", path=predictions)
-        sel = select_rows(read_prediction_table(predictions), where, threshold=threshold)
-        root, names = Path(images), sel.rows["path"].tolist()
-        flares = list(zip(sel.rows["fl_lon"], sel.rows["fl_lat"], strict=True))
-        n_table = sel.n_table
-    else:
-        root, names = list_images(images)
-        flares = [(math.nan, math.nan)] * len(names)
+    root, names, flares, n_table = _selected_images(images, predictions, where, threshold)
     selected = len(names)
     left_out = max(0, selected - limit) if limit is not None else 0
     names, flares = names[: selected - left_out], flares[: selected - left_out]
     pngs = _png_names(names, method)
     geo_path = Path(geometry) if geometry is not None else None
-    inputs = [checkpoint, images, predictions, geo_path]
-    resolved = check_output_dir(out, inputs=inputs, writes=["explanations.csv", *pngs])
-    if Path(images).is_dir() and resolved.is_relative_to(root.resolve()):
-        from fdflare.core.errors import OutputError
-
-        raise OutputError(
-            f"--out {out} is inside the image folder {root}: its figures would be taken for "
-            "magnetograms by every later run; write them elsewhere"
-        )
+    _check_output(out, images, root, [checkpoint, images, predictions, geo_path], pngs)
     if geo_path is None:
         geo_path = default_geometry(root)
     geo_rows = read_geometry_table(geo_path) if geo_path is not None else {}
@@ -230,15 +211,7 @@ def explain(
     loaded.net.to(device)  # explain_image runs on the device of the network's parameters
     source = open_images(root)
     shown = predictions if predictions is not None else images
-    if names:
-        wanted = pd.DataFrame({"label": names})
-        missing = [n for n, ok in zip(names, source.exists(wanted["label"]), strict=True) if not ok]
-        if missing:
-            raise MissingDataError(
-                f"{len(missing)} of {len(names)} images to explain are missing (listed in "
-                f"{shown}), e.g. {', '.join(source.describe(n) for n in missing[:5])}"
-            )
-        check_images(wanted, source, image_size=loaded.image_size, table_path=shown)
+    _check_present(names, source, loaded.image_size, shown)
     if where is not None and not names:
         notes.append(
             f"note: --where {where!r} selected none of the {n_table} rows: nothing to explain"
@@ -256,41 +229,14 @@ def explain(
             disable=quiet or not sys.stderr.isatty(),
             file=sys.stderr,
         )
-        for name, (lon, lat), png in zip(names, flares, pngs, strict=True):
+        for name, flare, png in zip(names, flares, pngs, strict=True):
             geo = geo_rows.get(name) or geo_rows.get(Path(name).name)
-            flare = (float(lon), float(lat)) if np.isfinite(lon) and np.isfinite(lat) else None
-            rec = explain_image(
-                loaded,
-                np.asarray(source.read(name)),
-                geo,
-                method=method,
-                out_png=out / png,
-                title=_title(name, geo),
-                flare=flare,
-                name=source.describe(name),
-            )
-            if geo is None and rec["warnings"]:  # say where the geometry was looked for
-                where_geo = (
-                    f"no row in {geo_path}" if geo_path else "no geometry.csv: give --geometry"
-                )
-                rec["warnings"][0] = rec["warnings"][0].replace(
-                    "no disk geometry", f"no disk geometry ({where_geo})", 1
-                )
-            for w in rec["warnings"]:
+            row = _explain_row(loaded, source, name, flare, geo, geo_path, method, out, png)
+            warnings = row.pop("warnings")
+            for w in warnings:
                 say(f"warning: {name}: {w}")
-            n_warn += len(rec["warnings"])
-            rows.append(
-                {
-                    "path": name,
-                    "probability": rec["probability"],
-                    "method": method,
-                    **{k: rec[k] for k in SHARE_KEYS},
-                    "fl_lon": lon,
-                    "fl_lat": lat,
-                    "png": png,
-                    "warning": "; ".join(rec["warnings"]),
-                }
-            )
+            n_warn += len(warnings)
+            rows.append({**row, "warning": "; ".join(warnings)})
             bar.update(1)
         bar.close()
         csv = out / "explanations.csv"
@@ -300,3 +246,102 @@ def explain(
     for note in notes:
         say(note)
     return ExplainResult(csv, rows, selected, left_out, n_table, n_warn, notes, str(device))
+
+
+def _selected_images(
+    images: str | os.PathLike[str],
+    predictions: str | os.PathLike[str] | None,
+    where: str | None,
+    threshold: float,
+) -> tuple[Path, list[str], list[tuple[float, float]], int | None]:
+    """The image root, the images to explain, their flares' ``(lon, lat)`` and the table's rows.
+
+    The rows of ``predictions`` that ``where`` selects, or every image of ``images``.
+    """
+    from fdflare.inference.images import list_images
+
+    if predictions is None:
+        root, names = list_images(images)
+        return root, names, [(math.nan, math.nan)] * len(names), None
+    if where is None:
+        raise InputError("a prediction table needs a --where expression", path=predictions)
+    sel = select_rows(read_prediction_table(predictions), where, threshold=threshold)
+    flares = list(zip(sel.rows["fl_lon"], sel.rows["fl_lat"], strict=True))
+    return Path(images), sel.rows["path"].tolist(), flares, sel.n_table
+
+
+def _check_output(
+    out: str | os.PathLike[str],
+    images: str | os.PathLike[str],
+    root: Path,
+    inputs: list[Any],
+    pngs: list[str],
+) -> None:
+    """The output guard, and no figures inside the image folder."""
+    from fdflare.core.errors import OutputError
+    from fdflare.core.outputs import check_output_dir
+
+    resolved = check_output_dir(out, inputs=inputs, writes=["explanations.csv", *pngs])
+    if Path(images).is_dir() and resolved.is_relative_to(root.resolve()):
+        raise OutputError(
+            f"--out {out} is inside the image folder {root}: its figures would be taken for "
+            "magnetograms by every later run; write them elsewhere"
+        )
+
+
+def _check_present(names: list[str], source: Any, image_size: int, shown: Any) -> None:
+    """Refuse missing images, or images of another size than the model's, before any map."""
+    from fdflare.data.sources import check_images
+
+    if not names:
+        return
+    wanted = pd.DataFrame({"label": names})
+    missing = [n for n, ok in zip(names, source.exists(wanted["label"]), strict=True) if not ok]
+    if missing:
+        raise MissingDataError(
+            f"{len(missing)} of {len(names)} images to explain are missing (listed in "
+            f"{shown}), e.g. {', '.join(source.describe(n) for n in missing[:5])}"
+        )
+    check_images(wanted, source, image_size=image_size, table_path=shown)
+
+
+def _explain_row(
+    loaded: Any,
+    source: Any,
+    name: str,
+    flare: tuple[float, float],
+    geo: Mapping[str, Any] | None,
+    geo_path: Path | None,
+    method: str,
+    out: Path,
+    png: str,
+) -> dict[str, Any]:
+    """Explain one image into ``out/png``: its row of ``explanations.csv``, with ``warnings``."""
+    from fdflare.analysis.explain import SHARE_KEYS, explain_image
+
+    lon, lat = flare
+    rec = explain_image(
+        loaded,
+        np.asarray(source.read(name)),
+        geo,
+        method=method,
+        out_png=out / png,
+        title=_title(name, geo),
+        flare=(float(lon), float(lat)) if np.isfinite(lon) and np.isfinite(lat) else None,
+        name=source.describe(name),
+    )
+    if geo is None and rec["warnings"]:  # say where the geometry was looked for
+        where_geo = f"no row in {geo_path}" if geo_path else "no geometry.csv: give --geometry"
+        rec["warnings"][0] = rec["warnings"][0].replace(
+            "no disk geometry", f"no disk geometry ({where_geo})", 1
+        )
+    return {
+        "path": name,
+        "probability": rec["probability"],
+        "method": method,
+        **{k: rec[k] for k in SHARE_KEYS},
+        "fl_lon": lon,
+        "fl_lat": lat,
+        "png": png,
+        "warnings": rec["warnings"],
+    }
