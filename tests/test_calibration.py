@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.analysis.calibration import Calibrator, cross_fold, fit_calibrator, reliability_table
+from fdflare.analysis.calibration import Calibrator, cross_fold, fit_calibrator
+from fdflare.analysis.reliability import reliability_table
 from fdflare.cli import main
 from fdflare.core.errors import InputError
 

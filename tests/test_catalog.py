@@ -148,3 +148,23 @@ def test_unnamed_index_column_is_still_read(tmp_path):
     # every row one field longer than the header: pandas' unnamed index column
     p = _write(tmp_path, HEADER + "0,2011-01-01 00:10:00,M1.0,1,1\n1,2011-01-01 00:20:00,C1.0,,\n")
     assert list(read_catalog(p)["goes_class"]) == ["M1.0", "C1.0"]
+    # an index column with no flare located: every row ends empty, and still an index
+    p = _write(tmp_path, HEADER + "0,2011-01-01 00:10:00,M1.0,,\n1,2011-01-01 00:20:00,C1.0,,\n")
+    assert list(read_catalog(p)["goes_class"]) == ["M1.0", "C1.0"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "count"),
+    [
+        # a trailing comma on every row: not an index column, the row is one field too long
+        ("2011-01-01 00:10:00,M1.0,1,1,\n2011-01-01 00:20:00,C1.0,,,\n", 2, 2),
+        ("2011-01-01 00:10:00,M1.0,1,1\n2011-01-01 00:20:00,C1.0,2,2,\n", 3, 1),
+    ],
+)
+def test_trailing_comma_is_one_field_too_many_not_a_shifted_field(tmp_path, rows, line, count):
+    p = _write(tmp_path, HEADER + rows)
+    with pytest.raises(InputError) as err:
+        read_catalog(p)
+    assert err.value.line == line and err.value.field is None
+    assert "too many fields: 5 where the header has 4" in str(err.value)
+    assert "trailing comma" in str(err.value) and f"{count} such row(s)" in str(err.value)

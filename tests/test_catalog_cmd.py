@@ -643,6 +643,19 @@ def test_cli_row_with_too_many_fields(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "start_time" not in err.split("header has 4")[0]
 
 
+def test_cli_trailing_comma_on_every_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _study(
+        tmp_path, "c.csv", "2011-01-01 00:10:00,C1.0,1,1,\n2011-01-02 00:10:00,M1.0,2,2,\n"
+    )
+    out = tmp_path / "out.csv"
+    rc, _, err = run_cli(capsys, "--source", str(src), "--out", str(out))
+    assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert f"{src}, line 2: too many fields: 5 where the header has 4" in err
+    assert "trailing comma" in err and "field 'start_time'" not in err
+
+
 def test_cli_hek_garbage_until_retries_run_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

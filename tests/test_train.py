@@ -27,7 +27,7 @@ from fdflare.core.errors import InputError
 from fdflare.data.tables import class_weights
 from fdflare.training.callbacks import METRIC_COLUMNS, is_improvement
 from fdflare.training.config import TrainConfig, default_config_path, load_config, resolve_runtime
-from fdflare.training.fit import holdout_split
+from fdflare.training.sets import holdout_split
 from test_data import make_tiny_dataset
 
 FAST = ["--no-pretrained", "--workers", "0", "--batch-size", "16", "--quiet"]

@@ -146,7 +146,9 @@ def _check_field_counts(path: Path) -> None:
     """Refuse a row with more (or fewer) fields than the others, naming its line.
 
     A file whose data rows all hold one field more than the header has an unnamed index
-    column first (as pandas writes it) and is read as such.
+    column first (as pandas writes it) and is read as such, unless every row's extra field
+    is an empty last one (a trailing comma, as spreadsheets write): read as an index, that
+    would shift every column by one and blame the wrong field.
     """
     try:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -154,22 +156,44 @@ def _check_field_counts(path: Path) -> None:
             header = next(reader, None)
             if header is None:
                 return
-            rows = [(reader.line_num, len(row)) for row in reader if row]
+            rows = [(reader.line_num, row) for row in reader if row]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"not a readable CSV table ({exc})", path=path) from None
     n = len(header)
-    counts = np.array([k for _line, k in rows], dtype=int)
+    names = ", ".join(header)
+    comma = " (a trailing comma: a comma at the end of the line?)"
+    counts = np.array([len(row) for _line, row in rows], dtype=int)
     expected = n + 1 if (counts == n + 1).sum() > (counts == n).sum() else n
+    if expected == n + 1 and _trailing_commas([row for _line, row in rows if len(row) == n + 1]):
+        raise InputError(
+            f"too many fields: {n + 1} where the header has {n} ({names}){comma}; "
+            f"{int((counts == n + 1).sum())} such row(s) in all",
+            path=path,
+            line=rows[int(np.flatnonzero(counts == n + 1)[0])][0],
+        )
     bad = np.flatnonzero(counts != expected)
     if len(bad):
-        line, k = rows[int(bad[0])]
+        line, row = rows[int(bad[0])]
+        k = len(row)
         what = "too many" if k > expected else "too few"
+        hint = comma if k == n + 1 and row[-1].strip() == "" else ""
         raise InputError(
-            f"{what} fields: {k} where the header has {n} ({', '.join(header)}); "
+            f"{what} fields: {k} where the header has {n} ({names}){hint}; "
             f"{len(bad)} such row(s) in all",
             path=path,
             line=line,
         )
+
+
+def _trailing_commas(rows: list[list[str]]) -> bool:
+    """Whether rows one field longer than the header end with a comma, not start with an index.
+
+    An index column (as pandas writes it) starts each row with an integer; a trailing comma
+    leaves every row's last field empty.
+    """
+    ends_empty = all(row[-1].strip() == "" for row in rows)
+    starts_index = all(row[0].strip().isdigit() for row in rows)
+    return ends_empty and not starts_index
 
 
 def location_problem(

@@ -45,8 +45,6 @@ from fdflare.core.errors import InputError
 METHODS = ("isotonic", "platt")
 #: probabilities are clipped to [EPS, 1 - EPS] before the logit of Platt scaling
 EPS = 1e-6
-#: reliability diagram bins
-N_BINS = 10
 
 
 @dataclass
@@ -322,27 +320,6 @@ def fit_calibrator(
 
 
 # --------------------------------------------------------------------------- scores
-
-
-def reliability_table(prob: np.ndarray, target: np.ndarray, n_bins: int = N_BINS) -> pd.DataFrame:
-    """Per equal-width probability bin: count, mean forecast and observed frequency."""
-    p = np.asarray(prob, dtype=float)
-    y = np.asarray(target, dtype=float)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p = np.bincount(idx, weights=p, minlength=n_bins) / count
-        freq = np.bincount(idx, weights=y, minlength=n_bins) / count
-    return pd.DataFrame(
-        {
-            "bin_lo": edges[:-1],
-            "bin_hi": edges[1:],
-            "count": count.astype(np.int64),
-            "mean_forecast": np.where(count > 0, mean_p, np.nan),
-            "observed": np.where(count > 0, freq, np.nan),
-        }
-    )
 
 
 def probability_scores(

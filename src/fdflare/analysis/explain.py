@@ -15,7 +15,7 @@ solar limb and the 70 deg circle, saves it as a PNG and returns the numbers:
 
 Pixel coordinates are those of ``geometry.csv`` (:func:`fdflare.prepare.geometry.disk_geometry`):
 0-based, pixel ``(i, j)`` centred on ``(y=i, x=j)``, row 0 at the top as stored.
-:func:`fdflare.analysis.explain_select.explain` runs it over many images (``fdflare
+:func:`fdflare.analysis.explain_run.explain` runs it over many images (``fdflare
 explain``) and writes ``explanations.csv``. matplotlib and captum are imported inside the
 functions.
 """

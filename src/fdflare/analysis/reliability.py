@@ -1,5 +1,6 @@
-"""The reliability diagram and the sharpness histogram, on matplotlib's object API.
+"""Reliability: observed frequency per forecast bin, its diagram and the sharpness histogram.
 
+:func:`reliability_table` counts; :func:`reliability_figure` draws, on matplotlib's object API.
 The figure is built on a :class:`matplotlib.figure.Figure` of its own, never on pyplot's
 global state, so making one leaves a notebook's backend and current figure alone.
 """
@@ -10,8 +11,31 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from fdflare.analysis.calibration import N_BINS, reliability_table
+#: reliability diagram bins
+N_BINS = 10
+
+
+def reliability_table(prob: np.ndarray, target: np.ndarray, n_bins: int = N_BINS) -> pd.DataFrame:
+    """Per equal-width probability bin: count, mean forecast and observed frequency."""
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(target, dtype=float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(idx, weights=p, minlength=n_bins) / count
+        freq = np.bincount(idx, weights=y, minlength=n_bins) / count
+    return pd.DataFrame(
+        {
+            "bin_lo": edges[:-1],
+            "bin_hi": edges[1:],
+            "count": count.astype(np.int64),
+            "mean_forecast": np.where(count > 0, mean_p, np.nan),
+            "observed": np.where(count > 0, freq, np.nan),
+        }
+    )
 
 
 def reliability_figure(

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         predictions=args.predictions,
         geometry=args.geometry,
     )
-    from fdflare.analysis.explain_select import explain
+    from fdflare.analysis.explain_run import explain
 
     result = explain(
         args.checkpoint,

@@ -184,7 +184,7 @@ def protocol_record(
 def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path:
     """Predict the held-out slice of a pair's training data with its selected checkpoint.
 
-    The slice is the one :func:`fdflare.training.fit.holdout_split` took out of training, so
+    The slice is the one :func:`fdflare.training.sets.holdout_split` took out of training, so
     the map fitted on it never sees the validation fold. Written once, to
     ``OUT/predictions/holdout/fold<k>_<name>.csv``, and reused while it is newer than the
     checkpoint.
@@ -193,7 +193,7 @@ def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path
 
     from fdflare.data.tables import fold_tables
     from fdflare.inference.predict import predict
-    from fdflare.training.fit import holdout_split
+    from fdflare.training.sets import holdout_split
 
     config = replace(base, model=model, fold=fold)
     run_dir = out / model / f"fold{fold}"

@@ -25,6 +25,15 @@ from fdflare.core.errors import InputError, MissingDataError
 from fdflare.reports.html import Page, image_file, matplotlib_figure, table_html
 
 REPORT_NAME = "report.html"
+#: the study's models as its tables name them, by file-name short name or registry name
+MODEL_NAMES = {
+    "alex": "AlexNet",
+    "alexnet": "AlexNet",
+    "vgg": "VGG16",
+    "vgg16": "VGG16",
+    "resnet": "ResNet34",
+    "resnet34": "ResNet34",
+}
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -213,8 +222,6 @@ def _settings_section(page: Page, settings: dict[str, Any]) -> None:
 
 
 def _reproduction(folder: Path, data: dict[str, Any]) -> Page:
-    from fdflare.reports.reproduce import MODEL_NAMES
-
     page = Page(
         "fdflare reproduction of Pandey et al. (ICMLA 2023)",
         "The study's labels rebuilt from its catalog, and its tables computed from its released "
@@ -340,4 +347,4 @@ def write_report(folder: str | os.PathLike[str], out: str | os.PathLike[str]) ->
     return Path(out)
 
 
-__all__ = ["REPORT_NAME", "build_report", "kind_of", "write_report"]
+__all__ = ["MODEL_NAMES", "REPORT_NAME", "build_report", "kind_of", "write_report"]

@@ -31,15 +31,8 @@ from typing import Any
 
 from fdflare.core.errors import MissingDataError
 from fdflare.core.io import read_csv_table
+from fdflare.reports.report import MODEL_NAMES
 
-MODEL_NAMES = {
-    "alex": "AlexNet",
-    "alexnet": "AlexNet",
-    "vgg": "VGG16",
-    "vgg16": "VGG16",
-    "resnet": "ResNet34",
-    "resnet34": "ResNet34",
-}
 FOLD_FILE = re.compile(r"^fold(\d+)_([A-Za-z0-9]+)\.csv$")
 
 

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -45,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -53,10 +51,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError, UsageError
 from fdflare.core.io import read_csv_table, write_text_atomic
-from fdflare.core.recipe import STUDY, format_window, labels_recipe, recipe_or_study
+from fdflare.core.recipe import STUDY, Recipe, labels_recipe, recipe_or_study
 from fdflare.data.dataset import FlareDataset
-from fdflare.data.sources import check_images, open_images
-from fdflare.data.tables import class_weights, fold_tables, select_table
 from fdflare.models.networks import create_model
 from fdflare.models.weights import weights_file
 from fdflare.training.callbacks import RunRecorder, StderrProgressBar
@@ -71,9 +67,10 @@ from fdflare.training.config import (
 )
 from fdflare.training.datamodule import FlareDataModule
 from fdflare.training.module import FlareClassifier
-from fdflare.training.protocol import holdout_share, selection_rule, selection_set
+from fdflare.training.protocol import selection_rule
+from fdflare.training.sets import Note, RunSets, instance_counts, read_sets
 
-__all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "fit", "holdout_split", "read_metrics"]
+__all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "fit", "read_metrics"]
 
 
 @dataclass
@@ -91,95 +88,121 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-#: the label window: training instances this close before the held-out slice are purged
-PURGE = STUDY.window_delta  # the study's label window; a run purges by its labels' window
-
-
-def holdout_split(
-    table: pd.DataFrame,
-    fraction: float,
-    *,
-    path: str | None = None,
-    window: pd.Timedelta = PURGE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split off the latest ``fraction`` of a table by image time: ``(train_mask, holdout_mask)``.
-
-    The training instances whose label window (``window``, the recipe's) reaches into the
-    held-out slice (those less than one window before its first instance) are purged: in neither mask, so no flare is
-    both a training target and a held-out one. What is fitted on the held-out slice
-    (epoch selection, calibration) never touches the validation fold either.
-
-    Raises:
-        InputError: a label whose time cannot be read from its name (naming file and line).
-    """
-    from fdflare.core.paths import parse_image_times
-
-    if "time" in table.columns:
-        times = pd.to_datetime(table["time"], errors="coerce")
-    else:
-        times, _ = parse_image_times(table["label"])
-    t = pd.DatetimeIndex(times)
-    bad = t.isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            "cannot read the image time from this label (needed for the held-out split)",
-            path=path,
-            line=i + 2,
-            field="label",
-        )
-    n_hold = math.ceil(fraction * len(table))
-    order = np.argsort(t.asi8, kind="stable")
-    hold = np.zeros(len(table), dtype=bool)
-    hold[order[len(table) - n_hold :]] = True
-    keep = ~hold
-    if hold.any():
-        start = t[hold].min()
-        keep &= ~np.asarray(t > start - window)  # windows (t, t + window) that reach the slice
-    return keep, hold
-
-
 def _msg(text: str, quiet: bool) -> None:
     if not quiet and getattr(rank_zero_only, "rank", 0) == 0:
         print(text, file=sys.stderr, flush=True)
 
 
-def _prepare_table(
-    table: pd.DataFrame,
-    path: Path,
-    source: Any,
-    config: TrainConfig,
-    what: str,
-    notes: list[str],
-    quiet: bool,
-) -> tuple[pd.DataFrame, int]:
-    check = check_images(
-        table,
-        source,
-        image_size=config.image_size,
-        skip_missing=config.skip_missing,
-        table_path=path,
-        check_headers=config.check_headers,
+def _noter(notes: list[str], quiet: bool) -> Note:
+    """Keep a note for ``summary.json`` and print it (loud ones even when ``quiet``)."""
+
+    def note(text: str, loud: bool) -> None:
+        notes.append(text)
+        _msg(text, quiet and not loud)
+
+    return note
+
+
+def fit(
+    config: TrainConfig, out: str | os.PathLike[str], *, resume: bool = False, quiet: bool = False
+) -> TrainResult:
+    """Train one model on one fold into the run folder ``out``.
+
+    The steps: the resume checks (:func:`_resume_point`), the ImageNet weights, the tables
+    (:func:`fdflare.training.sets.read_sets`: missing images, the selection set, the
+    purge), the model and its loaders (:func:`_model_and_loaders`), training
+    (:func:`_run_trainer`) and the summary (:func:`_write_summary`).
+
+    Args:
+        config: the run's config (``labels`` and ``images`` set).
+        out: the run folder.
+        resume: continue from ``out/last.ckpt`` (starting afresh when there is none).
+        quiet: no progress bar or per-epoch lines.
+
+    Raises:
+        MissingDataError: ImageNet weights, labels or images are missing (before any training).
+        InputError: bad tables or images, an empty class, a run folder that already holds
+            a run (without ``resume``), or a resumed run whose recipe differs.
+    """
+    config.validate()
+    check_hardware(config)
+    out = Path(out)
+    notes: list[str] = []
+    recipe = labels_recipe(config.labels) if config.labels else STUDY
+    rec = _resume_point(config, out, recipe, resume=resume, quiet=quiet)
+    if rec is not None and int(rec.get("epoch", 0)) >= config.epochs:
+        return _result_from_record(out, rec, notes)
+    if config.pretrained and rec is None:
+        _check_imagenet_weights(config)  # fail before touching the data
+    sets = read_sets(config, recipe, _noter(notes, quiet))
+    counts, weights = instance_counts(sets, augment=config.augment)
+    if rec is not None:
+        _check_resumed_samples(rec, counts, out / "last.ckpt")
+    runtime, module, datamodule = _model_and_loaders(
+        config, sets, weights, resuming=rec is not None
     )
-    if check.missing:
-        shown = ", ".join(check.missing[:5])
-        note = f"{what}: skipped {len(check.missing)} of {len(table)} rows whose image is missing (e.g. {shown})"
-        notes.append(note)
-        _msg(note, False)
-        table = table[check.keep].reset_index(drop=True)
-    return table, len(check.missing)
-
-
-def _check_classes(table: pd.DataFrame, path: Path, what: str) -> None:
-    n_fl = int(table["target"].sum())
-    n_nf = len(table) - n_fl
-    if n_fl == 0 or n_nf == 0:
-        raise InputError(
-            f"the {what} set has no {'flare (target 1)' if n_fl == 0 else 'no-flare (target 0)'} "
-            f"instances ({n_fl} flare, {n_nf} no-flare): both classes are needed",
-            path=path,
-            field="target",
+    recorded = None if recipe.assumed else recipe.to_dict()
+    meta = {
+        "counts": counts,
+        "class_weights": list(weights),
+        "runtime": runtime.to_dict(),
+        "recipe": recorded,
+    }
+    rule = selection_rule(config, has_select=sets.has_select)
+    recorder = RunRecorder(out, config, meta, quiet=quiet, selection=sets.selection, rule=rule)
+    trainer = _run_trainer(
+        config,
+        runtime,
+        out,
+        recorder,
+        module,
+        datamodule,
+        resume_from=rec,
+        recorded=recorded,
+        start_line=_start_line(config, counts, weights, runtime),
+        quiet=quiet,
+    )
+    result = _result_from_recorder(out, recorder, counts, notes)
+    if trainer.is_global_zero:
+        _write_summary(
+            result, config, recipe, meta, selection=sets.selection, rule=rule, quiet=quiet
         )
+    return result
+
+
+# --------------------------------------------------------------------------- resume checks
+
+
+def _resume_point(
+    config: TrainConfig, out: Path, recipe: Recipe, *, resume: bool, quiet: bool
+) -> dict[str, Any] | None:
+    """The record of ``out/last.ckpt`` when the run goes on from it; ``None`` for a new run.
+
+    The record of a run whose epochs are all done is returned too (there is nothing to train).
+
+    Raises:
+        InputError: a run is there and ``resume`` is not set, or its recipe differs.
+    """
+    last = out / "last.ckpt"
+    if not last.exists():
+        if resume:
+            _msg(f"starting a new run in {out} (nothing there to resume yet)", quiet)
+        return None
+    if not resume:
+        raise InputError(
+            "this folder already holds a training run; pass --resume to continue it or choose another --out",
+            path=out,
+        )
+    rec = checkpoint_record(read_checkpoint(last, mmap=True), last)
+    _check_resumed_recipe(rec, recipe, last)
+    diff = _recipe_diff(rec["config"], config)
+    if diff:
+        raise InputError("cannot resume with a different recipe: " + "; ".join(diff), path=last)
+    if int(rec.get("epoch", 0)) >= config.epochs:
+        _msg(f"{out}: all {config.epochs} epochs are done; nothing to resume", quiet)
+    else:
+        _msg(f"resuming {out} after epoch {rec.get('epoch')}", quiet)
+    return rec
 
 
 def _recipe_diff(saved: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -209,150 +232,41 @@ def _check_resumed_recipe(rec: dict[str, Any], recipe: Any, last: Path) -> None:
     raise InputError(f"cannot resume with labels of another recipe: {why}", path=last)
 
 
-def fit(
-    config: TrainConfig, out: str | os.PathLike[str], *, resume: bool = False, quiet: bool = False
-) -> TrainResult:
-    """Train one model on one fold into the run folder ``out``.
-
-    Args:
-        config: the run's config (``labels`` and ``images`` set).
-        out: the run folder.
-        resume: continue from ``out/last.ckpt`` (starting afresh when there is none).
-        quiet: no progress bar or per-epoch lines.
-
-    Raises:
-        MissingDataError: ImageNet weights, labels or images are missing (before any training).
-        InputError: bad tables or images, an empty class, a run folder that already holds
-            a run (without ``resume``), or a resumed run whose recipe differs.
-    """
-    config.validate()
-    check_hardware(config)
-    out = Path(out)
-    last = out / "last.ckpt"
-    notes: list[str] = []
-    recipe = labels_recipe(config.labels) if config.labels else STUDY
-    resuming = False
-    rec: dict[str, Any] = {}
-    if last.exists():
-        if not resume:
-            raise InputError(
-                "this folder already holds a training run; pass --resume to continue it or choose another --out",
-                path=out,
-            )
-        rec = checkpoint_record(read_checkpoint(last, mmap=True), last)
-        _check_resumed_recipe(rec, recipe, last)
-        diff = _recipe_diff(rec["config"], config)
-        if diff:
-            raise InputError("cannot resume with a different recipe: " + "; ".join(diff), path=last)
-        if int(rec.get("epoch", 0)) >= config.epochs:
-            _msg(f"{out}: all {config.epochs} epochs are done; nothing to resume", quiet)
-            return _result_from_record(out, rec, notes)
-        resuming = True
-        _msg(f"resuming {out} after epoch {rec.get('epoch')}", quiet)
-    elif resume:
-        _msg(f"starting a new run in {out} (nothing there to resume yet)", quiet)
-
-    # ImageNet weights first: fail before touching the data.
-    if config.pretrained and not resuming:
-        wf = Path(config.weights_path) if config.weights_path else weights_file(config.model)
-        if not wf.is_file():
-            create_model(
-                config.model, pretrained=True, weights_path=config.weights_path
-            )  # raises with advice
-
-    if not config.labels or not config.images:
-        raise InputError(
-            "both labels and images must be given (--labels DIR --images DIR)", field="labels"
-        )
-    tables = fold_tables(config.labels, config.fold)
-    if recipe.assumed:
-        note = (
-            f"{config.labels} records no label recipe (no summary.json of `fdflare label`): the "
-            f"model is taken to forecast the study's event, {recipe.event}"
-        )
-        notes.append(note)
-        _msg(note, quiet)
-    source = open_images(
-        config.images, ext=config.image_ext, decoder=config.decoder, array_store=config.array_store
-    )
-    train_df, n_miss_train = _prepare_table(
-        tables.train, tables.train_path, source, config, "training", notes, quiet
-    )
-    val_df, n_miss_val = _prepare_table(
-        tables.val, tables.val_path, source, config, "validation", notes, quiet
-    )
-    holdout_df = None
-    chosen = select_table(config.labels, config.fold)
-    selection = selection_set(config, has_select=chosen is not None)
-    if selection == "select":
-        assert chosen is not None
-        holdout_df, n_miss_sel = _prepare_table(
-            chosen[0], chosen[1], source, config, "selection", notes, quiet
-        )
-        n_miss_val += n_miss_sel
-        if holdout_df["target"].nunique() < 2:
-            note = (
-                f"the selection set ({len(holdout_df)} instances of {chosen[1]}) lacks one "
-                "class: TSS is undefined"
-            )
-            notes.append(note)
-            _msg(note, False)
-    if selection == "holdout":
-        fraction = holdout_share(config)
-        n_before = len(train_df)
-        keep, hold = holdout_split(
-            train_df, fraction, path=str(tables.train_path), window=recipe.window_delta
-        )
-        holdout_df = train_df[hold].reset_index(drop=True)
-        train_df = train_df[keep].reset_index(drop=True)
-        purged = n_before - len(train_df) - len(holdout_df)
-        if purged:
-            note = (
-                f"{purged} training instance(s) less than {format_window(recipe.window_delta)} "
-                "before the held-out slice purged "
-                "(their label windows reach into it)"
-            )
-            notes.append(note)
-            _msg(note, quiet)
-        n_fl, n_nf = int(train_df["target"].sum()), int((train_df["target"] == 0).sum())
-        if n_fl == 0 or n_nf == 0:
-            raise InputError(
-                f"{fraction:g} holds out {len(holdout_df)} of the {n_before} "
-                f"training instances of {tables.train_path}, leaving {n_fl} flare and {n_nf} "
-                "no-flare instances to train on: both classes are needed (lower --holdout-fraction)",
-                field="holdout_fraction",
-            )
-        if holdout_df["target"].nunique() < 2:
-            note = "the held-out selection set lacks one class: TSS is undefined and no epoch can be selected"
-            notes.append(note)
-            _msg(note, False)
-    _check_classes(train_df, tables.train_path, "training")
-    if len(val_df) == 0:
-        raise InputError("the validation set is empty", path=tables.val_path)
-
-    n_fl = int(train_df["target"].sum())
-    n_nf = len(train_df) - n_fl
-    copies = (4, 2) if config.augment else (1, 1)
-    weights = class_weights(n_fl, n_nf, *copies)
-    counts = {
-        "train": len(train_df),
-        "train_flare": n_fl,
-        "train_noflare": n_nf,
-        "train_samples": copies[0] * n_fl + copies[1] * n_nf,
-        "val": len(val_df),
-        "val_flare": int(val_df["target"].sum()),
-        "holdout": 0 if holdout_df is None or selection != "holdout" else len(holdout_df),
-        "select": 0 if holdout_df is None or selection != "select" else len(holdout_df),
-        "skipped_missing": n_miss_train + n_miss_val,
-    }
+def _check_resumed_samples(rec: dict[str, Any], counts: dict[str, int], last: Path) -> None:
+    """Refuse to resume on a training set of another size (the schedule depends on it)."""
     before = rec.get("counts", {}).get("train_samples")
-    if resuming and before is not None and before != counts["train_samples"]:
+    if before is not None and before != counts["train_samples"]:
         raise InputError(
             f"cannot resume: the training set had {before} samples and now has "
             f"{counts['train_samples']} (the learning-rate schedule depends on it)",
             path=last,
         )
 
+
+def _check_resumed_world(rec: dict[str, Any], trainer: L.Trainer, last: Path) -> None:
+    """Refuse to resume on another number of processes (the schedule depends on it)."""
+    if rec.get("world_size", trainer.world_size) != trainer.world_size:
+        raise InputError(
+            f"cannot resume a run of {rec['world_size']} processes with {trainer.world_size} "
+            "(the batches per epoch, and so the learning-rate schedule, depend on it)",
+            path=last,
+        )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _check_imagenet_weights(config: TrainConfig) -> None:
+    """Refuse, with advice, a pretrained run whose ImageNet weights are not on disk."""
+    wf = Path(config.weights_path) if config.weights_path else weights_file(config.model)
+    if not wf.is_file():
+        create_model(config.model, pretrained=True, weights_path=config.weights_path)  # raises
+
+
+def _model_and_loaders(
+    config: TrainConfig, sets: RunSets, weights: tuple[float, float], *, resuming: bool
+) -> tuple[Runtime, FlareClassifier, FlareDataModule]:
+    """The seeded model, its LightningModule and the data loaders, on this machine's runtime."""
     L.seed_everything(config.seed, verbose=False)
     model = create_model(
         config.model,
@@ -367,13 +281,13 @@ def fit(
         model,
         channels_last=runtime.channels_last,
         compile=runtime.compile,
-        selection=selection,
+        selection=sets.selection,
     )
 
     def dataset(table: pd.DataFrame, augment: bool = False) -> FlareDataset:
         return FlareDataset(
             table,
-            source,
+            sets.source,
             image_size=config.image_size,
             augment=augment,
             seed=config.seed,
@@ -383,35 +297,55 @@ def fit(
         )
 
     datamodule = FlareDataModule(
-        dataset(train_df, augment=config.augment),
-        dataset(val_df),
-        None if holdout_df is None else dataset(holdout_df),
+        dataset(sets.train, augment=config.augment),
+        dataset(sets.val),
+        None if sets.holdout is None else dataset(sets.holdout),
         batch_size=config.batch_size,
         workers=config.workers,
         seed=config.seed,
         channels_last=runtime.channels_last,
     )
+    return runtime, module, datamodule
 
-    recorded = None if recipe.assumed else recipe.to_dict()
-    meta = {
-        "counts": counts,
-        "class_weights": list(weights),
-        "runtime": runtime.to_dict(),
-        "recipe": recorded,
-    }
-    rule = selection_rule(config, has_select=chosen is not None)
-    recorder = RunRecorder(out, config, meta, quiet=quiet, selection=selection, rule=rule)
+
+def _start_line(
+    config: TrainConfig, counts: dict[str, int], weights: tuple[float, float], runtime: Runtime
+) -> str:
+    return (
+        f"training {config.model} on fold {config.fold}: {counts['train_flare']} flare + "
+        f"{counts['train_noflare']} no-flare instances ({counts['train_samples']} samples), "
+        f"{counts['val']} validation; class weights [{weights[0]:.4f}, {weights[1]:.4f}]; "
+        f"{runtime.accelerator} x {runtime.n_devices}, {runtime.precision}, strategy "
+        f"{runtime.strategy}"
+    )
+
+
+def _run_trainer(
+    config: TrainConfig,
+    runtime: Runtime,
+    out: Path,
+    recorder: RunRecorder,
+    module: FlareClassifier,
+    datamodule: FlareDataModule,
+    *,
+    resume_from: dict[str, Any] | None,
+    recorded: dict[str, Any] | None,
+    start_line: str,
+    quiet: bool,
+) -> L.Trainer:
+    """Write ``config.json`` and train (from ``last.ckpt`` when resuming); Ctrl-C is exit 130.
+
+    Lightning switches deterministic algorithms on for the whole process, and ignores SIGINT
+    after a Ctrl-C; both are put back.
+    """
+    last = out / "last.ckpt"
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         trainer = _make_trainer(config, runtime, out, recorder, quiet)
-        if resuming and rec.get("world_size", trainer.world_size) != trainer.world_size:
-            raise InputError(
-                f"cannot resume a run of {rec['world_size']} processes with {trainer.world_size} "
-                "(the batches per epoch, and so the learning-rate schedule, depend on it)",
-                path=last,
-            )
+        if resume_from is not None:
+            _check_resumed_world(resume_from, trainer, last)
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
             for stale in (".last.ckpt.part", ".best.ckpt.part"):  # of a killed run: the
@@ -420,13 +354,7 @@ def fit(
                 out / "config.json",
                 json.dumps({**asdict(config), "recipe": recorded}, indent=2) + "\n",
             )
-            _msg(
-                f"training {config.model} on fold {config.fold}: {n_fl} flare + {n_nf} no-flare "
-                f"instances ({counts['train_samples']} samples), {len(val_df)} validation; class "
-                f"weights [{weights[0]:.4f}, {weights[1]:.4f}]; {runtime.accelerator} x "
-                f"{runtime.n_devices}, {runtime.precision}, strategy {runtime.strategy}",
-                quiet,
-            )
+            _msg(start_line, quiet)
         with warnings.catch_warnings():
             # Lightning's hints about worker counts and logging intervals are not problems here.
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -436,7 +364,7 @@ def fit(
                 trainer.fit(
                     module,
                     datamodule=datamodule,
-                    ckpt_path=last if resuming else None,
+                    ckpt_path=last if resume_from is not None else None,
                     weights_only=True,
                 )
             except SystemExit:
@@ -448,49 +376,69 @@ def fit(
     except InputError as exc:
         raise _clean_worker_error(exc) from None
     finally:
-        # Lightning switches deterministic algorithms on for the whole process, and ignores
-        # SIGINT after a Ctrl-C; put both back.
         torch.use_deterministic_algorithms(deterministic_before)
         if sigint is not None:
             signal.signal(signal.SIGINT, sigint)
+    return trainer
 
-    result = TrainResult(
+
+# --------------------------------------------------------------------------- the summary
+
+
+def _write_summary(
+    result: TrainResult,
+    config: TrainConfig,
+    recipe: Recipe,
+    meta: dict[str, Any],
+    *,
+    selection: str,
+    rule: str,
+    quiet: bool,
+) -> None:
+    """Write ``summary.json`` (noting first when no epoch was selected)."""
+    if result.best_epoch is None:
+        note = "no epoch met the selection rule (TSS above 0 and the best so far): no best.ckpt"
+        result.notes.append(note)
+        _msg(note, quiet)
+    summary = {
+        "epochs_done": result.epochs_done,
+        "best_epoch": result.best_epoch,
+        "best_tss": result.best_tss,
+        "best_hss2": result.best_hss2,
+        "protocol": "study" if selection == "val" else "honest",
+        "selected_on": selection,
+        "selection_rule": rule,
+        "average": config.average,
+        "recipe": meta["recipe"],
+        "event": recipe.event,
+        "counts": meta["counts"],
+        "class_weights": meta["class_weights"],
+        "runtime": meta["runtime"],
+        "notes": result.notes,
+    }
+    write_text_atomic(result.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _result_from_recorder(
+    out: Path, recorder: RunRecorder, counts: dict[str, int], notes: list[str]
+) -> TrainResult:
+    """What a run that trained did: its epochs and the selected one."""
+    best = recorder.best
+    return TrainResult(
         out=out,
         epochs_done=len(recorder.history),
-        best_epoch=recorder.best["epoch"],
-        best_tss=recorder.best["tss"] if recorder.best["epoch"] else None,
-        best_hss2=recorder.best["hss2"] if recorder.best["epoch"] else None,
-        best_checkpoint=(out / "best.ckpt") if recorder.best["epoch"] else None,
-        last_checkpoint=last,
+        best_epoch=best["epoch"],
+        best_tss=best["tss"] if best["epoch"] else None,
+        best_hss2=best["hss2"] if best["epoch"] else None,
+        best_checkpoint=(out / "best.ckpt") if best["epoch"] else None,
+        last_checkpoint=out / "last.ckpt",
         counts=counts,
         notes=notes,
     )
-    if trainer.is_global_zero:
-        if result.best_epoch is None:
-            note = "no epoch met the selection rule (TSS above 0 and the best so far): no best.ckpt"
-            result.notes.append(note)
-            _msg(note, quiet)
-        summary = {
-            "epochs_done": result.epochs_done,
-            "best_epoch": result.best_epoch,
-            "best_tss": result.best_tss,
-            "best_hss2": result.best_hss2,
-            "protocol": "study" if selection == "val" else "honest",
-            "selected_on": selection,
-            "selection_rule": rule,
-            "average": config.average,
-            "recipe": recorded,
-            "event": recipe.event,
-            "counts": counts,
-            "class_weights": list(weights),
-            "runtime": runtime.to_dict(),
-            "notes": result.notes,
-        }
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return result
 
 
 def _result_from_record(out: Path, rec: dict[str, Any], notes: list[str]) -> TrainResult:
+    """What a finished run did, from its ``last.ckpt`` record (nothing left to resume)."""
     best = rec.get("best", {})
     ok = best.get("epoch") is not None
     return TrainResult(
