@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,20 @@ def test_honest_without_a_selection_set_keeps_the_last_epoch(tmp_path, capsys):
     summary = json.loads((held / "summary.json").read_text())
     assert (summary["selected_on"], summary["selection_rule"]) == ("holdout", "loss")
     assert summary["counts"]["holdout"] == 9
+
+
+def test_a_selection_set_of_one_class_prints_an_undefined_score(chrono, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    shutil.copytree(chrono["labels"], labels)
+    select = pd.read_csv(labels / "Fold1_select.csv")
+    select[select["goes_class"] == 0].to_csv(labels / "Fold1_select.csv", index=False)
+    out = tmp_path / "one-class"
+    argv = ["train", "--labels", str(labels), "--images", str(chrono["images"]), "--out",
+            str(out), "--epochs", "1", "--protocol", "honest", *FAST]  # fmt: skip
+    from fdflare.cli import main
+
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_tss"] is None and summary["selection_rule"] == "loss"
+    assert "TSS undefined (one class in the selection set)" in printed, printed

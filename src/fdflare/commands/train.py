@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     if result.best_epoch is not None:
         print(
             f"{result.out}: {_epochs(result.epochs_done)}; best epoch {result.best_epoch} "
-            f"(TSS {result.best_tss:.4f}, HSS2 {result.best_hss2:.4f}) in {result.best_checkpoint}"
+            f"(TSS {_score(result.best_tss)}, HSS2 {_score(result.best_hss2)}) in "
+            f"{result.best_checkpoint}"
         )
     else:
         print(
@@ -120,3 +121,8 @@ def is_rank_zero() -> bool:
     return all(
         os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK")
     )
+
+
+def _score(value: float | None) -> str:
+    """A selection score as printed; a selection set of one class has no TSS or HSS2."""
+    return "undefined (one class in the selection set)" if value is None else f"{value:.4f}"
