@@ -196,17 +196,14 @@ def _merge_lock(out: Path) -> Iterator[None]:
     Unlike the output-folder lock (which refuses a second run), tasks of one SLURM array
     share ``OUT`` on purpose: a merge takes milliseconds, so the next one waits for it.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
+    from fdflare.core.locks import lock_file, unlock_file
+
     with open(out / ".cv_summary.lock", "a+", encoding="utf-8") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        lock_file(fh, blocking=True)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            unlock_file(fh)
 
 
 def write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
