@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fdflare.core.disk import NEAR_LIMB_DEG as LIMB_DEG
 from fdflare.core.errors import InputError, MissingDataError, UsageError
 
 __all__ = [
@@ -65,8 +66,6 @@ NAMES = {
     "central": "location",
 }
 KEYWORDS = ("and", "or", "not")
-#: The study's central / near-limb boundary, degrees of longitude.
-LIMB_DEG = 70.0
 
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\()|(\)))")
 

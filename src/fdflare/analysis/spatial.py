@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.acquire.goes import CLASS_PATTERN
+from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError, UsageError
 from fdflare.core.io import parse_probabilities, refuse_first
 from fdflare.core.table import fmt_number, render_table
@@ -45,7 +46,7 @@ LAT_RANGE = (-35.0, 35.0)
 class SpatialConfig:
     """Options of the spatial analysis (the study's defaults)."""
 
-    limb_deg: float = 70.0
+    limb_deg: float = NEAR_LIMB_DEG
     bin_deg: float = 5.0
     threshold: float = 0.5
 

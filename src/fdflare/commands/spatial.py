@@ -6,6 +6,7 @@ import argparse
 import json
 
 from fdflare.commands._common import positive_float, probability
+from fdflare.core.disk import NEAR_LIMB_DEG
 
 HELP = "central vs near-limb recall of X/M flares, recall heatmaps and a disk figure"
 DESCRIPTION = """\
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limb-deg",
         type=positive_float,
-        default=70.0,
+        default=NEAR_LIMB_DEG,
         help="near-limb if |lon| > this, below 90 (default %(default)s)",
     )
     p.add_argument(

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare import __version__
+from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError, RunError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
@@ -172,7 +173,7 @@ def _flare_counts(catalog: pd.DataFrame) -> dict[str, int]:
         "C": int((letters == "C").sum()),
         "M": int((letters == "M").sum()),
         "X": int((letters == "X").sum()),
-        "near_limb": int((lon > 70).sum()),
+        "near_limb": int((lon > NEAR_LIMB_DEG).sum()),
         "behind_limb": int((lon > 90).sum()),
         "unlocated": int(lon.isna().sum()),
     }
