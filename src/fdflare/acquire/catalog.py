@@ -53,6 +53,7 @@ __all__ = [
     "COLUMNS",
     "DUPLICATE_KEY",
     "FORMATS",
+    "STUDY_COLUMNS",
     "detect_format",
     "drop_duplicate_flares",
     "read_catalog",
@@ -60,10 +61,13 @@ __all__ = [
     "write_catalog",
 ]
 
+#: Columns of the catalog frame that :func:`read_catalog` returns.
 COLUMNS = ("start_time", "goes_class", "flux", "fl_lon", "fl_lat")
+#: Columns of the study's catalog file, which :func:`write_catalog` writes (``fdflare
+#: catalog``, ``fdflare synth``).
 STUDY_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
 FORMATS = {
-    "study": ("start_time", "goes_class", "fl_lon", "fl_lat"),
+    "study": STUDY_COLUMNS,
     "hek": ("event_starttime", "goes_class", "hgs_lon", "hgs_lat"),
     "swpc": ("date", "start_time", "goes_class"),
 }
@@ -320,7 +324,7 @@ def select_flares(
 
 
 def write_catalog(catalog: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write a catalog in the study's schema ``start_time,goes_class,fl_lon,fl_lat`` atomically.
+    """Write a catalog in the study's schema (:data:`STUDY_COLUMNS`) atomically.
 
     Times are written ``YYYY-MM-DD HH:MM:SS``; unknown locations are left empty.
     """
@@ -332,7 +336,8 @@ def write_catalog(catalog: pd.DataFrame, path: str | os.PathLike[str]) -> None:
             "goes_class": catalog["goes_class"].astype(str),
             "fl_lon": catalog["fl_lon"],
             "fl_lat": catalog["fl_lat"],
-        }
+        },
+        columns=list(STUDY_COLUMNS),
     )
     with atomic_open(path, "w") as fh:
         out.to_csv(fh, index=False, lineterminator="\n")

@@ -13,15 +13,12 @@ import pandas as pd
 from fdflare.core.errors import InputError
 
 __all__ = [
-    "CATALOG_COLUMNS",
     "GEOMETRY_COLUMNS",
     "REGION_COLUMNS",
     "SynthConfig",
     "last_image_time",
 ]
 
-#: The study's catalog schema.
-CATALOG_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
 #: Columns of ``geometry.csv``.
 GEOMETRY_COLUMNS = (
     "path",

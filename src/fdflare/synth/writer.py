@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from fdflare import __version__
+from fdflare.acquire.catalog import write_catalog
 from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError, RunError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
 from fdflare.prepare.jp2 import write_helioviewer_jp2
-from fdflare.synth.config import CATALOG_COLUMNS, GEOMETRY_COLUMNS, SynthConfig, last_image_time
+from fdflare.synth.config import GEOMETRY_COLUMNS, SynthConfig, last_image_time
 from fdflare.synth.flares import draw_flares, window_fraction
 from fdflare.synth.regions import _patch_arrays, _region_arrays, simulate_regions
 from fdflare.synth.render import helioviewer_header, render_magnetogram, to_uint8
@@ -147,12 +148,6 @@ def _geometry_csv(geometry: pd.DataFrame) -> str:
     g["cdelt_arcsec"] = g["cdelt_arcsec"].round(6)
     g["dsun_m"] = g["dsun_m"].round(0)
     return g[list(GEOMETRY_COLUMNS)].to_csv(index=False, lineterminator="\n")
-
-
-def _catalog_csv(catalog: pd.DataFrame) -> str:
-    c = catalog[list(CATALOG_COLUMNS)].copy()
-    c["start_time"] = pd.DatetimeIndex(c["start_time"]).strftime("%Y-%m-%d %H:%M:%S")
-    return c.to_csv(index=False, lineterminator="\n", na_rep="")
 
 
 def _regions_csv(regions: pd.DataFrame) -> str:
@@ -295,7 +290,7 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "synth.json", json.dumps(_config_record(config), indent=2) + "\n")
     write_text_atomic(out / "regions.csv", _regions_csv(regions))
-    write_text_atomic(out / "catalog.csv", _catalog_csv(catalog))
+    write_catalog(catalog, out / "catalog.csv")
 
     paths = {"img": [str(out / "images" / p) for p in geometry["path"]]}
     frames = {"img": geometry}
