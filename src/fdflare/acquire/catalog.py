@@ -43,10 +43,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.goes import class_flux, normalise_class, threshold_flux
+from fdflare.acquire.goes import class_flux, normalise_class
 from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
 from fdflare.core.errors import InputError
 from fdflare.core.io import refuse_first
+from fdflare.core.recipe import parse_threshold
 from fdflare.core.timeparse import parse_utc_series
 
 __all__ = [
@@ -306,7 +307,9 @@ def select_flares(
     above = np.ones(len(catalog), dtype=bool)
     if min_class:
         # Relative tolerance: "C1.0" parsed twice must compare equal.
-        above = catalog["flux"].to_numpy(dtype=float) >= threshold_flux(min_class) * (1 - 1e-9)
+        above = catalog["flux"].to_numpy(dtype=float) >= parse_threshold(
+            min_class, what="min_class"
+        )[0] * (1 - 1e-9)
     chosen = catalog[in_range & above]
     dup = chosen.duplicated(subset=list(DUPLICATE_KEY)).to_numpy(dtype=bool)
     out = chosen[~dup].sort_values("start_time", kind="stable").reset_index(drop=True)

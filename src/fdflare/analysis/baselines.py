@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.goes import threshold_flux
 from fdflare.core.errors import InputError, MissingDataError
 from fdflare.core.io import refuse_first
 from fdflare.core.paths import parse_image_times
+from fdflare.core.recipe import parse_threshold
 
 KINDS = ("persistence", "climatology", "flux")
 #: grey levels from the disk median above which a pixel counts as strong field
@@ -276,7 +276,7 @@ def baseline_predictions(
         raise InputError("the persistence baseline needs a flare catalog (--catalog)")
     if "flux" in kinds and images is None:
         raise InputError("the flux baseline needs the images (--images)")
-    thr = threshold_flux(mode)
+    thr = parse_threshold(mode, what="mode")[0]
     features = ImageFeatures(images, image_ext, geometry) if "flux" in kinds and images else None
     out: list[FoldPredictions] = []
     for k in folds if folds is not None else list_folds(labels):
