@@ -210,13 +210,9 @@ class ImageFeatures:
             ]
             geometry = found[0] if found else None
         if geometry is not None:
-            from fdflare.core.io import read_csv_table
+            from fdflare.prepare.geometry import read_geometry_file
 
-            g = read_csv_table(geometry, what="geometry table")
-            need = {"path", "center_x", "center_y", "radius_px"}
-            if not need <= set(g.columns):
-                missing = sorted(need - set(g.columns))
-                raise InputError(f"missing column(s) {', '.join(missing)}", path=geometry, line=1)
+            g = read_geometry_file(geometry, what="geometry table")
             g["stem"] = g["path"].astype(str).str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
             self.geometry = g.drop_duplicates("stem").set_index("stem")
         self._cache: dict[str, np.ndarray] = {}

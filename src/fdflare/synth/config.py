@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
+from fdflare.prepare.geometry import SYNTH_GEOMETRY_COLUMNS
 
 __all__ = [
     "GEOMETRY_COLUMNS",
@@ -19,21 +20,8 @@ __all__ = [
     "last_image_time",
 ]
 
-#: Columns of ``geometry.csv``.
-GEOMETRY_COLUMNS = (
-    "path",
-    "date_obs",
-    "center_x",
-    "center_y",
-    "radius_px",
-    "width",
-    "height",
-    "crota2",
-    "rsun_obs",
-    "b0_deg",
-    "cdelt_arcsec",
-    "dsun_m",
-)
+#: Columns of the ``geometry.csv`` that synth writes (its one schema is in prepare.geometry).
+GEOMETRY_COLUMNS = SYNTH_GEOMETRY_COLUMNS
 #: Columns of the table returned by :func:`simulate_regions` (and of ``regions.csv``).
 REGION_COLUMNS = (
     "region",

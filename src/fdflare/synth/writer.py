@@ -22,6 +22,7 @@ from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError, RunError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
+from fdflare.prepare.geometry import GEOMETRY_FILE, write_geometry_file
 from fdflare.prepare.jp2 import write_helioviewer_jp2
 from fdflare.synth.config import GEOMETRY_COLUMNS, SynthConfig, last_image_time
 from fdflare.synth.flares import draw_flares, window_fraction
@@ -135,7 +136,7 @@ def _config_record(config: SynthConfig) -> dict[str, Any]:
     return record
 
 
-def _geometry_csv(geometry: pd.DataFrame) -> str:
+def _rounded_geometry(geometry: pd.DataFrame) -> pd.DataFrame:
     g = geometry.copy()
     t = pd.DatetimeIndex(g["date_obs"])
     g["date_obs"] = t.strftime("%Y-%m-%dT%H:%M:%S.") + pd.Index(t.microsecond // 1000).astype(
@@ -147,7 +148,7 @@ def _geometry_csv(geometry: pd.DataFrame) -> str:
     g["rsun_obs"] = g["rsun_obs"].round(4)
     g["cdelt_arcsec"] = g["cdelt_arcsec"].round(6)
     g["dsun_m"] = g["dsun_m"].round(0)
-    return g[list(GEOMETRY_COLUMNS)].to_csv(index=False, lineterminator="\n")
+    return g[list(GEOMETRY_COLUMNS)]
 
 
 def _regions_csv(regions: pd.DataFrame) -> str:
@@ -310,7 +311,8 @@ def generate(
 
     written = _run_jobs(state, todo, workers=workers, progress=progress, on_done=on_image)
 
-    write_text_atomic(out / "geometry.csv", _geometry_csv(geometry))
+    # rounded here, so written as Python writes the rounded numbers
+    write_geometry_file(out / GEOMETRY_FILE, _rounded_geometry(geometry), float_format=None)
     counts: dict[str, Any] = _flare_counts(catalog)
     hourly = times[(times.minute == 0) & (times.second == 0)]
     counts["hourly_instances"] = len(hourly)
