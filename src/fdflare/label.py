@@ -30,7 +30,6 @@ import pandas as pd
 
 from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
 from fdflare.core.errors import InputError, UsageError
-from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
 from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256, parse_threshold
 from fdflare.splits import make_split, select_counts, split_record, split_table
@@ -601,23 +600,3 @@ def write_labels(
         write_text_atomic(out / name, text)
         written.append(out / name)
     return written
-
-
-def read_label_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``labels.csv`` written by :func:`write_labels` (times parsed, locations float)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such label table (run `fdflare label` to make one)", path=path)
-    df = read_csv_table(
-        path,
-        what="label table",
-        dtype={"label": "string", "goes_class": "string"},
-        keep_default_na=True,
-    )
-    missing = [c for c in ("label", "target") if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", path=path, field=missing[0])
-    for col in ("time", "fl_start"):
-        if col in df.columns:
-            df[col] = pd.to_datetime(df[col], errors="coerce")
-    return df

@@ -400,9 +400,7 @@ def predict(
         df = df[check.keep].reset_index(drop=True)
     full = None
     if table is not None:
-        from fdflare.label import read_label_table
-
-        full = read_label_table(table)
+        full = read_label_csv(table)  # the one label-table reader, as for --labels
         # every predicted image must be in the table: find out before predicting
         join_table(
             pd.DataFrame({"timestamp": df["label"], "flare_prob": 0.0, "target": df["target"]}),
