@@ -351,11 +351,12 @@ def _selection(folds: list[Path], threshold: float, lines: list[str]) -> dict[st
 
     from fdflare.analysis.selection import selection_flattery
     from fdflare.core.paths import parse_image_times
+    from fdflare.inference.predictions import read_prediction_file
 
     data = []
     for path in folds:
-        df = pd.read_csv(path)
-        names = df["timestamp"].astype(str).str.replace("\\", "/").str.split("/").str[-4:]
+        df = read_prediction_file(path, need=("id", "target"))
+        names = df[df.attrs["id_column"]].astype(str).str.replace("\\", "/").str.split("/").str[-4:]
         times, _ = parse_image_times(names.str.join("/"))
         data.append((df["flare_prob"].to_numpy(), df["target"].to_numpy(), pd.DatetimeIndex(times)))
     res = selection_flattery(data, threshold=threshold)
