@@ -71,9 +71,9 @@ def list_folds(labels: str | os.PathLike[str]) -> list[int]:
             f"no labels in {labels}: expected Fold{{k}}_val.csv files or labels.csv "
             "(run `fdflare label` to make them)"
         )
-    from fdflare.core.io import read_csv_table
+    from fdflare.data.tables import read_label_csv
 
-    table = read_csv_table(path, what="label table", usecols=lambda c: c in ("fold", "label"))
+    table = read_label_csv(path, allow_empty=True)
     if "fold" in table.columns:
         folds = pd.to_numeric(table["fold"], errors="coerce").dropna().astype(int)
         return sorted({k for k in folds.tolist() if k > 0})  # 0: not a test row of a split

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from fdflare.core.errors import MissingDataError
-from fdflare.core.io import read_csv_table
 
 MODEL_NAMES = {
     "alex": "AlexNet",
@@ -87,6 +86,7 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     import pandas as pd
 
     from fdflare.acquire.catalog import read_catalog
+    from fdflare.data.tables import read_label_csv
     from fdflare.label import LabelConfig, make_labels, write_labels
 
     labels, catalog = ref / "labels", ref / CATALOG_FILE
@@ -94,9 +94,7 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     if not files or not catalog.is_file():
         return None
     names = (
-        pd.concat([read_csv_table(f, what="label table", usecols=["label"]) for f in files])[
-            "label"
-        ]
+        pd.concat([read_label_csv(f, allow_empty=True) for f in files])["label"]
         .drop_duplicates()
         .tolist()
     )
