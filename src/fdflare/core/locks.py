@@ -9,7 +9,8 @@ file. Every lock of fdflare goes through these two functions:
   file, in this process or another, is refused until the first is closed);
 * on Windows, ``msvcrt.locking`` of one byte far beyond any content the lock file holds
   (so the holder's name written into the file stays readable by the refused run);
-* elsewhere (no ``fcntl`` and no ``msvcrt``), no lock at all: the call succeeds and warns
+* elsewhere (no ``fcntl`` and no ``msvcrt``), and on a file system without locks (``flock``
+  failing with ``ENOLCK``, ``EOPNOTSUPP``...), no lock at all: the call succeeds and warns
   once (:class:`LockUnavailableWarning`) that two runs on one file are not detected.
 
 ``fcntl`` and ``msvcrt`` are imported here only, and only where they exist, so fdflare
@@ -18,6 +19,7 @@ imports on every platform.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -37,6 +39,8 @@ else:
         fcntl = None  # type: ignore[assignment]
     LOCKING = "fcntl" if fcntl is not None else "none"
 
+# errors of flock that mean "no locks here", not "locked by another"
+_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 # msvcrt.locking locks a byte range from the file position; this one lies past any lock file
 _WINDOWS_LOCK_OFFSET = 1 << 30
 _warned = False
@@ -50,13 +54,12 @@ def _fd(file: int | IO[Any]) -> int:
     return file if isinstance(file, int) else file.fileno()
 
 
-def _no_lock() -> bool:
+def _no_lock(why: str = "no file locking on this platform (neither fcntl nor msvcrt)") -> bool:
     global _warned
     if not _warned:
         _warned = True
         warnings.warn(
-            "no file locking on this platform (neither fcntl nor msvcrt): two fdflare runs "
-            "writing the same files are not detected",
+            f"{why}: two fdflare runs writing the same files are not detected",
             LockUnavailableWarning,
             stacklevel=3,
         )
@@ -95,6 +98,10 @@ def lock_file(file: int | IO[Any], *, blocking: bool = False) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
     except (BlockingIOError, PermissionError):
         return False
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:  # a file system without locks (some network mounts)
+            return _no_lock(f"the file system of this file has no locks ({exc.strerror})")
+        raise
     return True
 
 
