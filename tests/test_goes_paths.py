@@ -2,9 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fdflare.acquire.goes import class_flux, flux_letter, threshold_flux
+from clitools import run_cli
+from fdflare.acquire.goes import class_flux, flux_letter
 from fdflare.core.errors import InputError
 from fdflare.core.paths import image_relpaths, parse_image_times, scan_images
+from fdflare.core.recipe import parse_threshold
 
 
 def test_class_flux_orders_by_peak_flux_not_string():
@@ -25,9 +27,52 @@ def test_class_flux_rejects_malformed(bad):
 
 def test_flux_letter_and_threshold():
     assert list(flux_letter(np.array([1e-5, 9.9e-6, 1e-4, np.nan]))) == ["M", "C", "X", ""]
-    assert threshold_flux("M") == 1e-5
-    assert threshold_flux("c") == 1e-6
-    assert threshold_flux("M5") == pytest.approx(5e-5)
+    assert parse_threshold("M") == (1e-5, "M1.0")
+    assert parse_threshold("c") == (1e-6, "C1.0")
+    assert parse_threshold(" M 5 ")[0] == pytest.approx(5e-5)
+    assert parse_threshold("A1")[0] == pytest.approx(1e-8)  # the lowest
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Q1.0", "malformed GOES class"),
+        ("M-1", "malformed GOES class"),
+        ("", "malformed GOES class"),
+        ("M0", "below A1.0"),
+        ("A0.5", "below A1.0"),
+    ],
+)
+def test_threshold_rule_names_what_and_where(text, words):
+    with pytest.raises(InputError, match=words) as err:
+        parse_threshold(text, what="threshold", path="run.json", field="recipe.threshold")
+    assert str(err.value).startswith("run.json, field 'recipe.threshold': threshold ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["catalog", "--source", "{cat}", "--out", "{out}/c.csv", "--min-class", "{cls}"],
+        ["baseline", "--kind", "climatology", "--labels", "{out}", "--mode", "{cls}"],
+        ["label", "--catalog", "{cat}", "--images", "{cat}", "--out", "{out}", "--mode", "{cls}"],
+    ],
+    ids=["catalog", "baseline", "label"],
+)
+@pytest.mark.parametrize("cls", ["M0", "A0.5", "Q1"])
+def test_every_command_reads_a_threshold_by_one_rule(tmp_path, capsys, argv, cls):
+    """catalog --min-class and baseline --mode once took M0 (every flare); label refused it.
+    All three now refuse a threshold below A1.0, before any work, naming the option."""
+    cat = tmp_path / "cat.csv"
+    cat.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-01-01 05:00:00,C1.0,1,1\n")
+    out = tmp_path / "o"
+    args = [a.format(cat=cat, out=out, cls=cls) for a in argv]
+    code, err = run_cli(args, capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    option = "--min-class" if argv[0] == "catalog" else "--mode"
+    assert line.startswith(f"fdflare {argv[0]}: error: {option} ")
+    assert ("below A1.0" if cls != "Q1" else "malformed GOES class") in line
+    assert not out.exists()
 
 
 def test_image_names_round_trip():

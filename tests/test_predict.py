@@ -103,6 +103,23 @@ def test_table_without_the_predicted_images(trained, tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "p_joined.csv").exists()  # nothing half-written
 
 
+def test_table_is_read_by_the_label_table_rule(trained, tmp_path, capsys):
+    """``--table`` once took a second row for an image (and joined the first) where
+    ``--labels`` refused it: both are now read by ``read_label_csv``."""
+    table = tmp_path / "labels.csv"
+    full = pd.read_csv(trained["table"])
+    pd.concat([full, full.iloc[[3]]], ignore_index=True).to_csv(table, index=False)
+    out = tmp_path / "p.csv"
+    code, err = cli(predict_argv(trained, out, "--table", str(table)), capsys)
+    assert code == 2
+    label = full["label"].iloc[3]
+    assert err.strip() == (
+        f"fdflare predict: error: {table}, line {len(full) + 2}, field 'label': a second row "
+        f"for {label} (each image is one instance)"
+    )
+    assert not out.exists()
+
+
 def test_corrupt_checkpoints_name_the_file(trained, tmp_path, capsys):
     cases = {
         "garbage.ckpt": lambda p: p.write_bytes(b"\x80\x04 not a checkpoint"),

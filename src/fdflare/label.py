@@ -29,17 +29,11 @@ import numpy as np
 import pandas as pd
 
 from fdflare.acquire.catalog import drop_duplicate_flares, location_problem
-from fdflare.acquire.goes import CLASS_PATTERN, LETTER_FLUX
 from fdflare.core.errors import InputError, UsageError
-from fdflare.core.io import read_csv_table
 from fdflare.core.paths import parse_image_times, scan_image_tree
-from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256
+from fdflare.core.recipe import Recipe, canonical_threshold, file_sha256, parse_threshold
 from fdflare.core.settings import check_duration, check_time, setting, validate
 from fdflare.splits import make_split, select_counts, split_record, split_table
-
-#: The lowest threshold a mode may set: A1.0 (1e-8 W/m^2). Below it every window would be
-#: positive whatever it holds.
-MIN_THRESHOLD_FLUX = LETTER_FLUX["A"]
 
 STUDY_START = "2010-12-01 00:00:00"
 STUDY_END = "2018-12-31 00:00:00"  # last instance 2018-12-30 23:00, as the study's stop rule
@@ -142,26 +136,12 @@ def parse_mode(mode: str) -> float:
 
     Raises:
         UsageError: ``mode`` is not a class, or lies below A1.0 (``M0``, ``A0``, ``C0.0``),
-            which would mark every window positive.
+            which would mark every window positive (:func:`fdflare.core.recipe.parse_threshold`).
     """
-    text = str(mode).strip()
-    if text.upper() in LETTER_FLUX:
-        return LETTER_FLUX[text.upper()]
-    import re
-
-    m = re.match(CLASS_PATTERN, text)
-    if m is None:
-        raise UsageError(
-            f"--mode {text!r}: expected M, C or a GOES class threshold such as M5.0 "
-            "(a letter A, B, C, M or X and a number)"
-        )
-    flux = LETTER_FLUX[m.group(1).upper()] * float(m.group(2))
-    if flux < MIN_THRESHOLD_FLUX * (1 - 1e-9):
-        raise UsageError(
-            f"--mode {text}: the threshold is below A1.0, the smallest GOES class, so every "
-            "window would be positive; use A1.0 or above (M and C are the study's)"
-        )
-    return flux
+    try:
+        return parse_threshold(mode, what="--mode")[0]
+    except InputError as exc:
+        raise UsageError(exc.message) from None
 
 
 def _iso_time(value: Any) -> pd.Timestamp:
@@ -623,23 +603,3 @@ def write_labels(
         write_text_atomic(out / name, text)
         written.append(out / name)
     return written
-
-
-def read_label_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``labels.csv`` written by :func:`write_labels` (times parsed, locations float)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such label table (run `fdflare label` to make one)", path=path)
-    df = read_csv_table(
-        path,
-        what="label table",
-        dtype={"label": "string", "goes_class": "string"},
-        keep_default_na=True,
-    )
-    missing = [c for c in ("label", "target") if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", path=path, field=missing[0])
-    for col in ("time", "fl_start"):
-        if col in df.columns:
-            df[col] = pd.to_datetime(df[col], errors="coerce")
-    return df

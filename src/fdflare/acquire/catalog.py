@@ -43,16 +43,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.goes import class_flux, normalise_class, threshold_flux
+from fdflare.acquire.goes import class_flux, normalise_class
 from fdflare.acquire.noaa import is_noaa_report, read_noaa_report
 from fdflare.core.errors import InputError
 from fdflare.core.io import refuse_first
+from fdflare.core.recipe import parse_threshold
 from fdflare.core.timeparse import parse_utc_series
 
 __all__ = [
     "COLUMNS",
     "DUPLICATE_KEY",
     "FORMATS",
+    "STUDY_COLUMNS",
     "detect_format",
     "drop_duplicate_flares",
     "read_catalog",
@@ -60,10 +62,13 @@ __all__ = [
     "write_catalog",
 ]
 
+#: Columns of the catalog frame that :func:`read_catalog` returns.
 COLUMNS = ("start_time", "goes_class", "flux", "fl_lon", "fl_lat")
+#: Columns of the study's catalog file, which :func:`write_catalog` writes (``fdflare
+#: catalog``, ``fdflare synth``).
 STUDY_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
 FORMATS = {
-    "study": ("start_time", "goes_class", "fl_lon", "fl_lat"),
+    "study": STUDY_COLUMNS,
     "hek": ("event_starttime", "goes_class", "hgs_lon", "hgs_lat"),
     "swpc": ("date", "start_time", "goes_class"),
 }
@@ -326,7 +331,9 @@ def select_flares(
     above = np.ones(len(catalog), dtype=bool)
     if min_class:
         # Relative tolerance: "C1.0" parsed twice must compare equal.
-        above = catalog["flux"].to_numpy(dtype=float) >= threshold_flux(min_class) * (1 - 1e-9)
+        above = catalog["flux"].to_numpy(dtype=float) >= parse_threshold(
+            min_class, what="min_class"
+        )[0] * (1 - 1e-9)
     chosen = catalog[in_range & above]
     dup = chosen.duplicated(subset=list(DUPLICATE_KEY)).to_numpy(dtype=bool)
     out = chosen[~dup].sort_values("start_time", kind="stable").reset_index(drop=True)
@@ -344,7 +351,7 @@ def select_flares(
 
 
 def write_catalog(catalog: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write a catalog in the study's schema ``start_time,goes_class,fl_lon,fl_lat`` atomically.
+    """Write a catalog in the study's schema (:data:`STUDY_COLUMNS`) atomically.
 
     Times are written ``YYYY-MM-DD HH:MM:SS``; unknown locations are left empty.
     """
@@ -356,7 +363,8 @@ def write_catalog(catalog: pd.DataFrame, path: str | os.PathLike[str]) -> None:
             "goes_class": catalog["goes_class"].astype(str),
             "fl_lon": catalog["fl_lon"],
             "fl_lat": catalog["fl_lat"],
-        }
+        },
+        columns=list(STUDY_COLUMNS),
     )
     with atomic_open(path, "w") as fh:
         out.to_csv(fh, index=False, lineterminator="\n")

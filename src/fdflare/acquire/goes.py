@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
+from fdflare.core.recipe import CLASS_PATTERN, LETTER_FLUX
 
-LETTER_FLUX = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
-CLASS_PATTERN = r"^\s*([ABCMXabcmx])\s*(\d+(?:\.\d*)?|\.\d+)\s*$"
+__all__ = ["CLASS_PATTERN", "LETTER_FLUX", "class_flux", "flux_letter", "normalise_class"]
 
 
 def class_flux(
@@ -67,12 +67,3 @@ def flux_letter(flux: np.ndarray) -> np.ndarray:
     idx = np.searchsorted(edges, np.nan_to_num(flux, nan=0.0), side="right")
     letters = np.array(["", "A", "B", "C", "M", "X"])
     return letters[idx]
-
-
-def threshold_flux(mode: str) -> float:
-    """Return the flux threshold of a binary mode: ``M`` (>= M1.0) or ``C`` (>= C1.0), or any class."""
-    mode = mode.strip()
-    if mode.upper() in LETTER_FLUX:
-        return LETTER_FLUX[mode.upper()]
-    flux = class_flux([mode], field="mode")
-    return float(flux[0])

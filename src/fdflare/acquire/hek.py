@@ -45,9 +45,10 @@ import numpy as np
 import pandas as pd
 
 from fdflare.acquire.catalog import select_flares
-from fdflare.acquire.goes import CLASS_PATTERN, class_flux, normalise_class, threshold_flux
+from fdflare.acquire.goes import CLASS_PATTERN, class_flux, normalise_class
 from fdflare.core.errors import DownloadError, InputError
 from fdflare.core.http import GaveUp, HttpPolicy, Retryable
+from fdflare.core.recipe import parse_threshold
 from fdflare.core.timeparse import parse_time
 
 __all__ = [
@@ -489,7 +490,7 @@ def fetch_hek_catalog(
         raise InputError(f"end {t_end} is not after start {t_start}", field="end")
     letter = None
     if min_class:
-        threshold_flux(min_class)  # validates, raising InputError
+        parse_threshold(min_class, what="min_class")  # validates, raising InputError
         letter = min_class.strip()[0].upper()
     base = dataclasses.replace(client if client is not None else HEKFlareClient())
     base.url = resolve_hek_url(url)

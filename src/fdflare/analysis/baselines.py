@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.goes import threshold_flux
 from fdflare.core.errors import InputError, MissingDataError
 from fdflare.core.io import refuse_first
 from fdflare.core.paths import parse_image_times
+from fdflare.core.recipe import parse_threshold
 
 KINDS = ("persistence", "climatology", "flux")
 #: grey levels from the disk median above which a pixel counts as strong field
@@ -71,9 +71,9 @@ def list_folds(labels: str | os.PathLike[str]) -> list[int]:
             f"no labels in {labels}: expected Fold{{k}}_val.csv files or labels.csv "
             "(run `fdflare label` to make them)"
         )
-    from fdflare.core.io import read_csv_table
+    from fdflare.data.tables import read_label_csv
 
-    table = read_csv_table(path, what="label table", usecols=lambda c: c in ("fold", "label"))
+    table = read_label_csv(path, allow_empty=True)
     if "fold" in table.columns:
         folds = pd.to_numeric(table["fold"], errors="coerce").dropna().astype(int)
         return sorted({k for k in folds.tolist() if k > 0})  # 0: not a test row of a split
@@ -210,13 +210,9 @@ class ImageFeatures:
             ]
             geometry = found[0] if found else None
         if geometry is not None:
-            from fdflare.core.io import read_csv_table
+            from fdflare.prepare.geometry import read_geometry_file
 
-            g = read_csv_table(geometry, what="geometry table")
-            need = {"path", "center_x", "center_y", "radius_px"}
-            if not need <= set(g.columns):
-                missing = sorted(need - set(g.columns))
-                raise InputError(f"missing column(s) {', '.join(missing)}", path=geometry, line=1)
+            g = read_geometry_file(geometry, what="geometry table")
             g["stem"] = g["path"].astype(str).str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
             self.geometry = g.drop_duplicates("stem").set_index("stem")
         self._cache: dict[str, np.ndarray] = {}
@@ -276,7 +272,7 @@ def baseline_predictions(
         raise InputError("the persistence baseline needs a flare catalog (--catalog)")
     if "flux" in kinds and images is None:
         raise InputError("the flux baseline needs the images (--images)")
-    thr = threshold_flux(mode)
+    thr = parse_threshold(mode, what="mode")[0]
     features = ImageFeatures(images, image_ext, geometry) if "flux" in kinds and images else None
     out: list[FoldPredictions] = []
     for k in folds if folds is not None else list_folds(labels):

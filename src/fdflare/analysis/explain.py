@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fdflare.core.disk import NEAR_LIMB_DEG as LIMB_DEG
 from fdflare.core.errors import InputError
 
 __all__ = [
@@ -48,8 +49,6 @@ __all__ = [
     "pixel_heliographic",
 ]
 
-#: The study's central / near-limb boundary, degrees.
-LIMB_DEG = 70.0
 #: Radius of the collocation region about a flare, degrees of great-circle angle.
 NEAR_FLARE_DEG = 10.0
 #: Figure size (inches) and resolution: every PNG is 700 x 700 pixels.

@@ -66,60 +66,19 @@ def default_geometry(root: Path) -> Path | None:
     return None
 
 
-def _check_column(table: pd.DataFrame, column: str, ok: Any, what: str, path: Path) -> None:
-    """Refuse the first value of ``column`` that is not a number ``ok`` accepts."""
-    from fdflare.core.io import refuse_first
-
-    raw = table[column].astype(str)
-    values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=float)
-    bad = ~ok(values)
-    if column not in ("center_x", "center_y", "radius_px"):  # optional: empty is the default
-        bad &= ~raw.str.strip().isin(["", "nan", "NaN"]).to_numpy()
-    refuse_first(bad, lambda i: f"{raw.iloc[i]!r} is not {what}", path=path, field=column)
-
-
 def read_geometry_table(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """``geometry.csv`` rows by image path (and by file name where that is unique).
+
+    Read by the one reader of the file, :func:`fdflare.prepare.geometry.read_geometry_file`.
 
     Raises:
         InputError: no such file, a column of ``path, center_x, center_y, radius_px``
             missing, a value that is not a usable number (naming its line and field), or two
             rows for one path.
     """
-    from fdflare.core.io import read_csv_table
+    from fdflare.prepare.geometry import read_geometry_file
 
-    path = Path(path)
-    table = read_csv_table(path, what="geometry file", dtype={"path": str}, keep_default_na=False)
-    missing = [c for c in ("path", "center_x", "center_y", "radius_px") if c not in table.columns]
-    if missing:
-        raise InputError(
-            f"missing column(s) {', '.join(missing)}: expected the geometry.csv of "
-            "`fdflare prepare` or `fdflare synth`",
-            path=path,
-            line=1,
-            field=missing[0],
-        )
-    from fdflare.core.io import refuse_first
-
-    refuse_first(
-        table["path"].astype(str).duplicated().to_numpy(),
-        lambda i: f"a second row for {table['path'].iloc[i]}",
-        path=path,
-        field="path",
-    )
-    checks = (
-        ("center_x", lambda v: np.isfinite(v), "a finite number of pixels"),
-        ("center_y", lambda v: np.isfinite(v), "a finite number of pixels"),
-        ("radius_px", lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
-        ("width", lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
-        ("height", lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
-        ("b0_deg", lambda v: np.isfinite(v) & (np.abs(v) <= 90), "a latitude from -90 to 90"),
-        ("crota2", lambda v: np.isfinite(v), "a finite angle in degrees"),
-    )
-    for column, ok, what in checks:
-        if column not in table.columns:
-            continue
-        _check_column(table, column, ok, what, path)
+    table = read_geometry_file(path)
     rows = {str(r["path"]): dict(r) for r in table.to_dict("records")}
     names = pd.Series([Path(p).name for p in rows])
     unique = set(names[~names.duplicated(keep=False)])

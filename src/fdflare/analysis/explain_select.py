@@ -30,12 +30,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fdflare.core.errors import InputError, UsageError
+from fdflare.core.disk import NEAR_LIMB_DEG as LIMB_DEG
+from fdflare.core.errors import UsageError
 
 __all__ = [
     "NAMES",
@@ -57,8 +57,6 @@ NAMES = {
     "central": "location",
 }
 KEYWORDS = ("and", "or", "not")
-#: The study's central / near-limb boundary, degrees of longitude.
-LIMB_DEG = 70.0
 
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\()|(\)))")
 
@@ -189,70 +187,31 @@ def read_prediction_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a prediction table: ``path``, ``flare_prob``, ``target`` (or NA), ``fl_lon``, ``fl_lat``.
 
     Accepts ``timestamp,flare_prob[,target]`` and the joined table (``label`` for
-    ``timestamp``, with ``fl_lon``, ``fl_lat``). The result's ``attrs`` say whether the
-    table has targets and locations.
+    ``timestamp``, with ``fl_lon``, ``fl_lat``), read by the one reader of prediction files
+    (:func:`fdflare.inference.predictions.read_prediction_file`). The result's ``attrs`` say
+    whether the table has targets and locations.
 
     Raises:
         InputError: a missing column, or a value that is not a probability in [0, 1], a 0/1
             target, a longitude in -180..180 or a latitude in -90..90, naming file, line and
             field.
     """
-    from fdflare.core.io import read_csv_table
+    from fdflare.inference.predictions import read_prediction_file
 
-    path = Path(path)
-    df = read_csv_table(path, what="prediction table", dtype=str, keep_default_na=False)
-    id_col = next((c for c in ("timestamp", "label") if c in df.columns), None)
-    for col, present in (("timestamp", id_col), ("flare_prob", "flare_prob" in df.columns)):
-        if not present:
-            raise InputError(
-                f"missing column {col!r}: expected a table of `fdflare predict` "
-                f"(timestamp,flare_prob,target or its _joined.csv); found {', '.join(df.columns)}",
-                path=path,
-                field=col,
-            )
-
-    def numbers(col: str, low: float, high: float, what: str, allow_empty: bool) -> np.ndarray:
-        text = df[col].astype(str).str.strip()
-        value = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(float)
-        bad = ~np.isfinite(value) & ~((text == "").to_numpy() & allow_empty)
-        bad |= np.isfinite(value) & ((value < low) | (value > high))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{df[col].iloc[i]!r} is not {what}", path=path, line=i + 2, field=col)
-        return value
-
-    prob = numbers("flare_prob", 0.0, 1.0, "a probability in [0, 1]", False)
-    has_target = "target" in df.columns
-    target = np.full(len(df), np.nan)
-    if has_target:
-        target = numbers("target", 0.0, 1.0, "a target (0 or 1)", False)
-        frac = np.flatnonzero(target != np.round(target))
-        if frac.size:
-            i = int(frac[0])
-            raise InputError(
-                f"{df['target'].iloc[i]!r} is not a target (0 or 1)",
-                path=path,
-                line=i + 2,
-                field="target",
-            )
-    has_location = {"fl_lon", "fl_lat"} <= set(df.columns)
-    lon = lat = np.full(len(df), np.nan)
-    if has_location:
-        lon = numbers("fl_lon", -180.0, 180.0, "a longitude in -180..180", True)
-        lat = numbers("fl_lat", -90.0, 90.0, "a latitude in -90..90", True)
-        half = np.isfinite(lon) != np.isfinite(lat)
-        if half.any():
-            i = int(np.flatnonzero(half)[0])
-            raise InputError(
-                "a location needs both fl_lon and fl_lat", path=path, line=i + 2, field="fl_lon"
-            )
+    df = read_prediction_file(
+        path,
+        need=("id",),
+        expected="a table of `fdflare predict` (timestamp,flare_prob,target or its _joined.csv)",
+    )
+    n = len(df)
+    has_target, has_location = df.attrs["has_target"], df.attrs["has_location"]
     out = pd.DataFrame(
         {
-            "path": df[id_col].astype(str).str.strip(),
-            "flare_prob": prob,
-            "target": target,
-            "fl_lon": lon,
-            "fl_lat": lat,
+            "path": df[df.attrs["id_column"]].astype(str).str.strip(),
+            "flare_prob": df["flare_prob"].to_numpy(dtype=float),
+            "target": df["target"].to_numpy(dtype=float) if has_target else np.full(n, np.nan),
+            "fl_lon": df["fl_lon"].to_numpy(dtype=float) if has_location else np.full(n, np.nan),
+            "fl_lat": df["fl_lat"].to_numpy(dtype=float) if has_location else np.full(n, np.nan),
         }
     )
     out.attrs.update(path=str(path), has_target=has_target, has_location=has_location)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError
 
 #: Longest side of a JPEG 2000 magnetogram as decoded for the disk figure.
@@ -37,7 +38,9 @@ def save_figure(fig: Any, out_base: str | os.PathLike[str], *, dpi: int = 150) -
     return paths
 
 
-def heatmap_figure(grid: dict[str, Any], *, title: str = "", limb_deg: float = 70.0) -> Any:
+def heatmap_figure(
+    grid: dict[str, Any], *, title: str = "", limb_deg: float = NEAR_LIMB_DEG
+) -> Any:
     """Return the recall heatmap of ``grid`` (from ``recall_grid``) as a matplotlib Figure.
 
     Colours span recall 0 .. 1 whatever the data; bins without instances are blank; a red
@@ -101,7 +104,7 @@ def plot_heatmap(
     out_base: str | os.PathLike[str],
     *,
     title: str = "",
-    limb_deg: float = 70.0,
+    limb_deg: float = NEAR_LIMB_DEG,
 ) -> list[Path]:
     """Draw the recall heatmap and save it as ``<out_base>.png`` and ``<out_base>.svg``."""
     return save_figure(heatmap_figure(grid, title=title, limb_deg=limb_deg), out_base, dpi=150)
@@ -240,7 +243,7 @@ def disk_figure(
     image: str | os.PathLike[str],
     out_base: str | os.PathLike[str],
     *,
-    limb_deg: float = 70.0,
+    limb_deg: float = NEAR_LIMB_DEG,
     geometry: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Draw a magnetogram with the ``limb_deg`` circle computed from its disk geometry.

@@ -24,11 +24,8 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import InputError
-from fdflare.core.io import parse_probabilities, read_csv_table, refuse_first, shown_cell
 from fdflare.core.scores import confusion, skill_scores
 from fdflare.core.table import fmt_number, render_table
-
-ID_COLUMNS = ("timestamp", "label")
 
 
 @dataclass
@@ -59,46 +56,18 @@ class Scores:
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a prediction CSV: ``timestamp`` (or ``label``), ``flare_prob``, ``target``.
 
-    A file with a header and no rows is read as an empty table (the command warns about it).
+    The one reader of prediction files (:func:`fdflare.inference.predictions.read_prediction_file`)
+    with ``target`` required. A file with a header and no rows is read as an empty table (the
+    command warns about it).
 
     Raises:
         InputError: the path is a folder, a column is missing, or a probability is outside
-            [0, 1] / a target is not 0 or 1, naming the file, line and field.
+            [0, 1] / a target is not 0 or 1 / an image has two rows, naming the file, line
+            and field.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(
-            "is a folder; expected a prediction CSV file (timestamp, flare_prob, target)",
-            path=path,
-        )
-    df = read_csv_table(path, what="prediction file", dtype=str, keep_default_na=False)
-    for col in ("flare_prob", "target"):
-        if col not in df.columns:
-            raise InputError(
-                f"missing column {col!r}; a prediction file needs timestamp, flare_prob, target "
-                f"(found {', '.join(map(str, df.columns))})",
-                path=path,
-                field=col,
-            )
-    prob = parse_probabilities(df["flare_prob"], path=path)
-    target = pd.to_numeric(df["target"].str.strip(), errors="coerce")
-    refuse_first(
-        ~target.isin([0, 1]).to_numpy(),
-        lambda i: f"target {shown_cell(df['target'].iloc[i])} is not 0 or 1",
-        path=path,
-        field="target",
-    )
-    key = next((c for c in ("timestamp", "label") if c in df.columns), None)
-    if key is not None:
-        refuse_first(
-            df[key].duplicated().to_numpy(dtype=bool),
-            lambda i: f"a second row for {df[key].iloc[i]} (it would be counted twice)",
-            path=path,
-            field=key,
-        )
-    df["flare_prob"] = prob.astype(float)
-    df["target"] = target.astype(np.int64)
-    return df
+    from fdflare.inference.predictions import read_prediction_file
+
+    return read_prediction_file(path, need=("target",))
 
 
 def roc_auc(prob: np.ndarray, target: np.ndarray) -> float | None:

@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.goes import CLASS_PATTERN
+from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError
-from fdflare.core.io import parse_probabilities, refuse_first
 from fdflare.core.settings import setting, validate
 from fdflare.core.table import fmt_number, render_table
 
@@ -52,7 +51,7 @@ class SpatialConfig:
     """
 
     limb_deg: float = setting(
-        70.0,
+        NEAR_LIMB_DEG,
         "near-limb if |lon| > this",
         low=0,
         high=90,
@@ -111,77 +110,6 @@ def check_config(config: SpatialConfig) -> None:
 # --------------------------------------------------------------------------- input
 
 
-def _check_classes(cls: pd.Series, path: Path) -> None:
-    """Refuse a class that is neither empty (no flare) nor a GOES class such as ``M1.3``."""
-    text = cls.fillna("")
-    bad = ((text != "") & ~text.str.match(CLASS_PATTERN).fillna(False)).to_numpy(dtype=bool)
-    refuse_first(
-        bad,
-        lambda i: (
-            f"not a GOES class: {str(text.iloc[i])!r} (expected a letter A, B, C, M or X "
-            f"and a number, e.g. M1.3, or NF or empty for no flare); {int(bad.sum())} such value(s) "
-            "in all"
-        ),
-        path=path,
-        field="goes_class",
-    )
-
-
-def _coord_values(
-    s: pd.Series,
-    unknown: pd.Series,
-    num: pd.Series,
-    fld: str,
-    limit: float,
-    what: str,
-    path: Path,
-) -> np.ndarray:
-    """The numbers of a location column; a value that is not one, or out of range, is an error."""
-    refuse_first(
-        (num.isna() & ~unknown).to_numpy(),
-        lambda i: f"not a location: {str(s.iloc[i])!r}",
-        path=path,
-        field=fld,
-    )
-    values = num.to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        out = ~unknown.to_numpy(dtype=bool) & ~(np.abs(values) <= limit)
-    refuse_first(
-        out,
-        lambda i: f"{what} {s.iloc[i]!s} is not a number from -{limit:g} to {limit:g} degrees",
-        path=path,
-        field=fld,
-    )
-    return values
-
-
-def _parse_coords(
-    lon_raw: pd.Series, lat_raw: pd.Series, fields: tuple[str, str], path: Path
-) -> list[np.ndarray]:
-    coords, known = [], []
-    for raw, fld, limit, what in (
-        (lon_raw, fields[0], 180.0, "longitude"),
-        (lat_raw, fields[1], 90.0, "latitude"),
-    ):
-        s = raw.astype("string").str.strip()
-        unknown = s.isna() | s.str.lower().isin(["", "nan", "unk", "none"])
-        num = pd.to_numeric(s.where(~unknown), errors="coerce")
-        values = _coord_values(s, unknown, num, fld, limit, what, path)
-        coords.append(values)
-        known.append(~unknown.to_numpy(dtype=bool))
-    half = known[0] != known[1]
-    if half.any():
-        i = int(np.flatnonzero(half)[0])
-        missing = fields[1] if known[0][i] else fields[0]
-        raise InputError(
-            "a location needs both longitude and latitude (or neither, for an unknown one)",
-            path=path,
-            line=i + 2,
-            field=missing,
-        )
-    return coords
-
-
 def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read predictions joined with the largest flare's class and location.
 
@@ -190,61 +118,28 @@ def read_spatial_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     flare_prob, goes_class, fl_lon, fl_lat, ...``). An empty class means the window held
     no flare. A class that is not a GOES class (``Q1.0``, ``yes``), a longitude outside
     -180..180 or a latitude outside -90..90 (or infinite), and a location with one
-    coordinate only are errors naming the file, line and field.
+    coordinate only are errors naming the file, line and field: the rules of the one reader
+    of prediction files, :func:`fdflare.inference.predictions.read_prediction_file`.
 
     Returns:
         A frame with ``id, flare_prob, goes_class, lon, lat`` (NaN for unknown locations).
     """
-    from fdflare.core.io import read_csv_table
+    from fdflare.inference.predictions import read_prediction_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(
-            "is a folder; expected a CSV of predictions joined with the largest flare "
-            "(flare_prob, goes_class, fl_location or fl_lon/fl_lat)",
-            path=path,
-        )
-    df = read_csv_table(
+    df = read_prediction_file(
         path,
-        what="prediction file",
-        dtype={"goes_class": "string", "fl_location": "string", "flare_prob": "string"},
+        need=("goes_class", "location"),
+        expected="predictions joined with the largest flare (flare_prob, goes_class and "
+        "fl_location or fl_lon/fl_lat)",
     )
-    for col in ("flare_prob", "goes_class"):
-        if col not in df.columns:
-            raise InputError(
-                f"missing column {col!r}: spatial analysis needs predictions joined with the "
-                "largest flare (flare_prob, goes_class and fl_location or fl_lon/fl_lat); "
-                f"found {', '.join(map(str, df.columns))}",
-                path=path,
-                field=col,
-            )
-    if "fl_location" in df.columns:
-        loc = df["fl_location"].astype("string").str.strip().str.strip("()[]")
-        parts = loc.str.split(",", n=1, expand=True).reindex(columns=[0, 1])
-        lon_raw, lat_raw, fields = parts[0], parts[1], ("fl_location", "fl_location")
-    elif {"fl_lon", "fl_lat"} <= set(df.columns):
-        lon_raw, lat_raw, fields = df["fl_lon"], df["fl_lat"], ("fl_lon", "fl_lat")
-    else:
-        raise InputError(
-            'missing location columns: need fl_location "(lon, lat)" or fl_lon and fl_lat',
-            path=path,
-            field="fl_location",
-        )
-    coords = _parse_coords(lon_raw, lat_raw, fields, path)
-    cls = df["goes_class"].astype("string").str.strip()
-    # the study writes NF for a window without a flare; fdflare label leaves it empty
-    cls = cls.mask(cls.str.upper().eq("NF"), "")
-    _check_classes(cls, path)
-    df["goes_class"] = cls
-    prob = parse_probabilities(df["flare_prob"], path=path)
-    id_col = next((c for c in ("timestamp", "label") if c in df.columns), None)
+    id_col = df.attrs["id_column"]
     return pd.DataFrame(
         {
             "id": df[id_col].astype(str) if id_col else pd.Series(range(len(df))).astype(str),
-            "flare_prob": prob.to_numpy(dtype=float),
-            "goes_class": cls,
-            "lon": coords[0],
-            "lat": coords[1],
+            "flare_prob": df["flare_prob"].to_numpy(dtype=float),
+            "goes_class": df["goes_class"].astype("string"),
+            "lon": df["fl_lon"].to_numpy(dtype=float),
+            "lat": df["fl_lat"].to_numpy(dtype=float),
         }
     )
 

@@ -76,11 +76,6 @@ def _finite(text: str) -> float:
     return value
 
 
-def finite_float(text: str) -> float:
-    """A finite number (no nan or inf)."""
-    return _finite(text)
-
-
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     value = _finite(text)

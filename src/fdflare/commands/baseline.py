@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from fdflare.acquire.goes import threshold_flux
     from fdflare.core.errors import UsageError
     from fdflare.core.outputs import check_output_dir, output_lock
 
@@ -76,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--kind persistence needs --catalog FILE (the flare catalog)")
     if "flux" in kinds and not args.images:
         raise UsageError("--kind flux needs --images DIR (the images behind the labels)")
-    try:
-        threshold_flux(args.mode)
-    except Exception as exc:
-        raise UsageError(f"argument --mode: {exc}") from None
+    from fdflare.core.recipe import parse_threshold
+
+    parse_threshold(args.mode, what="--mode")  # malformed or below A1.0: exit status 2
     inputs = [args.labels, args.catalog, args.images, args.geometry]
     if args.out:
         check_output_dir(args.out, inputs=inputs)

@@ -134,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from fdflare.acquire.catalog import read_catalog, select_flares, write_catalog
-    from fdflare.acquire.goes import threshold_flux
     from fdflare.core.errors import UsageError
     from fdflare.core.outputs import check_output_dir, check_output_file
+    from fdflare.core.recipe import parse_threshold
 
     start, end = _time(args.start, "--start"), _time(args.end, "--end")
     if start is not None and end is not None and end <= start:
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             "--start included, --end excluded)"
         )
     if args.min_class:
-        threshold_flux(args.min_class)  # a malformed class is an InputError here
+        parse_threshold(args.min_class, what="--min-class")  # malformed or below A1.0: exit 2
     sources = list(args.source)
     use_hek = any(s.lower() == "hek" for s in sources)
     if use_hek and len(sources) != 1:

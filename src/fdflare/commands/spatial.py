@@ -55,36 +55,19 @@ def _geometry_for(image: str, geometry_csv: str) -> dict[str, float]:
     import math
     from pathlib import Path
 
-    import pandas as pd
-
     from fdflare.core.errors import InputError
-    from fdflare.core.io import read_csv_table
+    from fdflare.prepare.geometry import read_geometry_file
 
-    if Path(geometry_csv).is_dir():
-        raise InputError(
-            "is a folder; expected geometry.csv from `fdflare prepare`", path=geometry_csv
-        )
-    geo = read_csv_table(geometry_csv, what="geometry file (--geometry)", dtype={"path": str})
-    for col in ("path", "center_x", "center_y", "radius_px"):
-        if col not in geo.columns:
-            raise InputError(f"missing column {col!r}", path=geometry_csv, field=col)
+    geo = read_geometry_file(geometry_csv, what="geometry file (--geometry)")
     name = Path(image).as_posix()
     hits = [i for i, p in enumerate(geo["path"].astype(str)) if name.endswith(p)]
     if not hits:
         raise InputError(f"no row for {image}", path=geometry_csv, field="path")
     row = geo.iloc[hits[0]]
-    out = {}
-    for k in ("center_x", "center_y", "radius_px"):
-        value = pd.to_numeric(pd.Series([row[k]]), errors="coerce").iloc[0]
-        if not math.isfinite(value) or (k == "radius_px" and value <= 0):
-            raise InputError(
-                f"not a usable {k}: {row[k]!s}", path=geometry_csv, line=hits[0] + 2, field=k
-            )
-        out[k] = float(value)
+    out = {k: float(row[k]) for k in ("center_x", "center_y", "radius_px")}
     for k in ("b0_deg", "crota2"):  # optional: the limb meridians need them
-        value = pd.to_numeric(pd.Series([row.get(k)]), errors="coerce").iloc[0]
-        if k in geo.columns and math.isfinite(value):
-            out[k] = float(value)
+        if k in geo.columns and math.isfinite(row[k]):
+            out[k] = float(row[k])
     return out
 
 

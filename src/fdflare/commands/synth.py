@@ -117,9 +117,11 @@ def run(args: argparse.Namespace) -> int:
         f"{cfg.cadence} ({result.written} written, {result.skipped} already there, "
         f"{result.missing} left out as gaps), {len(result.regions)} active regions"
     )
+    from fdflare.core.disk import NEAR_LIMB_DEG
+
     print(
         f"catalog: {c['flares']} flares (C {c['C']}, M {c['M']}, X {c['X']}); near-limb "
-        f"|lon| > 70: {c['near_limb']}, behind the limb |lon| > 90: {c['behind_limb']}, "
+        f"|lon| > {NEAR_LIMB_DEG:g}: {c['near_limb']}, behind the limb |lon| > 90: {c['behind_limb']}, "
         f"unlocated: {c['unlocated']}"
     )
     if c["hourly_instances"]:

@@ -139,12 +139,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         fh.write(text)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
-
-
 class StagedFiles:
     """The outputs of one command, all written or none.
 

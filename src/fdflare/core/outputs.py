@@ -23,11 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fdflare.core.errors import BusyError, OutputError
-
-try:  # POSIX advisory locks; elsewhere two runs on one folder are not detected
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from fdflare.core.locks import lock_file
 
 LOCK_NAME = ".fdflare.lock"
 
@@ -161,16 +157,13 @@ def output_lock(folder: PathLike, *, command: str, option: str = "--out") -> Ite
     lock_path = path / LOCK_NAME
     fh = open(lock_path, "a+", encoding="utf-8")
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another fdflare run"
-                raise BusyError(
-                    f"{option} {folder} is in use by {holder}; wait for it to finish or "
-                    f"choose another {option}"
-                ) from None
+        if not lock_file(fh):
+            fh.seek(0)
+            holder = fh.read().strip() or "another fdflare run"
+            raise BusyError(
+                f"{option} {folder} is in use by {holder}; wait for it to finish or "
+                f"choose another {option}"
+            )
         fh.seek(0)
         fh.truncate()
         fh.write(f"`fdflare {command}` (pid {os.getpid()})\n")

@@ -42,24 +42,70 @@ STUDY_THRESHOLD = "M1.0"
 #: the study's window: the 24 hours after the observation
 STUDY_WINDOW = "24h"
 
-_CLASS = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)?\s*$", re.IGNORECASE)
+#: Peak flux (W/m^2) of class 1.0 of each GOES letter.
+LETTER_FLUX = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
+#: A GOES class as written in catalogs: a letter and a number (``M1.3``, ``x10``, ``C 2``).
+CLASS_PATTERN = r"^\s*([ABCMXabcmx])\s*(\d+(?:\.\d*)?|\.\d+)\s*$"
+#: The lowest threshold: A1.0. Below it every window would be positive whatever it holds.
+MIN_THRESHOLD_FLUX = LETTER_FLUX["A"]
+
+_THRESHOLD = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)?\s*$", re.IGNORECASE)
+
+
+def parse_threshold(
+    text: object,
+    *,
+    what: str = "threshold",
+    path: str | os.PathLike[str] | None = None,
+    field: str | None = None,
+) -> tuple[float, str]:
+    """Read a GOES class threshold: ``M`` (= M1.0), ``c5`` or ``M1.0``, from A1.0 up.
+
+    The one rule for every threshold (``label --mode``, ``baseline --mode``, ``catalog
+    --min-class``, a recipe's ``threshold``): a letter A, B, C, M or X (either case),
+    optionally followed by a number (spaces around are ignored); a letter alone means 1.0.
+    A threshold below A1.0 (``M0``, ``A0.5``) is refused: every flare would pass it.
+
+    Args:
+        text: the threshold as written.
+        what: how the message names it (``--mode``, ``--min-class``, ``threshold``).
+        path: the file it came from, if any, for the message.
+        field: the field it came from, if any, for the message.
+
+    Returns:
+        The threshold's peak flux in W/m^2 and its canonical spelling (``M1.0``, ``C5.0``).
+
+    Raises:
+        InputError: not a GOES class, or below A1.0; naming ``what`` (and file and field).
+    """
+    m = _THRESHOLD.match(str(text))
+    if m is None:
+        raise InputError(
+            f"{what} {str(text)!r}: malformed GOES class (expected a letter A, B, C, M or X "
+            "and an optional number, e.g. M, C5 or M1.0)",
+            path=path,
+            field=field,
+        )
+    letter, number = m.group(1).upper(), float(m.group(2)) if m.group(2) else 1.0
+    flux = LETTER_FLUX[letter] * number
+    if flux < MIN_THRESHOLD_FLUX * (1 - 1e-9):
+        raise InputError(
+            f"{what} {str(text).strip()}: the threshold is below A1.0, the smallest GOES class, "
+            "so every flare would pass it; use A1.0 or above",
+            path=path,
+            field=field,
+        )
+    shown = f"{number:g}"
+    return flux, f"{letter}{shown if '.' in shown or 'e' in shown else shown + '.0'}"
 
 
 def canonical_threshold(text: str) -> str:
     """A GOES class threshold written canonically: ``M`` -> ``M1.0``, ``c5`` -> ``C5.0``.
 
     Raises:
-        InputError: not a letter A, B, C, M or X with an optional number.
+        InputError: not a threshold of :func:`parse_threshold`.
     """
-    m = _CLASS.match(str(text))
-    if m is None:
-        raise InputError(
-            f"threshold {text!r} is not a GOES class (a letter A, B, C, M or X and a number, "
-            "e.g. M1.0)",
-            field="threshold",
-        )
-    number = f"{float(m.group(2)) if m.group(2) else 1.0:g}"
-    return f"{m.group(1).upper()}{number if '.' in number or 'e' in number else number + '.0'}"
+    return parse_threshold(text, field="threshold")[1]
 
 
 def format_window(delta: pd.Timedelta) -> str:
@@ -165,10 +211,7 @@ class Recipe:
                     field=f"{field}.{key}",
                 )
             kw[key] = value
-        try:
-            kw["threshold"] = canonical_threshold(kw["threshold"])
-        except InputError as exc:
-            raise InputError(exc.message, path=path, field=f"{field}.threshold") from None
+        kw["threshold"] = parse_threshold(kw["threshold"], path=path, field=f"{field}.threshold")[1]
         try:
             window = pd.Timedelta(kw["window"])
         except (ValueError, TypeError):

@@ -25,7 +25,6 @@ from fdflare.data.sources import ArrayStoreImages, FolderImages
 
 # Augmentation kinds of one training sample.
 ORIGINAL, HFLIP, VFLIP, ROTATE, RANDOM_CHOICE = 0, 1, 2, 3, 4
-AUGMENT_NAMES = ("original", "hflip", "vflip", "rotate", "random")
 #: Copies of each flare / no-flare instance in the study's training set.
 FLARE_KINDS = (ORIGINAL, HFLIP, VFLIP, ROTATE)
 NOFLARE_KINDS = (ORIGINAL, RANDOM_CHOICE)

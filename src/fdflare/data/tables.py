@@ -2,7 +2,8 @@
 
 * :func:`read_label_csv` reads a label table: the study's fold files (``label,goes_class``
   where ``goes_class`` is the binary target) or fdflare's ``labels.csv`` (``label``,
-  ``target``, ...).
+  ``target``, ...: :data:`fdflare.label.TABLE_COLUMNS`). It is the one reader of both, for
+  training, ``predict --labels`` and ``predict --table``.
 * :func:`fold_tables` picks the train and validation tables of a fold.
 * :func:`class_weights` gives the study's NLL class weights.
 """

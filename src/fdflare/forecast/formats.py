@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import json
 import os
@@ -150,26 +149,23 @@ def _locked(path: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
     import time
 
     from fdflare.core.errors import BusyError
+    from fdflare.core.locks import lock_file
 
     lock = path.with_name(path.name + ".lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_s
         told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise BusyError(
-                        f"{lock} is held by another process (a forecast writing {path.name}?) "
-                        f"for over {wait_s:g} s; the forecast was not added"
-                    ) from None
-                if not told:
-                    print(f"fdflare: waiting for {lock} (held by another process)", file=sys.stderr)
-                    told = True
-                time.sleep(0.2)
+        while not lock_file(fd):
+            if time.monotonic() >= deadline:
+                raise BusyError(
+                    f"{lock} is held by another process (a forecast writing {path.name}?) "
+                    f"for over {wait_s:g} s; the forecast was not added"
+                )
+            if not told:
+                print(f"fdflare: waiting for {lock} (held by another process)", file=sys.stderr)
+                told = True
+            time.sleep(0.2)
         yield
     finally:
         os.close(fd)

@@ -35,6 +35,7 @@ from fdflare.core.recipe import Recipe, assumed_study
 from fdflare.data.dataset import FlareDataset
 from fdflare.data.sources import check_images, open_images
 from fdflare.data.tables import read_label_csv
+from fdflare.inference.predictions import JOINED_COLUMNS, PREDICTION_COLUMNS
 from fdflare.models.networks import FlareNet, create_model, flare_probability
 from fdflare.models.registry import list_models
 from fdflare.models.weights import foreign_state_dict, load_model_state
@@ -43,8 +44,6 @@ from fdflare.training.config import accelerator_problem
 
 #: what ``--accelerator`` of ``fdflare predict`` takes (one device: prediction does not shard)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-
-JOINED_COLUMNS = ("label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start")
 
 
 @dataclass
@@ -400,9 +399,7 @@ def predict(
         df = df[check.keep].reset_index(drop=True)
     full = None
     if table is not None:
-        from fdflare.label import read_label_table
-
-        full = read_label_table(table)
+        full = read_label_csv(table)  # the one label-table reader, as for --labels
         # every predicted image must be in the table: find out before predicting
         join_table(
             pd.DataFrame({"timestamp": df["label"], "flare_prob": 0.0, "target": df["target"]}),
@@ -437,11 +434,11 @@ def predict(
                 )
     out = Path(out)
     with atomic_open(out, "w") as fh:
-        pred.to_csv(fh, index=False, lineterminator="\n")
+        pred[list(PREDICTION_COLUMNS)].to_csv(fh, index=False, lineterminator="\n")
     if joined is not None:
         joined_out = joined_path(out)
         with atomic_open(joined_out, "w") as fh:
-            joined.to_csv(fh, index=False, lineterminator="\n")
+            joined[list(JOINED_COLUMNS)].to_csv(fh, index=False, lineterminator="\n")
     for note in notes:  # warnings: printed with --quiet too
         print(note, file=sys.stderr)
     return PredictResult(out, joined_out, len(pred), len(check.missing), notes)

@@ -1,5 +1,9 @@
 """The solar disk in an image, from a Helioviewer JP2's FITS header: time, centre, radius.
 
+Also the one schema of ``geometry.csv`` (:data:`GEOMETRY_SCHEMA`), its reader
+(:func:`read_geometry_file`) and writer (:func:`write_geometry_file`), used by ``prepare``,
+``synth`` and every command that reads a disk's position.
+
 Pixel conventions (as in :mod:`fdflare.prepare.jp2`):
 
 * *Stored* pixel coordinates are 0-based, with pixel ``(row i, column j)`` centred on
@@ -15,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,7 +27,20 @@ import numpy as np
 from fdflare.core.errors import InputError
 from fdflare.prepare.jp2 import reduced_size
 
-__all__ = ["SOLAR_RADIUS_M", "disk_geometry", "earth_b0_deg", "observation_time"]
+__all__ = [
+    "DISK_COLUMNS",
+    "GEOMETRY_COLUMNS",
+    "GEOMETRY_FILE",
+    "GEOMETRY_SCHEMA",
+    "PREPARE_GEOMETRY_COLUMNS",
+    "SOLAR_RADIUS_M",
+    "SYNTH_GEOMETRY_COLUMNS",
+    "disk_geometry",
+    "earth_b0_deg",
+    "observation_time",
+    "read_geometry_file",
+    "write_geometry_file",
+]
 
 #: Nominal solar radius (IAU 2015, the value sunpy uses when a header gives no RSUN_REF).
 SOLAR_RADIUS_M = 695_700_000.0
@@ -305,3 +322,156 @@ def earth_b0_deg(times: Any) -> np.ndarray:
     node = np.radians(73.6667 + 1.3958333 * (jd - 2396758.0) / 36525.0)
     b0 = np.degrees(np.arcsin(np.sin(lam - node) * np.sin(np.radians(7.25))))
     return b0 if np.ndim(times) else b0[0]
+
+
+# --------------------------------------------------------------------------- geometry.csv
+
+#: The one schema of ``geometry.csv``: every column either writer may write, in file order,
+#: with its kind (``text``; ``number``: a finite float; ``count``: a whole number). ``fdflare
+#: prepare`` writes the columns of :data:`PREPARE_GEOMETRY_COLUMNS`, ``fdflare synth`` those
+#: of :data:`SYNTH_GEOMETRY_COLUMNS`; a reader asks for the columns it needs.
+GEOMETRY_SCHEMA: dict[str, str] = {
+    "path": "text",  # the image, relative to the image folder: the key
+    "source": "text",  # the JP2 or FITS it was made from, relative to the source folder
+    "date_obs": "text",  # observation time, ISO 8601 UTC
+    "center_x": "number",  # disk centre, output pixels (0-based, row 0 at the top)
+    "center_y": "number",
+    "radius_px": "number",  # disk radius, output pixels
+    "width": "count",  # image size, pixels
+    "height": "count",
+    "crota2": "number",  # rotation of the source image, degrees
+    "rsun_obs": "number",  # apparent solar radius, arcsec
+    "src_width": "count",  # size of the source image, pixels
+    "src_height": "count",
+    "reduce": "count",  # JPEG 2000 resolution reduction used to decode it
+    "b0_deg": "number",  # heliographic latitude of the observer, degrees
+    "cdelt_arcsec": "number",  # output pixel size, arcsec
+    "dsun_m": "number",  # observer - Sun distance, metres
+}
+GEOMETRY_COLUMNS = tuple(GEOMETRY_SCHEMA)
+#: Columns ``fdflare prepare`` writes.
+PREPARE_GEOMETRY_COLUMNS = GEOMETRY_COLUMNS[:14]
+#: Columns ``fdflare synth`` writes.
+SYNTH_GEOMETRY_COLUMNS = tuple(
+    c for c in GEOMETRY_COLUMNS if c not in ("source", "src_width", "src_height", "reduce")
+)
+#: Columns every reader needs: which image, and where its disk is.
+DISK_COLUMNS = ("path", "center_x", "center_y", "radius_px")
+GEOMETRY_FILE = "geometry.csv"
+
+# the rule of each checked number: (accepts, "what it must be"); empty cells are allowed
+# except in the DISK_COLUMNS
+_RULES: dict[str, tuple[Any, str]] = {
+    "center_x": (np.isfinite, "a finite number of pixels"),
+    "center_y": (np.isfinite, "a finite number of pixels"),
+    "radius_px": (lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
+    "width": (lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
+    "height": (lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
+    "src_width": (lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
+    "src_height": (lambda v: np.isfinite(v) & (v > 0), "a positive number of pixels"),
+    "reduce": (lambda v: np.isfinite(v) & (v >= 0), "a reduction of 0 or more"),
+    "crota2": (np.isfinite, "a finite angle in degrees"),
+    "rsun_obs": (lambda v: np.isfinite(v) & (v > 0), "a positive angle in arcsec"),
+    "b0_deg": (lambda v: np.isfinite(v) & (np.abs(v) <= 90), "a latitude from -90 to 90"),
+    "cdelt_arcsec": (lambda v: np.isfinite(v) & (v > 0), "a positive angle in arcsec"),
+    "dsun_m": (lambda v: np.isfinite(v) & (v > 0), "a positive distance in metres"),
+}
+
+
+def _not_a(raw: Any, must_be: str) -> Callable[[int], str]:
+    return lambda i: f"{raw.iloc[i]!r} is not {must_be}"
+
+
+def read_geometry_file(
+    path: str | os.PathLike[str],
+    *,
+    require: tuple[str, ...] = DISK_COLUMNS,
+    what: str = "geometry file",
+) -> Any:
+    """Read a ``geometry.csv`` of ``fdflare prepare`` or ``fdflare synth``, checked.
+
+    The one reader of the file (prepare's resume, synth's images, ``explain``, ``spatial
+    --disk-image``, the flux baseline). Text columns are read as written (``path``,
+    ``source``, ``date_obs``); every number of :data:`GEOMETRY_SCHEMA` must be what its
+    column holds (a finite centre, a positive radius and size, a latitude from -90 to 90,
+    ...), empty only outside :data:`DISK_COLUMNS`; a path may have one row only. Other
+    columns are kept as text.
+
+    Args:
+        path: the file.
+        require: the columns the caller needs (always at least :data:`DISK_COLUMNS`).
+        what: what the file is, for the messages.
+
+    Returns:
+        A frame in file order; numbers as int64 (a whole-number column without empties) or
+        float64 (NaN for an empty cell).
+
+    Raises:
+        InputError: no such file, a folder, a column missing (line 1), a second row for one
+            path, or a value that is not what its column holds, naming the file, line and
+            field.
+    """
+    import pandas as pd
+
+    from fdflare.core.io import read_csv_table, refuse_first
+
+    table = read_csv_table(path, what=what, dtype=str, keep_default_na=False)
+    missing = [c for c in dict.fromkeys((*DISK_COLUMNS, *require)) if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"missing column(s) {', '.join(missing)}: expected the geometry.csv of "
+            "`fdflare prepare` or `fdflare synth`",
+            path=path,
+            line=1,
+            field=missing[0],
+        )
+    refuse_first(
+        table["path"].duplicated().to_numpy(dtype=bool),
+        lambda i: f"a second row for {table['path'].iloc[i]}",
+        path=path,
+        field="path",
+    )
+    for column, kind in GEOMETRY_SCHEMA.items():
+        if kind == "text" or column not in table.columns:
+            continue
+        raw = table[column].str.strip()
+        empty = raw.isin(["", "nan", "NaN"]).to_numpy()
+        values = pd.to_numeric(raw.where(~empty, None), errors="coerce")
+        number = values.to_numpy(dtype=float)
+        ok, must_be = _RULES[column]
+        with np.errstate(invalid="ignore"):
+            bad = ~ok(number) & ~(empty & (column not in DISK_COLUMNS))
+            if kind == "count":
+                bad |= ~empty & np.isfinite(number) & (number != np.round(number))
+                must_be = must_be.replace("number", "whole number")
+        refuse_first(bad, _not_a(table[column], must_be), path=path, field=column)
+        table[column] = (
+            values.astype(np.int64) if kind == "count" and not empty.any() else values.astype(float)
+        )
+    return table
+
+
+def write_geometry_file(
+    path: str | os.PathLike[str], table: Any, *, float_format: str | None = "%.6f"
+) -> None:
+    """Write ``geometry.csv`` atomically: the columns of :data:`GEOMETRY_SCHEMA` it has, in order.
+
+    Args:
+        path: the file.
+        table: one row per image, with at least :data:`DISK_COLUMNS`.
+        float_format: how numbers are written (``None``: as Python writes them, for a table
+            whose numbers are already rounded).
+
+    Raises:
+        ValueError: a column of :data:`DISK_COLUMNS` is missing, or a column is not in the
+            schema (a bug, not an input error).
+    """
+    from fdflare.core.io import atomic_open
+
+    unknown = [c for c in table.columns if c not in GEOMETRY_SCHEMA]
+    missing = [c for c in DISK_COLUMNS if c not in table.columns]
+    if unknown or missing:
+        raise ValueError(f"geometry table: unknown columns {unknown}, missing {missing}")
+    columns = [c for c in GEOMETRY_COLUMNS if c in table.columns]
+    with atomic_open(path, "w") as fh:
+        table[columns].to_csv(fh, index=False, float_format=float_format, lineterminator="\n")

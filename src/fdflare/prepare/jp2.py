@@ -54,7 +54,6 @@ CODESTREAM_START = b"\xff\x4f\xff\x51"
 #: Largest XML box read; Helioviewer's are a few kilobytes.
 MAX_XML_BYTES = 16 * 1024 * 1024
 
-_SUPERBOXES = {b"jp2h", b"res ", b"uinf"}
 _KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _PROGRESSIONS = ("LRCP", "RLCP", "RPCL", "PCRL", "CPRL")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import FdflareError, InputError, MissingDataError
-from fdflare.core.io import atomic_path, read_csv_table
+from fdflare.core.io import atomic_path
 from fdflare.core.paths import walk_tree
 from fdflare.prepare.decode import (
     choose_reduce,
@@ -37,7 +37,13 @@ from fdflare.prepare.decode import (
     jp2_header,
 )
 from fdflare.prepare.fits import decode_fits_with_geometry, is_fits, parse_scaling
-from fdflare.prepare.geometry import earth_b0_deg
+from fdflare.prepare.geometry import (
+    GEOMETRY_FILE,
+    PREPARE_GEOMETRY_COLUMNS,
+    earth_b0_deg,
+    read_geometry_file,
+    write_geometry_file,
+)
 from fdflare.prepare.jp2 import read_jp2_info
 from fdflare.prepare.pack import _mtimes, _write_table, build_array_store
 from fdflare.prepare.store import STORE_FILE, STORE_INDEX_FILE, open_array_store
@@ -55,28 +61,12 @@ __all__ = [
     "read_geometry",
 ]
 
-#: Columns of ``geometry.csv``, in order.
-GEOMETRY_COLUMNS = (
-    "path",
-    "source",
-    "date_obs",
-    "center_x",
-    "center_y",
-    "radius_px",
-    "width",
-    "height",
-    "crota2",
-    "rsun_obs",
-    "src_width",
-    "src_height",
-    "reduce",
-    "b0_deg",
-)
+#: Columns of the ``geometry.csv`` that prepare writes (:data:`GEOMETRY_SCHEMA`), in order.
+GEOMETRY_COLUMNS = PREPARE_GEOMETRY_COLUMNS
 #: Columns an older ``geometry.csv`` may lack; :func:`read_geometry` fills them in.
 OPTIONAL_GEOMETRY_COLUMNS = ("b0_deg",)
 #: Columns of ``bad_files.csv``.
 BAD_FILES_COLUMNS = ("path", "reason")
-GEOMETRY_FILE = "geometry.csv"
 BAD_FILES_FILE = "bad_files.csv"
 FORMATS = {"png": ".png", "jpg": ".jpg"}
 #: The study wrote its JPGs with OpenCV's default quality.
@@ -255,28 +245,20 @@ def _scan_sources(src: Path, out: Path) -> tuple[list[str], list[str], list[tupl
 
 
 def read_geometry(out: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``OUT/geometry.csv`` written by :func:`prepare`.
+    """Read ``OUT/geometry.csv`` written by :func:`prepare` (:func:`read_geometry_file`).
 
     Raises:
         MissingDataError: there is no ``geometry.csv``.
-        InputError: it lacks a column of :data:`GEOMETRY_COLUMNS`.
+        InputError: it lacks a column of :data:`GEOMETRY_COLUMNS`, or a value is not what
+            its column holds (:data:`GEOMETRY_SCHEMA`).
     """
     path = Path(out) / GEOMETRY_FILE
     if not path.is_file():
         raise MissingDataError(
             f"{path} not found: run `fdflare prepare --source SRC --out {Path(out)}` first"
         )
-    table = read_csv_table(
-        path,
-        what="geometry table",
-        dtype={"path": "string", "source": "string", "date_obs": "string"},
-        keep_default_na=False,
-    )
-    missing = [
-        c for c in GEOMETRY_COLUMNS if c not in table.columns and c not in OPTIONAL_GEOMETRY_COLUMNS
-    ]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", path=path, line=1)
+    required = tuple(c for c in GEOMETRY_COLUMNS if c not in OPTIONAL_GEOMETRY_COLUMNS)
+    table = read_geometry_file(path, require=required, what="geometry table")
     if "b0_deg" not in table.columns:  # written before prepare recorded B0
         table["b0_deg"] = (
             earth_b0_deg(table["date_obs"].astype(str).to_numpy())
@@ -439,7 +421,7 @@ def prepare(
             pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=GEOMETRY_COLUMNS)
         )
         geometry = geometry[list(GEOMETRY_COLUMNS)].sort_values("path", kind="stable")
-        _write_table(out / GEOMETRY_FILE, geometry.reset_index(drop=True))
+        write_geometry_file(out / GEOMETRY_FILE, geometry.reset_index(drop=True))
         return geometry
 
     bar = progress_bar(len(tasks), enabled=progress)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fdflare.core.errors import RunError, UsageError
-from fdflare.core.io import read_csv_table
+from fdflare.inference.predictions import read_prediction_file
 from fdflare.models.registry import get_spec
 from fdflare.training.config import TrainConfig
 
@@ -161,7 +161,7 @@ def summarise_pair(config: TrainConfig, run_dir: Path, out: Path, *, quiet: bool
             quiet=quiet,
             **predict_options(config),
         )
-    pred = read_csv_table(pred_file, what="prediction file")
+    pred = read_prediction_file(pred_file, need=("target",))
     tp, fp, tn, fn = confusion(pred["flare_prob"].to_numpy(), pred["target"].to_numpy(), 0.5)
     tss, hss2, _ = skill_scores(tp, fp, tn, fn)
     return {
@@ -196,17 +196,14 @@ def _merge_lock(out: Path) -> Iterator[None]:
     Unlike the output-folder lock (which refuses a second run), tasks of one SLURM array
     share ``OUT`` on purpose: a merge takes milliseconds, so the next one waits for it.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
+    from fdflare.core.locks import lock_file, unlock_file
+
     with open(out / ".cv_summary.lock", "a+", encoding="utf-8") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        lock_file(fh, blocking=True)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            unlock_file(fh)
 
 
 def write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:

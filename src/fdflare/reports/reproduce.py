@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from fdflare.core.errors import MissingDataError
-from fdflare.core.io import read_csv_table
 from fdflare.reports.report import MODEL_NAMES
 
 FOLD_FILE = re.compile(r"^fold(\d+)_([A-Za-z0-9]+)\.csv$")
@@ -80,6 +79,7 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     import pandas as pd
 
     from fdflare.acquire.catalog import read_catalog
+    from fdflare.data.tables import read_label_csv
     from fdflare.label import LabelConfig, make_labels, write_labels
 
     labels, catalog = ref / "labels", ref / CATALOG_FILE
@@ -87,9 +87,7 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
     if not files or not catalog.is_file():
         return None
     names = (
-        pd.concat([read_csv_table(f, what="label table", usecols=["label"]) for f in files])[
-            "label"
-        ]
+        pd.concat([read_label_csv(f, allow_empty=True) for f in files])["label"]
         .drop_duplicates()
         .tolist()
     )
@@ -344,11 +342,12 @@ def _selection(folds: list[Path], threshold: float, lines: list[str]) -> dict[st
 
     from fdflare.analysis.selection import selection_flattery
     from fdflare.core.paths import parse_image_times
+    from fdflare.inference.predictions import read_prediction_file
 
     data = []
     for path in folds:
-        df = pd.read_csv(path)
-        names = df["timestamp"].astype(str).str.replace("\\", "/").str.split("/").str[-4:]
+        df = read_prediction_file(path, need=("id", "target"))
+        names = df[df.attrs["id_column"]].astype(str).str.replace("\\", "/").str.split("/").str[-4:]
         times, _ = parse_image_times(names.str.join("/"))
         data.append((df["flare_prob"].to_numpy(), df["target"].to_numpy(), pd.DatetimeIndex(times)))
     res = selection_flattery(data, threshold=threshold)

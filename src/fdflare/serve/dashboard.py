@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from fdflare.core.disk import NEAR_LIMB_DEG
+
 
 def esc(value: Any) -> str:
     """Text escaped for HTML."""
@@ -94,7 +96,7 @@ def magnetogram_svg(png: bytes, geometry: dict[str, Any] | None, size: int = 300
     ]
     if geometry:
         cx, cy, r = geometry["center_x"], geometry["center_y"], geometry["radius_px"]
-        r70 = r * math.sin(math.radians(70))
+        r70 = r * math.sin(math.radians(NEAR_LIMB_DEG))
         sw = max(w / size, 0.3)
         parts.append(
             f'<circle cx="{cx:.2f}" cy="{cy:.2f}" r="{r:.2f}" fill="none" stroke="#f2c14e" '
@@ -307,7 +309,11 @@ def render(
             '<figure id="magnetogram">'
             + magnetogram_svg(png, geo)
             + "<figcaption>the magnetogram; "
-            + ("yellow: limb, blue dashes: 70&deg; from disk centre" if geo else "no disk geometry")
+            + (
+                f"yellow: limb, blue dashes: {NEAR_LIMB_DEG:g}&deg; from disk centre"
+                if geo
+                else "no disk geometry"
+            )
             + "</figcaption></figure>"
         )
         if attribution:

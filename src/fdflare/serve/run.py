@@ -11,7 +11,6 @@ store and return 0; SIGUSR1 wakes the scheduler (a test that moved the clock fil
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
 import signal
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fdflare.core.errors import BusyError, FdflareError, InputError, OutputError, RunError
+from fdflare.core.locks import lock_file
 from fdflare.core.recipe import Recipe
 
 
@@ -61,10 +61,8 @@ def service_lock(store: Path) -> Iterator[None]:
             "must be writable"
         ) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BusyError(f"another `fdflare serve` runs on {store} (it holds {lock})") from None
+        if not lock_file(fd):
+            raise BusyError(f"another `fdflare serve` runs on {store} (it holds {lock})")
         yield
     finally:
         os.close(fd)

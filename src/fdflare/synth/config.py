@@ -13,32 +13,17 @@ import pandas as pd
 
 from fdflare.core.errors import InputError
 from fdflare.core.settings import setting, validate
+from fdflare.prepare.geometry import SYNTH_GEOMETRY_COLUMNS
 
 __all__ = [
-    "CATALOG_COLUMNS",
     "GEOMETRY_COLUMNS",
     "REGION_COLUMNS",
     "SynthConfig",
     "last_image_time",
 ]
 
-#: The study's catalog schema.
-CATALOG_COLUMNS = ("start_time", "goes_class", "fl_lon", "fl_lat")
-#: Columns of ``geometry.csv``.
-GEOMETRY_COLUMNS = (
-    "path",
-    "date_obs",
-    "center_x",
-    "center_y",
-    "radius_px",
-    "width",
-    "height",
-    "crota2",
-    "rsun_obs",
-    "b0_deg",
-    "cdelt_arcsec",
-    "dsun_m",
-)
+#: Columns of the ``geometry.csv`` that synth writes (its one schema is in prepare.geometry).
+GEOMETRY_COLUMNS = SYNTH_GEOMETRY_COLUMNS
 #: Columns of the table returned by :func:`simulate_regions` (and of ``regions.csv``).
 REGION_COLUMNS = (
     "region",

@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 
 from fdflare import __version__
+from fdflare.acquire.catalog import write_catalog
+from fdflare.core.disk import NEAR_LIMB_DEG
 from fdflare.core.errors import InputError, RunError
 from fdflare.core.io import atomic_path, write_text_atomic
 from fdflare.core.paths import image_relpaths
+from fdflare.prepare.geometry import GEOMETRY_FILE, write_geometry_file
 from fdflare.prepare.jp2 import write_helioviewer_jp2
-from fdflare.synth.config import CATALOG_COLUMNS, GEOMETRY_COLUMNS, SynthConfig
+from fdflare.synth.config import GEOMETRY_COLUMNS, SynthConfig
 from fdflare.synth.flares import draw_flares, window_fraction
 from fdflare.synth.regions import _patch_arrays, _region_arrays, simulate_regions
 from fdflare.synth.render import helioviewer_header, render_magnetogram, to_uint8
@@ -133,7 +136,7 @@ def _config_record(config: SynthConfig) -> dict[str, Any]:
     return record
 
 
-def _geometry_csv(geometry: pd.DataFrame) -> str:
+def _rounded_geometry(geometry: pd.DataFrame) -> pd.DataFrame:
     g = geometry.copy()
     t = pd.DatetimeIndex(g["date_obs"])
     g["date_obs"] = t.strftime("%Y-%m-%dT%H:%M:%S.") + pd.Index(t.microsecond // 1000).astype(
@@ -145,13 +148,7 @@ def _geometry_csv(geometry: pd.DataFrame) -> str:
     g["rsun_obs"] = g["rsun_obs"].round(4)
     g["cdelt_arcsec"] = g["cdelt_arcsec"].round(6)
     g["dsun_m"] = g["dsun_m"].round(0)
-    return g[list(GEOMETRY_COLUMNS)].to_csv(index=False, lineterminator="\n")
-
-
-def _catalog_csv(catalog: pd.DataFrame) -> str:
-    c = catalog[list(CATALOG_COLUMNS)].copy()
-    c["start_time"] = pd.DatetimeIndex(c["start_time"]).strftime("%Y-%m-%d %H:%M:%S")
-    return c.to_csv(index=False, lineterminator="\n", na_rep="")
+    return g[list(GEOMETRY_COLUMNS)]
 
 
 def _regions_csv(regions: pd.DataFrame) -> str:
@@ -172,7 +169,7 @@ def _flare_counts(catalog: pd.DataFrame) -> dict[str, int]:
         "C": int((letters == "C").sum()),
         "M": int((letters == "M").sum()),
         "X": int((letters == "X").sum()),
-        "near_limb": int((lon > 70).sum()),
+        "near_limb": int((lon > NEAR_LIMB_DEG).sum()),
         "behind_limb": int((lon > 90).sum()),
         "unlocated": int(lon.isna().sum()),
     }
@@ -241,7 +238,7 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "synth.json", json.dumps(_config_record(config), indent=2) + "\n")
     write_text_atomic(out / "regions.csv", _regions_csv(regions))
-    write_text_atomic(out / "catalog.csv", _catalog_csv(catalog))
+    write_catalog(catalog, out / "catalog.csv")
 
     paths = {"img": [str(out / "images" / p) for p in geometry["path"]]}
     frames = {"img": geometry}
@@ -261,7 +258,8 @@ def generate(
 
     written = _run_jobs(state, todo, workers=workers, progress=progress, on_done=on_image)
 
-    write_text_atomic(out / "geometry.csv", _geometry_csv(geometry))
+    # rounded here, so written as Python writes the rounded numbers
+    write_geometry_file(out / GEOMETRY_FILE, _rounded_geometry(geometry), float_format=None)
     counts: dict[str, Any] = _flare_counts(catalog)
     hourly = times[(times.minute == 0) & (times.second == 0)]
     counts["hourly_instances"] = len(hourly)

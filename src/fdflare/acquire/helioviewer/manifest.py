@@ -21,11 +21,7 @@ import pandas as pd
 
 from fdflare.core.errors import BusyError, InputError
 from fdflare.core.io import atomic_open
-
-try:  # POSIX advisory locks; elsewhere two runs on one manifest are not detected
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from fdflare.core.locks import lock_file
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -273,14 +269,11 @@ class ManifestStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._journal = open(self.journal_path, "a+", encoding="utf-8", newline="")
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(self._journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    raise BusyError(
-                        f"another download is using {self.path} (its journal "
-                        f"{self.journal_path} is locked); wait for it or use another --manifest"
-                    ) from None
+            if not lock_file(self._journal):
+                raise BusyError(
+                    f"another download is using {self.path} (its journal "
+                    f"{self.journal_path} is locked); wait for it or use another --manifest"
+                )
             self._journal.seek(0)
             journal, self.torn_lines = _parse_journal(self._journal.read(), self.journal_path)
             self.table = _merge(_read_manifest_csv(self.path), journal)

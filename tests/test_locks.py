@@ -1,0 +1,132 @@
+"""The one file lock (fdflare.core.locks): refuses a second holder, and fdflare imports without fcntl."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import fdflare
+from fdflare.core.locks import LOCKING, lock_file, unlock_file
+
+PACKAGE = Path(fdflare.__file__).parent
+posix = pytest.mark.skipif(LOCKING != "fcntl", reason="POSIX locks (fcntl) only")
+
+
+@posix
+def test_lock_refuses_a_second_holder_until_released(tmp_path):
+    path = tmp_path / "x.lock"
+    with open(path, "a+") as first, open(path, "a+") as second:
+        assert lock_file(first)
+        assert not lock_file(second)  # another open of the file: refused at once
+        assert not lock_file(second.fileno())
+        unlock_file(first)
+        assert lock_file(second)
+        assert not lock_file(first)
+    with open(path, "a+") as third:  # closing released it
+        assert lock_file(third, blocking=True)
+
+
+@posix
+def test_lock_refuses_a_holder_in_another_process(tmp_path):
+    path = tmp_path / "x.lock"
+    child = textwrap.dedent(
+        f"""
+        import sys
+        from fdflare.core.locks import lock_file
+        fh = open({str(path)!r}, "a+")
+        print("held" if lock_file(fh) else "refused", flush=True)
+        sys.stdin.read()  # hold it until the parent closes our stdin
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "held"
+        with open(path, "a+") as fh:
+            assert not lock_file(fh)
+            proc.stdin.close()
+            assert proc.wait() == 0
+            assert lock_file(fh, blocking=True)  # the holder exited: free again
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when an assertion failed
+            proc.kill()
+            proc.wait()
+
+
+def test_fdflare_imports_and_locks_without_fcntl(tmp_path):
+    """With ``fcntl`` unimportable (as on Windows), every locking module imports, the CLI
+    parser builds, and a lock is taken with one warning instead of failing."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import warnings
+        sys.modules["fcntl"] = None  # import fcntl now raises ImportError
+        import fdflare.acquire.helioviewer.manifest
+        import fdflare.core.outputs
+        import fdflare.forecast.formats
+        import fdflare.reports.cv
+        import fdflare.serve.run
+        from fdflare.cli import build_parser
+        from fdflare.core.locks import LOCKING, LockUnavailableWarning, lock_file
+        from fdflare.core.outputs import output_lock
+        build_parser()
+        assert LOCKING == "none", LOCKING
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with output_lock({str(tmp_path / "out")!r}, command="label"):
+                pass
+            with open({str(tmp_path / "x.lock")!r}, "a+") as fh:
+                assert lock_file(fh)
+        kinds = [w.category for w in caught]
+        assert kinds == [LockUnavailableWarning], kinds
+        print("ok")
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+def test_only_core_locks_imports_fcntl():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if {"fcntl", "msvcrt"} & set(names):
+                rel = path.relative_to(PACKAGE).as_posix()
+                assert rel == "core/locks.py", f"{rel}:{node.lineno} imports a lock module"
+
+
+@posix
+def test_every_caller_refuses_a_second_holder(tmp_path):
+    """The service's store lock and the cv merge lock go through the same helper."""
+    from fdflare.core.errors import BusyError
+    from fdflare.reports.cv import _merge_lock
+    from fdflare.serve.run import service_lock
+
+    store = tmp_path / "forecasts.sqlite"
+    with service_lock(store):
+        with pytest.raises(BusyError, match="another `fdflare serve` runs on"):
+            with service_lock(store):
+                pass  # pragma: no cover - never entered
+    with service_lock(store):  # released
+        pass
+    with _merge_lock(tmp_path):  # blocking: taken at once when free
+        with open(tmp_path / ".cv_summary.lock", "a+") as fh:
+            assert not lock_file(fh)
+    with open(tmp_path / ".cv_summary.lock", "a+") as fh:
+        assert lock_file(fh)
