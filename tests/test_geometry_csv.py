@@ -16,6 +16,7 @@ from fdflare.prepare.geometry import (
     read_geometry_file,
     write_geometry_file,
 )
+from fdflare.synth.config import SynthConfig
 from fdflare.synth.writer import generate
 
 HEAD = "path,date_obs,center_x,center_y,radius_px,width,height,b0_deg\n"
@@ -24,7 +25,8 @@ HEAD = "path,date_obs,center_x,center_y,radius_px,width,height,b0_deg\n"
 def test_both_writers_write_the_one_schema_and_the_reader_reads_it(tmp_path):
     assert set(PREPARE_GEOMETRY_COLUMNS) <= set(GEOMETRY_COLUMNS)
     assert set(SYNTH_GEOMETRY_COLUMNS) <= set(GEOMETRY_COLUMNS)
-    generate(tmp_path / "s", start="2011-01-01", end="2011-01-01T03:00", size=32, progress=False)
+    config = SynthConfig(start="2011-01-01", end="2011-01-01T03:00", size=32)
+    generate(tmp_path / "s", config, progress=False)
     table = read_geometry_file(tmp_path / "s" / "geometry.csv", require=SYNTH_GEOMETRY_COLUMNS)
     assert tuple(table.columns) == SYNTH_GEOMETRY_COLUMNS and len(table) == 4
     assert table["width"].dtype == np.int64 and table["radius_px"].dtype == np.float64
