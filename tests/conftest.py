@@ -10,6 +10,17 @@ import pytest
 
 matplotlib.use("agg")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One compute thread per test worker: ``-n 2`` on two cores runs two tests at a time.
+
+    Worker processes of pytest-xdist each take one core; torch's thread pools sized to the
+    whole machine would make them fight over it. Subprocesses a test starts inherit this too.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
