@@ -269,3 +269,37 @@ def test_training_runtime_records_the_memory_format_chosen_for_the_cpu(monkeypat
     assert resolve_runtime(cfg).to_dict()["channels_last"] is True
     cfg = TrainConfig(accelerator="cpu", channels_last=False)
     assert resolve_runtime(cfg).channels_last is False
+
+
+def test_ctrl_c_stops_the_bench_between_timed_calls_and_writes_nothing(tmp_path):
+    """One SIGINT once the bench is measuring ends it with status 130 and no result file (it
+    used to hold on through two of them for over a minute)."""
+    import os
+    import signal
+    import sys
+
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fdflare", "bench", "--quick", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the event: the bench says it has started measuring
+            if line.startswith("fdflare bench: measuring"):
+                break
+        else:
+            pytest.fail("the bench ended before it started measuring")
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=300)  # a bound on a hang, not a speed check
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130, rest
+    assert rest.strip().splitlines()[-1] == "fdflare bench: interrupted", rest
+    assert not out.exists() and list(tmp_path.iterdir()) == []
