@@ -111,6 +111,15 @@ def test_cv_honest_on_a_chronological_split(chrono, tmp_path, capsys):
     # persistence forecast the same test instances
     pers = pd.read_csv(out / "baselines" / "fold1_persistence.csv")
     assert len(pers) == summary["n"][0] == 12
+    # one fold, calibrated all the same: the map is fitted on the selection interval
+    cal = results["models"]["smallcnn"]["calibration"]
+    assert cal["fitted_on"] == "select", cal
+    fitted = pd.read_csv(out / "predictions" / "select" / "fold1_smallcnn.csv")
+    select = pd.read_csv(chrono["labels"] / "Fold1_select.csv")
+    assert list(fitted["timestamp"]) == list(select["label"])
+    assert (out / "calibration" / "smallcnn" / "fold1_smallcnn.csv").is_file()
+    ensemble = json.loads((out / "ensemble.json").read_text())
+    assert all(m["calibration"] is not None for m in ensemble["members"]), ensemble
 
 
 def test_expected_best_of_n_and_the_day_bootstrap():

@@ -110,16 +110,21 @@ def _cv_results(
             entry["evaluate"] = evaluate_files(paths)
         folder = out / "calibration" / model
         reference = [r for _, r in present]
-        if holdout_share(base) > 0 and not _has_select(labels, folds):
-            ks = [k for k, f in zip(folds, files, strict=True) if f.is_file()]
+        has_select = _has_select(labels, folds)
+        ks = [k for k, f in zip(folds, files, strict=True) if f.is_file()]
+        fit_sets = (
+            [predict_holdout(out, base, model, k, on_select=has_select) for k in ks]
+            if has_select or holdout_share(base) > 0
+            else []
+        )
+        if fit_sets and all(_both_classes(f) for f in fit_sets):
             fitted = []
-            for k, path, rate in zip(ks, paths, reference, strict=True):
-                held = predict_holdout(out, base, model, k)
-                fitted += fit_apply([held], [path], "isotonic", reference_rates=[rate])
+            for fit, path, rate in zip(fit_sets, paths, reference, strict=True):
+                fitted += fit_apply([fit], [path], "isotonic", reference_rates=[rate])
             record = write_calibrated(fitted, folder)
             entry["calibration"] = {
                 "folder": f"calibration/{model}",
-                "fitted_on": "holdout",
+                "fitted_on": "select" if has_select else "holdout",
                 "files": record["files"],
             }
         elif len(paths) >= 2:
@@ -181,13 +186,17 @@ def protocol_record(
     return seen.pop() if len(seen) == 1 else "mixed"
 
 
-def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path:
+def predict_holdout(
+    out: Path, base: TrainConfig, model: str, fold: int, *, on_select: bool = False
+) -> Path:
     """Predict the held-out slice of a pair's training data with its selected checkpoint.
 
     The slice is the one :func:`fdflare.training.sets.holdout_split` took out of training, so
     the map fitted on it never sees the validation fold. Written once, to
     ``OUT/predictions/holdout/fold<k>_<name>.csv``, and reused while it is newer than the
-    checkpoint.
+    checkpoint. With ``on_select`` (a split with a selection interval, ``FoldK_select.csv``)
+    the selection interval is predicted instead, to ``OUT/predictions/select/``: it lies
+    before the test interval and apart from the training data, purged at both boundaries.
     """
     from dataclasses import replace
 
@@ -201,25 +210,41 @@ def predict_holdout(out: Path, base: TrainConfig, model: str, fold: int) -> Path
     if not ckpt.is_file():
         ckpt = run_dir / "last.ckpt"
     pred = prediction_path(out, model, fold)
-    path = pred.parent / "holdout" / pred.name
+    path = pred.parent / ("select" if on_select else "holdout") / pred.name
     if path.is_file() and path.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns:
         return path
-    tables = fold_tables(Path(str(config.labels)), fold)
-    from fdflare.core.recipe import labels_recipe
+    if on_select:
+        from fdflare.data.tables import select_table
 
-    _, hold = holdout_split(
-        tables.train,
-        holdout_share(config),
-        path=str(tables.train_path),
-        window=labels_recipe(str(config.labels)).window_delta,
-    )
+        found = select_table(Path(str(config.labels)), fold)
+        assert found is not None  # the caller saw it
+        rows = found[0]
+    else:
+        from fdflare.core.recipe import labels_recipe
+
+        tables = fold_tables(Path(str(config.labels)), fold)
+        _, hold = holdout_split(
+            tables.train,
+            holdout_share(config),
+            path=str(tables.train_path),
+            window=labels_recipe(str(config.labels)).window_delta,
+        )
+        rows = tables.train[hold].reset_index(drop=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     predict(
         ckpt,
-        tables.train[hold].reset_index(drop=True),
+        rows,
         str(config.images),
         path,
         quiet=True,
         **predict_options(config),
     )
     return path
+
+
+def _both_classes(path: Path) -> bool:
+    """Whether a prediction file has flaring and quiet instances: a map needs both."""
+    import pandas as pd
+
+    target = pd.read_csv(path, usecols=["target"])["target"]
+    return bool(target.nunique() == 2)
