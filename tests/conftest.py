@@ -21,6 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
