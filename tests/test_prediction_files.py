@@ -79,3 +79,17 @@ def test_cli_spatial_refuses_what_evaluate_refuses(tmp_path, capsys):
     path.write_text(HEAD + GOOD)
     code, _ = run_cli(["spatial", "--json", str(path)], capsys)
     assert code == 0
+
+
+@pytest.mark.parametrize("marker", ["NA", "N/A", "NULL", "None", "nan"])
+def test_missing_value_markers_read_as_no_flare_and_unknown_location(tmp_path, marker):
+    """The markers pandas reads as missing (R writes NA) were accepted by spatial before."""
+    path = tmp_path / "p_x_class.csv"
+    path.write_text(
+        "timestamp,flare_prob,goes_class,fl_location\n"
+        'a.png,0.9,M1.0,"(10, 5)"\n'
+        f"b.png,0.1,{marker},{marker}\n"
+    )
+    table = read_spatial_table(path)
+    assert table["goes_class"].tolist() == ["M1.0", ""]
+    assert np.isnan(table["lon"].iloc[1]) and np.isnan(table["lat"].iloc[1])

@@ -14,9 +14,10 @@ Three layouts, all read by :func:`read_prediction_file`:
 One set of rules for every reader (each names the file, line and field of the first bad
 value): ``flare_prob`` a number in [0, 1]; ``target``, where present, 0 or 1; the image
 column (``timestamp`` or ``label``), where present, one row per image; ``goes_class``, where
-present, a GOES class, or empty or ``NF`` for a window without a flare; a location, where
-present, both a longitude in -180..180 and a latitude in -90..90, or neither (empty,
-``nan``, ``unk``, ``none``: unknown).
+present, a GOES class, or empty, ``NF`` or a missing-value marker (``NA``, ``NULL``, ...:
+:data:`NO_FLARE`) for a window without a flare; a location, where present, both a longitude
+in -180..180 and a latitude in -90..90, or neither (empty, ``nan``, ``unk``, ``none``,
+``NA``, ...: :data:`UNKNOWN_LOCATION`, unknown).
 
 This module imports no torch: ``analysis`` and ``reports`` read predictions through it.
 """
@@ -47,8 +48,13 @@ ID_COLUMNS = ("timestamp", "label")
 PREDICTION_COLUMNS = ("timestamp", "flare_prob", "target")
 #: fdflare's joined table: predictions with the largest flare of each window.
 JOINED_COLUMNS = ("label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start")
-#: What a location cell may say for "unknown".
-UNKNOWN_LOCATION = ("", "nan", "unk", "none")
+#: What a location cell may say for "unknown" (lower case): the study's, and the missing-value
+#: markers pandas reads as empty by default (``NA``, ``N/A``, ``NULL``, ...), which the
+#: readers before this one (``spatial``) accepted.
+UNKNOWN_LOCATION = ("", "nan", "-nan", "unk", "none", "na", "n/a", "#n/a", "null", "<na>")
+#: What a ``goes_class`` cell may say for "no flare" (upper case): the study's ``NF`` and the
+#: same missing-value markers.
+NO_FLARE = ("NF", "NAN", "-NAN", "NONE", "NA", "N/A", "#N/A", "NULL", "<NA>")
 #: What a reader may need beyond ``flare_prob``.
 NEEDS = ("id", "target", "goes_class", "location")
 
@@ -153,7 +159,7 @@ def read_prediction_file(
 def _classes(raw: pd.Series, path: Path) -> pd.Series:
     """``goes_class``: a GOES class such as ``M1.3``, or empty / ``NF`` (the study's) for none."""
     cls = raw.str.strip()
-    cls = cls.mask(cls.str.upper().eq("NF"), "")
+    cls = cls.mask(cls.str.upper().isin(NO_FLARE), "")
     bad = ((cls != "") & ~cls.str.match(CLASS_PATTERN)).to_numpy(dtype=bool)
     refuse_first(
         bad,
