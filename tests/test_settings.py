@@ -133,3 +133,13 @@ def test_the_old_synth_size_spelling_still_sets_the_image_size(
     code, err = run_cli([*argv, "--size", "16"], capsys)
     assert code == 0 and "--size is deprecated" in err and "--image-size" in err, err
     assert '"size": 16' in (tmp_path / "s" / "synth.json").read_text()
+
+
+@pytest.mark.parametrize("spelling", ["AUTO", "Auto", " auto"])
+def test_a_word_choice_is_read_whatever_its_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    argv = ["synth", "--out", str(tmp_path / "s"), "--end", "2011-01-01T01:00", "--quiet"]
+    code, err = run_cli([*argv, "--image-size", "16", "--b0", spelling], capsys)
+    assert code == 0, err
+    assert '"b0": "auto"' in (tmp_path / "s" / "synth.json").read_text()

@@ -105,7 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help=(
             "decode at full resolution then area-resize, as the study did (40-130x slower); "
-            "FITS: read the whole image, not one row per output row"
+            "FITS: read the whole image with astropy and resize it with Pillow"
         ),
     )
     p.add_argument(

@@ -357,6 +357,9 @@ def value_type(f: Field[Any], hint: Any) -> Callable[[str], Any]:
                 value = number(text)
             except ValueError:
                 choices = f.metadata.get("choices") or ()
+                folded = text.strip().lower()
+                if choices and folded in choices:  # `--b0 AUTO` as `--b0 auto`
+                    text = value = folded
                 if str not in args or (choices and text not in choices):
                     problem = field_problem(f, text) if str in args else None
                     what = "a whole number" if number is int else "a number"

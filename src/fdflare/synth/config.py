@@ -128,7 +128,7 @@ class SynthConfig:
     flare_rate: float = setting(
         1.0,
         "multiplies every region's flare rate; 1 gives about a quarter of 24 h windows with "
-        "a flare >= M1.0 (12-33 % by year and seed, docs/synth.md); 0 an empty catalog",
+        "a flare >= M1.0 (about 12-37 % by year and seed, docs/synth.md); 0 an empty catalog",
         low=0,
         metavar="X",
     )
