@@ -303,3 +303,31 @@ def test_ctrl_c_stops_the_bench_between_timed_calls_and_writes_nothing(tmp_path)
     assert code == 130, rest
     assert rest.strip().splitlines()[-1] == "fdflare bench: interrupted", rest
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "off"),
+    [
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),
+        ({"DNNL_MAX_CPU_ISA": "avx2_vnni"}, True),
+        ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, True),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, True),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "DEFAULT"}, False),
+        ({}, False),
+    ],
+)
+def test_kernels_limited_to_avx2_choose_the_avx2_defaults(monkeypatch, env, off):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (or ATEN_CPU_CAPABILITY=avx2) runs a Xeon as an AVX2-only CPU:
+    the defaults follow, so bf16 is not measured or chosen and NCHW is kept."""
+    from fdflare.training import runtime
+
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert runtime.avx512_switched_off() is off
+    flags = runtime.cpu_flags()
+    if off:
+        assert not any(f.startswith(("avx512", "amx")) for f in flags)
+        assert not runtime.cpu_has_native_bf16() and not runtime.cpu_prefers_channels_last()

@@ -41,15 +41,33 @@ class Runtime:
 
 
 def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this machine's CPU (``/proc/cpuinfo``; empty elsewhere)."""
+    """The instruction-set flags this machine's CPU offers to torch.
+
+    Read from ``/proc/cpuinfo`` (empty elsewhere), less the AVX-512 and AMX extensions when
+    they are switched off for torch's kernels: ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``)
+    set to an AVX2 level or below, or ``ATEN_CPU_CAPABILITY`` set to ``avx2`` or ``default``.
+    So a run told to use AVX2 kernels only also chooses the defaults of an AVX2-only CPU.
+    """
+    flags: frozenset[str] = frozenset()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                    flags = frozenset(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return frozenset()
+    if avx512_switched_off():
+        flags = frozenset(f for f in flags if not f.startswith(("avx512", "amx")))
+    return flags
+
+
+def avx512_switched_off() -> bool:
+    """Whether the environment limits torch's CPU kernels to AVX2 or below."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    isa = isa.strip().upper()  # oneDNN's names: SSE41, AVX, AVX2, AVX2_VNNI, AVX512_CORE, ...
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return isa.startswith(("SSE", "AVX2")) or isa == "AVX" or aten in ("avx2", "default")
 
 
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
