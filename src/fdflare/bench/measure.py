@@ -149,7 +149,17 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "device": settings.device,
         "quick": settings.quick,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # torch's own view of the vector unit (ATEN_CPU_CAPABILITY can lower it)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+    from fdflare.training.runtime import avx512_switched_off
+
+    if avx512_switched_off():
+        info["kernels_limited"] = {
+            k: os.environ[k]
+            for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+            if os.environ.get(k)
+        }
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:

@@ -100,10 +100,18 @@ def render_bench(result: dict[str, Any], *, markdown: bool = False) -> str:
     m = result["machine"]
     c = m.get("ceilings", {})
     where = m.get("gpu") or f"{m['cores']} CPU core(s)"
+    if m.get("cpu_capability"):
+        where += f", torch kernels {m['cpu_capability']}"
+    if m.get("kernels_limited"):
+        where += (
+            " (limited by " + ", ".join(f"{k}={v}" for k, v in m["kernels_limited"].items()) + ")"
+        )
     bf16 = c.get("bf16_gflops")
     bf16_text = (
         f"bf16 {bf16:,.0f} GFLOP/s"
         if bf16 is not None
+        else "bf16 not measured (AVX-512 and AMX switched off for torch's kernels)"
+        if m.get("kernels_limited")
         else "bf16 not measured (this CPU has no native bf16: it is emulated, far slower)"
     )
     notes.append(
