@@ -211,8 +211,11 @@ def test_a_training_step_variant_runs_and_reports_a_rate():
 
 
 def test_fdflares_cpu_step_is_the_default_train_runtime():
+    from fdflare.training.runtime import cpu_prefers_channels_last
+
     spec = fdflare_spec("cpu")
-    assert spec.uint8 and spec.channels_last and not spec.bf16 and not spec.compile
+    assert spec.uint8 and not spec.bf16 and not spec.compile
+    assert spec.channels_last is cpu_prefers_channels_last()  # AVX-512: yes; AVX2 only: no
 
 
 def test_gpu_check_script_parses():

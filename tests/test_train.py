@@ -186,10 +186,15 @@ def test_runtime_on_this_cpu():
 
 
 def test_the_fast_path_is_the_default():
-    # channels-last measured faster on CPUs (fdflare bench) and is on by default; compiling
-    # is for GPUs; either can be forced on or off
+    # channels-last measured faster on CPUs with AVX-512 (fdflare bench) and is on by default
+    # there, NCHW elsewhere; compiling is for GPUs; either can be forced on or off
+    from fdflare.training.runtime import cpu_prefers_channels_last
+
     r = resolve_runtime(TrainConfig(accelerator="cpu"))
-    assert (r.channels_last, r.compile, r.device_augment) == (True, False, False)
+    expected = (cpu_prefers_channels_last(), False, False)
+    assert (r.channels_last, r.compile, r.device_augment) == expected
+    r = resolve_runtime(TrainConfig(accelerator="cpu", channels_last=True))
+    assert r.channels_last
     r = resolve_runtime(TrainConfig(accelerator="cpu", channels_last=False, torch_compile=True))
     assert (r.channels_last, r.compile) == (False, True)
     if torch.cuda.is_available():
