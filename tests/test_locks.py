@@ -130,3 +130,26 @@ def test_every_caller_refuses_a_second_holder(tmp_path):
             assert not lock_file(fh)
     with open(tmp_path / ".cv_summary.lock", "a+") as fh:
         assert lock_file(fh)
+
+
+def test_a_platform_without_locks_is_one_warning_line_from_the_cli(tmp_path):
+    """The warning reads as the CLI's own lines do, not as a Python warning with its source."""
+    out = tmp_path / "s"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["fcntl"] = None
+        sys.modules["msvcrt"] = None
+        from fdflare.cli import main
+        sys.exit(main(["synth", "--out", {str(out)!r}, "--end", "2011-01-01T01:00",
+                       "--image-size", "16", "--quiet"]))
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("fdflare synth: warning: no file locking on this platform"), lines
+    assert (out / "synth.json").is_file()

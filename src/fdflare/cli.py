@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fdflare import __version__
 from fdflare.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, FdflareError
@@ -95,6 +95,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    import warnings
+
+    shown = warnings.showwarning
+    warnings.showwarning = _own_warnings_in_one_line(args.command, shown)
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown
+
+
+def _own_warnings_in_one_line(command: str, shown: Any) -> Any:
+    """A ``warnings.showwarning`` that prints fdflare's own warnings as the CLI's one line.
+
+    ``fdflare CMD: warning: ...`` like its errors; other libraries' warnings are shown as
+    Python shows them.
+    """
+
+    def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if category.__module__.startswith("fdflare."):
+            print(f"fdflare {command}: warning: {_one_line(str(message))}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "_silence_stdout", False) and not getattr(args, "json", False):
             # --quiet silences the report; with --json the JSON is what was asked for
