@@ -251,6 +251,9 @@ GOOD = [
         (["--bin-deg", "20", "--limb-deg", "60"], "does not divide 70"),
         (["--bin-deg", "8", "--limb-deg", "80"], "does not divide 180"),
         (["--limb-deg", "95"], "--limb-deg"),
+        # a limb longitude between the default bins names the option given, not the bins
+        (["--limb-deg", "72"], "--limb-deg: 72 is not a whole number of 5 deg bins"),
+        (["--limb-deg", "72"], "(e.g. 70 or 75)"),
         (["--threshold", "1.5"], "--threshold"),
     ],
 )

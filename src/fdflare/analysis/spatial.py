@@ -98,6 +98,15 @@ def check_config(config: SpatialConfig) -> None:
     limb, step = config.limb_deg, config.bin_deg
     lon_span = LON_RANGE[1] - LON_RANGE[0]
     lat_span = LAT_RANGE[1] - LAT_RANGE[0]
+    if not _divides(step, limb) and step == SpatialConfig.bin_deg:
+        # the bins are the default: the limb longitude given is what falls between them
+        near = [x for x in (limb - limb % step, limb - limb % step + step) if 0 < x < 90]
+        example = f" (e.g. {' or '.join(f'{x:g}' for x in near)})" if near else ""
+        raise InputError(
+            f"{limb:g} is not a whole number of {step:g} deg bins: choose a limb longitude "
+            f"that the bin size divides{example}, or a --bin-deg that divides it",
+            field="limb_deg",
+        )
     for span, what in ((limb, f"the limb longitude {limb:g}"), (lon_span, "180"), (lat_span, "70")):
         if not _divides(step, span):
             raise InputError(
