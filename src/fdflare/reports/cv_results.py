@@ -113,7 +113,7 @@ def _cv_results(
         has_select = _has_select(labels, folds)
         ks = [k for k, f in zip(folds, files, strict=True) if f.is_file()]
         fit_sets = (
-            [predict_holdout(out, base, model, k, on_select=has_select) for k in ks]
+            [predict_calibration_set(out, base, model, k, on_select=has_select) for k in ks]
             if has_select or holdout_share(base) > 0
             else []
         )
@@ -186,13 +186,14 @@ def protocol_record(
     return seen.pop() if len(seen) == 1 else "mixed"
 
 
-def predict_holdout(
+def predict_calibration_set(
     out: Path, base: TrainConfig, model: str, fold: int, *, on_select: bool = False
 ) -> Path:
-    """Predict the held-out slice of a pair's training data with its selected checkpoint.
+    """Predict the data a pair's calibration map is fitted on, with its selected checkpoint.
 
-    The slice is the one :func:`fdflare.training.sets.holdout_split` took out of training, so
-    the map fitted on it never sees the validation fold. Written once, to
+    By default the held-out slice of the pair's training data, the one
+    :func:`fdflare.training.sets.holdout_split` took out of training, so the map fitted on it
+    never sees the validation fold. Written once, to
     ``OUT/predictions/holdout/fold<k>_<name>.csv``, and reused while it is newer than the
     checkpoint. With ``on_select`` (a split with a selection interval, ``FoldK_select.csv``)
     the selection interval is predicted instead, to ``OUT/predictions/select/``: it lies
@@ -244,7 +245,6 @@ def predict_holdout(
 
 def _both_classes(path: Path) -> bool:
     """Whether a prediction file has flaring and quiet instances: a map needs both."""
-    import pandas as pd
+    from fdflare.inference.predictions import read_prediction_file
 
-    target = pd.read_csv(path, usecols=["target"])["target"]
-    return bool(target.nunique() == 2)
+    return bool(read_prediction_file(path, need=("target",))["target"].nunique() == 2)
