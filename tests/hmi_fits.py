@@ -65,8 +65,12 @@ def hmi_field(
     blobs: tuple[tuple[float, float, float], ...] = ((0.0, 600.0, 1200.0), (600.0, 0.0, -900.0)),
     noise: float = 8.0,
     seed: int = 0,
+    sky: float = 0.998,
 ) -> np.ndarray:
-    """A field in gauss on HMI's stored grid: noise, Gaussian blobs ``(x", y", gauss)``, NaN sky."""
+    """A field in gauss on HMI's stored grid: noise, Gaussian blobs ``(x", y", gauss)``, NaN sky.
+
+    The sky (NaN) starts at ``sky`` times the disk radius ``RSUN_OBS / CDELT1``.
+    """
     rng = np.random.default_rng(seed)
     rows, cols = np.indices((n, n), dtype=np.float64)
     cx, cy = world_to_array(header, 0.0, 0.0)
@@ -76,7 +80,7 @@ def hmi_field(
     for x, y, gauss in blobs:
         bx, by = world_to_array(header, x, y)
         field += gauss * np.exp(-((cols - bx) ** 2 + (rows - by) ** 2) / (2 * sigma * sigma))
-    field[np.hypot(cols - cx, rows - cy) > radius * 0.998] = np.nan
+    field[np.hypot(cols - cx, rows - cy) >= radius * sky] = np.nan
     return field.astype(np.float32)
 
 
@@ -108,3 +112,54 @@ def write_hmi_fits(
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.HDUList([fits.PrimaryHDU(), comp]).writeto(path, overwrite=True)
     return path
+
+
+def _c_round(x: float) -> int:
+    """C's ``round``: halves away from zero."""
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def jsoc_rebin(field: np.ndarray, header: dict, n: int) -> tuple[np.ndarray, dict]:
+    """What JSOC's export processing ``rebin`` (``jsoc_rebin``, ``method=boxcar``,
+    ``scale=1/n``) makes of a record, from the module's published source.
+
+    The image is turned by 180 deg when ``|CROTA2|`` lies between 179 and 181 (``CRPIX``
+    follows, ``CROTA2`` drops by 180) and shifted by whole pixels so the disk centre is the
+    nearest pixel to the image centre (when that is under 20 arcsec); each ``n`` x ``n``
+    block from pixel 0 becomes the mean of its pixels with data (NaN where none has);
+    ``CDELT`` is multiplied by ``n``, ``CRPIX`` becomes ``(CRPIX - 0.5) / n + 0.5``, and
+    ``HISTORY`` says ``Boxcar bin by n, North is up``.
+    """
+    data = np.asarray(field, dtype=np.float64)
+    ny, nx = data.shape
+    x0, y0 = header["CRPIX1"] - 1, header["CRPIX2"] - 1
+    crota2 = header["CROTA2"]
+    if 179 < abs(crota2) < 181:
+        data = data[::-1, ::-1]
+        x0, y0 = nx - 1 - x0, ny - 1 - y0
+        crota2 -= 180.0
+        if crota2 < -90.0:
+            crota2 += 360.0
+    xoff, yoff = _c_round(x0 - (nx - 1) / 2), _c_round(y0 - (ny - 1) / 2)
+    max_off = int(20.0 / header["CDELT1"])
+    if abs(xoff) < max_off and abs(yoff) < max_off and (xoff or yoff):
+        shifted = np.full_like(data, np.nan)
+        # data2[iy, ix] = data[iy + yoff, ix + xoff] where that lies inside
+        ys, xs = slice(max(0, -yoff), min(ny, ny - yoff)), slice(max(0, -xoff), min(nx, nx - xoff))
+        shifted[ys, xs] = data[ys.start + yoff : ys.stop + yoff, xs.start + xoff : xs.stop + xoff]
+        data = shifted
+        x0, y0 = x0 - xoff, y0 - yoff
+    blocks = data[: ny // n * n, : nx // n * n].reshape(ny // n, n, nx // n, n)
+    valid = ~np.isnan(blocks)
+    count = valid.sum(axis=(1, 3))
+    total = np.where(valid, blocks, 0.0).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    h = dict(header)
+    h["CDELT1"] = header["CDELT1"] * n
+    h["CDELT2"] = header["CDELT2"] * n
+    h["CRPIX1"] = (x0 + 1 - 0.5) / n + 0.5
+    h["CRPIX2"] = (y0 + 1 - 0.5) / n + 0.5
+    h["CROTA2"] = crota2
+    h["HISTORY"] = f"Boxcar bin by {n}, North is up"
+    return out.astype(np.float32), h

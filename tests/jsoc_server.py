@@ -15,13 +15,18 @@ replies:
   ``{"status": 0, "dir": "/SUM1/D123/S00000", "data": [{"record": ..., "filename": ...}],
   "tarfile": "", ...}``, or a failure (status 4 and an error);
 * ``GET /SUM1/D<id>/S00000/<filename>``: a real RICE-compressed FITS magnetogram made with
-  astropy (``hmi_fits.write_hmi_fits``).
+  astropy (``hmi_fits.write_hmi_fits``);
+* an export with ``process=n=0|rebin,method=boxcar,scale=S`` (drms's ``process``) is
+  processed as JSOC's ``jsoc_rebin`` does (``hmi_fits.jsoc_rebin``: north up, centred,
+  ``1/S`` x ``1/S`` blocks averaged), its records named ``SERIES_mod[...]``.
 
 Records lie every 720 s of TAI; ``gaps`` remove some, ``bad_quality`` marks some with
 ``QUALITY`` 0x80000000 (JSOC's "no data" bit pattern for missing images). Faults, consumed
 one per request of an endpoint: ``"503"`` (an HTML outage page), ``"429"`` (with
 ``Retry-After: 1``), ``"limit"`` (the per-user limit), ``"export-fail"`` (the export fails
-with status 4), ``"html"`` (an HTML page with status 200 where JSON or FITS was expected).
+with status 4), ``"html"`` (an HTML page with status 200 where JSON or FITS was expected),
+``"unprocessed"`` (on ``exp_request``: the processing is silently not applied, as JSOC does
+with arguments it cannot use).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 
-from hmi_fits import hmi_field, hmi_header, write_hmi_fits
+from hmi_fits import hmi_field, hmi_header, jsoc_rebin, write_hmi_fits
 
 REGISTERED = "someone@example.org"
 #: TAI - UTC from 2017 on (37 s); the tests' times lie after 2017.
@@ -148,16 +153,25 @@ class FakeJsoc:
             "status": 0,
         }
 
-    def exp_request(self, ds: str, notify: str) -> dict[str, Any]:
+    def exp_request(self, ds: str, notify: str, process: str, apply: bool) -> dict[str, Any]:
         m = _RECNUMS.match(ds)
         if m is None or m.group(1) not in self.series or m.group(3) != "magnetogram":
             return {"status": 4, "error": f"cannot parse {ds}"}
         if notify != REGISTERED:
             return {"status": 4, "error": f"{notify} is not registered"}
         recnums = [int(x[1:]) for x in m.group(2).split(",")]
+        rebin = 1
+        for step in process.split("|")[1:]:  # "0|rebin,method=boxcar,scale=0.125"
+            name, *args = step.split(",")
+            opts = dict(a.split("=", 1) for a in args)
+            if name != "rebin" or opts.get("method") != "boxcar" or "scale" not in opts:
+                return {"status": 4, "error": f"cannot process {step}"}
+            rebin = round(1 / float(opts["scale"])) if apply else 1
         with self.lock:
             rid = f"JSOC_20200101_{len(self.exports) + 1:03d}"
-            self.exports[rid] = {"series": m.group(1), "recnums": recnums, "polls": 0}
+            self.exports[rid] = {
+                "series": m.group(1), "recnums": recnums, "polls": 0, "rebin": rebin,
+            }  # fmt: skip
         return {"status": 2, "requestid": rid, "method": "url", "protocol": "FITS",
                 "wait": self.wait, "size": 0, "rcount": len(recnums)}  # fmt: skip
 
@@ -178,24 +192,27 @@ class FakeJsoc:
             return {"status": 1, "requestid": rid, "wait": self.wait}
         number = int(rid.rsplit("_", 1)[1])
         data = []
+        rebin = export["rebin"]
+        series = export["series"] + ("_mod" if rebin > 1 else "")
         for recnum in export["recnums"]:
             t = self.by_recnum[recnum]
-            name = f"{export['series']}.{t.strftime('%Y%m%d_%H%M%S')}_TAI.3.magnetogram.fits"
-            data.append(
-                {"record": f"{export['series']}[{_tai(t)}][3]{{magnetogram}}", "filename": name}
-            )
-            self._make_file(f"SUM1/D{number}/S00000/{name}", t)
+            name = f"{series}.{t.strftime('%Y%m%d_%H%M%S')}_TAI.3.magnetogram.fits"
+            data.append({"record": f"{series}[{_tai(t)}][3]{{magnetogram}}", "filename": name})
+            self._make_file(f"SUM1/D{number}/S00000/{name}", t, rebin)
         return {"status": 0, "requestid": rid, "method": "url", "protocol": "FITS",
                 "dir": f"/SUM1/D{number}/S00000", "data": data, "count": len(data),
                 "tarfile": "", "keywords": "", "wait": 0, "size": 1}  # fmt: skip
 
-    def _make_file(self, rel: str, t_rec: pd.Timestamp) -> None:
+    def _make_file(self, rel: str, t_rec: pd.Timestamp, rebin: int = 1) -> None:
         with self.lock:
             if rel in self.files:
                 return
         path = Path(self._dir.name) / rel.replace("/", "_")
         header = hmi_header(self.size, _tai(t_rec))
-        write_hmi_fits(path, hmi_field(self.size, header, seed=self.recnum[t_rec]), header)
+        field = hmi_field(self.size, header, seed=self.recnum[t_rec])
+        if rebin > 1:
+            field, header = jsoc_rebin(field, header, rebin)
+        write_hmi_fits(path, field, header)
         with self.lock:
             self.files[rel] = path
 
@@ -252,7 +269,14 @@ class _Handler(BaseHTTPRequestHandler):
                     user = q.get("notify", "")
                     self._json({"status": 7, "error": f"User {user} has 1 pending export requests, please wait"})  # fmt: skip
                 else:
-                    self._json(fake.exp_request(q.get("ds", ""), q.get("notify", "")))
+                    self._json(
+                        fake.exp_request(
+                            q.get("ds", ""),
+                            q.get("notify", ""),
+                            q.get("process=n", "0"),
+                            apply=kind != "unprocessed",
+                        )
+                    )
             elif name == "jsoc_fetch" and op == "exp_status":
                 self._json(fake.exp_status(q.get("requestid", ""), kind == "export-fail"))
             else:

@@ -145,9 +145,13 @@ def test_prepare_fits_row_measures_both_forms_of_one_record():
     row = prepare_fits_row(Settings(quick=True, progress=False), None)  # type: ignore[arg-type]
     assert row.name == "prepare_fits" and row.baseline and row.fdflare
     assert row.extra["ratio_to_jp2"] == pytest.approx(row.fdflare / row.baseline)
-    mean = float(row.note.rsplit("by ", 1)[1].split()[0])
+    import re
+
+    mean = float(re.search(r"full decode by ([\d.]+) grey", row.note).group(1))
     assert mean < 1.0  # the same image from FITS as from the JP2's full decode
-    assert {"one_row_ms", "two_rows_ms", "astropy_ms"} <= set(row.extra)
+    binned = float(re.search(r"([\d.]+) grey levels from the full-resolution", row.note).group(1))
+    assert binned < 1.5  # the record binned by JSOC: close to the full-resolution image
+    assert {"one_row_ms", "two_rows_ms", "astropy_ms", "binned_ms"} <= set(row.extra)
     assert f"FITS / JP2 = {row.extra['ratio_to_jp2']:.1f}x" in row.note
 
 

@@ -45,6 +45,7 @@ The API base URL is --base-url, else $FDFLARE_HELIOVIEWER_URL, else the public A
 (--series hmi.M_720s, the definitive series, or hmi.M_720s_nrt, near real time), records
 chosen by T_REC within --tolerance, QUALITY checked (bad records are gaps, counted), exports
 of --chunk records at a time, files at DIR/YYYY/MM/DD/HMI.m*.fits and the same manifest.
+--rebin 8 has JSOC bin each image to 512 x 512 before it is sent (1/64 of the bytes).
 JSOC needs a registered e-mail address: --email or $JSOC_EMAIL. Its base URL is --base-url,
 else $FDFLARE_JSOC_URL, else http://jsoc.stanford.edu/. See docs/download.md.
 
@@ -89,6 +90,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="records per JSOC export request (--source jsoc; default 24)",
+    )
+    p.add_argument(
+        "--rebin",
+        type=int,
+        choices=[1, 2, 4, 8, 16],
+        default=None,
+        metavar="N",
+        help="bin each image N x N on JSOC's side (--source jsoc; 1, 2, 4, 8 or 16; default 1, "
+        "the 4096 x 4096 record; 8 brings the study's 512 x 512 at 1/64 of the bytes)",
     )
     p.add_argument(
         "--export-timeout",
@@ -188,6 +198,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         ("--series", args.series),
         ("--email", args.email),
         ("--chunk", args.chunk),
+        ("--rebin", args.rebin),
         ("--export-timeout", args.export_timeout),
     ]
     if args.source == "jsoc":
@@ -272,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
                 cadence=args.cadence,
                 tolerance=args.tolerance,
                 chunk=args.chunk or 24,
+                rebin=args.rebin or 1,
                 base_url=args.base_url,
                 policy=policy,
                 export_timeout=3600.0 if args.export_timeout is None else args.export_timeout,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ __all__ = [
     "FITS_SUFFIXES",
     "SCALINGS",
     "Scaling",
+    "binned_by",
     "decode_fits_with_geometry",
     "fits_geometry",
     "is_fits",
@@ -60,6 +62,8 @@ FITS_SUFFIXES = (".fits", ".fts", ".fit", ".fits.fz")
 HELIOVIEWER_CLIP_GAUSS = 250.0
 #: The named scalings; ``clip:N`` is also accepted (:func:`parse_scaling`).
 SCALINGS = ("helioviewer", "clip:N")
+#: The ``HISTORY`` line of JSOC's ``jsoc_rebin`` (export processing ``rebin``, boxcar)
+_BINNED = re.compile(r"\bBoxcar bin by (\d+)\b", re.IGNORECASE)
 
 
 def is_fits(name: str) -> bool:
@@ -109,7 +113,7 @@ def read_fits(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]
     Returns:
         ``(data, header)``: ``float32`` data as stored in the file (FITS row 1 is row 0
         of the array, i.e. the bottom), and the header's keywords (upper case, no
-        ``COMMENT``/``HISTORY``).
+        ``COMMENT``; the ``HISTORY`` lines joined by newlines, when there are any).
 
     Raises:
         InputError: not a FITS file, no 2-D image in it, or tiles that do not decompress.
@@ -139,6 +143,9 @@ def read_fits(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]
                     for k, v in hdu.header.items()
                     if k and k not in ("COMMENT", "HISTORY", "")
                 }
+                history = [str(line) for line in hdu.header.get("HISTORY", [])]
+                if history:  # JSOC's processing steps (:func:`binned_by` reads them)
+                    header["HISTORY"] = "\n".join(history)
                 return np.asarray(data, dtype=np.float32), header
     except (OSError, ValueError, CfitsioException) as exc:  # ValueError: a truncated file
         raise InputError(f"not a readable FITS file ({exc})", path=path) from None
@@ -209,6 +216,42 @@ def _limb_spans(
     return lo, hi
 
 
+def binned_by(header: Mapping[str, Any]) -> int:
+    """The factor JSOC's export processing binned the image by (``jsoc_rebin``), else 1.
+
+    ``jsoc_rebin`` (``fdflare download --source jsoc --rebin N``) writes ``Boxcar bin by
+    N`` in ``HISTORY``; its pixels are the mean field of the on-disk (not missing) pixels of
+    each ``N`` x ``N`` block, and ``CDELT``/``CRPIX`` describe the binned grid.
+    """
+    m = _BINNED.search(str(header.get("HISTORY", "")))
+    return int(m.group(1)) if m is not None and int(m.group(1)) >= 1 else 1
+
+
+def _binned_coverage(
+    header: Mapping[str, Any], shape: tuple[int, int], n: int
+) -> np.ndarray | None:
+    """The share of each binned pixel's ``n`` x ``n`` full-resolution pixels inside the limb.
+
+    Counted exactly as the full-resolution path masks (:func:`_limb_spans` on the full grid:
+    ``CDELT / n``, ``CRPIX`` back through ``jsoc_rebin``'s ``(CRPIX - 0.5) n + 0.5``), so a
+    binned image's limb is grey where the full-resolution image's block mean is. None when
+    the image is not square or the header has no usable geometry.
+    """
+    m2, m1 = shape
+    if m2 != m1:
+        return None
+    full = dict(header)
+    for key in ("CRPIX1", "CRPIX2"):
+        full[key] = (_float(header.get(key)) - 0.5) * n + 0.5
+    full["CDELT1"] = _float(header.get("CDELT1")) / n
+    rows = np.arange(m2 * n)
+    spans = _limb_spans(full, (m2 * n, m1 * n), rows)
+    if spans is None:
+        return None
+    counts = _block_counts(rows // n, spans[0], spans[1], n, m1)
+    return counts / np.float32(n * n)
+
+
 def _mask_limb(out: np.ndarray, header: Mapping[str, Any]) -> None:
     """Set stored pixels at or beyond the limb to 0 (Helioviewer's ``CIRCLE_MASK ... 'GE'``).
 
@@ -227,15 +270,21 @@ def scale_field(stored: np.ndarray, header: Mapping[str, Any], scaling: Scaling)
 
     ``BYTSCL`` as IDL computes it: ``floor(255.9999 (B + clip) / (2 clip))``, so 0 G is
     127 and ``+-clip`` are 0 and 255. Pixels without data (NaN) and at or beyond the limb
-    are 0.
+    are 0. An image JSOC binned (:func:`binned_by`) has each grey level times its pixel's
+    on-disk share (:func:`_binned_coverage`), rounded half up, so its limb is the block
+    mean's of the full-resolution image.
     """
     v = np.add(stored, np.float32(scaling.clip), dtype=np.float32)
     v *= np.float32(255.9999 / (2 * scaling.clip))
     np.clip(v, 0.0, 255.9999, out=v)
     np.nan_to_num(v, copy=False, nan=0.0)
     out = v.astype(np.uint8)  # truncation: floor of values >= 0
-    _mask_limb(out, header)
-    return out
+    n = binned_by(header)
+    cover = _binned_coverage(header, out.shape, n) if n > 1 else None
+    if cover is None:
+        _mask_limb(out, header)
+        return out
+    return np.floor(out * cover + np.float32(0.5)).astype(np.uint8)
 
 
 def fits_geometry(
@@ -462,6 +511,12 @@ def decode_fits_with_geometry(
         scaling = parse_scaling(scaling)
     reduced_rows(2, rows_per_block)  # None, 1 or 2, checked before any work
     tiles = None if full_decode else open_row_tiles(path)
+    field = None
+    if tiles is not None and binned_by(tiles.header) > 1:
+        # binned by JSOC, a small image already: every row, then scaled whole (its limb
+        # by each pixel's on-disk share: scale_field)
+        field, fits_header = tiles.field(), tiles.header
+        tiles = None
     if tiles is not None:
         turned, header = _turn_header(tiles.header, tiles.shape)
         geo = fits_geometry(header, tiles.shape, size, path=path)
@@ -469,7 +524,7 @@ def decode_fits_with_geometry(
         if grey is not None:
             geo["scaling"] = scaling.name
             return grey, geo
-    data, header = read_fits(path)
+    data, header = read_fits(path) if field is None else (field, fits_header)
     stored, header = north_up(data, header)
     geo = fits_geometry(header, stored.shape, size, path=path)
     grey = scale_field(stored, header, scaling)

@@ -80,7 +80,7 @@ class RowTiles:
 
     Attributes:
         header: the image's keywords (upper case; ``NAXIS1/2`` and ``BITPIX`` of the
-            image, not of the table; no ``COMMENT``/``HISTORY``), as
+            image, not of the table; no ``COMMENT``, the ``HISTORY`` lines joined), as
             :func:`fdflare.prepare.fits.read_fits` gives them.
         shape: ``(NAXIS2, NAXIS1)`` of the image.
     """
@@ -152,6 +152,19 @@ class RowTiles:
             zero = np.full(len(idx), float(self.header.get("BZERO", 0.0)))
         return q, scale, zero, self._blank
 
+    def field(self) -> np.ndarray | None:
+        """Every row as ``float32`` values (no data: NaN), FITS row 1 first; None as :meth:`rows`."""
+        got = self.rows(np.arange(self.shape[0]))
+        if got is None:
+            return None
+        q, scale, zero, blank = got
+        data = q.astype(np.float32)
+        data *= scale.astype(np.float32)[:, None]
+        data += zero.astype(np.float32)[:, None]
+        if blank is not None:
+            data[q == blank] = np.nan
+        return data
+
 
 def open_row_tiles(path: str | os.PathLike[str]) -> RowTiles | None:
     """Open a RICE_1, row-tiled, 2-D FITS image for :meth:`RowTiles.rows`, else None.
@@ -181,6 +194,7 @@ def open_row_tiles(path: str | os.PathLike[str]) -> RowTiles | None:
             for hdu in hdul:
                 if hdu.header.get("ZIMAGE") is True:
                     h = {str(k).upper(): v for k, v in hdu.header.items() if k}
+                    history = [str(line) for line in hdu.header.get("HISTORY", [])]
                     found = (h, int(hdu.fileinfo()["datLoc"]))
                     break
                 if hdu.header.get("NAXIS", 0) == 2 and not isinstance(hdu, fits.BinTableHDU):
@@ -228,6 +242,8 @@ def open_row_tiles(path: str | os.PathLike[str]) -> RowTiles | None:
     table = np.frombuffer(packed, dtype=dtype, count=nrows)
     header = {k: v for k, v in h.items() if not _TABLE_KEY.match(k)}
     header.update(NAXIS=2, NAXIS1=n1, NAXIS2=n2, BITPIX=zbitpix)
+    if history:  # JSOC's processing steps (``fits.binned_by`` reads them)
+        header["HISTORY"] = "\n".join(history)
     if quantized:
         header.pop("BSCALE", None)
         header.pop("BZERO", None)

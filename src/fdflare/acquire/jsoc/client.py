@@ -44,11 +44,14 @@ __all__ = [
     "DEFAULT_JSOC_URL",
     "EMAIL_ENV",
     "JSOC_URL_ENV",
+    "REBIN_FACTORS",
     "SEGMENT",
+    "SEGMENT_SIZE",
     "SERIES",
     "ExportFailed",
     "JsocClient",
     "resolve_jsoc_url",
+    "source_id",
     "t_rec_to_utc",
     "tai_text",
 ]
@@ -63,6 +66,11 @@ EMAIL_ENV = "JSOC_EMAIL"
 #: (Helioviewer's ids are small; these keep a manifest to one archive and series).
 SERIES = {"hmi.M_720s": 720720, "hmi.M_720s_nrt": 720721}
 SEGMENT = "magnetogram"
+#: pixels on a side of an ``hmi.M_720s``/``hmi.M_720s_nrt`` magnetogram
+SEGMENT_SIZE = 4096
+#: the binning factors ``--rebin`` offers: JSOC's ``jsoc_rebin`` (boxcar, ``scale = 1/N``)
+#: averages ``N`` x ``N`` blocks on JSOC's side, so 4096 / N pixels come down
+REBIN_FACTORS = (1, 2, 4, 8, 16)
 #: the largest FITS file accepted (a RICE-compressed 4096 x 4096 magnetogram is ~15 MB)
 MAX_FITS_BYTES = 256 * 1024 * 1024
 FITS_MAGIC = b"SIMPLE  ="
@@ -71,6 +79,16 @@ USER_LIMIT = 7
 
 _T = TypeVar("_T")
 _T_REC = re.compile(r"\[(\d{4}\.\d\d\.\d\d_\d\d:\d\d:\d\d(?:\.\d+)?)_TAI\]")
+
+
+def source_id(series: str, rebin: int = 1) -> int:
+    """``manifest.csv``'s ``source_id`` of a series binned by ``rebin`` on JSOC's side.
+
+    The series' number (:data:`SERIES`), plus ``rebin`` millions when binned: 720720 is
+    ``hmi.M_720s`` as recorded, 8720720 the same binned 8 x 8, so one directory never
+    holds two resolutions.
+    """
+    return SERIES[series] + (rebin * 1_000_000 if rebin > 1 else 0)
 
 
 class ExportFailed(Exception):
@@ -145,6 +163,8 @@ class JsocClient:
         stop: when set, nothing more starts and a wait ends at once.
         http: the client for the files (its pool should admit ``policy.concurrency``).
         export_timeout: the longest wait, in seconds, for one export to finish.
+        rebin: bin each image ``rebin`` x ``rebin`` on JSOC's side (export processing
+            ``rebin``, boxcar; 1: as recorded); a file of any other size is refused.
         poll: seconds between status polls when the server suggests none (and the least).
         sleep: the function that waits between polls (tests inject one that records).
     """
@@ -161,6 +181,7 @@ class JsocClient:
         export_timeout: float = 3600.0,
         poll: float = 1.0,
         sleep: Callable[[float], None] | None = None,
+        rebin: int = 1,
     ) -> None:
         config = _drms().ServerConfig(
             name=f"fdflare:{base_url}",
@@ -180,6 +201,7 @@ class JsocClient:
         self.export_timeout = export_timeout
         self.poll = poll
         self.sleep = sleep
+        self.rebin = rebin
         self.pending_polls = 0  # status polls that found the export still pending
         self.last_reason = ""  # of the last call whose retries ran out
 
@@ -263,9 +285,20 @@ class JsocClient:
         """
         ds = f"{self.series}[:{','.join(f'#{int(r)}' for r in recnums)}]{{{SEGMENT}}}"
 
+        # jsoc_rebin's arguments, as drms's own tests pass them; JSOC ignores arguments it
+        # cannot use without failing the export, so fetch() checks each file's size
+        process = (
+            {"rebin": {"method": "boxcar", "scale": 1 / self.rebin}} if self.rebin > 1 else None
+        )
+
         def submit() -> Any:
             request = self.drms.export(
-                ds, method="url", protocol="fits", email=self.email, filenamefmt=False
+                ds,
+                method="url",
+                protocol="fits",
+                email=self.email,
+                filenamefmt=False,
+                process=process,
             )
             return request
 
@@ -339,6 +372,8 @@ class JsocClient:
                             )
                         in_body = True
                         result = self._save(response, tmp, what)
+                    if self.rebin > 1:
+                        self._check_binned(tmp, what)
                 except httpx.HTTPError as exc:
                     classified = self.policy.transport_error(exc, in_body=in_body)
                     if isinstance(classified, Retryable):
@@ -347,6 +382,36 @@ class JsocClient:
             return result
 
         return self.policy.call(what, attempt, stop=self.stop)
+
+    def _check_binned(self, path: Path, what: str) -> None:
+        """Refuse a file that is not ``SEGMENT_SIZE / rebin`` pixels on a side.
+
+        Raises:
+            ItemFailed: naming the size found; the file is not kept and the next run asks
+                again.
+        """
+        import warnings
+
+        from astropy.io import fits
+
+        want = SEGMENT_SIZE // self.rebin
+        shape = None
+        try:
+            with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
+                warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+                for hdu in hdul:
+                    if hdu.is_image and hdu.header.get("NAXIS", 0) == 2:
+                        shape = (int(hdu.header["NAXIS1"]), int(hdu.header["NAXIS2"]))
+                        break
+        except (OSError, ValueError, KeyError) as exc:
+            raise ItemFailed(f"{what}: not a readable FITS file ({exc})") from None
+        if shape != (want, want):
+            found = f"{shape[0]} x {shape[1]}" if shape else "no"
+            raise ItemFailed(
+                f"{what}: JSOC sent a {found} image, not the {want} x {want} of --rebin "
+                f"{self.rebin} (the export's processing was not applied); the next run asks "
+                "again, or use --rebin 1 in another directory"
+            )
 
     def _save(self, response: httpx.Response, tmp: Path, what: str) -> tuple[int, str]:
         digest = hashlib.sha256()

@@ -12,8 +12,9 @@ file is fetched to::
 named after the *requested* time, as the Helioviewer source names its JP2s. The tree, the
 ``manifest.csv`` (with its journal and lock), the resume rules, the gap records and the
 atomic writes are those of :mod:`fdflare.acquire.helioviewer`; ``source_id`` is the
-series' number of :data:`~fdflare.acquire.jsoc.client.SERIES` and ``image_id`` JSOC's
-record number. A failed export fails the items of its chunk (with JSOC's reason); the
+series' number (:func:`~fdflare.acquire.jsoc.client.source_id`: :data:`~fdflare.acquire.jsoc.client.SERIES`,
+plus the binning factor in millions when ``rebin`` asks JSOC to bin the images) and
+``image_id`` JSOC's record number. A failed export fails the items of its chunk (with JSOC's reason); the
 next run tries them again.
 """
 
@@ -48,10 +49,13 @@ from fdflare.acquire.helioviewer.manifest import (
 )
 from fdflare.acquire.jsoc.client import (
     EMAIL_ENV,
+    REBIN_FACTORS,
+    SEGMENT_SIZE,
     SERIES,
     ExportFailed,
     JsocClient,
     resolve_jsoc_url,
+    source_id,
 )
 from fdflare.core.errors import InputError
 from fdflare.core.http import GaveUp, HttpPolicy, Stopped
@@ -165,6 +169,7 @@ def download_jsoc(
     cadence: str | timedelta = "1h",
     tolerance: str | timedelta = "12min",
     chunk: int = 24,
+    rebin: int = 1,
     base_url: str | None = None,
     policy: HttpPolicy | None = None,
     export_timeout: float = 3600.0,
@@ -185,6 +190,11 @@ def download_jsoc(
         cadence: step between requested times.
         tolerance: largest distance between a requested time and its record's ``T_REC``.
         chunk: records per export request.
+        rebin: bin each image ``rebin`` x ``rebin`` on JSOC's side (one of
+            :data:`~fdflare.acquire.jsoc.client.REBIN_FACTORS`; 1, the default, keeps the
+            4096 x 4096 record). ``8`` brings 512 x 512 images, the study's size, at about
+            1/64 of the bytes; their limb and strong fields differ a little from the
+            full-resolution image's (docs/prepare.md).
         base_url: JSOC base URL (default ``$FDFLARE_JSOC_URL`` or JSOC at Stanford).
         policy: the HTTP policy (:class:`fdflare.core.http.HttpPolicy`): requests in flight
             (file downloads run in parallel), the timeouts (file downloads; drms uses its
@@ -210,11 +220,18 @@ def download_jsoc(
         raise InputError(f"unknown series {series!r}: use {' or '.join(SERIES)}", field="series")
     if not (isinstance(chunk, int) and chunk >= 1):
         raise InputError("chunk must be a positive integer", field="chunk")
+    if rebin not in REBIN_FACTORS:
+        raise InputError(
+            f"rebin must be one of {', '.join(map(str, REBIN_FACTORS))} "
+            f"({SEGMENT_SIZE} / rebin pixels on a side), not {rebin!r}",
+            field="rebin",
+        )
     if verify not in ("sha256", "size"):
         raise InputError("verify must be 'sha256' or 'size'", field="verify")
     if policy is None:
         policy = HttpPolicy()
-    source_id = SERIES[series]
+    source = source_id(series, rebin)
+    name = series if rebin == 1 else f"{series} binned {rebin} x {rebin}"
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("the output directory is a file", path=out)
@@ -231,9 +248,9 @@ def download_jsoc(
         summary.torn_journal_lines = store.torn_lines
         refuse_other_source(
             store.table,
-            source_id,
+            source,
             manifest_path,
-            name=series,
+            name=name,
             advice="use another output directory or --manifest",
         )
         items, summary.gaps = _plan(times, relpaths, store.table, tol, retry_gaps)
@@ -247,10 +264,11 @@ def download_jsoc(
             http=http,
             export_timeout=export_timeout,
             sleep=poll_sleep,  # type: ignore[arg-type]
+            rebin=rebin,
         )
 
         def record(result: _Result) -> None:
-            store.append(result.record(source_id))
+            store.append(result.record(source))
             if result.status == "ok":
                 summary.downloaded += 1
                 summary.bytes += result.nbytes or 0
