@@ -22,7 +22,10 @@ no reduced-resolution decode, so every row is decompressed; a row-tiled RICE ima
 layout) is read by fdflare's row reader (:mod:`fdflare.prepare.fitsrows`) and scaled and
 averaged in chunks of rows (:func:`decode_fits_with_geometry`), about 3 times faster than
 astropy's whole-image read, with the same image. Reading only sampled rows
-(``rows_per_block``) is faster still but not the same image.
+(``rows_per_block``) is faster still but not the same image. An image JSOC binned before
+sending it (``download --source jsoc --rebin N``; :func:`binned_by`) is small already: every
+row is read, and its limb pixels are weighted by their on-disk share of full-resolution
+pixels (:func:`_binned_coverage`).
 """
 
 from __future__ import annotations
