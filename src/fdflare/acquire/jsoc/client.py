@@ -406,9 +406,9 @@ class JsocClient:
         except (OSError, ValueError, KeyError) as exc:
             raise ItemFailed(f"{what}: not a readable FITS file ({exc})") from None
         if shape != (want, want):
-            found = f"{shape[0]} x {shape[1]}" if shape else "no"
+            found = f"a {shape[0]} x {shape[1]} image" if shape else "no 2-D image"
             raise ItemFailed(
-                f"{what}: JSOC sent a {found} image, not the {want} x {want} of --rebin "
+                f"{what}: JSOC sent {found}, not the {want} x {want} of --rebin "
                 f"{self.rebin} (the export's processing was not applied); the next run asks "
                 "again, or use --rebin 1 in another directory"
             )
