@@ -134,3 +134,13 @@ def test_waits_are_injected_not_slept(fake, tmp_path):
     waits = Waits()
     run(fake, tmp_path, waits, start=START, end="2020-01-01T01:00", rebin=8)
     assert pd.Series(waits).le(1.0).all()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid 'BLANK' keyword")
+def test_a_real_hmi_header_keeps_its_history_and_is_not_binned(sunpy_test_data):
+    # sunpy's real HMI file, resampled to 100 x 100 outside JSOC: HMI's own HISTORY lines
+    # are read, and no binning by jsoc_rebin is read into them
+    header = read_fits(sunpy_test_data / "resampled_hmi.fits")[1]
+    assert "Doppler velocity correction" in header["HISTORY"]
+    assert binned_by(header) == 1
+    assert binned_by({"HISTORY": "Polynomial ...\nBoxcar bin by 4, North is up"}) == 4
