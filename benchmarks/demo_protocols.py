@@ -63,14 +63,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "train": {},
         "channels": (16, 32, 64),
     },
-    "lr3_last_6h_half": {
-        "max_lr": 3e-4,
-        "cadence": "6h",
-        "epochs": 5,
-        "select_by": "last",
-        "train": {},
-        "channels": (8, 16, 32, 64),
-    },
 }
 
 
