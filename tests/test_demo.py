@@ -25,6 +25,13 @@ def _check_results(out, folds, model="smallcnn"):
     v = res["verdict"]
     assert v["persistence_tss"] == res["baselines"]["persistence"]["mean"]["tss"]
     assert v["tss"] == res["evaluate"]["mean"]["tss"]
+    # how sure: the paired day bootstrap of the difference, in results.json and the notes
+    d = v["difference_vs_persistence"]
+    assert d == res["comparison"]["difference"]["persistence"]["tss"]
+    if d["mean"] is not None:
+        assert d["mean"] == pytest.approx(v["tss"] - v["persistence_tss"])
+        assert d["verdict"] in ("better", "worse", "within noise")
+        assert any(n.startswith("how sure: difference") for n in res["notes"])
     ev = res["evaluate"]
     assert len(ev["files"]) == len(folds)
     for f in ev["files"]:

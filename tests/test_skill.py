@@ -132,3 +132,62 @@ def test_markdown_tables_escape_bars_inside_cells():
     assert rows[2] == "| X | central \\|lon\\| <= 70 |"
     # every row has as many cell separators as the header: the table is not broken
     assert all(r.replace("\\|", "").count("|") == rows[0].count("|") for r in rows)
+
+
+def _days(tmp_path, name, prob, target, days=40, per_day=6):
+    names = [
+        f"2011/{1 + d // 28:02d}/{1 + d % 28:02d}/HMI.m2011.{1 + d // 28:02d}.{1 + d % 28:02d}_"
+        f"{4 * h:02d}.00.00.png"
+        for d in range(days)
+        for h in range(per_day)
+    ]
+    path = tmp_path / name
+    _write(path, names, prob, target)
+    return path
+
+
+def test_the_difference_from_a_baseline_is_paired_over_days_with_an_interval(tmp_path):
+    from fdflare.analysis.skill import score_difference
+
+    rng = np.random.default_rng(1)
+    n = 40 * 6
+    y = np.repeat(rng.random(40) < 0.3, 6).astype(int)  # flaring days
+    noisy = np.where(rng.random(n) < 0.25, 1 - y, y).astype(float)  # wrong a quarter of the time
+    perfect = _days(tmp_path, "fold1_perfect.csv", y.astype(float), y)
+    same = _days(tmp_path, "fold1_same.csv", noisy, y)
+    wrong = _days(tmp_path, "fold1_wrong.csv", 1.0 - y, y)
+    base = _days(tmp_path, "fold1_persistence.csv", noisy, y)
+    better = score_difference([perfect], [base])
+    assert better["verdict"] == "better" and 0 < better["low"] < better["mean"] < better["high"]
+    assert better["mean"] == pytest.approx(1.0 - (noisy[y == 1].mean() - noisy[y == 0].mean()))
+    tie = score_difference([same], [base])  # the same forecasts: no difference at all
+    assert tie["mean"] == 0 and tie["verdict"] == "within noise" and tie["se"] == 0
+    assert score_difference([wrong], [base])["verdict"] == "worse"
+    # the replicates resample days: one day's instances stay together, so a model that
+    # differs only on a few days is not called better on the strength of many hours
+    few = y.astype(float).copy()
+    few[: 6 * 38] = noisy[: 6 * 38]
+    close = score_difference([_days(tmp_path, "fold1_few.csv", few, y)], [base])
+    assert close["verdict"] == "within noise" and close["low"] <= 0 < close["high"]
+    # a fold with one class has no TSS: left out, and counted
+    one = _days(tmp_path, "fold2_one.csv", noisy, np.zeros(n, int))
+    base2 = _days(tmp_path, "fold2_persistence.csv", noisy, np.zeros(n, int))
+    both = score_difference([perfect, one], [base, base2])
+    assert both["folds"] == 1 and both["folds_left_out"] == 1
+    assert both["mean"] == pytest.approx(better["mean"])
+    assert score_difference([one], [base2])["verdict"] is None
+
+
+def test_evaluate_states_how_sure_the_comparison_is(folds, capsys):
+    models, base = folds
+    files = [str(models / f"fold{k}_m.csv") for k in (1, 2)]
+    assert main(["evaluate", *files, "--baseline", str(base), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    diff = res["comparison"]["difference"]["persistence"]["tss"]
+    assert diff["mean"] == pytest.approx(
+        res["mean"]["tss"] - res["baselines"]["persistence"]["mean"]["tss"]
+    )
+    assert diff["low"] <= diff["mean"] <= diff["high"] and diff["block"] == "day"
+    assert main(["evaluate", *files, "--baseline", str(base)]) == 0
+    text = capsys.readouterr().out
+    assert "95 % interval over days" in text

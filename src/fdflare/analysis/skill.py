@@ -12,18 +12,22 @@ forecasting exactly the same instances; ``fold{k}_flux.csv`` is used when presen
   forecaster cannot know in advance).
 
 Whether the model beats each baseline on the mean scores is stated, never left to the
-reader: a model that loses to persistence is reported as losing.
+reader: a model that loses to persistence is reported as losing. Beside it stands how sure
+that is (:func:`score_difference`): the mean difference of TSS and HSS2, with a 95 % interval from a paired
+bootstrap over whole days, and whether the difference is outside the noise.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fdflare.analysis.metrics import evaluate_files, read_predictions
 from fdflare.core.errors import InputError
@@ -58,6 +62,110 @@ def _mean_std(values: list[float | None], ddof: int) -> tuple[float | None, floa
         return None, None
     std = float(vals.std(ddof=ddof)) if len(vals) > ddof else None
     return float(vals.mean()), std
+
+
+#: bootstrap replicates of :func:`score_difference`
+RESAMPLES = 2000
+
+
+def _day_counts(
+    prob: np.ndarray, target: np.ndarray, group: np.ndarray, n: int, threshold: float
+) -> np.ndarray:
+    """Per block: (tp, fp, tn, fn) of the forecast ``prob >= threshold``."""
+    pred = prob >= threshold
+    y = target.astype(bool)
+    out = np.zeros((n, 4))
+    for j, mask in enumerate((pred & y, pred & ~y, ~pred & ~y, ~pred & y)):
+        out[:, j] = np.bincount(group, weights=mask.astype(float), minlength=n)
+    return out
+
+
+def _score_of(counts: np.ndarray, score: str) -> np.ndarray:
+    """TSS or HSS2 of (tp, fp, tn, fn) counts along the last axis."""
+    tp, fp, tn, fn = np.moveaxis(counts, -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if score == "tss":
+            return tp / (tp + fn) - fp / (fp + tn)
+        return 2 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
+
+
+def score_difference(
+    model_files: Sequence[str | os.PathLike[str]],
+    baseline_files: Sequence[str | os.PathLike[str]],
+    *,
+    score: str = "tss",
+    threshold: float = 0.5,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean over folds of ``S(model) - S(baseline)``, with a paired bootstrap over days.
+
+    ``score`` is ``tss`` or ``hss2``. Each fold's instances are grouped by UTC day (from the image names; an instance whose
+    time cannot be read is a group of its own), because the instances of one day share
+    their active regions; the days are resampled with replacement, the same days for both
+    forecasts, ``resamples`` times, each fold apart (the folds are disjoint in time), and
+    the replicate means over folds give the standard error and the 95 % percentile
+    interval. A fold where either score is undefined (one class) is left out and counted.
+
+    Returns:
+        ``mean`` (the observed mean difference), ``se``, ``low``, ``high`` (the interval),
+        ``folds`` (used), ``folds_left_out``, ``resamples``, ``block`` (``"day"``) and
+        ``verdict``: ``"better"`` (the interval above 0), ``"worse"`` (below 0) or
+        ``"within noise"``; the numbers are None when no fold could be used.
+    """
+    from fdflare.core.paths import parse_image_times
+    from fdflare.inference.predictions import read_prediction_file
+
+    rng = np.random.default_rng(seed)
+    observed: list[float] = []
+    replicates: list[np.ndarray] = []
+    left_out = 0
+    for mf, bf in zip(model_files, baseline_files, strict=True):
+        frames = []
+        for path in (mf, bf):
+            df = read_prediction_file(path, need=("id", "target"))
+            tail = df[df.attrs["id_column"]].astype(str).str.replace(r"^.*[/\\]", "", regex=True)
+            frames.append(df.assign(_tail=tail.to_numpy()).set_index("_tail"))
+        m, b = frames[0], frames[1].reindex(frames[0].index)
+        times, _ = parse_image_times(m.index)
+        day = pd.DatetimeIndex(times).normalize().asi8
+        day = np.where(pd.isna(times).to_numpy(), np.arange(len(day)) - len(day), day)
+        _, group = np.unique(day, return_inverse=True)
+        n_days = int(group.max()) + 1 if len(group) else 0
+        y = m["target"].to_numpy()
+        cm = _day_counts(m["flare_prob"].to_numpy(), y, group, n_days, threshold)
+        cb = _day_counts(b["flare_prob"].to_numpy(), y, group, n_days, threshold)
+        diff = (
+            float(_score_of(cm.sum(0), score) - _score_of(cb.sum(0), score))
+            if n_days
+            else float("nan")
+        )
+        if not np.isfinite(diff):
+            left_out += 1
+            continue
+        w = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
+        observed.append(diff)
+        replicates.append(_score_of(w @ cm, score) - _score_of(w @ cb, score))
+    out: dict[str, Any] = {
+        "mean": None, "se": None, "low": None, "high": None, "verdict": None,
+        "folds": len(observed), "folds_left_out": left_out, "resamples": resamples,
+        "block": "day",
+    }  # fmt: skip
+    if not observed:
+        return out
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with one class
+        means = np.nanmean(np.vstack(replicates), axis=0)
+    means = means[np.isfinite(means)]
+    low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    out.update(
+        mean=float(np.mean(observed)),
+        se=float(np.std(means, ddof=1)),
+        low=low,
+        high=high,
+        verdict="better" if low > 0 else "worse" if high < 0 else "within noise",
+    )
+    return out
 
 
 def compare(
@@ -149,8 +257,35 @@ def compare(
             else bool(result["mean"][key] > res["mean"][key])
             for key in ("tss", "hss2")
         }
-    result["comparison"] = {"files": rows, "mean": means, "beats": beats}
+    difference = {
+        kind: {
+            key: score_difference(
+                model_files,
+                [base / f"fold{k}_{kind}.csv" for k in folds],
+                score=key,
+                threshold=threshold,
+            )
+            for key in ("tss", "hss2")
+        }
+        for kind in kinds
+    }
+    result["comparison"] = {
+        "files": rows,
+        "mean": means,
+        "beats": beats,
+        "difference": difference,
+    }
     return result
+
+
+def difference_words(diff: dict[str, Any] | None) -> str:
+    """``difference +0.004 (95 % interval over days -0.050 to +0.061): within noise``."""
+    if not diff or diff.get("mean") is None:
+        return "difference undefined"
+    return (
+        f"difference {diff['mean']:+.3f} (95 % interval over days {diff['low']:+.3f} to "
+        f"{diff['high']:+.3f}): {diff['verdict']}"
+    )
 
 
 def format_comparison(result: dict[str, Any], markdown: bool = False) -> str:
@@ -225,10 +360,12 @@ def format_comparison(result: dict[str, Any], markdown: bool = False) -> str:
             if v is None:
                 notes.append(f"{title} vs {kind}: undefined")
             else:
+                diff = (result["comparison"].get("difference") or {}).get(kind, {}).get(key)
                 notes.append(
                     f"mean {title} {'beats' if v else 'does NOT beat'} {kind} "
                     f"({fmt_number(result['mean'][key])} vs "
                     f"{fmt_number(result['baselines'][kind]['mean'][key])})"
+                    + (f"; {difference_words(diff)}" if diff else "")
                 )
     notes.append(
         f"std: {result.get('std_kind', 'population')}; BSS clim.: Brier skill against the "

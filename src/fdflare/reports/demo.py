@@ -319,7 +319,10 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     """Whether the model beats persistence, at 0.5 and at the threshold chosen on other folds.
 
     The verdict (``beats_persistence``) uses TSS at the probability threshold 0.5 of the raw
-    model, the study's rule. Beside it, ``tss_at_threshold`` is the calibrated model's
+    model, the study's rule; ``difference_vs_persistence`` says how sure it is (the mean
+    difference, its 95 % interval from a paired bootstrap over days, and ``better``,
+    ``worse`` or ``within noise``: :func:`fdflare.analysis.skill.score_difference`). Beside
+    it, ``tss_at_threshold`` is the calibrated model's
     validation TSS at the threshold that maximises TSS on the other folds' calibrated
     predictions (never on the fold itself).
     """
@@ -330,6 +333,9 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "tss": ev["mean"]["tss"],
         "persistence_tss": pers["mean"]["tss"],
         "beats_persistence": results["comparison"]["beats"]["persistence"]["tss"],
+        "difference_vs_persistence": (results["comparison"].get("difference") or {})
+        .get("persistence", {})
+        .get("tss"),
         "min_auc": None if any(a is None for a in aucs) else min(aucs),
     }
     cal = results.get("calibration")
@@ -363,12 +369,20 @@ def calibration_table(results: dict[str, Any], markdown: bool = False) -> str:
 
 
 def _verdict_sentences(v: dict[str, Any]) -> list[str]:
+    from fdflare.analysis.skill import difference_words
+
     word = {True: "beats", False: "does NOT beat", None: "cannot be compared with"}
     lines = [
         f"verdict (mean TSS at 0.5, the study's threshold): the model {word[v['beats_persistence']]} "
         f"persistence ({_fmt(v['tss'])} vs {_fmt(v['persistence_tss'])}); lowest fold ROC AUC "
         f"{_fmt(v['min_auc'])}"
     ]
+    if v.get("difference_vs_persistence"):
+        lines.append(
+            f"how sure: {difference_words(v['difference_vs_persistence'])} (a paired "
+            "bootstrap over whole days of the test folds; neighbouring days share regions too, "
+            "so the interval is if anything too narrow)"
+        )
     if v.get("mean_tss_at_threshold") is not None:
         lines.append(
             "beside it, calibrated and at the TSS-maximising threshold of the other folds "

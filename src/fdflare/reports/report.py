@@ -120,14 +120,18 @@ def _scores_section(page: Page, ev: dict[str, Any], entry: dict[str, Any]) -> No
         classes.append("baseline")
     page.raw(table_html(head, rows, row_classes=classes))
     if comparison:
+        from fdflare.analysis.skill import difference_words
+
         for kind, verdict in comparison["beats"].items():
             for key, title in (("tss", "TSS"), ("hss2", "HSS2")):
                 if verdict[key] is None:
                     continue
                 m, b = ev["mean"][key], baselines[kind]["mean"][key]
                 word = "beats" if verdict[key] else "does NOT beat"
+                diff = (comparison.get("difference") or {}).get(kind, {}).get(key)
+                sure = f" The {difference_words(diff)}." if diff else ""
                 page.paragraph(
-                    f"Mean {title} {word} {kind}: {_fmt(m)} vs {_fmt(b)}.",
+                    f"Mean {title} {word} {kind}: {_fmt(m)} vs {_fmt(b)}.{sure}",
                     "" if verdict[key] else "note",
                 )
     else:
