@@ -96,6 +96,8 @@ def test_reproduction_report_in_a_browser(reference_dir, tmp_path, capsys):
         "persistence",
         "climatology",
         "Mean HSS2 does NOT beat persistence",
+        # how sure, beside it: the paired bootstrap over days (docs/skill.md)
+        "The difference +0.116 (95 % interval over days +0.072 to +0.160): better",
         "Reliability diagram",
         "near-limb",
         "1276",  # M near-limb TP
