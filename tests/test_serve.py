@@ -315,6 +315,10 @@ def _check_verification(v, rows, cat, now):
     clim = v["scores"]["climatology"]
     assert clim["n"] == model["n"] == p["n"] == v["verified"]
     assert model["bss"] == pytest.approx(1 - model["brier"] / clim["brier"])
+    diff = v["difference_vs_persistence"]["tss"]
+    if model["tss"] is not None and p["tss"] is not None:
+        assert diff["mean"] == pytest.approx(model["tss"] - p["tss"])
+    assert diff["verdict"] in (None, "better", "worse", "within noise")
 
 
 # ---------------------------------------------------------------------------------- API
@@ -431,6 +435,8 @@ def _browse(url: str, shot: Path | None = None) -> dict:
             )
             found["flares"] = page.eval_on_selector_all("svg.history line.flare", "ls => ls.length")
             found["refresh"] = page.get_attribute('meta[http-equiv="refresh"]', "content")
+            sure = page.query_selector("#how-sure")
+            found["how_sure"] = None if sure is None else sure.inner_text()
             if shot is not None:
                 page.screenshot(path=str(shot), full_page=True)
         finally:
@@ -465,6 +471,13 @@ def test_the_dashboard_shows_the_stores_values_and_loads_nothing_else(filled, wo
         assert shown[kind][4] == f"{sc['brier']:.3f}"
         assert shown[kind][2] == ("n/a" if sc["tss"] is None else f"{sc['tss']:.3f}")
     assert int(found["refresh"]) > 0
+    # how sure the model's lead over persistence is, as the API gives it
+    diff = v["difference_vs_persistence"]["tss"]
+    assert diff["verdict"] is not None  # two days of cycles, flares among them
+    assert found["how_sure"] == (
+        f"TSS, model minus persistence: {diff['mean']:+.3f} (95 % interval over days "
+        f"{diff['low']:+.3f} to {diff['high']:+.3f}): {diff['verdict']}"
+    )
 
 
 # ---------------------------------------------------------------------------- processes

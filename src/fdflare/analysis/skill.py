@@ -89,9 +89,8 @@ def _score_of(counts: np.ndarray, score: str) -> np.ndarray:
         return 2 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
 
 
-def score_difference(
-    model_files: Sequence[str | os.PathLike[str]],
-    baseline_files: Sequence[str | os.PathLike[str]],
+def paired_difference(
+    folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]],
     *,
     score: str = "tss",
     threshold: float = 0.5,
@@ -100,8 +99,15 @@ def score_difference(
 ) -> dict[str, Any]:
     """Mean over folds of ``S(model) - S(baseline)``, with a paired bootstrap over days.
 
-    ``score`` is ``tss`` or ``hss2``. Each fold's instances are grouped by UTC day (from the image names; an instance whose
-    time cannot be read is a group of its own), because the instances of one day share
+    Args:
+        folds: per fold ``(model probabilities, baseline probabilities, targets, times)``
+            of the same instances; a time that is NaT makes its instance a day of its own.
+        score: ``tss`` or ``hss2``.
+        threshold: ``P >= threshold`` is a yes forecast.
+        resamples: bootstrap replicates.
+        seed: of the resampling, so a rerun gives the same interval.
+
+    Each fold's instances are grouped by UTC day, because the instances of one day share
     their active regions; the days are resampled with replacement, the same days for both
     forecasts, ``resamples`` times, each fold apart (the folds are disjoint in time), and
     the replicate means over folds give the standard error and the 95 % percentile
@@ -113,28 +119,19 @@ def score_difference(
         ``verdict``: ``"better"`` (the interval above 0), ``"worse"`` (below 0) or
         ``"within noise"``; the numbers are None when no fold could be used.
     """
-    from fdflare.core.paths import parse_image_times
-    from fdflare.inference.predictions import read_prediction_file
-
     rng = np.random.default_rng(seed)
     observed: list[float] = []
     replicates: list[np.ndarray] = []
     left_out = 0
-    for mf, bf in zip(model_files, baseline_files, strict=True):
-        frames = []
-        for path in (mf, bf):
-            df = read_prediction_file(path, need=("id", "target"))
-            tail = df[df.attrs["id_column"]].astype(str).str.replace(r"^.*[/\\]", "", regex=True)
-            frames.append(df.assign(_tail=tail.to_numpy()).set_index("_tail"))
-        m, b = frames[0], frames[1].reindex(frames[0].index)
-        times, _ = parse_image_times(m.index)
-        day = pd.DatetimeIndex(times).normalize().asi8
-        day = np.where(pd.isna(times).to_numpy(), np.arange(len(day)) - len(day), day)
+    for model, base, target, times in folds:
+        t = pd.DatetimeIndex(times)
+        day = t.normalize().asi8
+        day = np.where(np.asarray(t.isna()), np.arange(len(day)) - len(day), day)
         _, group = np.unique(day, return_inverse=True)
         n_days = int(group.max()) + 1 if len(group) else 0
-        y = m["target"].to_numpy()
-        cm = _day_counts(m["flare_prob"].to_numpy(), y, group, n_days, threshold)
-        cb = _day_counts(b["flare_prob"].to_numpy(), y, group, n_days, threshold)
+        y = np.asarray(target)
+        cm = _day_counts(np.asarray(model, dtype=float), y, group, n_days, threshold)
+        cb = _day_counts(np.asarray(base, dtype=float), y, group, n_days, threshold)
         diff = (
             float(_score_of(cm.sum(0), score) - _score_of(cb.sum(0), score))
             if n_days
@@ -153,19 +150,60 @@ def score_difference(
     }  # fmt: skip
     if not observed:
         return out
+    out["mean"] = float(np.mean(observed))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with one class
         means = np.nanmean(np.vstack(replicates), axis=0)
     means = means[np.isfinite(means)]
+    if len(means) < 2:  # every replicate drew one class only
+        return out
     low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
     out.update(
-        mean=float(np.mean(observed)),
         se=float(np.std(means, ddof=1)),
         low=low,
         high=high,
         verdict="better" if low > 0 else "worse" if high < 0 else "within noise",
     )
     return out
+
+
+def score_difference(
+    model_files: Sequence[str | os.PathLike[str]],
+    baseline_files: Sequence[str | os.PathLike[str]],
+    *,
+    score: str = "tss",
+    threshold: float = 0.5,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`paired_difference` of prediction files, fold by fold.
+
+    The instances are matched by image name (the baseline files forecast the same ones) and
+    their days read from the names.
+    """
+    from fdflare.core.paths import parse_image_times
+    from fdflare.inference.predictions import read_prediction_file
+
+    folds = []
+    for mf, bf in zip(model_files, baseline_files, strict=True):
+        frames = []
+        for path in (mf, bf):
+            df = read_prediction_file(path, need=("id", "target"))
+            tail = df[df.attrs["id_column"]].astype(str).str.replace(r"^.*[/\\]", "", regex=True)
+            frames.append(df.assign(_tail=tail.to_numpy()).set_index("_tail"))
+        m, b = frames[0], frames[1].reindex(frames[0].index)
+        times, _ = parse_image_times(m.index)
+        folds.append(
+            (
+                m["flare_prob"].to_numpy(),
+                b["flare_prob"].to_numpy(),
+                m["target"].to_numpy(),
+                pd.DatetimeIndex(times),
+            )
+        )
+    return paired_difference(
+        folds, score=score, threshold=threshold, resamples=resamples, seed=seed
+    )
 
 
 def compare(

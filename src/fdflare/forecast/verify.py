@@ -69,6 +69,9 @@ class Verification:
     n_other_event: int = 0
     recipe: Recipe = field(default_factory=assumed_study)
     scores: dict[str, Any] = field(default_factory=dict)  # kind -> Scores
+    #: the model's TSS and HSS2 minus persistence's, with a 95 % interval over days
+    #: (:func:`fdflare.analysis.skill.paired_difference`)
+    difference: dict[str, Any] = field(default_factory=dict)
     table: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -94,6 +97,7 @@ class Verification:
             "climatology": self.climatology,
             "climatology_source": self.climatology_source,
             "scores": {k: v.to_dict() for k, v in self.scores.items()},
+            "difference_vs_persistence": self.difference,
             "notes": self.notes,
         }
 
@@ -275,6 +279,7 @@ def verify_forecasts(
     """
     from fdflare.acquire.goes import class_flux
     from fdflare.analysis.metrics import score_frame
+    from fdflare.analysis.skill import paired_difference
     from fdflare.label import label_windows
 
     df = table if "_start" in table else history_frame(table, path=path)
@@ -368,6 +373,14 @@ def verify_forecasts(
     for kind, p in frames.items():
         frame = pd.DataFrame({"flare_prob": p, "target": target})
         v.scores[kind] = score_frame(frame, path=kind, threshold=threshold)
+    v.difference = {
+        key: paired_difference(
+            [(frames["model"], frames["persistence"], target, times)],
+            score=key,
+            threshold=threshold,
+        )
+        for key in ("tss", "hss2")
+    }
     ref = v.scores["climatology"].brier
     for s in v.scores.values():  # BSS against the climatology above, not the sample rate
         s.bss = None if not ref or s.brier is None else 1.0 - s.brier / ref
@@ -472,6 +485,7 @@ def verify_history(
 
 def format_verification(v: Verification) -> str:
     """The verification as a text table with what it means (several lines)."""
+    from fdflare.analysis.skill import difference_words
     from fdflare.core.table import fmt_number, render_table
 
     head = (
@@ -512,6 +526,9 @@ def format_verification(v: Verification) -> str:
         text = (
             f"{name.upper()}: the model {verdict} persistence ({fmt_number(a)} vs {fmt_number(b)})"
         )
+        diff = v.difference.get(name)
+        if diff and diff.get("verdict"):
+            text += f"; {difference_words(diff)}"
         if a < 0 and b < 0:
             text += ", but both are below 0: worse than climatology's 0"
         elif a < 0:

@@ -224,11 +224,20 @@ def verification_table(v: dict[str, Any] | None) -> str:
             f"<td>{_fmt(s['brier'])}</td><td>{_fmt(s['bss'])}</td></tr>"
         )
     clim = v.get("climatology")
+    sure = ""
+    diff = (v.get("difference_vs_persistence") or {}).get("tss") or {}
+    if diff.get("verdict"):
+        sure = (
+            f'<p class="muted" id="how-sure">TSS, model minus persistence: {diff["mean"]:+.3f} '
+            f"(95 % interval over days {diff['low']:+.3f} to {diff['high']:+.3f}): "
+            f"<strong>{esc(diff['verdict'])}</strong></p>"
+        )
     return (
         "<table><thead><tr><th>forecast</th><th>n</th><th>TSS</th><th>HSS2</th><th>Brier</th>"
         "<th>BSS</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
+        + sure
         + counts
         + f'<p class="muted">climatology {_fmt(clim)} from {esc(v.get("climatology_source"))}; '
         "BSS is against it; TSS and HSS2 at probability 0.5</p>"
