@@ -134,48 +134,73 @@ def test_markdown_tables_escape_bars_inside_cells():
     assert all(r.replace("\\|", "").count("|") == rows[0].count("|") for r in rows)
 
 
-def _days(tmp_path, name, prob, target, days=40, per_day=6):
-    names = [
-        f"2011/{1 + d // 28:02d}/{1 + d % 28:02d}/HMI.m2011.{1 + d // 28:02d}.{1 + d % 28:02d}_"
-        f"{4 * h:02d}.00.00.png"
-        for d in range(days)
-        for h in range(per_day)
-    ]
-    path = tmp_path / name
-    _write(path, names, prob, target)
-    return path
+def _day_times(days=40, per_day=6):
+    return pd.DatetimeIndex(
+        [pd.Timestamp("2011-01-01") + pd.Timedelta(days=d, hours=4 * h)
+         for d in range(days) for h in range(per_day)]
+    )  # fmt: skip
 
 
-def test_the_difference_from_a_baseline_is_paired_over_days_with_an_interval(tmp_path):
-    from fdflare.analysis.skill import score_difference
+def test_the_difference_from_a_baseline_is_paired_over_days_with_an_interval():
+    from fdflare.analysis.skill import MIN_DAYS, paired_difference
 
     rng = np.random.default_rng(1)
-    n = 40 * 6
+    times = _day_times()
+    n = len(times)
     y = np.repeat(rng.random(40) < 0.3, 6).astype(int)  # flaring days
     noisy = np.where(rng.random(n) < 0.25, 1 - y, y).astype(float)  # wrong a quarter of the time
-    perfect = _days(tmp_path, "fold1_perfect.csv", y.astype(float), y)
-    same = _days(tmp_path, "fold1_same.csv", noisy, y)
-    wrong = _days(tmp_path, "fold1_wrong.csv", 1.0 - y, y)
-    base = _days(tmp_path, "fold1_persistence.csv", noisy, y)
-    better = score_difference([perfect], [base])
+
+    def diff(model, base=noisy, target=y, t=times, score="tss"):
+        return paired_difference([(model, base, target, t)])[score]
+
+    better = diff(y.astype(float))
     assert better["verdict"] == "better" and 0 < better["low"] < better["mean"] < better["high"]
     assert better["mean"] == pytest.approx(1.0 - (noisy[y == 1].mean() - noisy[y == 0].mean()))
-    tie = score_difference([same], [base])  # the same forecasts: no difference at all
+    assert better["days"] == 40 and better["reason"] is None
+    tie = diff(noisy)  # the same forecasts: no difference at all
     assert tie["mean"] == 0 and tie["verdict"] == "within noise" and tie["se"] == 0
-    assert score_difference([wrong], [base])["verdict"] == "worse"
+    assert diff(1.0 - y)["verdict"] == "worse"
+    assert diff(1.0 - y, score="hss2")["verdict"] == "worse"
     # the replicates resample days: one day's instances stay together, so a model that
     # differs only on a few days is not called better on the strength of many hours
     few = y.astype(float).copy()
     few[: 6 * 38] = noisy[: 6 * 38]
-    close = score_difference([_days(tmp_path, "fold1_few.csv", few, y)], [base])
+    close = diff(few)
     assert close["verdict"] == "within noise" and close["low"] <= 0 < close["high"]
+    # too few days to say: the difference, no interval, and why
+    short = slice(0, 6 * (MIN_DAYS - 1))
+    little = diff(y[short].astype(float), noisy[short], y[short], times[short])
+    assert little["mean"] > 0 and little["verdict"] is None and little["low"] is None
+    assert "too few days" in little["reason"]
+    # image names without a time: no days to group the instances in, so no interval
+    untimed = diff(y.astype(float), t=pd.DatetimeIndex([pd.NaT] * n))
+    assert untimed["verdict"] is None and "without a time" in untimed["reason"]
     # a fold with one class has no TSS: left out, and counted
-    one = _days(tmp_path, "fold2_one.csv", noisy, np.zeros(n, int))
-    base2 = _days(tmp_path, "fold2_persistence.csv", noisy, np.zeros(n, int))
-    both = score_difference([perfect, one], [base, base2])
-    assert both["folds"] == 1 and both["folds_left_out"] == 1
-    assert both["mean"] == pytest.approx(better["mean"])
-    assert score_difference([one], [base2])["verdict"] is None
+    zeros = np.zeros(n, int)
+    both = paired_difference([(y.astype(float), noisy, y, times), (noisy, noisy, zeros, times)])
+    assert both["tss"]["folds"] == 1 and both["tss"]["folds_left_out"] == 1
+    assert both["tss"]["mean"] == pytest.approx(better["mean"])
+    alone = paired_difference([(noisy, noisy, zeros, times)])["tss"]
+    assert alone["mean"] is None and alone["verdict"] is None
+
+
+def test_baselines_with_other_targets_or_doubled_names_are_refused(folds, capsys):
+    models, base = folds
+    files = [str(models / f"fold{k}_m.csv") for k in (1, 2)]
+    pers = pd.read_csv(base / "fold2_persistence.csv")
+    pers.loc[5, "target"] = 1 - pers.loc[5, "target"]
+    pers.to_csv(base / "fold2_persistence.csv", index=False)
+    assert main(["evaluate", *files, "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "fold2_persistence.csv" in err and "targets differ" in err and err.count("\n") == 1
+    pers.loc[5, "target"] = 1 - pers.loc[5, "target"]
+    pers.to_csv(base / "fold2_persistence.csv", index=False)
+    model = pd.read_csv(models / "fold1_m.csv")
+    model.loc[3, "timestamp"] = model.loc[2, "timestamp"].replace("/cluster/x/", "/other/")
+    model.to_csv(models / "fold1_m.csv", index=False)
+    assert main(["evaluate", *files, "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "two rows name the image" in err and "fold1_m.csv" in err and "Traceback" not in err
 
 
 def test_evaluate_states_how_sure_the_comparison_is(folds, capsys):
@@ -187,7 +212,9 @@ def test_evaluate_states_how_sure_the_comparison_is(folds, capsys):
     assert diff["mean"] == pytest.approx(
         res["mean"]["tss"] - res["baselines"]["persistence"]["mean"]["tss"]
     )
-    assert diff["low"] <= diff["mean"] <= diff["high"] and diff["block"] == "day"
+    # one day per fold: too few to say how sure (the study's release has an interval:
+    # test_report.py)
+    assert diff["days"] == 2 and diff["verdict"] is None and diff["low"] is None
     assert main(["evaluate", *files, "--baseline", str(base)]) == 0
     text = capsys.readouterr().out
-    assert "95 % interval over days" in text
+    assert "(too few days to say how sure (2; 10 needed))" in text

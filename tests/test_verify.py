@@ -132,11 +132,11 @@ def test_both_below_zero_is_said_worse_than_climatology(tmp_path, capsys, catalo
     tss = next(line for line in out.splitlines() if line.startswith("TSS:"))
     assert "beats persistence (-0.2500 vs -0.5000)" in tss
     assert "both are below 0: worse than climatology's 0" in tss
-    # how sure: six days, one forecast each, so the interval is wide
-    assert "difference +0.250 (95 % interval over days" in tss and "within noise" in tss
+    # how sure: six days are too few to say
+    assert "difference +0.250 (too few days to say how sure (6; 10 needed))" in tss
     code, out, err = verify(tmp_path, capsys, "--json", history=hist, catalog=catalog)
     diff = json.loads(out)["difference_vs_persistence"]["tss"]
-    assert diff["mean"] == pytest.approx(0.25) and diff["low"] < 0 < diff["high"]
+    assert diff["mean"] == pytest.approx(0.25) and diff["verdict"] is None and diff["days"] == 6
 
 
 def test_before_the_catalog_names_the_first_left_out_and_the_option(tmp_path, capsys, catalog):

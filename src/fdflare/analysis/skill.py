@@ -13,7 +13,7 @@ forecasting exactly the same instances; ``fold{k}_flux.csv`` is used when presen
 
 Whether the model beats each baseline on the mean scores is stated, never left to the
 reader: a model that loses to persistence is reported as losing. Beside it stands how sure
-that is (:func:`score_difference`): the mean difference of TSS and HSS2, with a 95 % interval from a paired
+that is (:func:`paired_difference`): the mean difference of TSS and HSS2, with a 95 % interval from a paired
 bootstrap over whole days, and whether the difference is outside the noise.
 """
 
@@ -31,6 +31,7 @@ import pandas as pd
 
 from fdflare.analysis.metrics import evaluate_files, read_predictions
 from fdflare.core.errors import InputError
+from fdflare.core.paths import parse_image_times
 from fdflare.core.table import fmt_number, render_table
 
 BASELINE_KINDS = ("persistence", "climatology", "flux")
@@ -49,13 +50,6 @@ def _skill(model: float | None, ref: float | None) -> float | None:
     return (model - ref) / (1 - ref)
 
 
-def _tails(path: str | os.PathLike[str]) -> np.ndarray:
-    df = read_predictions(path)
-    ids = df["timestamp"] if "timestamp" in df.columns else df["label"]
-    # the study's files hold absolute paths from the authors' cluster: compare image names
-    return np.sort(ids.astype(str).str.replace(r"^.*/", "", regex=True).to_numpy())
-
-
 def _mean_std(values: list[float | None], ddof: int) -> tuple[float | None, float | None]:
     vals = np.array([v for v in values if v is not None], dtype=float)
     if len(vals) == 0:
@@ -64,8 +58,13 @@ def _mean_std(values: list[float | None], ddof: int) -> tuple[float | None, floa
     return float(vals.mean()), std
 
 
-#: bootstrap replicates of :func:`score_difference`
+#: bootstrap replicates of :func:`paired_difference`
 RESAMPLES = 2000
+#: fewer days than this in all (over the folds) and no interval is given: a bootstrap over a
+#: handful of days says nothing about the next ones
+MIN_DAYS = 10
+#: the scores :func:`paired_difference` compares
+SCORES = ("tss", "hss2")
 
 
 def _day_counts(
@@ -92,17 +91,15 @@ def _score_of(counts: np.ndarray, score: str) -> np.ndarray:
 def paired_difference(
     folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]],
     *,
-    score: str = "tss",
     threshold: float = 0.5,
     resamples: int = RESAMPLES,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Mean over folds of ``S(model) - S(baseline)``, with a paired bootstrap over days.
+) -> dict[str, dict[str, Any]]:
+    """Mean over folds of ``S(model) - S(baseline)`` for TSS and HSS2, paired over days.
 
     Args:
         folds: per fold ``(model probabilities, baseline probabilities, targets, times)``
-            of the same instances; a time that is NaT makes its instance a day of its own.
-        score: ``tss`` or ``hss2``.
+            of the same instances, in the same order.
         threshold: ``P >= threshold`` is a yes forecast.
         resamples: bootstrap replicates.
         seed: of the resampling, so a rerun gives the same interval.
@@ -112,97 +109,117 @@ def paired_difference(
     forecasts, ``resamples`` times, each fold apart (the folds are disjoint in time), and
     the replicate means over folds give the standard error and the 95 % percentile
     interval. A fold where either score is undefined (one class) is left out and counted.
+    No interval is given (``reason`` says why) when an instance's time is unknown (no day
+    to group it in) or the folds hold fewer than :data:`MIN_DAYS` days in all.
 
     Returns:
-        ``mean`` (the observed mean difference), ``se``, ``low``, ``high`` (the interval),
-        ``folds`` (used), ``folds_left_out``, ``resamples``, ``block`` (``"day"``) and
-        ``verdict``: ``"better"`` (the interval above 0), ``"worse"`` (below 0) or
-        ``"within noise"``; the numbers are None when no fold could be used.
+        Per score (``tss``, ``hss2``): ``mean`` (the observed mean difference), ``se``,
+        ``low``, ``high`` (the interval), ``verdict`` (``"better"``: the interval above 0,
+        ``"worse"``: below, ``"within noise"``), ``reason`` (why there is no interval, or
+        None), ``days``, ``folds`` (used), ``folds_left_out``, ``resamples`` and
+        ``block`` (``"day"``); the numbers are None where they cannot be had.
     """
     rng = np.random.default_rng(seed)
-    observed: list[float] = []
-    replicates: list[np.ndarray] = []
-    left_out = 0
+    observed: dict[str, list[float]] = {k: [] for k in SCORES}
+    replicates: dict[str, list[np.ndarray]] = {k: [] for k in SCORES}
+    left_out = dict.fromkeys(SCORES, 0)
+    days = {k: 0 for k in SCORES}
+    untimed = 0
+    blocks = []
     for model, base, target, times in folds:
         t = pd.DatetimeIndex(times)
-        day = t.normalize().asi8
-        day = np.where(np.asarray(t.isna()), np.arange(len(day)) - len(day), day)
-        _, group = np.unique(day, return_inverse=True)
+        untimed += int(np.asarray(t.isna()).sum())
+        _, group = np.unique(np.asarray(t.normalize().asi8), return_inverse=True)
         n_days = int(group.max()) + 1 if len(group) else 0
         y = np.asarray(target)
         cm = _day_counts(np.asarray(model, dtype=float), y, group, n_days, threshold)
         cb = _day_counts(np.asarray(base, dtype=float), y, group, n_days, threshold)
-        diff = (
-            float(_score_of(cm.sum(0), score) - _score_of(cb.sum(0), score))
-            if n_days
-            else float("nan")
-        )
-        if not np.isfinite(diff):
-            left_out += 1
+        blocks.append((n_days, cm, cb))
+    for n_days, cm, cb in blocks:
+        w = None
+        for k in SCORES:
+            diff = float(_score_of(cm.sum(0), k) - _score_of(cb.sum(0), k)) if n_days else np.nan
+            if not np.isfinite(diff):
+                left_out[k] += 1
+                continue
+            observed[k].append(diff)
+            days[k] += n_days
+            if untimed:
+                continue
+            if w is None:
+                w = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
+            replicates[k].append(_score_of(w @ cm, k) - _score_of(w @ cb, k))
+    out: dict[str, dict[str, Any]] = {}
+    for k in SCORES:
+        r: dict[str, Any] = {
+            "mean": float(np.mean(observed[k])) if observed[k] else None,
+            "se": None, "low": None, "high": None, "verdict": None, "reason": None,
+            "days": days[k], "folds": len(observed[k]), "folds_left_out": left_out[k],
+            "resamples": resamples, "block": "day",
+        }  # fmt: skip
+        out[k] = r
+        if not observed[k]:
+            r["reason"] = "undefined on every fold (one class)"
             continue
-        w = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
-        observed.append(diff)
-        replicates.append(_score_of(w @ cm, score) - _score_of(w @ cb, score))
-    out: dict[str, Any] = {
-        "mean": None, "se": None, "low": None, "high": None, "verdict": None,
-        "folds": len(observed), "folds_left_out": left_out, "resamples": resamples,
-        "block": "day",
-    }  # fmt: skip
-    if not observed:
-        return out
-    out["mean"] = float(np.mean(observed))
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with one class
-        means = np.nanmean(np.vstack(replicates), axis=0)
-    means = means[np.isfinite(means)]
-    if len(means) < 2:  # every replicate drew one class only
-        return out
-    low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
-    out.update(
-        se=float(np.std(means, ddof=1)),
-        low=low,
-        high=high,
-        verdict="better" if low > 0 else "worse" if high < 0 else "within noise",
-    )
+        if untimed:
+            r["reason"] = f"{untimed} instance(s) without a time in their name: no days to resample"
+            continue
+        if days[k] < MIN_DAYS:
+            r["reason"] = f"too few days to say how sure ({days[k]}; {MIN_DAYS} needed)"
+            continue
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with one class
+            means = np.nanmean(np.vstack(replicates[k]), axis=0)
+        means = means[np.isfinite(means)]
+        low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+        r.update(
+            se=float(np.std(means, ddof=1)),
+            low=low,
+            high=high,
+            verdict="better" if low > 0 else "worse" if high < 0 else "within noise",
+        )
     return out
 
 
-def score_difference(
-    model_files: Sequence[str | os.PathLike[str]],
-    baseline_files: Sequence[str | os.PathLike[str]],
-    *,
-    score: str = "tss",
-    threshold: float = 0.5,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """:func:`paired_difference` of prediction files, fold by fold.
+def _instances(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A prediction file's rows keyed by image name (no folders), sorted by it.
 
-    The instances are matched by image name (the baseline files forecast the same ones) and
-    their days read from the names.
+    The study's files hold absolute paths from the authors' cluster, fdflare's relative ones:
+    images are matched by name.
+
+    Raises:
+        InputError: two rows name the same image (in different folders).
     """
-    from fdflare.core.paths import parse_image_times
-    from fdflare.inference.predictions import read_prediction_file
-
-    folds = []
-    for mf, bf in zip(model_files, baseline_files, strict=True):
-        frames = []
-        for path in (mf, bf):
-            df = read_prediction_file(path, need=("id", "target"))
-            tail = df[df.attrs["id_column"]].astype(str).str.replace(r"^.*[/\\]", "", regex=True)
-            frames.append(df.assign(_tail=tail.to_numpy()).set_index("_tail"))
-        m, b = frames[0], frames[1].reindex(frames[0].index)
-        times, _ = parse_image_times(m.index)
-        folds.append(
-            (
-                m["flare_prob"].to_numpy(),
-                b["flare_prob"].to_numpy(),
-                m["target"].to_numpy(),
-                pd.DatetimeIndex(times),
-            )
+    df = read_predictions(path)
+    ids = df["timestamp"] if "timestamp" in df.columns else df["label"]
+    name = ids.astype(str).str.replace(r"^.*[/\\]", "", regex=True)
+    twice = name.duplicated(keep=False).to_numpy()
+    if twice.any():
+        first = int(np.flatnonzero(twice)[0])
+        raise InputError(
+            f"two rows name the image {name.iloc[first]} (in different folders): instances "
+            "are matched by image name",
+            path=path,
+            line=first + 2,
+            field=str(ids.name),
         )
-    return paired_difference(
-        folds, score=score, threshold=threshold, resamples=resamples, seed=seed
+    out = pd.DataFrame(
+        {"name": name.to_numpy(), "prob": df["flare_prob"].to_numpy(), "target": df["target"]}
+    )
+    return out.sort_values("name", kind="stable").reset_index(drop=True)
+
+
+def difference_words(diff: dict[str, Any] | None) -> str:
+    """``difference +0.004 (95 % interval over days -0.050 to +0.061): within noise``."""
+    if not diff or diff.get("mean") is None:
+        return "difference undefined"
+    left = diff.get("folds_left_out") or 0
+    tail = f"; {left} fold(s) left out, one class" if left else ""
+    if diff.get("verdict") is None:
+        return f"difference {diff['mean']:+.3f} ({diff.get('reason') or 'no interval'}{tail})"
+    return (
+        f"difference {diff['mean']:+.3f} (95 % interval over days {diff['low']:+.3f} to "
+        f"{diff['high']:+.3f}{tail}): {diff['verdict']}"
     )
 
 
@@ -249,16 +266,38 @@ def compare(
                 f"no fold{k}_{kind}.csv (run `fdflare baseline --labels ... --out {base}`)",
                 path=base,
             )
+    paired: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]]] = {
+        kind: [] for kind in kinds
+    }
     for f, k in zip(model_files, folds, strict=True):
-        ours = _tails(f)
+        ours = _instances(f)
+        times = pd.DatetimeIndex(parse_image_times(ours["name"])[0])
         for kind in kinds:
-            theirs = _tails(base / f"fold{k}_{kind}.csv")
-            if len(ours) != len(theirs) or not np.array_equal(ours, theirs):
+            path = base / f"fold{k}_{kind}.csv"
+            theirs = _instances(path)
+            if len(ours) != len(theirs) or not np.array_equal(ours["name"], theirs["name"]):
                 raise InputError(
                     f"forecasts other instances than {Path(f).name} ({len(theirs)} vs "
                     f"{len(ours)}): baselines must be made from the model's own labels",
-                    path=base / f"fold{k}_{kind}.csv",
+                    path=path,
                 )
+            differ = np.flatnonzero(ours["target"].to_numpy() != theirs["target"].to_numpy())
+            if len(differ):
+                raise InputError(
+                    f"its targets differ from {Path(f).name}'s at {len(differ)} instance(s), "
+                    f"the first {theirs['name'].iloc[differ[0]]}: baselines must be made from "
+                    "the model's own labels",
+                    path=path,
+                    field="target",
+                )
+            paired[kind].append(
+                (
+                    ours["prob"].to_numpy(),
+                    theirs["prob"].to_numpy(),
+                    ours["target"].to_numpy(),
+                    times,
+                )
+            )
     result = evaluate_files(model_files, threshold=threshold, std=std)
     result["baselines"] = {
         kind: evaluate_files(
@@ -295,18 +334,7 @@ def compare(
             else bool(result["mean"][key] > res["mean"][key])
             for key in ("tss", "hss2")
         }
-    difference = {
-        kind: {
-            key: score_difference(
-                model_files,
-                [base / f"fold{k}_{kind}.csv" for k in folds],
-                score=key,
-                threshold=threshold,
-            )
-            for key in ("tss", "hss2")
-        }
-        for kind in kinds
-    }
+    difference = {kind: paired_difference(paired[kind], threshold=threshold) for kind in kinds}
     result["comparison"] = {
         "files": rows,
         "mean": means,
@@ -314,16 +342,6 @@ def compare(
         "difference": difference,
     }
     return result
-
-
-def difference_words(diff: dict[str, Any] | None) -> str:
-    """``difference +0.004 (95 % interval over days -0.050 to +0.061): within noise``."""
-    if not diff or diff.get("mean") is None:
-        return "difference undefined"
-    return (
-        f"difference {diff['mean']:+.3f} (95 % interval over days {diff['low']:+.3f} to "
-        f"{diff['high']:+.3f}): {diff['verdict']}"
-    )
 
 
 def format_comparison(result: dict[str, Any], markdown: bool = False) -> str:

@@ -373,14 +373,9 @@ def verify_forecasts(
     for kind, p in frames.items():
         frame = pd.DataFrame({"flare_prob": p, "target": target})
         v.scores[kind] = score_frame(frame, path=kind, threshold=threshold)
-    v.difference = {
-        key: paired_difference(
-            [(frames["model"], frames["persistence"], target, times)],
-            score=key,
-            threshold=threshold,
-        )
-        for key in ("tss", "hss2")
-    }
+    v.difference = paired_difference(
+        [(frames["model"], frames["persistence"], target, times)], threshold=threshold
+    )
     ref = v.scores["climatology"].brier
     for s in v.scores.values():  # BSS against the climatology above, not the sample rate
         s.bss = None if not ref or s.brier is None else 1.0 - s.brier / ref
@@ -527,7 +522,7 @@ def format_verification(v: Verification) -> str:
             f"{name.upper()}: the model {verdict} persistence ({fmt_number(a)} vs {fmt_number(b)})"
         )
         diff = v.difference.get(name)
-        if diff and diff.get("verdict"):
+        if diff:
             text += f"; {difference_words(diff)}"
         if a < 0 and b < 0:
             text += ", but both are below 0: worse than climatology's 0"

@@ -321,7 +321,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     The verdict (``beats_persistence``) uses TSS at the probability threshold 0.5 of the raw
     model, the study's rule; ``difference_vs_persistence`` says how sure it is (the mean
     difference, its 95 % interval from a paired bootstrap over days, and ``better``,
-    ``worse`` or ``within noise``: :func:`fdflare.analysis.skill.score_difference`). Beside
+    ``worse`` or ``within noise``: :func:`fdflare.analysis.skill.paired_difference`). Beside
     it, ``tss_at_threshold`` is the calibrated model's
     validation TSS at the threshold that maximises TSS on the other folds' calibrated
     predictions (never on the fold itself).

@@ -226,11 +226,12 @@ def verification_table(v: dict[str, Any] | None) -> str:
     clim = v.get("climatology")
     sure = ""
     diff = (v.get("difference_vs_persistence") or {}).get("tss") or {}
-    if diff.get("verdict"):
+    if diff.get("mean") is not None:
+        from fdflare.analysis.skill import difference_words
+
         sure = (
-            f'<p class="muted" id="how-sure">TSS, model minus persistence: {diff["mean"]:+.3f} '
-            f"(95 % interval over days {diff['low']:+.3f} to {diff['high']:+.3f}): "
-            f"<strong>{esc(diff['verdict'])}</strong></p>"
+            '<p class="muted" id="how-sure">TSS against persistence: '
+            f"{esc(difference_words(diff))}</p>"
         )
     return (
         "<table><thead><tr><th>forecast</th><th>n</th><th>TSS</th><th>HSS2</th><th>Brier</th>"
