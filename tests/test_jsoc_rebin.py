@@ -114,8 +114,9 @@ def test_download_binned_then_prepare(fake, tmp_path):
     assert result.prepared == 2 and result.failed == 0
     assert result.geometry["b0_deg"].round(4).unique().tolist() == [-7.2267]
     # the same directory never takes another resolution
-    with pytest.raises(InputError, match="8720720"):
+    with pytest.raises(InputError, match="8720720") as refused:
         run(fake, out, start=START, end=END, chunk=1, rebin=1)
+    assert "it holds hmi.M_720s binned 8 x 8: rerun with --rebin 8" in str(refused.value)
     with pytest.raises(InputError, match="rebin must be one of 1, 2, 4, 8, 16"):
         run(fake, tmp_path / "x", rebin=3)
 

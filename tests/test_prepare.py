@@ -524,7 +524,7 @@ def test_cli_warns_when_it_upsamples(tree, tmp_path, capsys):
     assert main(["prepare", "--source", str(real), "--out", str(tmp_path / "o"), "--workers", "1",
                  "--image-size", "1024", "--quiet"]) == 0  # fmt: skip
     err = capsys.readouterr().err
-    assert "warning: 1 image(s) come from JP2s smaller than --image-size 1024" in err
+    assert "warning: 1 image(s) come from files smaller than --image-size 1024" in err
     assert "512 x 512" in err and "upsampled" in err
     assert main(["prepare", "--source", str(real), "--out", str(tmp_path / "p"), "--workers", "1",
                  "--image-size", "256", "--quiet"]) == 0  # fmt: skip

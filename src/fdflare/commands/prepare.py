@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(lines))
     if result.upsampled:
         print(
-            f"fdflare prepare: warning: {result.upsampled} image(s) come from JP2s smaller than "
+            f"fdflare prepare: warning: {result.upsampled} image(s) come from files smaller than "
             f"--image-size {args.image_size} (the smallest {result.smallest_source}): they were "
             "upsampled, which adds no detail",
             file=sys.stderr,

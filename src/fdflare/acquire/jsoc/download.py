@@ -251,7 +251,7 @@ def download_jsoc(
             source,
             manifest_path,
             name=name,
-            advice="use another output directory or --manifest",
+            advice=_advice(store.table, series, rebin),
         )
         items, summary.gaps = _plan(times, relpaths, store.table, tol, retry_gaps)
         summary.stale_parts_removed = _remove_stale_parts(out, relpaths)
@@ -303,6 +303,27 @@ def download_jsoc(
             stop.set()
             summary.pending_polls = api.pending_polls
     return summary
+
+
+def _advice(table: pd.DataFrame, series: str, rebin: int) -> str:
+    """What to do about a manifest of another JSOC source: the options that give its own."""
+    held = table["source_id"].dropna()
+    by_number = {number: name for name, number in SERIES.items()}
+    if len(held):
+        other = int(held.iloc[0])
+        binned, number = divmod(other, 1_000_000)
+        if number in by_number and binned in (0, *REBIN_FACTORS):
+            options = [f"--series {by_number[number]}"] if by_number[number] != series else []
+            if binned > 1:
+                options.append(f"--rebin {binned}")
+            elif rebin > 1:
+                options.append("no --rebin")
+            shown = by_number[number] + (f" binned {binned} x {binned}" if binned > 1 else "")
+            return (
+                f"it holds {shown}: rerun with {' and '.join(options)}, or use another output "
+                "directory or --manifest"
+            )
+    return "use another output directory or --manifest"
 
 
 def _verified(items: list[_Item], out: Path, verify: str, summary: JsocSummary) -> list[_Item]:
