@@ -88,7 +88,7 @@ def test_cuda_without_a_gpu_is_refused_before_any_work(option, tmp_path, capsys)
 
 def test_every_row_is_named_and_in_table_order():
     assert tuple(ROWS) == ROW_NAMES
-    assert ROW_NAMES[:4] == ("label", "prepare", "prepare_fits", "loader")
+    assert ROW_NAMES[:5] == ("label", "prepare", "prepare_fits", "prepare_fits_binned", "loader")
     assert {"train_alexnet", "train_vgg16", "train_resnet34", "predict_latency"} <= set(ROWS)
 
 
@@ -149,10 +149,21 @@ def test_prepare_fits_row_measures_both_forms_of_one_record():
 
     mean = float(re.search(r"full decode by ([\d.]+) grey", row.note).group(1))
     assert mean < 1.0  # the same image from FITS as from the JP2's full decode
-    binned = float(re.search(r"([\d.]+) grey levels from the full-resolution", row.note).group(1))
-    assert binned < 1.5  # the record binned by JSOC: close to the full-resolution image
-    assert {"one_row_ms", "two_rows_ms", "astropy_ms", "binned_ms"} <= set(row.extra)
+    assert {"one_row_ms", "two_rows_ms", "astropy_ms"} <= set(row.extra)
     assert f"FITS / JP2 = {row.extra['ratio_to_jp2']:.1f}x" in row.note
+
+
+def test_prepare_fits_binned_row_times_the_record_jsoc_binned():
+    import re
+
+    from fdflare.bench.stages import prepare_fits_binned_row
+
+    row = prepare_fits_binned_row(Settings(quick=True, progress=False), None)  # type: ignore[arg-type]
+    assert row.name == "prepare_fits_binned" and row.baseline and row.fdflare
+    assert row.extra["ratio_to_jp2"] == pytest.approx(row.fdflare / row.baseline)
+    grey = float(re.search(r"([\d.]+) grey levels from the full-resolution", row.note).group(1))
+    assert grey < 1.5  # close to the full-resolution image of the same record
+    assert "--rebin 4" in row.note and row.extra["mb"] < 0.5
 
 
 def test_the_study_label_loop_gives_the_same_targets_as_make_labels():

@@ -11,6 +11,7 @@ ROW_NAMES = (
     "label",
     "prepare",
     "prepare_fits",
+    "prepare_fits_binned",
     "loader",
     "train_alexnet",
     "train_vgg16",

@@ -15,7 +15,13 @@ from typing import Any
 
 from fdflare.bench import ROW_NAMES
 from fdflare.bench.measure import Ceilings, Row, Settings, machine_info, measure_ceilings
-from fdflare.bench.stages import label_row, loader_row, prepare_fits_row, prepare_row
+from fdflare.bench.stages import (
+    label_row,
+    loader_row,
+    prepare_fits_binned_row,
+    prepare_fits_row,
+    prepare_row,
+)
 from fdflare.bench.steps import forecast_row, predict_row, train_row
 from fdflare.core.table import render_table
 
@@ -28,6 +34,7 @@ ROWS: dict[str, RowFn] = {
     "label": label_row,
     "prepare": prepare_row,
     "prepare_fits": prepare_fits_row,
+    "prepare_fits_binned": prepare_fits_binned_row,
     "loader": loader_row,
     "train_alexnet": partial(train_row, "alexnet"),
     "train_vgg16": partial(train_row, "vgg16"),
