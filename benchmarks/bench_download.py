@@ -40,21 +40,9 @@ def main() -> None:
     with FakeHelioviewer(start="2011-01-01", end="2011-01-31", delay=args.latency) as server:
         for n in sorted(set([1, *args.concurrency])):
             with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                summary = download_range(
-                    start,
-                    end,
-                    tmp,
-                    base_url=server.base_url,
-                    policy=HttpPolicy(concurrency=n),
-                    progress=False,
-                )
-                seconds = time.perf_counter() - t0
-                assert summary.downloaded == args.images, summary.format()
-                rows.append((f"download, concurrency {n}", seconds, args.images / seconds))
-                if n == max(args.concurrency):
-                    t0 = time.perf_counter()
-                    again = download_range(
+
+                def fetch(n: int = n, tmp: str = tmp):  # one run over the range into tmp
+                    return download_range(
                         start,
                         end,
                         tmp,
@@ -62,6 +50,15 @@ def main() -> None:
                         policy=HttpPolicy(concurrency=n),
                         progress=False,
                     )
+
+                t0 = time.perf_counter()
+                summary = fetch()
+                seconds = time.perf_counter() - t0
+                assert summary.downloaded == args.images, summary.format()
+                rows.append((f"download, concurrency {n}", seconds, args.images / seconds))
+                if n == max(args.concurrency):
+                    t0 = time.perf_counter()
+                    again = fetch()
                     resumed = time.perf_counter() - t0
                     assert again.skipped == args.images, again.format()
                     resume_row = (

@@ -43,20 +43,15 @@ def tss_standard_error(
     seed: int = 0,
 ) -> float:
     """Standard error of TSS at ``threshold``, by a bootstrap over whole days (UTC)."""
-    pred = np.asarray(prob) >= threshold
-    y = np.asarray(target).astype(bool)
+    from fdflare.analysis.skill import day_counts, score_of
+
     day = pd.DatetimeIndex(times).normalize()
     _, group = np.unique(day.asi8, return_inverse=True)
     n_days = int(group.max()) + 1
-    counts = np.zeros((n_days, 4))
-    for j, mask in enumerate((pred & y, pred & ~y, ~pred & ~y, ~pred & y)):
-        counts[:, j] = np.bincount(group, weights=mask.astype(float), minlength=n_days)
+    counts = day_counts(np.asarray(prob), np.asarray(target), group, n_days, threshold)
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
-    tp, fp, tn, fn = (weights @ counts).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tss = tp / (tp + fn) - fp / (fp + tn)
-    return float(np.nanstd(tss, ddof=1))
+    return float(np.nanstd(score_of(weights @ counts, "tss"), ddof=1))
 
 
 def selection_flattery(

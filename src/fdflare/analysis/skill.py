@@ -67,10 +67,10 @@ MIN_DAYS = 10
 SCORES = ("tss", "hss2")
 
 
-def _day_counts(
+def day_counts(
     prob: np.ndarray, target: np.ndarray, group: np.ndarray, n: int, threshold: float
 ) -> np.ndarray:
-    """Per block: (tp, fp, tn, fn) of the forecast ``prob >= threshold``."""
+    """Per block ``group`` (0 to ``n - 1``): (tp, fp, tn, fn) of the forecast ``prob >= threshold``."""
     pred = prob >= threshold
     y = target.astype(bool)
     out = np.zeros((n, 4))
@@ -79,7 +79,7 @@ def _day_counts(
     return out
 
 
-def _score_of(counts: np.ndarray, score: str) -> np.ndarray:
+def score_of(counts: np.ndarray, score: str) -> np.ndarray:
     """TSS or HSS2 of (tp, fp, tn, fn) counts along the last axis."""
     tp, fp, tn, fn = np.moveaxis(counts, -1, 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -132,13 +132,13 @@ def paired_difference(
         _, group = np.unique(np.asarray(t.normalize().asi8), return_inverse=True)
         n_days = int(group.max()) + 1 if len(group) else 0
         y = np.asarray(target)
-        cm = _day_counts(np.asarray(model, dtype=float), y, group, n_days, threshold)
-        cb = _day_counts(np.asarray(base, dtype=float), y, group, n_days, threshold)
+        cm = day_counts(np.asarray(model, dtype=float), y, group, n_days, threshold)
+        cb = day_counts(np.asarray(base, dtype=float), y, group, n_days, threshold)
         blocks.append((n_days, cm, cb))
     for n_days, cm, cb in blocks:
         w = None
         for k in SCORES:
-            diff = float(_score_of(cm.sum(0), k) - _score_of(cb.sum(0), k)) if n_days else np.nan
+            diff = float(score_of(cm.sum(0), k) - score_of(cb.sum(0), k)) if n_days else np.nan
             if not np.isfinite(diff):
                 left_out[k] += 1
                 continue
@@ -148,7 +148,7 @@ def paired_difference(
                 continue
             if w is None:
                 w = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
-            replicates[k].append(_score_of(w @ cm, k) - _score_of(w @ cb, k))
+            replicates[k].append(score_of(w @ cm, k) - score_of(w @ cb, k))
     out: dict[str, dict[str, Any]] = {}
     for k in SCORES:
         r: dict[str, Any] = {

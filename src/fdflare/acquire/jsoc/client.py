@@ -52,6 +52,7 @@ __all__ = [
     "JsocClient",
     "resolve_jsoc_url",
     "source_id",
+    "source_of",
     "t_rec_to_utc",
     "tai_text",
 ]
@@ -71,6 +72,7 @@ SEGMENT_SIZE = 4096
 #: the binning factors ``--rebin`` offers: JSOC's ``jsoc_rebin`` (boxcar, ``scale = 1/N``)
 #: averages ``N`` x ``N`` blocks on JSOC's side, so 4096 / N pixels come down
 REBIN_FACTORS = (1, 2, 4, 8, 16)
+_BINNED_STEP = 1_000_000  # source_id: the series' number plus the binning factor in millions
 #: the largest FITS file accepted (a RICE-compressed 4096 x 4096 magnetogram is ~15 MB)
 MAX_FITS_BYTES = 256 * 1024 * 1024
 FITS_MAGIC = b"SIMPLE  ="
@@ -88,7 +90,16 @@ def source_id(series: str, rebin: int = 1) -> int:
     ``hmi.M_720s`` as recorded, 8720720 the same binned 8 x 8, so one directory never
     holds two resolutions.
     """
-    return SERIES[series] + (rebin * 1_000_000 if rebin > 1 else 0)
+    return SERIES[series] + (rebin * _BINNED_STEP if rebin > 1 else 0)
+
+
+def source_of(source: int) -> tuple[str, int] | None:
+    """The ``(series, rebin)`` of a ``source_id`` (:func:`source_id`'s inverse), else None."""
+    rebin, number = divmod(int(source), _BINNED_STEP)
+    series = next((name for name, n in SERIES.items() if n == number), None)
+    if series is None or rebin not in (0, *REBIN_FACTORS) or rebin == 1:
+        return None
+    return series, max(rebin, 1)
 
 
 class ExportFailed(Exception):

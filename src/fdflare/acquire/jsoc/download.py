@@ -56,6 +56,7 @@ from fdflare.acquire.jsoc.client import (
     JsocClient,
     resolve_jsoc_url,
     source_id,
+    source_of,
 )
 from fdflare.core.errors import InputError
 from fdflare.core.http import GaveUp, HttpPolicy, Stopped
@@ -308,22 +309,20 @@ def download_jsoc(
 def _advice(table: pd.DataFrame, series: str, rebin: int) -> str:
     """What to do about a manifest of another JSOC source: the options that give its own."""
     held = table["source_id"].dropna()
-    by_number = {number: name for name, number in SERIES.items()}
-    if len(held):
-        other = int(held.iloc[0])
-        binned, number = divmod(other, 1_000_000)
-        if number in by_number and binned in (0, *REBIN_FACTORS):
-            options = [f"--series {by_number[number]}"] if by_number[number] != series else []
-            if binned > 1:
-                options.append(f"--rebin {binned}")
-            elif rebin > 1:
-                options.append("no --rebin")
-            shown = by_number[number] + (f" binned {binned} x {binned}" if binned > 1 else "")
-            return (
-                f"it holds {shown}: rerun with {' and '.join(options)}, or use another output "
-                "directory or --manifest"
-            )
-    return "use another output directory or --manifest"
+    other = source_of(int(held.iloc[0])) if len(held) else None
+    if other is None:
+        return "use another output directory or --manifest"
+    their_series, binned = other
+    options = [f"--series {their_series}"] if their_series != series else []
+    if binned > 1:
+        options.append(f"--rebin {binned}")
+    elif rebin > 1:
+        options.append("no --rebin")
+    shown = their_series + (f" binned {binned} x {binned}" if binned > 1 else "")
+    return (
+        f"it holds {shown}: rerun with {' and '.join(options)}, or use another output "
+        "directory or --manifest"
+    )
 
 
 def _verified(items: list[_Item], out: Path, verify: str, summary: JsocSummary) -> list[_Item]:
