@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from array_tasks import write_summary_part
 from clitools import run_cli as cli
 from fdflare.cli import main
 from fdflare.models.networks import create_model
@@ -399,20 +400,13 @@ def test_cv_slurm_on_cpu_and_a_path_with_spaces(trained, tmp_path, capsys):
     assert f'#SBATCH --output="{out.resolve()}/slurm/%x-%A_%a.out"' in script
 
 
-def _write_part(args: tuple[str, int, str]) -> None:
-    from fdflare.reports.cv import SUMMARY_COLUMNS, write_summary
-
-    out, fold, model = args
-    write_summary(Path(out), [dict.fromkeys(SUMMARY_COLUMNS, 0) | {"model": model, "fold": fold}])
-
-
 def test_cv_summary_keeps_every_task_row(tmp_path):
     """Array tasks finishing together each add their row: none is lost."""
     import multiprocessing
 
     jobs = [(str(tmp_path), fold, model) for model in ("alexnet", "vgg16") for fold in (1, 2, 3, 4)]
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(_write_part, jobs)
+        pool.map(write_summary_part, jobs)
     summary = pd.read_csv(tmp_path / "cv_summary.csv")
     assert sorted(zip(summary["model"], summary["fold"], strict=True)) == sorted(
         (m, f) for _, f, m in jobs

@@ -238,13 +238,11 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check, load the members, open the store, bind the port, then serve."""
+    """Check, lock the store, bind the port, load the members, open the store, then serve."""
     from pathlib import Path
 
-    from fdflare.core.http import HttpPolicy
     from fdflare.forecast import service
-    from fdflare.serve import flarelist
-    from fdflare.serve.run import service_lock
+    from fdflare.serve.run import bind, service_lock
 
     opts = _check(args)
     clock: Any = service.utcnow
@@ -252,7 +250,21 @@ def run(args: argparse.Namespace) -> int:
         from fdflare.serve.replay import FileClock
 
         clock = FileClock(args.clock)
+    # the store's lock and the port before the models load: a store taken by another
+    # service, a folder that cannot be written and a port in use are refused at once
+    with service_lock(Path(args.store)):
+        sock = bind(args.host, args.port)
+        try:
+            return _load_and_serve(args, opts, clock, sock)
+        finally:
+            sock.close()  # a no-op once the server has closed it
+
+
+def _load_and_serve(args: argparse.Namespace, opts: dict[str, Any], clock: Any, sock: Any) -> int:
     from fdflare.commands._common import load_members_and_map
+    from fdflare.core.http import HttpPolicy
+    from fdflare.forecast import service
+    from fdflare.serve import flarelist
 
     members, cal = load_members_and_map(args)
     recipe = service.members_recipe(members)
@@ -272,8 +284,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         flares = flarelist.SwpcSource(opts["flare_list_url"], policy=policy)
     replay = opts.get("replay")
-    with service_lock(Path(args.store)):
-        return _serve(args, opts, members, recipe, flares, clock, policy, cal, replay)
+    return _serve(args, opts, members, recipe, flares, clock, policy, cal, replay, sock)
 
 
 def _serve(
@@ -286,6 +297,7 @@ def _serve(
     policy: Any,
     cal: Any,
     replay: Any,
+    sock: Any,
 ) -> int:
     import pandas as pd
 
@@ -300,8 +312,7 @@ def _serve(
         clock=clock,
         every=opts["every"],
         tolerance=opts["tolerance"],
-        host=args.host,
-        port=args.port,
+        sock=sock,
         base_urls=opts.get("base_urls", ()),
         archive=LocalArchive(args.archive) if args.archive else None,
         fallback=opts.get("fallback"),

@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from fdflare.core.errors import InputError
 from fdflare.models.registry import INPUT_ADAPTERS, check_adapter, get_spec, list_models
 from fdflare.models.weights import first_line, load_imagenet_state_dict, weights_file
+
+if TYPE_CHECKING:  # torchvision loads only for its backbones (1-2 s; smallcnn needs none)
+    import torchvision
 
 __all__ = [
     "INPUT_ADAPTERS",
@@ -325,6 +328,8 @@ def create_model(
                 f"{name} has no ImageNet weights: train it with --no-pretrained", field="pretrained"
             )
         return SmallCNNFlare(input_adapter, num_classes)
+    import torchvision
+
     backbone = getattr(torchvision.models, name)(weights=None)
     if pretrained:
         state = load_imagenet_state_dict(name, weights_path)

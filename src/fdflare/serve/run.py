@@ -273,6 +273,7 @@ def prepare(
     tolerance: pd.Timedelta,
     host: str = "127.0.0.1",
     port: int = 8080,
+    sock: socket.socket | None = None,
     base_urls: Sequence[str] = (),
     archive: Any = None,
     policy: Any = None,
@@ -289,6 +290,9 @@ def prepare(
     log: Callable[[str], None] | None = None,
 ) -> Service:
     """Open the store, bind the port, build the scheduler and the API (see module doc).
+
+    ``sock``, a socket from :func:`bind`, is used instead of binding ``host:port`` (the CLI
+    binds before the models load); it is closed if preparing fails.
 
     Raises:
         InputError: the store cannot be opened for writing or is not a store.
@@ -346,10 +350,13 @@ def prepare(
             store=read_store, state=read_state, clock=clock, every=every,
             method_name=method_name, refresh_s=60 if replay is None else 5,
         )  # fmt: skip
-        sock = bind(host, port)
+        if sock is None:
+            sock = bind(host, port)
     except BaseException:
         for s in stores:
             s.close()
+        if sock is not None:
+            sock.close()
         raise
     if replay is not None:
         end = replay[1] + recipe.window_delta
