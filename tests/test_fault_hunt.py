@@ -209,6 +209,7 @@ def _limited(limit: int, argv: list[str], cwd: Path) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
+@pytest.mark.slow  # several processes, each loading torch: .ci/run runs it
 def test_train_on_a_full_disk_names_the_checkpoint(synthetic_set, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--model", "smallcnn", "--fold", "1", "--labels", str(synthetic_set["labels"]),

@@ -323,6 +323,7 @@ def _limited(limit: int):
     return apply
 
 
+@pytest.mark.slow  # several processes, each loading torch: .ci/run runs it
 def test_a_full_disk_writes_no_output_names_the_file_and_prints_the_forecast(world, tmp_path):  # noqa: F811
     hist = tmp_path / "h.csv"
     code = main(archive_argv(world, "--history", str(hist), time="2011-01-01T03:00"))

@@ -79,36 +79,6 @@ def _assert_clean(found: dict, html: Path) -> None:
     assert found["images"] and all(ok and w > 0 for ok, w in found["images"]), found["images"]
 
 
-@pytest.mark.reference
-def test_reproduction_report_in_a_browser(reference_dir, tmp_path, capsys):
-    out = tmp_path / "repro"
-    assert main(["reproduce", "--reference", str(reference_dir), "--out", str(out)]) == 0
-    capsys.readouterr()
-    html = out / "report.html"
-    text = html.read_text()
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
-    found = open_in_browser(html, tmp_path / "shot.png")
-    _assert_clean(found, html)
-    body = found["text"]
-    for expected in (
-        "0.5621",  # fold 1 TSS
-        "0.5259 ± 0.0407",
-        "persistence",
-        "climatology",
-        "Mean HSS2 does NOT beat persistence",
-        # how sure, beside it: the paired bootstrap over days (docs/skill.md)
-        "The difference +0.116 (95 % interval over days +0.072 to +0.160): better",
-        "Reliability diagram",
-        "near-limb",
-        "1276",  # M near-limb TP
-    ):
-        assert expected in body, expected
-    assert (tmp_path / "shot.png").stat().st_size > 10_000
-    # `fdflare report` on the same folder writes the same page
-    assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0
-    assert (tmp_path / "again.html").read_text() == text
-
-
 def test_report_of_a_train_run_shows_curves_and_settings(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

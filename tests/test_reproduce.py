@@ -1,4 +1,7 @@
+import contextlib
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -6,13 +9,22 @@ import pytest
 
 from fdflare.cli import main
 from fdflare.reports.reproduce import find_models
+from test_report import _assert_clean, open_in_browser
+
+
+@pytest.fixture(scope="module")
+def reproduction(reference_dir, tmp_path_factory) -> tuple[Path, str]:
+    """``fdflare reproduce`` on the study's release, run once for the tests that read it."""
+    out = tmp_path_factory.mktemp("reproduction") / "report"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["reproduce", "--reference", str(reference_dir), "--out", str(out)]) == 0
+    return out, printed.getvalue()
 
 
 @pytest.mark.reference
-def test_reproduce_reference(reference_dir, tmp_path, capsys):
-    out = tmp_path / "report"
-    assert main(["reproduce", "--reference", str(reference_dir), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+def test_reproduce_reference(reproduction):
+    out, printed = reproduction
     assert "8/8 fold files rebuilt byte for byte" in printed
     report = (out / "report.md").read_text()
     for value in ("0.5621", "0.5010", "0.4722", "0.5683", "0.4385", "0.3379", "0.3241", "0.3890"):
@@ -39,6 +51,34 @@ def test_reproduce_reference(reference_dir, tmp_path, capsys):
         0.28,
     ]
     assert (out / "baselines" / "fold1_persistence.csv").is_file()
+
+
+@pytest.mark.reference
+def test_reproduction_report_in_a_browser(reproduction, tmp_path):
+    out, _ = reproduction
+    html = out / "report.html"
+    text = html.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
+    found = open_in_browser(html, tmp_path / "shot.png")
+    _assert_clean(found, html)
+    body = found["text"]
+    for expected in (
+        "0.5621",  # fold 1 TSS
+        "0.5259 ± 0.0407",
+        "persistence",
+        "climatology",
+        "Mean HSS2 does NOT beat persistence",
+        # how sure, beside it: the paired bootstrap over days (docs/skill.md)
+        "The difference +0.116 (95 % interval over days +0.072 to +0.160): better",
+        "Reliability diagram",
+        "near-limb",
+        "1276",  # M near-limb TP
+    ):
+        assert expected in body, expected
+    assert (tmp_path / "shot.png").stat().st_size > 10_000
+    # `fdflare report` on the same folder writes the same page
+    assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text() == text
 
 
 def test_reproduce_on_a_subset_layout(reference_dir, tmp_path, capsys):

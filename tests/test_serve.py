@@ -614,6 +614,7 @@ def flare_list_at(p: Process) -> str | None:
     return ((p.api("/api/health") or {}).get("flare_list") or {}).get("at")
 
 
+@pytest.mark.slow  # several processes, each loading torch: .ci/run runs it
 def test_a_restart_in_mid_cycle_loses_nothing_and_issues_nothing_twice(world, tmp_path):
     store = tmp_path / "forecasts.sqlite"
     clock = file_clock(tmp_path / "clock.txt")
@@ -686,6 +687,7 @@ def test_bad_ensemble_unwritable_store_and_port_in_use_are_one_line_before_servi
     assert code == 2 and "--store" in err
 
 
+@pytest.mark.slow  # several processes, each loading torch: .ci/run runs it
 def test_forecast_store_runs_beside_serve_on_one_store(world, tmp_path):
     store = tmp_path / "forecasts.sqlite"
     with (
