@@ -72,14 +72,18 @@ def hmi_field(
     The sky (NaN) starts at ``sky`` times the disk radius ``RSUN_OBS / CDELT1``.
     """
     rng = np.random.default_rng(seed)
-    rows, cols = np.indices((n, n), dtype=np.float64)
+    rows = np.arange(n, dtype=np.float64)[:, None]  # broadcast: a 4096 record in a second
+    cols = np.arange(n, dtype=np.float64)[None, :]
     cx, cy = world_to_array(header, 0.0, 0.0)
     radius = header["RSUN_OBS"] / header["CDELT1"]
     field = rng.normal(0.0, noise, (n, n))
     sigma = 40.0 / header["CDELT1"]
     for x, y, gauss in blobs:
         bx, by = world_to_array(header, x, y)
-        field += gauss * np.exp(-((cols - bx) ** 2 + (rows - by) ** 2) / (2 * sigma * sigma))
+        # a round Gaussian is the product of its row and column profiles
+        along_rows = np.exp(-((rows - by) ** 2) / (2 * sigma * sigma))
+        along_cols = np.exp(-((cols - bx) ** 2) / (2 * sigma * sigma))
+        field += gauss * (along_rows * along_cols)
     field[np.hypot(cols - cx, rows - cy) >= radius * sky] = np.nan
     return field.astype(np.float32)
 

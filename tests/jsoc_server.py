@@ -32,6 +32,7 @@ with arguments it cannot use).
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import re
 import tempfile
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pandas as pd
 
 from hmi_fits import hmi_field, hmi_header, jsoc_rebin, write_hmi_fits
@@ -209,12 +211,20 @@ class FakeJsoc:
                 return
         path = Path(self._dir.name) / rel.replace("/", "_")
         header = hmi_header(self.size, _tai(t_rec))
-        field = hmi_field(self.size, header, seed=self.recnum[t_rec])
+        field = _record_field(self.size, _tai(t_rec), self.recnum[t_rec])
         if rebin > 1:
             field, header = jsoc_rebin(field, header, rebin)
         write_hmi_fits(path, field, header)
         with self.lock:
             self.files[rel] = path
+
+
+@functools.lru_cache(maxsize=4)
+def _record_field(size: int, t_rec: str, seed: int) -> np.ndarray:
+    """A record's field, made once per process (a 4096 x 4096 one takes a second or two)."""
+    field = hmi_field(size, hmi_header(size, t_rec), seed=seed)
+    field.flags.writeable = False  # shared between exports: nothing may change it
+    return field
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -145,3 +145,79 @@ def test_a_real_hmi_header_keeps_its_history_and_is_not_binned(sunpy_test_data):
     assert "Doppler velocity correction" in header["HISTORY"]
     assert binned_by(header) == 1
     assert binned_by({"HISTORY": "Polynomial ...\nBoxcar bin by 4, North is up"}) == 4
+
+
+# ---------------------------------------------------------------- forecast --rebin, serve --jsoc-rebin
+
+
+def _forecast(fake, checkpoint, *extra: str) -> list[str]:
+    return ["forecast", "--source", "jsoc-nrt", "--base-url", fake.url, "--email", REGISTERED,
+            "--checkpoint", str(checkpoint), "--time", "2020-01-01T01:00", "--tolerance",
+            "30min", "--accelerator", "cpu", "--json", *extra]  # fmt: skip
+
+
+def test_a_forecast_from_a_binned_nrt_record_is_the_full_records(fake, synthetic_set, capsys):
+    import json
+
+    from fdflare.cli import main
+
+    ckpt = synthetic_set["checkpoint"]
+    assert main(_forecast(fake, ckpt, "--rebin", "8")) == 0
+    binned = json.loads(capsys.readouterr().out)
+    assert [e["rebin"] for e in fake.exports.values()] == [8]  # JSOC binned it
+    assert binned["source"]["name"] == f"jsoc:hmi.M_720s_nrt/rebin8@{fake.url}"
+    assert main(_forecast(fake, ckpt)) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["source"]["name"] == f"jsoc:hmi.M_720s_nrt@{fake.url}"
+    assert binned["observation_time"] == full["observation_time"]
+    assert binned["source"]["image_id"] == full["source"]["image_id"]
+    # the same record, binned before or after the transfer: the same forecast
+    assert abs(binned["probability"] - full["probability"]) < 0.02, (binned, full)
+
+
+def test_a_forecast_refuses_a_record_jsoc_did_not_bin(fake, synthetic_set, capsys):
+    fake.fault("exp_request", "unprocessed")  # JSOC drops the processing without a word
+    code, err = run_cli(_forecast(fake, synthetic_set["checkpoint"], "--rebin", "8"), capsys)
+    assert code == 3 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "a 4096 x 4096 image, not the 512 x 512 of --rebin 8" in err
+    assert "the next forecast asks again" in err
+
+
+def test_rebin_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JSOC_EMAIL", REGISTERED)
+    ckpt = tmp_path / "x.ckpt"
+    ckpt.write_bytes(b"")
+    forecast = ["forecast", "--checkpoint", str(ckpt), "--time", "2020-01-01T01:00"]
+    code, err = run_cli([*forecast, "--rebin", "8"], capsys)
+    assert code == 2 and "--rebin is for --source jsoc-nrt" in err and err.count("\n") == 1
+    code, err = run_cli([*forecast, "--source", "jsoc-nrt", "--rebin", "3"], capsys)
+    assert code == 2 and "--rebin" in err and "invalid choice" in err
+    serve = ["serve", "--checkpoint", str(ckpt), "--store", str(tmp_path / "s.sqlite")]
+    code, err = run_cli([*serve, "--jsoc-rebin", "8"], capsys)
+    assert code == 2 and "go with --jsoc-fallback" in err and err.count("\n") == 1
+    code, err = run_cli([*serve, "--jsoc-fallback", "--jsoc-rebin", "5"], capsys)
+    assert code == 2 and "--jsoc-rebin" in err and "invalid choice" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]
+
+
+def test_the_service_fallback_takes_the_binned_record(fake, synthetic_set):
+    from fdflare.core.http import HttpPolicy
+    from fdflare.core.recipe import assumed_study
+    from fdflare.forecast.jsoc_source import JsocSource
+    from fdflare.forecast.service import load_members
+    from fdflare.serve.run import make_forecaster
+    from test_jsoc import Waits, _closed_port
+
+    members = load_members([synthetic_set["checkpoint"]])
+    jsoc = JsocSource(base_url=fake.url, email=REGISTERED, tolerance=pd.Timedelta("30min"),
+                      rebin=8, poll_sleep=Waits())  # fmt: skip
+    quick = HttpPolicy(retries=0, backoff=0.01, concurrency=1)
+    fc = make_forecaster(
+        members, recipe=assumed_study(), tolerance=pd.Timedelta("30min"),
+        clock=lambda: pd.Timestamp("2020-01-02T00:00"), base_urls=[_closed_port() + "v2/"],
+        policy=quick, fallback=jsoc,
+    )(pd.Timestamp("2020-01-01T01:00"))  # fmt: skip
+    assert fc.observation.source == f"jsoc:hmi.M_720s_nrt/rebin8@{fake.url}"
+    assert [e["rebin"] for e in fake.exports.values()] == [8]
+    with pytest.raises(InputError, match="rebin must be one of 1, 2, 4, 8, 16"):
+        JsocSource(base_url=fake.url, email=REGISTERED, tolerance=pd.Timedelta("1h"), rebin=3)

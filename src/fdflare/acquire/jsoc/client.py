@@ -176,6 +176,8 @@ class JsocClient:
         export_timeout: the longest wait, in seconds, for one export to finish.
         rebin: bin each image ``rebin`` x ``rebin`` on JSOC's side (export processing
             ``rebin``, boxcar; 1: as recorded); a file of any other size is refused.
+        rebin_advice: what the refusal of a file of another size advises (``download``'s
+            default: a directory holds one resolution).
         poll: seconds between status polls when the server suggests none (and the least).
         sleep: the function that waits between polls (tests inject one that records).
     """
@@ -193,6 +195,7 @@ class JsocClient:
         poll: float = 1.0,
         sleep: Callable[[float], None] | None = None,
         rebin: int = 1,
+        rebin_advice: str = "the next run asks again, or use --rebin 1 in another directory",
     ) -> None:
         config = _drms().ServerConfig(
             name=f"fdflare:{base_url}",
@@ -213,6 +216,7 @@ class JsocClient:
         self.poll = poll
         self.sleep = sleep
         self.rebin = rebin
+        self.rebin_advice = rebin_advice
         self.pending_polls = 0  # status polls that found the export still pending
         self.last_reason = ""  # of the last call whose retries ran out
 
@@ -420,8 +424,7 @@ class JsocClient:
             found = f"a {shape[0]} x {shape[1]} image" if shape else "no 2-D image"
             raise ItemFailed(
                 f"{what}: JSOC sent {found}, not the {want} x {want} of --rebin "
-                f"{self.rebin} (the export's processing was not applied); the next run asks "
-                "again, or use --rebin 1 in another directory"
+                f"{self.rebin} (the export's processing was not applied); {self.rebin_advice}"
             )
 
     def _save(self, response: httpx.Response, tmp: Path, what: str) -> tuple[int, str]:
