@@ -167,12 +167,27 @@ def evaluate_files(
         ``best_threshold``, ``best_tss`` and ``notes``; ``empty`` lists the files with a
         header and no rows.
     """
+    check_evaluate_options(threshold, std)
+    return evaluate_frames([(p, read_predictions(p)) for p in paths], threshold, std)
+
+
+def check_evaluate_options(threshold: float, std: str) -> None:
+    """Refuse a threshold outside [0, 1] or an unknown ``std`` kind (before any file is read)."""
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}", field="--threshold")
     if std not in STD_KINDS:
         raise InputError(f"std must be one of {', '.join(STD_KINDS)}, got {std!r}", field="--std")
+
+
+def evaluate_frames(
+    frames: Sequence[tuple[str | os.PathLike[str], pd.DataFrame]],
+    threshold: float = 0.5,
+    std: str = "population",
+) -> dict[str, Any]:
+    """:func:`evaluate_files` of tables already read (``(path, read_predictions(path))``)."""
+    check_evaluate_options(threshold, std)
     ddof = 1 if std == "sample" else 0
-    scores = [score_frame(read_predictions(p), path=str(p), threshold=threshold) for p in paths]
+    scores = [score_frame(df, path=str(p), threshold=threshold) for p, df in frames]
     mean_tss, std_tss = _mean_std([s.tss for s in scores], ddof)
     mean_hss, std_hss = _mean_std([s.hss2 for s in scores], ddof)
     return {

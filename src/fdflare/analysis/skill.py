@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.analysis.metrics import evaluate_files, read_predictions
+from fdflare.analysis.metrics import check_evaluate_options, evaluate_frames, read_predictions
 from fdflare.core.errors import InputError
 from fdflare.core.paths import parse_image_times
 from fdflare.core.table import fmt_number, render_table
@@ -136,7 +136,7 @@ def paired_difference(
         cb = day_counts(np.asarray(base, dtype=float), y, group, n_days, threshold)
         blocks.append((n_days, cm, cb))
     for n_days, cm, cb in blocks:
-        w = None
+        w = None  # the fold's resampled day weights, and its counts under them
         for k in SCORES:
             diff = float(score_of(cm.sum(0), k) - score_of(cb.sum(0), k)) if n_days else np.nan
             if not np.isfinite(diff):
@@ -148,7 +148,8 @@ def paired_difference(
                 continue
             if w is None:
                 w = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
-            replicates[k].append(score_of(w @ cm, k) - score_of(w @ cb, k))
+                wm, wb = w @ cm, w @ cb
+            replicates[k].append(score_of(wm, k) - score_of(wb, k))
     out: dict[str, dict[str, Any]] = {}
     for k in SCORES:
         r: dict[str, Any] = {
@@ -181,8 +182,10 @@ def paired_difference(
     return out
 
 
-def _instances(path: str | os.PathLike[str]) -> pd.DataFrame:
+def _instances(path: str | os.PathLike[str], df: pd.DataFrame | None = None) -> pd.DataFrame:
     """A prediction file's rows keyed by image name (no folders), sorted by it.
+
+    ``df`` is the file as :func:`read_predictions` read it, where the caller has it.
 
     The study's files hold absolute paths from the authors' cluster, fdflare's relative ones:
     images are matched by name.
@@ -190,7 +193,8 @@ def _instances(path: str | os.PathLike[str]) -> pd.DataFrame:
     Raises:
         InputError: two rows name the same image (in different folders).
     """
-    df = read_predictions(path)
+    if df is None:
+        df = read_predictions(path)
     ids = df["timestamp"] if "timestamp" in df.columns else df["label"]
     name = ids.astype(str).str.replace(r"^.*[/\\]", "", regex=True)
     twice = name.duplicated(keep=False).to_numpy()
@@ -266,15 +270,22 @@ def compare(
                 f"no fold{k}_{kind}.csv (run `fdflare baseline --labels ... --out {base}`)",
                 path=base,
             )
+    check_evaluate_options(threshold, std)
+    # each file is read once: for the pairing here and for the scores below
+    tables = {str(f): read_predictions(f) for f in model_files}
+    for k in folds:
+        for kind in kinds:
+            path = base / f"fold{k}_{kind}.csv"
+            tables[str(path)] = read_predictions(path)
     paired: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]]] = {
         kind: [] for kind in kinds
     }
     for f, k in zip(model_files, folds, strict=True):
-        ours = _instances(f)
+        ours = _instances(f, tables[str(f)])
         times = pd.DatetimeIndex(parse_image_times(ours["name"])[0])
         for kind in kinds:
             path = base / f"fold{k}_{kind}.csv"
-            theirs = _instances(path)
+            theirs = _instances(path, tables[str(path)])
             if len(ours) != len(theirs) or not np.array_equal(ours["name"], theirs["name"]):
                 raise InputError(
                     f"forecasts other instances than {Path(f).name} ({len(theirs)} vs "
@@ -298,10 +309,12 @@ def compare(
                     times,
                 )
             )
-    result = evaluate_files(model_files, threshold=threshold, std=std)
+    result = evaluate_frames([(f, tables[str(f)]) for f in model_files], threshold, std)
     result["baselines"] = {
-        kind: evaluate_files(
-            [base / f"fold{k}_{kind}.csv" for k in folds], threshold=threshold, std=std
+        kind: evaluate_frames(
+            [(p, tables[str(p)]) for p in (base / f"fold{k}_{kind}.csv" for k in folds)],
+            threshold,
+            std,
         )
         for kind in kinds
     }
