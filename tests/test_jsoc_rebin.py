@@ -180,7 +180,7 @@ def test_a_forecast_refuses_a_record_jsoc_did_not_bin(fake, synthetic_set, capsy
     code, err = run_cli(_forecast(fake, synthetic_set["checkpoint"], "--rebin", "8"), capsys)
     assert code == 3 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "a 4096 x 4096 image, not the 512 x 512 of --rebin 8" in err
-    assert "the next forecast asks again" in err
+    assert "the next forecast asks again, or drop --rebin" in err
 
 
 def test_rebin_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
@@ -204,20 +204,26 @@ def test_the_service_fallback_takes_the_binned_record(fake, synthetic_set):
     from fdflare.core.http import HttpPolicy
     from fdflare.core.recipe import assumed_study
     from fdflare.forecast.jsoc_source import JsocSource
-    from fdflare.forecast.service import load_members
+    from fdflare.forecast.service import ServiceError, load_members
     from fdflare.serve.run import make_forecaster
     from test_jsoc import Waits, _closed_port
 
     members = load_members([synthetic_set["checkpoint"]])
     jsoc = JsocSource(base_url=fake.url, email=REGISTERED, tolerance=pd.Timedelta("30min"),
-                      rebin=8, poll_sleep=Waits())  # fmt: skip
+                      rebin=8, poll_sleep=Waits(), rebin_option="--jsoc-rebin")  # fmt: skip
     quick = HttpPolicy(retries=0, backoff=0.01, concurrency=1)
-    fc = make_forecaster(
+    forecaster = make_forecaster(
         members, recipe=assumed_study(), tolerance=pd.Timedelta("30min"),
         clock=lambda: pd.Timestamp("2020-01-02T00:00"), base_urls=[_closed_port() + "v2/"],
         policy=quick, fallback=jsoc,
-    )(pd.Timestamp("2020-01-01T01:00"))  # fmt: skip
+    )  # fmt: skip
+    fc = forecaster(pd.Timestamp("2020-01-01T01:00"))
     assert fc.observation.source == f"jsoc:hmi.M_720s_nrt/rebin8@{fake.url}"
     assert [e["rebin"] for e in fake.exports.values()] == [8]
+    # a record JSOC did not bin fails the cycle, naming serve's option
+    fake.fault("exp_request", "unprocessed")
+    with pytest.raises(ServiceError, match="not the 512 x 512 of --jsoc-rebin 8") as failed:
+        forecaster(pd.Timestamp("2020-01-01T01:30"))
+    assert "drop --jsoc-rebin" in str(failed.value)
     with pytest.raises(InputError, match="rebin must be one of 1, 2, 4, 8, 16"):
         JsocSource(base_url=fake.url, email=REGISTERED, tolerance=pd.Timedelta("1h"), rebin=3)

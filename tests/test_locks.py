@@ -153,3 +153,59 @@ def test_a_platform_without_locks_is_one_warning_line_from_the_cli(tmp_path):
     assert len(lines) == 1, lines
     assert lines[0].startswith("fdflare synth: warning: no file locking on this platform"), lines
     assert (out / "synth.json").is_file()
+
+
+@posix
+def test_the_store_lock_of_a_failed_start_is_removed_and_never_shared(tmp_path, monkeypatch):
+    """A start that made no store leaves no lock file; a lock file removed while another
+    start waited on it is not taken: the waiter takes the file that the path names."""
+    import os
+    import threading
+
+    from fdflare.serve.run import service_lock
+
+    store = tmp_path / "forecasts.sqlite"
+    lock = tmp_path / "forecasts.sqlite.serve.lock"
+    with service_lock(store):
+        assert lock.is_file()
+    assert not lock.exists()  # no store was made: nothing is left
+    with service_lock(store):
+        store.write_bytes(b"")  # the service made its store: the lock file stays
+    assert lock.is_file()
+    store.unlink()
+    lock.unlink()
+
+    # A holds a new lock; B opens the same file, and A fails and removes it before B locks
+    import fdflare.serve.run as run_module
+
+    entered, go_on, done = threading.Event(), threading.Event(), threading.Event()
+
+    def a() -> None:
+        with service_lock(store):
+            entered.set()
+            go_on.wait(10)
+        done.set()
+
+    real = run_module.lock_file
+    calls = []
+
+    def between_open_and_lock(fd):  # B's first lock: A goes away first
+        calls.append(fd)
+        if len(calls) == 1:
+            go_on.set()
+            assert done.wait(10)
+        return real(fd)
+
+    thread = threading.Thread(target=a)
+    thread.start()
+    assert entered.wait(10)
+    monkeypatch.setattr(run_module, "lock_file", between_open_and_lock)
+    with service_lock(store):
+        # B locked the removed file first, saw that the path no longer names it, and took
+        # the file the path names now: the one any later start will find
+        assert len(calls) == 2 and lock.is_file()
+        other = os.open(lock, os.O_RDWR)
+        assert not real(other)  # held
+        os.close(other)
+    thread.join(10)
+    assert not lock.exists()

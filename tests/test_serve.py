@@ -685,6 +685,13 @@ def test_bad_ensemble_unwritable_store_and_port_in_use_are_one_line_before_servi
     assert code == 3 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "in use" in err
     code, err = run("--ensemble", str(world["ensemble"]), "--port", "0")
     assert code == 2 and "--store" in err
+    code, err = run(
+        "--checkpoint", str(tmp_path / "gone.ckpt"), "--store", str(tmp_path / "g.sqlite")
+    )
+    assert code == 2 and err.count("\n") == 1 and "gone.ckpt" in err
+    # nothing is left behind by a start that failed: no store, no lock beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "read-only"]
+    assert not list(read_only_dir.iterdir())
 
 
 @pytest.mark.slow  # several processes, each loading torch: .ci/run runs it

@@ -15,7 +15,7 @@ why, never divided.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,8 @@ def evaluate_files(
         header and no rows.
     """
     check_evaluate_options(threshold, std)
-    return evaluate_frames([(p, read_predictions(p)) for p in paths], threshold, std)
+    # one file in memory at a time
+    return evaluate_frames(((p, read_predictions(p)) for p in paths), threshold, std)
 
 
 def check_evaluate_options(threshold: float, std: str) -> None:
@@ -180,7 +181,7 @@ def check_evaluate_options(threshold: float, std: str) -> None:
 
 
 def evaluate_frames(
-    frames: Sequence[tuple[str | os.PathLike[str], pd.DataFrame]],
+    frames: Iterable[tuple[str | os.PathLike[str], pd.DataFrame]],
     threshold: float = 0.5,
     std: str = "population",
 ) -> dict[str, Any]:

@@ -168,6 +168,18 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         )
     if not args.store:
         raise UsageError("give --store FILE (the forecast store, SQLite)")
+    from fdflare.commands._common import require_inputs
+
+    # before the store's lock and torch: missing inputs, and an ensemble naming a missing
+    # member, are refused at once and leave nothing behind
+    require_inputs(
+        checkpoint=args.checkpoint, ensemble=args.ensemble, calibration=args.calibration,
+        catalog=args.catalog,
+    )  # fmt: skip
+    if args.ensemble:
+        from fdflare.forecast.ensemble import read_ensemble
+
+        read_ensemble(args.ensemble)
     every = pd.Timedelta(option_duration(args.every, "--every"))
     if every < pd.Timedelta(minutes=1):
         raise UsageError(f"--every {args.every}: at least 1min")
@@ -198,7 +210,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         try:
             out["fallback"] = JsocSource(
                 base_url=args.jsoc_url, email=args.email, tolerance=out["tolerance"],
-                rebin=args.jsoc_rebin or 1,
+                rebin=args.jsoc_rebin or 1, rebin_option="--jsoc-rebin",
             )  # fmt: skip
         except InputError as exc:
             flag = "--email" if exc.field in ("email", "--email") else "--jsoc-url"
@@ -259,7 +271,9 @@ def run(args: argparse.Namespace) -> int:
     # the store's lock and the port before the models load: a store taken by another
     # service, a folder that cannot be written and a port in use are refused at once
     with service_lock(Path(args.store)):
-        sock = bind(args.host, args.port)
+        # bound, not yet listening: a busy port fails here, and no client connects to a
+        # service still loading its models (the server listens once it runs)
+        sock = bind(args.host, args.port, listen=False)
         try:
             return _load_and_serve(args, opts, clock, sock)
         finally:

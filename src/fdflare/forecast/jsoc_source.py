@@ -40,6 +40,8 @@ class JsocSource:
         rebin: have JSOC bin the record ``rebin`` x ``rebin`` before sending it (its export
             processing ``rebin``, as ``download --source jsoc --rebin``): 8 sends the 512 x 512
             image, 0.3 MB in place of 14 MB. A file of another size fails the forecast.
+        rebin_option: the option that set ``rebin``, as errors name it (``serve``'s is
+            ``--jsoc-rebin``).
 
     Raises:
         InputError: no e-mail, a base URL that is not an http(s) URL, or a ``rebin`` that is
@@ -57,6 +59,7 @@ class JsocSource:
         poll_sleep: Any = None,
         export_timeout: float = 600.0,
         rebin: int = 1,
+        rebin_option: str = "--rebin",
     ) -> None:
         from fdflare.acquire.jsoc.client import REBIN_FACTORS, resolve_jsoc_url
         from fdflare.acquire.jsoc.download import resolve_email
@@ -74,6 +77,7 @@ class JsocSource:
         self.poll_sleep = poll_sleep
         self.export_timeout = export_timeout
         self.rebin = rebin
+        self.rebin_option = rebin_option
         self._tmp = tempfile.TemporaryDirectory(prefix="fdflare-jsoc-")
         self.root = Path(self._tmp.name)
         self._recnums: dict[str, int] = {}
@@ -102,7 +106,8 @@ class JsocSource:
             export_timeout=self.export_timeout,
             sleep=self.poll_sleep,
             rebin=self.rebin,
-            rebin_advice="the next forecast asks again, or drop the binning",
+            rebin_option=self.rebin_option,
+            rebin_advice=f"the next forecast asks again, or drop {self.rebin_option}",
         )
 
     def _call(self, what: str, fn: Any) -> Any:

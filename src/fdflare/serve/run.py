@@ -30,8 +30,11 @@ from fdflare.core.locks import lock_file
 from fdflare.core.recipe import Recipe
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, listen: bool = True) -> socket.socket:
     """A listening socket on ``host:port`` (bound now, so a port in use fails before work).
+
+    With ``listen=False`` it is bound only: nothing can connect until the server, which
+    calls ``listen`` when it starts, runs.
 
     Raises:
         RunError: the address cannot be bound (in use, not an address of this machine).
@@ -44,7 +47,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise RunError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
+    if listen:
+        sock.listen(128)
     sock.set_inheritable(True)
     return sock
 
@@ -53,19 +57,46 @@ def bind(host: str, port: int) -> socket.socket:
 def service_lock(store: Path) -> Iterator[None]:
     """Hold ``STORE.serve.lock``: one service per store (``forecast --store`` may run beside)."""
     lock = store.with_name(store.name + ".serve.lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {lock} beside the store ({exc.strerror or exc}): the store's folder "
-            "must be writable"
-        ) from None
-    try:
+    while True:
+        try:
+            created = False
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                created = True
+            except FileExistsError:
+                fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # removed by the service that held it, between the two opens
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {lock} beside the store ({exc.strerror or exc}): the store's "
+                "folder must be writable"
+            ) from None
         if not lock_file(fd):
+            os.close(fd)
             raise BusyError(f"another `fdflare serve` runs on {store} (it holds {lock})")
+        if _same_file(fd, lock):
+            break
+        os.close(fd)  # locked a lock file that a failed start removed meanwhile: again
+    try:
         yield
     finally:
+        if created and not store.exists():
+            # a start that failed before the store was made leaves nothing behind; removed
+            # while held, and every taker checks that its lock is still the file's
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
         os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the open file ``fd``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def image_png(fc: Any) -> tuple[bytes, dict[str, Any] | None]:
@@ -221,6 +252,7 @@ class Service:
             for s, h in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGUSR1, wake))
         }
         try:
+            self.sock.listen(128)  # bound before the models loaded; connections from now on
             self.log(
                 f"fdflare serve: listening on {self.url} (dashboard), API under {self.url}api/"
             )
@@ -248,6 +280,7 @@ class Service:
     def start(self) -> None:
         """Serve in background threads (tests): uvicorn and the scheduler."""
         server = self._config()
+        self.sock.listen(128)
         self.start_scheduler()
         self._uvicorn = threading.Thread(
             target=server.run, kwargs={"sockets": [self.sock]}, daemon=True
@@ -306,9 +339,10 @@ def prepare(
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     path = Path(store_path)
-    store = ForecastStore.open(path, create=True)
-    stores: list[Any] = [store]
+    stores: list[Any] = []
     try:
+        store = ForecastStore.open(path, create=True)
+        stores.append(store)
         import sqlite3
 
         try:

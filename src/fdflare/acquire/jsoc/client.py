@@ -176,6 +176,7 @@ class JsocClient:
         export_timeout: the longest wait, in seconds, for one export to finish.
         rebin: bin each image ``rebin`` x ``rebin`` on JSOC's side (export processing
             ``rebin``, boxcar; 1: as recorded); a file of any other size is refused.
+        rebin_option: the option that set ``rebin``, as the refusal names it.
         rebin_advice: what the refusal of a file of another size advises (``download``'s
             default: a directory holds one resolution).
         poll: seconds between status polls when the server suggests none (and the least).
@@ -195,6 +196,7 @@ class JsocClient:
         poll: float = 1.0,
         sleep: Callable[[float], None] | None = None,
         rebin: int = 1,
+        rebin_option: str = "--rebin",
         rebin_advice: str = "the next run asks again, or use --rebin 1 in another directory",
     ) -> None:
         config = _drms().ServerConfig(
@@ -216,6 +218,7 @@ class JsocClient:
         self.poll = poll
         self.sleep = sleep
         self.rebin = rebin
+        self.rebin_option = rebin_option
         self.rebin_advice = rebin_advice
         self.pending_polls = 0  # status polls that found the export still pending
         self.last_reason = ""  # of the last call whose retries ran out
@@ -423,7 +426,7 @@ class JsocClient:
         if shape != (want, want):
             found = f"a {shape[0]} x {shape[1]} image" if shape else "no 2-D image"
             raise ItemFailed(
-                f"{what}: JSOC sent {found}, not the {want} x {want} of --rebin "
+                f"{what}: JSOC sent {found}, not the {want} x {want} of {self.rebin_option} "
                 f"{self.rebin} (the export's processing was not applied); {self.rebin_advice}"
             )
 
