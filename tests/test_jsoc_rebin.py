@@ -227,3 +227,10 @@ def test_the_service_fallback_takes_the_binned_record(fake, synthetic_set):
     assert "drop --jsoc-rebin" in str(failed.value)
     with pytest.raises(InputError, match="rebin must be one of 1, 2, 4, 8, 16"):
         JsocSource(base_url=fake.url, email=REGISTERED, tolerance=pd.Timedelta("1h"), rebin=3)
+
+
+def test_the_cli_offers_the_factors_jsoc_bins_by():
+    from fdflare.acquire.jsoc.client import REBIN_FACTORS
+    from fdflare.commands._common import REBIN_CHOICES
+
+    assert REBIN_CHOICES == REBIN_FACTORS

@@ -387,3 +387,24 @@ def load_members_and_map(args: argparse.Namespace) -> tuple[list[Any], Any]:
         image_size=args.image_size,
     )
     return members, cal
+
+
+#: JSOC's binning factors, as ``fdflare.acquire.jsoc.client.REBIN_FACTORS`` (not imported
+#: here: that module loads the HTTP stack, and ``--help`` should not)
+REBIN_CHOICES = (1, 2, 4, 8, 16)
+
+
+def add_rebin_option(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, *, goes_with: str, what: str
+) -> None:
+    """``--rebin N`` (or serve's ``--jsoc-rebin N``): JSOC bins ``what`` N x N before sending it."""
+    p.add_argument(
+        flag,
+        type=int,
+        choices=REBIN_CHOICES,
+        default=None,
+        metavar="N",
+        help=f"have JSOC bin {what} N x N before sending it ({goes_with}; 1, 2, 4, 8 or 16; "
+        "default 1, the 4096 x 4096 record of about 14 MB; 8 sends the study's 512 x 512 in "
+        "about 0.3 MB)",
+    )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fdflare.commands._common import (
     add_http_options,
     add_json_option,
+    add_rebin_option,
     nonnegative_float,
     nonnegative_int,
     positive_int,
@@ -91,15 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="records per JSOC export request (--source jsoc; default 24)",
     )
-    p.add_argument(
-        "--rebin",
-        type=int,
-        choices=[1, 2, 4, 8, 16],
-        default=None,
-        metavar="N",
-        help="bin each image N x N on JSOC's side (--source jsoc; 1, 2, 4, 8 or 16; default 1, "
-        "the 4096 x 4096 record; 8 brings the study's 512 x 512 at 1/64 of the bytes)",
-    )
+    add_rebin_option(p, "--rebin", goes_with="--source jsoc", what="each image")
     p.add_argument(
         "--export-timeout",
         type=nonnegative_float,

@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         add_accelerator_option,
         add_http_options,
         add_model_options,
+        add_rebin_option,
     )
 
     p.add_argument(
@@ -95,15 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="address registered at JSOC for exports (--source jsoc-nrt; default $JSOC_EMAIL)",
     )
-    p.add_argument(
-        "--rebin",
-        type=int,
-        choices=[1, 2, 4, 8, 16],
-        default=None,
-        metavar="N",
-        help="have JSOC bin the record N x N before sending it (--source jsoc-nrt; 1, 2, 4, 8 "
-        "or 16; default 1, the 4096 x 4096 record of 14 MB; 8 sends 512 x 512 in 0.3 MB)",
-    )
+    add_rebin_option(p, "--rebin", goes_with="--source jsoc-nrt", what="the record")
     p.add_argument(
         "--archive",
         metavar="DIR",

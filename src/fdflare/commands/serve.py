@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         add_accelerator_option,
         add_http_options,
         add_model_options,
+        add_rebin_option,
         nonnegative_float,
         positive_int,
         probability,
@@ -85,11 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--email", metavar="ADDRESS",
         help="the address registered at JSOC for exports (--jsoc-fallback; default $JSOC_EMAIL)",
     )  # fmt: skip
-    obs.add_argument(
-        "--jsoc-rebin", type=int, choices=[1, 2, 4, 8, 16], default=None, metavar="N",
-        help="have JSOC bin its record N x N before sending it (--jsoc-fallback; 1, 2, 4, 8 or "
-        "16; default 1; 8 sends 512 x 512 in 0.3 MB in place of 14 MB)",
-    )  # fmt: skip
+    add_rebin_option(obs, "--jsoc-rebin", goes_with="--jsoc-fallback", what="its record")
     obs.add_argument(
         "--tolerance", default="12min",
         help="largest distance between a cycle and its observation (default %(default)s)",
