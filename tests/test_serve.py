@@ -785,3 +785,30 @@ def test_hek_as_the_flare_list(tmp_path):
     inside = sorted(t for t in starts if now - pd.Timedelta(days=7) <= t <= now)
     assert sorted(got.catalog["start_time"]) == inside and len(inside) > 0
     assert list(got.catalog.columns) == ["start_time", "goes_class", "flux", "fl_lon", "fl_lat"]
+
+
+def test_sigterm_while_the_models_load_releases_everything(world, tmp_path, capsys, monkeypatch):
+    """Stopped before it serves: exit 130, no store, no lock file, the handler restored."""
+    import fdflare.commands._common as common
+
+    loading, real = threading.Event(), common.load_members_and_map
+
+    def slow_load(args):
+        loading.set()
+        threading.Event().wait(60)  # a SIGTERM ends the wait (the handler raises)
+        return real(args)  # pragma: no cover - only without the handler
+
+    monkeypatch.setattr(common, "load_members_and_map", slow_load)
+    before = signal.getsignal(signal.SIGTERM)
+    store = tmp_path / "s.sqlite"
+    killer = threading.Thread(
+        target=lambda: loading.wait(60) and os.kill(os.getpid(), signal.SIGTERM)
+    )
+    killer.start()
+    argv = ["serve", "--ensemble", str(world["ensemble"]), "--store", str(store), "--port", "0",
+            "--base-url", "http://127.0.0.1:9/v2/", "--flare-list-url", "http://127.0.0.1:9/x"]  # fmt: skip
+    code = main(argv)
+    killer.join(10)
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no lock
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -254,6 +254,8 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Check, lock the store, bind the port, load the members, open the store, then serve."""
+    import signal
+    import threading
     from pathlib import Path
 
     from fdflare.forecast import service
@@ -265,16 +267,30 @@ def run(args: argparse.Namespace) -> int:
         from fdflare.serve.replay import FileClock
 
         clock = FileClock(args.clock)
-    # the store's lock and the port before the models load: a store taken by another
-    # service, a folder that cannot be written and a port in use are refused at once
-    with service_lock(Path(args.store)):
-        # bound, not yet listening: a busy port fails here, and no client connects to a
-        # service still loading its models (the server listens once it runs)
-        sock = bind(args.host, args.port, listen=False)
-        try:
-            return _load_and_serve(args, opts, clock, sock)
-        finally:
-            sock.close()  # a no-op once the server has closed it
+    # SIGTERM before serving (while the models load) stops as Ctrl-C does: the lock and
+    # the port are released and a lock file with no store beside it removed; once serving,
+    # the service's own handler finishes the cycle in flight instead
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        # the store's lock and the port before the models load: a store taken by another
+        # service, a folder that cannot be written and a port in use are refused at once
+        with service_lock(Path(args.store)):
+            # bound, not yet listening: a busy port fails here, and no client connects to a
+            # service still loading its models (the server listens once it runs)
+            sock = bind(args.host, args.port, listen=False)
+            try:
+                return _load_and_serve(args, opts, clock, sock)
+            finally:
+                sock.close()  # a no-op once the server has closed it
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _load_and_serve(args: argparse.Namespace, opts: dict[str, Any], clock: Any, sock: Any) -> int:
