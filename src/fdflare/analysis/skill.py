@@ -182,10 +182,10 @@ def paired_difference(
     return out
 
 
-def _instances(path: str | os.PathLike[str], df: pd.DataFrame | None = None) -> pd.DataFrame:
+def _instances(path: str | os.PathLike[str], df: pd.DataFrame) -> pd.DataFrame:
     """A prediction file's rows keyed by image name (no folders), sorted by it.
 
-    ``df`` is the file as :func:`read_predictions` read it, where the caller has it.
+    ``df`` is the file at ``path`` as :func:`read_predictions` read it.
 
     The study's files hold absolute paths from the authors' cluster, fdflare's relative ones:
     images are matched by name.
@@ -193,8 +193,6 @@ def _instances(path: str | os.PathLike[str], df: pd.DataFrame | None = None) -> 
     Raises:
         InputError: two rows name the same image (in different folders).
     """
-    if df is None:
-        df = read_predictions(path)
     ids = df["timestamp"] if "timestamp" in df.columns else df["label"]
     name = ids.astype(str).str.replace(r"^.*[/\\]", "", regex=True)
     twice = name.duplicated(keep=False).to_numpy()
@@ -211,6 +209,11 @@ def _instances(path: str | os.PathLike[str], df: pd.DataFrame | None = None) -> 
         {"name": name.to_numpy(), "prob": df["flare_prob"].to_numpy(), "target": df["target"]}
     )
     return out.sort_values("name", kind="stable").reset_index(drop=True)
+
+
+def difference_of(comparison: dict[str, Any], kind: str, score: str) -> dict[str, Any] | None:
+    """How sure :func:`compare`'s ``comparison`` is against baseline ``kind`` on ``score``."""
+    return ((comparison.get("difference") or {}).get(kind) or {}).get(score)
 
 
 def difference_words(diff: dict[str, Any] | None) -> str:
@@ -271,20 +274,20 @@ def compare(
                 path=base,
             )
     check_evaluate_options(threshold, std)
+    baseline_files = {kind: [base / f"fold{k}_{kind}.csv" for k in folds] for kind in kinds}
     # each file is read once: for the pairing here and for the scores below
-    tables = {str(f): read_predictions(f) for f in model_files}
-    for k in folds:
-        for kind in kinds:
-            path = base / f"fold{k}_{kind}.csv"
-            tables[str(path)] = read_predictions(path)
+    tables = {
+        str(f): read_predictions(f)
+        for f in [*model_files, *(p for paths in baseline_files.values() for p in paths)]
+    }
     paired: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]]] = {
         kind: [] for kind in kinds
     }
-    for f, k in zip(model_files, folds, strict=True):
+    for i, f in enumerate(model_files):
         ours = _instances(f, tables[str(f)])
         times = pd.DatetimeIndex(parse_image_times(ours["name"])[0])
         for kind in kinds:
-            path = base / f"fold{k}_{kind}.csv"
+            path = baseline_files[kind][i]
             theirs = _instances(path, tables[str(path)])
             if len(ours) != len(theirs) or not np.array_equal(ours["name"], theirs["name"]):
                 raise InputError(
@@ -311,12 +314,8 @@ def compare(
             )
     result = evaluate_frames([(f, tables[str(f)]) for f in model_files], threshold, std)
     result["baselines"] = {
-        kind: evaluate_frames(
-            [(p, tables[str(p)]) for p in (base / f"fold{k}_{kind}.csv" for k in folds)],
-            threshold,
-            std,
-        )
-        for kind in kinds
+        kind: evaluate_frames([(p, tables[str(p)]) for p in paths], threshold, std)
+        for kind, paths in baseline_files.items()
     }
     pers, clim = result["baselines"]["persistence"], result["baselines"]["climatology"]
     rows = []
@@ -429,7 +428,7 @@ def format_comparison(result: dict[str, Any], markdown: bool = False) -> str:
             if v is None:
                 notes.append(f"{title} vs {kind}: undefined")
             else:
-                diff = (result["comparison"].get("difference") or {}).get(kind, {}).get(key)
+                diff = difference_of(result["comparison"], kind, key)
                 notes.append(
                     f"mean {title} {'beats' if v else 'does NOT beat'} {kind} "
                     f"({fmt_number(result['mean'][key])} vs "

@@ -314,19 +314,22 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> di
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def _one_record(tmp: Path, src: int, size: int) -> tuple[Path, Path, Path]:
+def _one_record(
+    tmp: Path, src: int, size: int, *, binned: bool = True
+) -> tuple[Path, Path | None, Path]:
     """One synthetic record as JSOC's FITS, as JSOC bins it to ``size`` and as Helioviewer's JP2.
 
     Returns:
         ``(fits, binned, jp2)``: the JP2 is made from the same field with Helioviewer's
-        recipe (+-250 G, lossy JPEG 2000), so every path makes the same image.
+        recipe (+-250 G, lossy JPEG 2000), so every path makes the same image; ``binned``
+        is None (not written) with ``binned=False``.
     """
     from fdflare.prepare.fits import north_up, parse_scaling, read_fits, scale_field
     from fdflare.prepare.jp2 import write_helioviewer_jp2
 
     fits_path = tmp / "HMI.m2012.03.07_00.00.00.fits"
-    binned_path = tmp / "binned.fits"
-    synthetic_hmi_fits(fits_path, src, binned=(binned_path, src // size))
+    binned_path = tmp / "binned.fits" if binned else None
+    synthetic_hmi_fits(fits_path, src, binned=(binned_path, src // size) if binned_path else None)
     data, header = read_fits(fits_path)
     stored, turned = north_up(data, header)
     grey = scale_field(stored, turned, parse_scaling("helioviewer"))
@@ -356,6 +359,7 @@ def prepare_fits_binned_row(settings: Settings, ceilings: Ceilings) -> Row:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="fdflare-bench-") as tmp:
         fits_path, binned_path, jp2_path = _one_record(Path(tmp), src, size)
+        assert binned_path is not None
         t = interleaved_medians(
             {
                 "jp2": lambda: decode_jp2(jp2_path, size),
@@ -409,7 +413,7 @@ def prepare_fits_row(settings: Settings, ceilings: Ceilings) -> Row:
     repeat = settings.pick(5, 15)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="fdflare-bench-") as tmp:
-        fits_path, _, jp2_path = _one_record(Path(tmp), src, size)
+        fits_path, _, jp2_path = _one_record(Path(tmp), src, size, binned=False)
         tiles = open_row_tiles(fits_path)
         if tiles is None:  # JSOC's layout: the row reader must apply
             raise RuntimeError("the synthetic FITS is not read by the row reader")

@@ -326,6 +326,8 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     validation TSS at the threshold that maximises TSS on the other folds' calibrated
     predictions (never on the fold itself).
     """
+    from fdflare.analysis.skill import difference_of
+
     ev, pers = results["evaluate"], results["baselines"]["persistence"]
     aucs = [f["auc"] for f in ev["files"]]
     out: dict[str, Any] = {
@@ -333,9 +335,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "tss": ev["mean"]["tss"],
         "persistence_tss": pers["mean"]["tss"],
         "beats_persistence": results["comparison"]["beats"]["persistence"]["tss"],
-        "difference_vs_persistence": (results["comparison"].get("difference") or {})
-        .get("persistence", {})
-        .get("tss"),
+        "difference_vs_persistence": difference_of(results["comparison"], "persistence", "tss"),
         "min_auc": None if any(a is None for a in aucs) else min(aucs),
     }
     cal = results.get("calibration")

@@ -120,7 +120,7 @@ def _scores_section(page: Page, ev: dict[str, Any], entry: dict[str, Any]) -> No
         classes.append("baseline")
     page.raw(table_html(head, rows, row_classes=classes))
     if comparison:
-        from fdflare.analysis.skill import difference_words
+        from fdflare.analysis.skill import difference_of, difference_words
 
         for kind, verdict in comparison["beats"].items():
             for key, title in (("tss", "TSS"), ("hss2", "HSS2")):
@@ -128,7 +128,7 @@ def _scores_section(page: Page, ev: dict[str, Any], entry: dict[str, Any]) -> No
                     continue
                 m, b = ev["mean"][key], baselines[kind]["mean"][key]
                 word = "beats" if verdict[key] else "does NOT beat"
-                diff = (comparison.get("difference") or {}).get(kind, {}).get(key)
+                diff = difference_of(comparison, kind, key)
                 sure = f" The {difference_words(diff)}." if diff else ""
                 page.paragraph(
                     f"Mean {title} {word} {kind}: {_fmt(m)} vs {_fmt(b)}.{sure}",
