@@ -15,7 +15,11 @@ reports) are run once, after the choice.
 
 A recipe's ``channels`` (not a demo setting) sets ``SmallCNNFlare.CHANNELS`` in this process
 for that recipe's training only (the default model is untouched): the "fewer parameters"
-candidates. ``synth_s`` is the time to generate the images when this run generated them
+candidates. ``head: "hazard"`` likewise replaces the small CNN's average pooling and linear
+head, in this process, by a hazard head: a 1x1 convolution gives a log-rate at each place of
+the last feature map, and the flare logit is their log-mean-exp, so the disk's flare rate is
+the sum of its places' rates (as the synthetic Sun draws its flares, region by region) rather
+than an average over the disk. ``synth_s`` is the time to generate the images when this run generated them
 (``-`` when they were already there), ``train_s`` the four folds' training.
 """
 
@@ -25,6 +29,8 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +69,48 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "train": {},
         "channels": (16, 32, 64),
     },
+    # rotations anywhere on the disk (the flare rate does not depend on the orientation), and
+    # two synthetic years with half the epochs (twice the independent regions, the same steps)
+    "lr3_last_rot180": {
+        "max_lr": 3e-4,
+        "select_by": "last",
+        "train": {"rotation_degrees": 180.0},
+    },
+    "lr3_last_hazard": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "hazard"},
+    "lr3_last_2y": {"max_lr": 3e-4, "days": 730, "epochs": 5, "select_by": "last", "train": {}},
 }
+
+
+@contextmanager
+def _hazard_head(on: bool) -> Iterator[None]:
+    """Give ``SmallCNNFlare`` the hazard head (module docstring) while the block runs."""
+    from torch import nn
+
+    from fdflare.models.networks import SmallCNNFlare
+
+    if not on:
+        yield
+        return
+    init, logits = SmallCNNFlare.__init__, SmallCNNFlare.logits
+
+    def hazard_init(self: Any, input_adapter: str = "conv", num_classes: int = 2) -> None:
+        init(self, input_adapter, num_classes)
+        self.hazard = nn.Conv2d(self.CHANNELS[-1], 1, 1)
+        nn.init.normal_(self.hazard.weight, 0.0, 0.01)
+        nn.init.zeros_(self.hazard.bias)
+
+    def hazard_logits(self: Any, x: Any) -> Any:
+        import torch
+
+        h = self.hazard(self.features(self.first_conv_layer(self.disk_departure(x)))).flatten(1)
+        z = torch.logsumexp(h, 1) - math.log(h.shape[1])
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+    SmallCNNFlare.__init__, SmallCNNFlare.logits = hazard_init, hazard_logits  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SmallCNNFlare.__init__, SmallCNNFlare.logits = init, logits  # type: ignore[method-assign]
 
 
 def _tss(prob: np.ndarray, y: np.ndarray) -> float:
@@ -130,9 +177,11 @@ def main() -> None:
             v = dict(VARIANTS[name])
             train = v.pop("train", {})
             channels = tuple(v.pop("channels", SmallCNNFlare.CHANNELS))
+            hazard = v.pop("head", "pool") == "hazard"
             cfg = DemoConfig(seed=seed).updated({**v, "train": train})
             sd = root / f"seed{seed}"
             tag = "" if cfg.cadence == "12h" else f"_{cfg.cadence}"
+            tag += "" if cfg.days == 365 else f"_{cfg.days}d"
             synth = sd / f"synth{tag}"
             start = pd.Timestamp(cfg.start)
             end = start + pd.Timedelta(days=cfg.days)
@@ -166,15 +215,16 @@ def main() -> None:
             default_channels = SmallCNNFlare.CHANNELS
             SmallCNNFlare.CHANNELS = channels  # this recipe's network, this process only
             try:
-                for k in cfg.folds:
-                    run = sd / f"{name}_gap{args.gap_hours}" / f"fold{k}"
-                    fit(
-                        cfg.train_config(k, str(labels), str(synth / "images")),
-                        run,
-                        resume=True,
-                        quiet=True,
-                    )
-                    per.append(rules(read_metrics(run)))
+                with _hazard_head(hazard):
+                    for k in cfg.folds:
+                        run = sd / f"{name}_gap{args.gap_hours}" / f"fold{k}"
+                        fit(
+                            cfg.train_config(k, str(labels), str(synth / "images")),
+                            run,
+                            resume=True,
+                            quiet=True,
+                        )
+                        per.append(rules(read_metrics(run)))
             finally:
                 SmallCNNFlare.CHANNELS = default_channels
             secs = time.perf_counter() - t0
