@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -413,10 +416,16 @@ def test_cv_summary_keeps_every_task_row(tmp_path):
     )
 
 
-def test_cv_with_a_catalog_shows_baselines_calibration_and_a_report(trained, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def cv_with_catalog(trained, tmp_path_factory) -> dict[str, Any]:
+    """One ``fdflare cv`` of resnet18 on folds 1 and 2 with a flare catalog, and what it printed.
+
+    Shared by the tests of its baselines and report and of the ensemble it writes.
+    """
+    tmp = tmp_path_factory.mktemp("cv_catalog")
     table = pd.read_csv(trained["table"])
     flares = table[table["target"] == 1]
-    catalog = tmp_path / "flares.csv"
+    catalog = tmp / "flares.csv"
     pd.DataFrame(
         {
             "start_time": flares["fl_start"],
@@ -425,12 +434,19 @@ def test_cv_with_a_catalog_shows_baselines_calibration_and_a_report(trained, tmp
             "fl_lat": flares["fl_lat"],
         }
     ).to_csv(catalog, index=False)
-    out = tmp_path / "cv"
+    out = tmp / "cv"
     argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
             "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
             "--image-size", "32", "--catalog", str(catalog), *FAST]  # fmt: skip
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return {"out": out, "printed": printed.getvalue()}
+
+
+def test_cv_with_a_catalog_shows_baselines_calibration_and_a_report(cv_with_catalog):
+    out = cv_with_catalog["out"]
+    printed = cv_with_catalog["printed"]
     assert "beside the baselines" in printed and "persistence" in printed
     assert ("beats persistence" in printed) or ("does NOT beat persistence" in printed)
     for k in (1, 2):
@@ -586,14 +602,11 @@ def test_an_image_list_that_is_not_text_or_leaves_its_folder(trained, tmp_path, 
     assert "no images" in capsys.readouterr().err
 
 
-def test_cv_writes_an_ensemble_that_predict_runs(trained, tmp_path, capsys):
+def test_cv_writes_an_ensemble_that_predict_runs(trained, cv_with_catalog, tmp_path, capsys):
     from fdflare.analysis.calibration import Calibrator
 
-    out = tmp_path / "cv"
-    argv = ["cv", "--models", "resnet18", "--folds", "1,2", "--labels", str(trained["labels"]),
-            "--images", str(trained["images"]), "--out", str(out), "--epochs", "1",
-            "--image-size", "32", *FAST]  # fmt: skip
-    assert main(argv) == 0
+    out = tmp_path / "cv"  # a copy of the shared run, which this test moves
+    shutil.copytree(cv_with_catalog["out"], out)
     ens = json.loads((out / "ensemble.json").read_text())
     assert [(m["model"], m["fold"]) for m in ens["members"]] == [("resnet18", 1), ("resnet18", 2)]
     assert all(not Path(m["checkpoint"]).is_absolute() for m in ens["members"])
