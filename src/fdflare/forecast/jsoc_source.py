@@ -61,13 +61,10 @@ class JsocSource:
         rebin: int = 1,
         rebin_option: str = "--rebin",
     ) -> None:
-        from fdflare.acquire.jsoc.client import REBIN_FACTORS, resolve_jsoc_url
+        from fdflare.acquire.jsoc.client import check_rebin, resolve_jsoc_url
         from fdflare.acquire.jsoc.download import resolve_email
-        from fdflare.core.errors import InputError
 
-        if rebin not in REBIN_FACTORS:
-            factors = ", ".join(map(str, REBIN_FACTORS))
-            raise InputError(f"rebin must be one of {factors} (got {rebin})", field="rebin")
+        check_rebin(rebin)
 
         self.url = resolve_jsoc_url(base_url, option="--base-url")
         self.email = resolve_email(email)

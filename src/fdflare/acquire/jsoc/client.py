@@ -50,6 +50,7 @@ __all__ = [
     "SERIES",
     "ExportFailed",
     "JsocClient",
+    "check_rebin",
     "resolve_jsoc_url",
     "source_id",
     "source_of",
@@ -100,6 +101,20 @@ def source_of(source: int) -> tuple[str, int] | None:
     if series is None or rebin not in (0, *REBIN_FACTORS) or rebin == 1:
         return None
     return series, max(rebin, 1)
+
+
+def check_rebin(rebin: object) -> None:
+    """Refuse a binning factor that is not one of :data:`REBIN_FACTORS`.
+
+    Raises:
+        InputError: ``rebin`` is not one of them (field ``rebin``).
+    """
+    if rebin not in REBIN_FACTORS:
+        raise InputError(
+            f"rebin must be one of {', '.join(map(str, REBIN_FACTORS))} "
+            f"({SEGMENT_SIZE} / rebin pixels on a side), not {rebin!r}",
+            field="rebin",
+        )
 
 
 class ExportFailed(Exception):

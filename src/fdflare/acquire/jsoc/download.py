@@ -49,11 +49,10 @@ from fdflare.acquire.helioviewer.manifest import (
 )
 from fdflare.acquire.jsoc.client import (
     EMAIL_ENV,
-    REBIN_FACTORS,
-    SEGMENT_SIZE,
     SERIES,
     ExportFailed,
     JsocClient,
+    check_rebin,
     resolve_jsoc_url,
     source_id,
     source_of,
@@ -221,12 +220,7 @@ def download_jsoc(
         raise InputError(f"unknown series {series!r}: use {' or '.join(SERIES)}", field="series")
     if not (isinstance(chunk, int) and chunk >= 1):
         raise InputError("chunk must be a positive integer", field="chunk")
-    if rebin not in REBIN_FACTORS:
-        raise InputError(
-            f"rebin must be one of {', '.join(map(str, REBIN_FACTORS))} "
-            f"({SEGMENT_SIZE} / rebin pixels on a side), not {rebin!r}",
-            field="rebin",
-        )
+    check_rebin(rebin)
     if verify not in ("sha256", "size"):
         raise InputError("verify must be 'sha256' or 'size'", field="verify")
     if policy is None:
