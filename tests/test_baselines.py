@@ -80,6 +80,7 @@ def test_baseline_cli_writes_study_format_and_prints_evaluate(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert sorted(p.name for p in out.glob("*.csv")) == [
         "fold1_climatology.csv",
+        "fold1_history.csv",
         "fold1_persistence.csv",
     ]
     pers = pd.read_csv(out / "fold1_persistence.csv")
@@ -96,6 +97,7 @@ def test_baseline_cli_writes_study_format_and_prints_evaluate(tmp_path, capsys):
                 "--json",
                 str(out / "fold1_persistence.csv"),
                 str(out / "fold1_climatology.csv"),
+                str(out / "fold1_history.csv"),
             ]
         )
         == 0
@@ -162,6 +164,8 @@ def test_baseline_needs_what_each_kind_uses(tmp_path, capsys):
     assert "--catalog" in capsys.readouterr().err
     assert main(["baseline", "--labels", str(tmp_path / "labels"), "--kind", "flux"]) == 2
     assert "--images" in capsys.readouterr().err
+    assert main(["baseline", "--labels", str(tmp_path / "labels"), "--kind", "history"]) == 2
+    assert "--kind history needs --catalog" in capsys.readouterr().err
 
 
 @pytest.mark.reference

@@ -16,8 +16,8 @@ pytest.importorskip("lightning", reason="the demo trains models: install the 'tr
 def _check_results(out, folds, model="smallcnn"):
     res = json.loads((out / "results.json").read_text())
     keys = {"evaluate", "baselines", "comparison", "verdict", "spatial", "notes", "config"}
-    assert set(res) == keys | ({"calibration"} if len(folds) >= 2 else set())
-    assert set(res["baselines"]) == {"persistence", "climatology", "flux"}
+    assert set(res) == keys | ({"calibration", "with_history"} if len(folds) >= 2 else set())
+    assert set(res["baselines"]) == {"persistence", "climatology", "flux", "history"}
     for kind, b in res["baselines"].items():  # the same instances as the model's
         assert [f["n"] for f in b["files"]] == [f["n"] for f in res["evaluate"]["files"]], kind
         assert (out / "baselines" / f"fold{folds[0]}_{kind}.csv").is_file()
@@ -58,6 +58,24 @@ def _check_results(out, folds, model="smallcnn"):
         assert [f["file"] for f in cal["files"]] == [f"fold{k}_{model}.csv" for k in folds]
         assert (out / cal["folder"] / "reliability.png").is_file()
         assert "Calibration and reliability" in html
+        # the model's score with the flare history: each fold scored at the threshold of the
+        # other folds, beside persistence and the history baseline, with how sure
+        h = res["with_history"]
+        assert [f["file"] for f in h["files"]] == [f"fold{k}_{model}.csv" for k in folds]
+        assert all(f["map"]["method"] == "history" for f in h["files"])
+        at = [f["after"]["at_threshold"]["tss"] for f in h["files"]]
+        assert h["tss_at_threshold"] == at
+        assert h["mean_tss_at_threshold"] == pytest.approx(sum(at) / len(at))
+        for kind in ("persistence", "history"):
+            assert h[f"{kind}_tss"] == res["baselines"][kind]["mean"]["tss"]
+            assert h[f"beats_{kind}"] is (h["mean_tss_at_threshold"] > h[f"{kind}_tss"])
+            d = h[f"difference_vs_{kind}"]
+            assert d["mean"] == pytest.approx(h["mean_tss_at_threshold"] - h[f"{kind}_tss"])
+        assert any(n.startswith("with the flare history") for n in res["notes"])
+        assert "With the flare history" in html and "With the flare history" in md
+        # the ensemble keeps the maps of the score alone, which forecast can apply
+        members = json.loads((out / "ensemble.json").read_text())["members"]
+        assert all(m["calibration"]["method"] == "isotonic" for m in members)
     # the folds predicted with last.ckpt are named in the notes, the report and the page
     fell_back = [
         k for k in folds if not (out / "runs" / f"{model}_fold{k}" / "best.ckpt").is_file()

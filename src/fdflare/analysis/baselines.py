@@ -14,6 +14,11 @@
   the classic one-number full-disk forecast (total unsigned flux), and it uses the same
   images as the model. Training instances are weighted by class as the study weights its
   loss, so a threshold of 0.5 means the same thing for it as for the study's models.
+* ``history``: a logistic regression, fitted and weighted as ``flux``, on the flare history
+  up to the instance time (:func:`fdflare.analysis.history.flare_history`: the largest flare
+  and the number of flares >= C1.0 in the last 24 and 72 hours). Persistence asks the
+  catalog one yes/no question; this reads all it says, so it is the stronger of the two
+  forecasts that need no image.
 
 Every baseline writes prediction files in the study's format (``timestamp,flare_prob,target``,
 one ``fold{k}_{kind}.csv`` per fold), so :mod:`fdflare.analysis.metrics` scores them exactly
@@ -36,7 +41,7 @@ from fdflare.core.io import refuse_first
 from fdflare.core.paths import parse_image_times
 from fdflare.core.recipe import parse_threshold
 
-KINDS = ("persistence", "climatology", "flux")
+KINDS = ("persistence", "climatology", "flux", "history")
 #: grey levels from the disk median above which a pixel counts as strong field
 STRONG_LEVEL = 32
 #: share of the disk radius left out at the limb by the flux features
@@ -155,22 +160,35 @@ def disk_features(
     return out
 
 
-def fit_flux(features: np.ndarray, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Fit the flux baseline (scikit-learn's logistic regression); return ``features -> P``."""
+def fit_balanced(
+    features: np.ndarray, target: np.ndarray, *, what: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit a class-weighted logistic regression (scikit-learn); return ``features -> P``.
+
+    The features are standardised; training instances are weighted by class as the study
+    weights its loss, so 0.5 is the forecast's threshold. ``what`` names the baseline in the
+    error for training data of one class.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     y = np.asarray(target).astype(int)
     if len(np.unique(y)) < 2:
-        raise InputError("the flux baseline needs flare and no-flare training instances")
+        raise InputError(f"the {what} baseline needs flare and no-flare training instances")
     model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
-    model.fit(np.log1p(features), y)
+    model.fit(features, y)
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_proba(np.log1p(x))[:, 1], dtype=float)
+        return np.asarray(model.predict_proba(x)[:, 1], dtype=float)
 
     return predict
+
+
+def fit_flux(features: np.ndarray, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit the flux baseline on :func:`disk_features`; return ``features -> P``."""
+    model = fit_balanced(np.log1p(features), target, what="flux")
+    return lambda x: model(np.log1p(x))
 
 
 def _frame(labels: pd.Series, prob: np.ndarray, target: pd.Series) -> pd.DataFrame:
@@ -252,7 +270,8 @@ def baseline_predictions(
     Args:
         labels: label folder (or ``labels.csv``) as for ``fdflare train``.
         kinds: any of :data:`KINDS`.
-        catalog: flares (:func:`fdflare.acquire.catalog.read_catalog`), for persistence.
+        catalog: flares (:func:`fdflare.acquire.catalog.read_catalog`), for persistence
+            and history.
         mode: the class threshold of persistence (``M``: >= M1.0, ``C``: >= C1.0, or a
             class such as ``M5.0``).
         images: image folder or array store, for the flux baseline.
@@ -268,8 +287,9 @@ def baseline_predictions(
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise InputError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(KINDS)}")
-    if "persistence" in kinds and catalog is None:
-        raise InputError("the persistence baseline needs a flare catalog (--catalog)")
+    for kind in ("persistence", "history"):
+        if kind in kinds and catalog is None:
+            raise InputError(f"the {kind} baseline needs a flare catalog (--catalog)")
     if "flux" in kinds and images is None:
         raise InputError("the flux baseline needs the images (--images)")
     thr = parse_threshold(mode, what="mode")[0]
@@ -284,6 +304,16 @@ def baseline_predictions(
                 prob = persistence(_times(val, str(tables.val_path)), catalog, threshold=thr)
             elif kind == "climatology":
                 prob = climatology(train["target"].to_numpy(), len(val))
+            elif kind == "history":
+                from fdflare.analysis.history import flare_history
+
+                assert catalog is not None
+                model = fit_balanced(
+                    flare_history(_times(train, str(tables.train_path)), catalog),
+                    train["target"].to_numpy(),
+                    what="history",
+                )
+                prob = model(flare_history(_times(val, str(tables.val_path)), catalog))
             else:
                 assert features is not None
                 model = fit_flux(features(train["label"]), train["target"].to_numpy())

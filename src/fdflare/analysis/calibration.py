@@ -11,9 +11,15 @@ validation mends that:
 * ``platt``: a logistic curve on the logit of the score (scikit-learn's
   :class:`~sklearn.linear_model.LogisticRegression`, unregularised); two parameters, stable
   on small calibration sets.
+* ``history``: a logistic regression on the logit of the score *and* the flare history up
+  to each instance (:func:`fdflare.analysis.history.flare_history`: the largest flare and the
+  number of flares >= C1.0 in the last 24 and 72 hours, read from a flare catalog), with
+  standardised inputs and scikit-learn's default L2 penalty (C = 1). It is the forecast a
+  forecaster issues from the model and the recent flares together; it is not monotone in
+  the score alone, so ``predict`` and ``forecast`` (which read no catalog) refuse it.
 
-Both maps are stored as plain numbers (the isotonic knots, the two Platt coefficients) in
-JSON, so applying one needs no scikit-learn and no pickle.
+The maps are stored as plain numbers (the isotonic knots, the Platt or logistic
+coefficients) in JSON, so applying one needs no scikit-learn and no pickle.
 
 Where the calibration data come from decides whether the result can be trusted:
 
@@ -42,7 +48,9 @@ import pandas as pd
 
 from fdflare.core.errors import InputError
 
-METHODS = ("isotonic", "platt")
+METHODS = ("isotonic", "platt", "history")
+#: the maps of the score alone, which ``predict``, ``forecast`` and ensembles apply
+MONOTONE = ("isotonic", "platt")
 #: probabilities are clipped to [EPS, 1 - EPS] before the logit of Platt scaling
 EPS = 1e-6
 
@@ -56,7 +64,11 @@ class Calibrator:
         x: isotonic knots (scores), increasing.
         y: isotonic values at the knots (probabilities), non-decreasing.
         a: Platt slope on ``logit(score)``.
-        b: Platt intercept.
+        b: Platt intercept (and the history map's).
+        features: the history map's inputs: ``logit`` then
+            :data:`fdflare.analysis.history.FEATURES`.
+        mean, scale: the history map's standardisation of each input.
+        coef: the history map's coefficient of each standardised input.
         n: instances the map was fitted on.
         positives: positive instances among them.
         sources: files the map was fitted on.
@@ -70,26 +82,47 @@ class Calibrator:
     n: int = 0
     positives: int = 0
     sources: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    coef: list[float] = field(default_factory=list)
 
-    def __call__(self, prob: np.ndarray) -> np.ndarray:
-        """Map scores to calibrated probabilities."""
+    def __call__(self, prob: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
+        """Map scores (and, for ``history``, the ``(N, 4)`` flare history) to probabilities."""
         p = np.asarray(prob, dtype=float)
         if self.method == "isotonic":
             return np.interp(p, self.x, self.y)
+        if self.method == "history":
+            if history is None:
+                raise InputError("a history calibration map needs the flare history (a catalog)")
+            x = np.column_stack([_logit(p), np.asarray(history, dtype=float)])
+            z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef)
+            return 1.0 / (1.0 + np.exp(-(z + self.b)))
         z = _logit(p)
         return 1.0 / (1.0 + np.exp(-(self.a * z + self.b)))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``calibration.json`` and ``ensemble.json`` hold)."""
         d = asdict(self)
-        if self.method == "isotonic":
-            d.pop("a"), d.pop("b")
-        else:
-            d.pop("x"), d.pop("y")
+        keep = {
+            "isotonic": ("x", "y"),
+            "platt": ("a", "b"),
+            "history": ("b", "features", "mean", "scale", "coef"),
+        }[self.method]
+        for name in ("x", "y", "a", "b", "features", "mean", "scale", "coef"):
+            if name not in keep:
+                d.pop(name)
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, *, path: str | None = None, field: str = "") -> Calibrator:
+    def from_dict(
+        cls,
+        d: Any,
+        *,
+        path: str | None = None,
+        field: str = "",
+        methods: Sequence[str] = METHODS,
+    ) -> Calibrator:
         """Read a map written by :meth:`to_dict`, checking every field.
 
         Args:
@@ -97,6 +130,8 @@ class Calibrator:
             path: the file it came from, named in errors.
             field: where the map sits in the file (``files[0].map``), prefixed to the field
                 names in errors.
+            methods: the methods the reader can apply (:data:`MONOTONE` where no flare
+                catalog is at hand).
 
         Raises:
             InputError: one line naming the file and the field: not an object, an unknown
@@ -116,6 +151,12 @@ class Calibrator:
                 field=field or None,
             )
         method = d.get("method")
+        if method == "history" and "history" not in methods:
+            raise bad(
+                "method",
+                "a history map reads the flare history, which this command does not; "
+                f"give a map of the score alone ({', '.join(methods)})",
+            )
         if method not in METHODS:
             raise bad("method", f"method {_shown(method)} is not one of {', '.join(METHODS)}")
         counts = {}
@@ -153,6 +194,8 @@ class Calibrator:
             if np.any((y < 0) | (y > 1)):
                 i = int(np.flatnonzero((y < 0) | (y > 1))[0])
                 raise bad(f"y[{i}]", f"value {y[i]:g} is not a probability in [0, 1]")
+        elif method == "history":
+            _history_fields(cal, d, bad)
         else:
             for name in ("a", "b"):
                 value = d.get(name)
@@ -160,6 +203,28 @@ class Calibrator:
                     raise bad(name, f"Platt coefficient {_shown(value)} is not a finite number")
             cal.a, cal.b = float(d["a"]), float(d["b"])
         return cal
+
+
+def _history_fields(cal: Calibrator, d: dict[str, Any], bad: Any) -> None:
+    """Read and check the history map's inputs and coefficients into ``cal``."""
+    from fdflare.analysis.history import FEATURES
+
+    expected = ["logit", *FEATURES]
+    if d.get("features") != expected:
+        raise bad("features", f"a history map's features must be {expected}")
+    b = d.get("b")
+    if not _is_number(b) or not math.isfinite(b):
+        raise bad("b", f"intercept {_shown(b)} is not a finite number")
+    cal.b, cal.features = float(b), list(expected)
+    for name in ("mean", "scale", "coef"):
+        values = d.get(name)
+        if not isinstance(values, list) or len(values) != len(expected):
+            raise bad(name, f"expected a list of {len(expected)} numbers")
+        for i, v in enumerate(values):
+            if not _is_number(v) or not math.isfinite(v) or (name == "scale" and v <= 0):
+                what = "a positive number" if name == "scale" else "a finite number"
+                raise bad(f"{name}[{i}]", f"{_shown(v)} is not {what}")
+        setattr(cal, name, [float(v) for v in values])
 
 
 def _is_number(value: Any) -> TypeGuard[float]:
@@ -244,7 +309,7 @@ def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
 
     data = read_json(path, what="calibration file")
     if isinstance(data, dict) and "method" in data:
-        return Calibrator.from_dict(data, path=str(path))
+        return Calibrator.from_dict(data, path=str(path), methods=MONOTONE)
     if isinstance(data, dict) and "files" not in data:
         raise InputError(
             "expected a calibration map (with 'method') or calibration.json (with 'files')",
@@ -272,7 +337,7 @@ def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
             "with one map (its files[k].map object) or calibrate with --fit/--apply",
             path=path,
         )
-    return Calibrator.from_dict(maps[0], path=str(path), field="files[0].map")
+    return Calibrator.from_dict(maps[0], path=str(path), field="files[0].map", methods=MONOTONE)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -281,9 +346,17 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def fit_calibrator(
-    prob: np.ndarray, target: np.ndarray, method: str, *, sources: Sequence[str] = ()
+    prob: np.ndarray,
+    target: np.ndarray,
+    method: str,
+    *,
+    sources: Sequence[str] = (),
+    history: np.ndarray | None = None,
 ) -> Calibrator:
-    """Fit a calibration map of ``method`` to scores ``prob`` and outcomes ``target``."""
+    """Fit a calibration map of ``method`` to scores ``prob`` and outcomes ``target``.
+
+    ``history``: the ``(N, 4)`` flare history of the instances, for ``method="history"``.
+    """
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
     p = np.asarray(prob, dtype=float)
@@ -308,6 +381,26 @@ def fit_calibrator(
         )
     from sklearn.linear_model import LogisticRegression
 
+    if method == "history":
+        from fdflare.analysis.history import FEATURES
+
+        if history is None:
+            raise InputError("the history map needs the flare history of its instances")
+        x = np.column_stack([_logit(p), np.asarray(history, dtype=float)])
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale[scale == 0] = 1.0  # a constant input (no flare in any window) gets no weight
+        lr = LogisticRegression(max_iter=1000).fit((x - mean) / scale, y)
+        return Calibrator(
+            method,
+            b=float(lr.intercept_[0]),
+            n=n,
+            positives=positives,
+            sources=names,
+            features=["logit", *FEATURES],
+            mean=[float(v) for v in mean],
+            scale=[float(v) for v in scale],
+            coef=[float(v) for v in lr.coef_[0]],
+        )
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p).reshape(-1, 1), y)
     return Calibrator(
         method,
@@ -397,21 +490,51 @@ def _score(
     return out
 
 
+def _history_of(path: Path, table: pd.DataFrame, catalog: pd.DataFrame) -> np.ndarray:
+    """The flare history at each row's image time; the first name without one is an error."""
+    from fdflare.analysis.history import flare_history
+    from fdflare.core.io import refuse_first
+    from fdflare.core.paths import parse_image_times
+
+    column = "timestamp" if "timestamp" in table.columns else "label"
+    names = table[column].astype(str)
+    times, _ = parse_image_times(names)
+    refuse_first(
+        times.isna().to_numpy(),
+        lambda i: (
+            f"image name {names.iloc[i]} holds no time (HMI.mYYYY.MM.DD_HH.MM.SS): "
+            "the history map needs each instance's time"
+        ),
+        path=path,
+        field=column,
+    )
+    return flare_history(pd.DatetimeIndex(times), catalog)
+
+
 def _calibrate_one(
     path: Path,
     table: pd.DataFrame,
     fit_tables: Sequence[tuple[Path, pd.DataFrame]],
     method: str,
     reference_rate: float | None,
+    catalog: pd.DataFrame | None = None,
 ) -> CalibratedFile:
     fit_p = np.concatenate([t["flare_prob"].to_numpy(float) for _, t in fit_tables])
     fit_y = np.concatenate([t["target"].to_numpy(int) for _, t in fit_tables])
-    cal = fit_calibrator(fit_p, fit_y, method, sources=[str(p) for p, _ in fit_tables])
-    thr = tss_threshold(cal(fit_p), fit_y)
+    fit_h = h = None
+    if method == "history":
+        if catalog is None:
+            raise InputError("the history map needs a flare catalog (--catalog)")
+        fit_h = np.concatenate([_history_of(fp, t, catalog) for fp, t in fit_tables])
+        h = _history_of(path, table, catalog)
+    cal = fit_calibrator(
+        fit_p, fit_y, method, sources=[str(p) for p, _ in fit_tables], history=fit_h
+    )
+    thr = tss_threshold(cal(fit_p, fit_h), fit_y)
     raw_thr = tss_threshold(fit_p, fit_y)
     rate = float(fit_y.mean()) if reference_rate is None else reference_rate
     p, y = table["flare_prob"].to_numpy(float), table["target"].to_numpy(int)
-    q = cal(p)
+    q = cal(p, h)
     out = table.copy()
     out["flare_prob"] = q
     return CalibratedFile(
@@ -430,21 +553,25 @@ def cross_fold(
     method: str,
     *,
     reference_rates: Sequence[float | None] | None = None,
+    catalog: pd.DataFrame | None = None,
 ) -> list[CalibratedFile]:
     """Calibrate each file with a map fitted on all the other files.
 
     Args:
         paths: one prediction file per fold (at least two).
-        method: ``isotonic`` or ``platt``.
+        method: one of :data:`METHODS`.
         reference_rates: per file, the climatological rate of the Brier skill score (the
             fold's training positive rate); default the calibration data's rate.
+        catalog: flares (:func:`fdflare.acquire.catalog.read_catalog`), for ``history``.
     """
     if len(paths) < 2:
         raise InputError("--cross-fold needs the prediction files of two or more folds")
     tables = [(Path(p), _read(p)) for p in paths]
     rates = list(reference_rates) if reference_rates is not None else [None] * len(tables)
     return [
-        _calibrate_one(p, t, [pt for j, pt in enumerate(tables) if j != i], method, rates[i])
+        _calibrate_one(
+            p, t, [pt for j, pt in enumerate(tables) if j != i], method, rates[i], catalog
+        )
         for i, (p, t) in enumerate(tables)
     ]
 
@@ -455,12 +582,14 @@ def fit_apply(
     method: str,
     *,
     reference_rates: Sequence[float | None] | None = None,
+    catalog: pd.DataFrame | None = None,
 ) -> list[CalibratedFile]:
     """Fit one map on the ``fit`` files and apply it to each of the ``apply`` files."""
     fit_tables = [(Path(p), _read(p)) for p in fit]
     rates = list(reference_rates) if reference_rates is not None else [None] * len(apply)
     return [
-        _calibrate_one(Path(p), _read(p), fit_tables, method, rates[i]) for i, p in enumerate(apply)
+        _calibrate_one(Path(p), _read(p), fit_tables, method, rates[i], catalog)
+        for i, p in enumerate(apply)
     ]
 
 

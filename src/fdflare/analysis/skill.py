@@ -2,7 +2,8 @@
 
 For each model prediction file ``fold{k}_{model}.csv`` the baseline folder must hold
 ``fold{k}_persistence.csv`` and ``fold{k}_climatology.csv`` (``fdflare baseline --out``),
-forecasting exactly the same instances; ``fold{k}_flux.csv`` is used when present. Then:
+forecasting exactly the same instances; ``fold{k}_flux.csv`` and ``fold{k}_history.csv``
+are used when present. Then:
 
 * skill over persistence, for TSS and HSS2: ``(S_model - S_pers) / (1 - S_pers)``, the
   share of persistence's distance to a perfect score that the model closes (negative when
@@ -34,7 +35,7 @@ from fdflare.core.errors import InputError
 from fdflare.core.paths import parse_image_times
 from fdflare.core.table import fmt_number, render_table
 
-BASELINE_KINDS = ("persistence", "climatology", "flux")
+BASELINE_KINDS = ("persistence", "climatology", "flux", "history")
 _FOLD = re.compile(r"fold(\d+)", re.IGNORECASE)
 
 
@@ -209,6 +210,91 @@ def _instances(path: str | os.PathLike[str], df: pd.DataFrame) -> pd.DataFrame:
         {"name": name.to_numpy(), "prob": df["flare_prob"].to_numpy(), "target": df["target"]}
     )
     return out.sort_values("name", kind="stable").reset_index(drop=True)
+
+
+def difference_at_thresholds(
+    forecasts: Sequence[tuple[str | os.PathLike[str], pd.DataFrame, float]],
+    baseline_dir: str | os.PathLike[str],
+    kinds: Sequence[str],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """:func:`paired_difference` of yes/no forecasts made at each fold's own threshold.
+
+    Args:
+        forecasts: per fold ``(file, table, threshold)``: a prediction file (named
+            ``fold{k}_*.csv``), its table (``timestamp``, ``flare_prob``, ``target``) and the
+            threshold chosen for it without its own data (the other folds').
+        baseline_dir: the ``fdflare baseline --out`` folder of the same instances.
+        kinds: the baselines to compare with, each scored at 0.5 as :func:`compare` does.
+
+    Returns:
+        Per baseline kind, :func:`paired_difference`'s result.
+
+    Raises:
+        InputError: a missing baseline file, or one that forecasts other instances.
+    """
+    base = Path(baseline_dir)
+    paired: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]]] = {
+        kind: [] for kind in kinds
+    }
+    for path, table, threshold in forecasts:
+        ours = _instances(path, table)
+        yes = (ours["prob"].to_numpy(float) >= threshold).astype(float)
+        times = pd.DatetimeIndex(parse_image_times(ours["name"])[0])
+        for kind in kinds:
+            other = base / f"fold{fold_of(path)}_{kind}.csv"
+            if not other.is_file():
+                raise InputError(f"no {other.name} to compare {Path(path).name} with", path=base)
+            theirs = _instances(other, read_predictions(other))
+            if not np.array_equal(ours["name"], theirs["name"]):
+                raise InputError(f"forecasts other instances than {Path(path).name}", path=other)
+            paired[kind].append((yes, theirs["prob"].to_numpy(), ours["target"].to_numpy(), times))
+    return {kind: paired_difference(paired[kind]) for kind in kinds}
+
+
+def with_history(
+    pred_files: Sequence[str | os.PathLike[str]],
+    catalog: pd.DataFrame,
+    out: str | os.PathLike[str],
+    baseline_dir: str | os.PathLike[str],
+    *,
+    reference_rates: Sequence[float | None] | None = None,
+    kinds: Sequence[str] = ("persistence", "history"),
+) -> dict[str, Any]:
+    """A model's folds with the flare history, cross-fold, beside the baselines.
+
+    Each fold's history map (:mod:`fdflare.analysis.calibration`, ``history``) is fitted on
+    the other folds' predictions; the calibrated files, ``calibration.json`` and the
+    reliability diagram go to ``out``. Each fold is scored at the threshold that maximises
+    TSS on the other folds, and the yes/no forecasts are compared with each baseline of
+    ``kinds`` in ``baseline_dir`` by the paired day bootstrap
+    (:func:`difference_at_thresholds`).
+
+    Returns:
+        ``method``, ``files`` (``calibration.json``'s), ``tss_at_threshold`` (per fold),
+        ``mean_tss_at_threshold`` (None where a fold has none), and per kind
+        ``difference_vs_{kind}`` (the TSS difference, or None).
+    """
+    from fdflare.analysis.calibration import cross_fold, write_calibrated
+
+    done = cross_fold(pred_files, "history", reference_rates=reference_rates, catalog=catalog)
+    record = write_calibrated(done, out)
+    at = [(f["after"].get("at_threshold") or {}).get("tss") for f in record["files"]]
+    scores = [float(v) for v in at if v is not None]
+    mean = sum(scores) / len(scores) if scores and len(scores) == len(at) else None
+    found: dict[str, Any] = {}
+    if mean is not None:
+        found = difference_at_thresholds(
+            [(c.source, c.table, float(c.threshold or 0.5)) for c in done], baseline_dir, kinds
+        )
+    result: dict[str, Any] = {
+        "method": "history",
+        "files": record["files"],
+        "tss_at_threshold": at,
+        "mean_tss_at_threshold": mean,
+    }
+    for kind in kinds:
+        result[f"difference_vs_{kind}"] = found[kind]["tss"] if kind in found else None
+    return result
 
 
 def difference_of(comparison: dict[str, Any], kind: str, score: str) -> dict[str, Any] | None:

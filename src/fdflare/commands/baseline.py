@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "reference forecasts (persistence, climatology, flux) on the same instances as the models"
+HELP = "reference forecasts (persistence, climatology, flux, history) on the same instances as the models"
 DESCRIPTION = """\
 Forecast every validation instance of every fold of --labels with the reference forecasts a
 model must beat, and score them exactly as `fdflare evaluate` does:
@@ -17,8 +17,11 @@ model must beat, and score them exactly as `fdflare evaluate` does:
   flux         logistic regression, fitted on the fold's training instances, on two
                disk-integrated image features: an unsigned-flux proxy and the share of
                strong-field pixels (needs --images)
+  history      logistic regression, fitted on the fold's training instances, on the flare
+               history up to the instance: the largest flare and the number of flares
+               >= C1.0 in the last 24 and 72 hours (needs --catalog)
 
-By default: persistence and climatology, and flux when --images is given. With --out,
+By default: persistence, climatology and history, and flux when --images is given. With --out,
 writes OUT/fold{k}_{kind}.csv in the study's format (timestamp,flare_prob,target), which
 `fdflare evaluate`, `fdflare calibrate` and `fdflare evaluate --baseline OUT` read.
 
@@ -33,13 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from fdflare.analysis.baselines import KINDS
 
     p.add_argument("--labels", required=True, metavar="DIR", help="label folder or labels.csv")
-    p.add_argument("--catalog", metavar="FILE", help="flare catalog (for persistence)")
+    p.add_argument("--catalog", metavar="FILE", help="flare catalog (for persistence and history)")
     p.add_argument(
         "--kind",
         action="append",
         choices=KINDS,
         help="a baseline to run; repeat for several (default: persistence, climatology, "
-        "and flux with --images)",
+        "history, and flux with --images)",
     )
     p.add_argument("--images", metavar="DIR", help="image folder or array store (for flux)")
     p.add_argument("--image-ext", metavar="EXT", help="image extension instead of the labels'")
@@ -69,10 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.errors import UsageError
     from fdflare.core.outputs import check_output_dir, output_lock
 
-    kinds = args.kind or (["persistence", "climatology"] + (["flux"] if args.images else []))
-    kinds = list(dict.fromkeys(kinds))
-    if "persistence" in kinds and not args.catalog:
-        raise UsageError("--kind persistence needs --catalog FILE (the flare catalog)")
+    default = ["persistence", "climatology", "history"] + (["flux"] if args.images else [])
+    kinds = list(dict.fromkeys(args.kind or default))
+    for kind in ("persistence", "history"):
+        if kind in kinds and not args.catalog:
+            raise UsageError(f"--kind {kind} needs --catalog FILE (the flare catalog)")
     if "flux" in kinds and not args.images:
         raise UsageError("--kind flux needs --images DIR (the images behind the labels)")
     from fdflare.core.recipe import parse_threshold

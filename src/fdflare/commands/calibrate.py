@@ -19,6 +19,14 @@ instances per bin, and a sharpness histogram).
                            fit one map on --fit (e.g. predictions on the held-out slice of
                            training, `fdflare train --holdout-fraction`) and apply it to --apply
 
+  --method isotonic        a non-decreasing step function of the score (the default)
+  --method platt           a logistic curve on the logit of the score
+  --method history         a logistic regression on the logit of the score and the flare
+                           history up to each instance, read from --catalog (the largest flare
+                           and the number of flares >= C1.0 in the last 24 and 72 hours): the
+                           forecast from the model and the recent flares together. predict and
+                           forecast apply only isotonic and platt maps.
+
 The TSS-maximising threshold is chosen on the calibration data only; each file is scored at
 it and at 0.5. The Brier skill score is against climatology: the positive rate of the
 fold's training instances when --labels is given, else that of the calibration data.
@@ -26,6 +34,8 @@ fold's training instances when --labels is given, else that of the calibration d
 examples:
   fdflare calibrate --method isotonic --cross-fold predictions/fold{1,2,3,4}_alex.csv --out cal/
   fdflare calibrate --method platt --fit runs/holdout.csv --apply runs/fold1.csv --out cal/
+  fdflare calibrate --method history --catalog flares.csv \
+      --cross-fold predictions/fold{1,2,3,4}_alex.csv --out cal-history/
 """
 
 
@@ -43,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="label folder: the Brier skill score's climatology is each fold's training rate "
         "(files are matched to folds by the number in fold{k}_*.csv)",
+    )
+    p.add_argument(
+        "--catalog", metavar="FILE", help="flare catalog (for --method history, and only for it)"
+    )
+    p.add_argument(
+        "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--json", action="store_true", help="print calibration.json to stdout")
@@ -66,8 +82,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fit needs --apply FILE... (the files to calibrate)")
     if args.apply and not args.fit:
         raise UsageError("--apply goes with --fit FILE... (the files to fit the map on)")
+    if args.method == "history" and not args.catalog:
+        raise UsageError("--method history needs --catalog FILE (the flare catalog)")
+    if args.catalog and args.method != "history":
+        raise UsageError("--catalog is read only by --method history")
     files = args.cross_fold or args.apply
-    inputs = [*(args.cross_fold or []), *(args.fit or []), *(args.apply or []), args.labels]
+    inputs = [
+        *(args.cross_fold or []),
+        *(args.fit or []),
+        *(args.apply or []),
+        args.labels,
+        args.catalog,
+    ]
     names = [Path(f).name for f in files]
     check_output_dir(args.out, inputs=inputs, writes=[*names, "calibration.json"])
 
@@ -85,10 +111,17 @@ def run(args: argparse.Namespace) -> int:
                     f"--labels: cannot tell the fold of {name} (expected fold{{k}}_*.csv)"
                 )
             rates.append(float(fold_tables(args.labels, k).train["target"].mean()))
+    catalog = None
+    if args.catalog:
+        from fdflare.acquire.catalog import read_catalog
+
+        catalog = read_catalog(args.catalog, fmt=args.catalog_format)
     if args.cross_fold:
-        results = cross_fold(args.cross_fold, args.method, reference_rates=rates)
+        results = cross_fold(args.cross_fold, args.method, reference_rates=rates, catalog=catalog)
     else:
-        results = fit_apply(args.fit, args.apply, args.method, reference_rates=rates)
+        results = fit_apply(
+            args.fit, args.apply, args.method, reference_rates=rates, catalog=catalog
+        )
     with output_lock(args.out, command="calibrate"):
         record = write_calibrated(results, args.out)
     if args.json:

@@ -128,7 +128,7 @@ def read_ensemble(path: str | os.PathLike[str]) -> list[EnsembleEntry]:
     Raises:
         InputError: not an ensemble file, or a malformed field (the member and field named).
     """
-    from fdflare.analysis.calibration import Calibrator
+    from fdflare.analysis.calibration import MONOTONE, Calibrator
     from fdflare.core.io import read_json
     from fdflare.models.registry import list_models
 
@@ -202,7 +202,14 @@ def read_ensemble(path: str | os.PathLike[str]) -> list[EnsembleEntry]:
                 fold=fold,
                 image_size=size,
                 recipe=recipe,
-                calibration=None if cal is None else Calibrator.from_dict(cal, path=str(file)),
+                calibration=None
+                if cal is None
+                else Calibrator.from_dict(
+                    cal,
+                    path=str(file),
+                    field=f"members[{i}].calibration",
+                    methods=MONOTONE,
+                ),
             )
         )
     return out

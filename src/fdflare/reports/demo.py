@@ -10,12 +10,13 @@ into one folder::
     OUT/labels/         Fold{k}_{train,val}.csv, labels.csv      (fdflare label)
     OUT/runs/MODEL_foldK/  config.json, metrics.csv, best.ckpt   (fdflare train)
     OUT/predictions/    foldK_MODEL.csv, foldK_MODEL_joined.csv (fdflare predict)
-    OUT/baselines/      foldK_{persistence,climatology,flux}.csv (fdflare baseline)
+    OUT/baselines/      foldK_{persistence,climatology,flux,history}.csv (fdflare baseline)
     OUT/calibration/MODEL/  calibrated files, calibration.json  (fdflare calibrate)
+    OUT/calibration/MODEL-history/  the same with the flare history (calibrate --method history)
     OUT/figures/        recall heatmaps (PNG, SVG), bin tables   (fdflare spatial)
     OUT/ensemble.json   the fold checkpoints and their calibration maps (fdflare cv)
-    OUT/results.json    {"evaluate", "baselines", "comparison", "calibration", "verdict",
-                         "spatial", "notes", "config"}
+    OUT/results.json    {"evaluate", "baselines", "comparison", "calibration",
+                         "with_history", "verdict", "spatial", "notes", "config"}
     OUT/report.md, OUT/report.html                               (fdflare report)
 
 The demo recipe differs from the study's only where minutes demand it: small images, a
@@ -148,7 +149,7 @@ def _step(name: str, detail: str, quiet: bool) -> None:
     _say(f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}: {detail}", quiet)
 
 
-BASELINE_KINDS = ("persistence", "climatology", "flux")
+BASELINE_KINDS = ("persistence", "climatology", "flux", "history")
 #: the width of the demo's JPEG 2000 files (`fdflare serve --demo` replays them)
 DEMO_JP2_SIZE = 256
 BASELINE_DIR = "baselines"
@@ -261,9 +262,10 @@ def run_demo(
         "baselines": cmp["baselines"],
         "comparison": cmp["comparison"],
     }
-    _step("calibrate", "cross-fold isotonic", quiet)
+    _step("calibrate", "cross-fold isotonic, and with the flare history", quiet)
     if len(pred_files) >= 2:
         results["calibration"] = _calibrate(out, cfg, pred_files)
+        results["with_history"] = _with_history(out, cfg, pred_files, catalog, cmp["baselines"])
     else:
         notes.append(
             "calibration skipped: cross-fold calibration needs the predictions of two or more folds"
@@ -278,6 +280,8 @@ def run_demo(
         read_spatial_tables(joined_files), SpatialConfig(), out=out / "figures", name=cfg.model
     )
     results["notes"] = _verdict_sentences(results["verdict"]) + notes
+    if "with_history" in results:
+        results["notes"] += _history_sentences(results["with_history"])
     results["config"] = json.loads(json.dumps(asdict(cfg)))
     write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     seconds = time.perf_counter() - t0
@@ -313,6 +317,42 @@ def _calibrate(out: Path, cfg: DemoConfig, pred_files: list[Path]) -> dict[str, 
         cross_fold(pred_files, "isotonic", reference_rates=rates), out / folder
     )
     return {"method": "isotonic", "folder": folder, "files": record["files"]}
+
+
+def _with_history(
+    out: Path,
+    cfg: DemoConfig,
+    pred_files: list[Path],
+    catalog: Any,
+    baselines: dict[str, Any],
+) -> dict[str, Any]:
+    """The model's score and the flare history together, mapped fold by fold as calibration is.
+
+    Each fold's map (``fdflare calibrate --method history``) is fitted on the other folds'
+    predictions and their flare history, and its threshold maximises TSS there; the fold is
+    scored at that threshold, beside persistence and the history baseline, with how sure
+    each difference is (a paired bootstrap over days).
+    """
+    from fdflare.analysis.calibration import training_rates
+    from fdflare.analysis.skill import with_history
+
+    folder = f"{CALIBRATION_DIR}/{cfg.model}-history"
+    kinds = [k for k in ("persistence", "history") if k in baselines]
+    result = with_history(
+        pred_files,
+        catalog,
+        out / folder,
+        out / BASELINE_DIR,
+        reference_rates=training_rates(out / "labels", cfg.folds),
+        kinds=kinds,
+    )
+    result["folder"] = folder
+    for kind in kinds:
+        theirs = baselines[kind]["mean"]["tss"]
+        ours = result["mean_tss_at_threshold"]
+        result[f"{kind}_tss"] = theirs
+        result[f"beats_{kind}"] = None if ours is None or theirs is None else ours > theirs
+    return result
 
 
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
@@ -408,6 +448,29 @@ def _verdict_sentences(v: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _history_sentences(h: dict[str, Any]) -> list[str]:
+    """What the model and the flare history forecast together, beside the two references."""
+    from fdflare.analysis.skill import difference_words
+
+    if h.get("mean_tss_at_threshold") is None:
+        return ["with the flare history: undefined (a fold without a threshold)"]
+    word = {True: "beats", False: "does NOT beat", None: "cannot be compared with"}
+    lines = [
+        "with the flare history (a logistic map of the model's score and the flares of the "
+        "last 24 and 72 h, fitted on the other folds, at their TSS-maximising threshold): "
+        f"mean TSS {_fmt(h['mean_tss_at_threshold'])}"
+    ]
+    for kind, name in (("persistence", "persistence"), ("history", "the flare history alone")):
+        if f"{kind}_tss" not in h:
+            continue
+        sure = h.get(f"difference_vs_{kind}")
+        lines.append(
+            f"  {word[h[f'beats_{kind}']]} {name} ({_fmt(h[f'{kind}_tss'])})"
+            + (f"; how sure: {difference_words(sure)}" if sure else "")
+        )
+    return lines
+
+
 def verdict_lines(results: dict[str, Any]) -> list[str]:
     """The verdict in words (does the model beat persistence, its lowest ROC AUC) and the notes.
 
@@ -450,6 +513,16 @@ def _markdown(
             calibration_table(results, markdown=True),
             "",
             f"![reliability]({results['calibration']['folder']}/reliability.png)",
+            "",
+        ]
+    if "with_history" in results:
+        from fdflare.analysis.calibration import before_after
+        from fdflare.core.table import render_table
+
+        report += [
+            "## With the flare history (the model's score and the last 72 h of flares)",
+            "",
+            render_table(*before_after(results["with_history"], "history"), markdown=True),
             "",
         ]
     report += ["## Recall by location", "", spatial_table(results["spatial"], markdown=True), ""]

@@ -3,7 +3,7 @@
 The page holds what a reader needs to judge a model, in this order:
 
 1. the per-fold table with the baselines on the same instances (persistence, climatology,
-   flux where present), mean +- std, and a plain verdict on whether the model beats them;
+   flux and history where present), mean +- std, and a plain verdict on whether the model beats them;
 2. the reliability diagram of the calibrated and uncalibrated probabilities;
 3. the central / near-limb location table and the recall heatmaps;
 4. training curves from every ``metrics.csv`` in the folder;
@@ -141,14 +141,25 @@ def _scores_section(page: Page, ev: dict[str, Any], entry: dict[str, Any]) -> No
         )
 
 
-def _calibration_section(page: Page, folder: Path, entry: dict[str, Any]) -> None:
-    cal = entry.get("calibration")
+def _calibration_section(
+    page: Page, folder: Path, entry: dict[str, Any], key: str = "calibration"
+) -> None:
+    cal = entry.get(key)
     if not cal:
         return
-    page.heading("Calibration and reliability", 3)
     from fdflare.analysis.calibration import before_after
 
-    page.raw(table_html(*before_after(cal)))
+    if key == "with_history":
+        page.heading("With the flare history", 3)
+        page.paragraph(
+            "Each fold's forecast from the model's score and the flares of the last 24 and "
+            "72 hours together: a logistic map fitted on the other folds (fdflare calibrate "
+            "--method history)."
+        )
+        page.raw(table_html(*before_after(cal, "history")))
+    else:
+        page.heading("Calibration and reliability", 3)
+        page.raw(table_html(*before_after(cal)))
     page.paragraph(
         "BSS is against climatology (each fold's training positive rate). The threshold that "
         "maximises TSS is chosen on the calibration data only."
@@ -246,6 +257,7 @@ def _reproduction(folder: Path, data: dict[str, Any]) -> Page:
             page.heading("Skill per validation fold, beside the baselines", 3)
             _scores_section(page, entry["evaluate"], entry)
         _calibration_section(page, folder, entry)
+        _calibration_section(page, folder, entry, "with_history")
         if "spatial" in entry:
             _spatial_section(page, folder, entry["spatial"], model)
     _settings_section(
@@ -264,12 +276,13 @@ def _demo(folder: Path, data: dict[str, Any]) -> Page:
     )
     page.heading("Skill per validation fold, beside the baselines")
     entry: dict[str, Any] = {
-        k: data[k] for k in ("baselines", "comparison", "calibration") if k in data
+        k: data[k] for k in ("baselines", "comparison", "calibration", "with_history") if k in data
     }
     _scores_section(page, data["evaluate"], entry)
     for note in data.get("notes", []):
         page.paragraph(note, "note")
     _calibration_section(page, folder, entry)
+    _calibration_section(page, folder, entry, "with_history")
     if "spatial" in data:
         _spatial_section(page, folder, data["spatial"], model)
     _curves_section(page, folder)

@@ -284,6 +284,10 @@ def reproduce(
                 entry.update(_beside_baselines(folds, baseline_dir, threshold, lines))
             if len(folds) >= 2:
                 entry["calibration"] = _calibrate(model, folds, ref_dir, out, lines)
+            if len(folds) >= 2 and baseline_dir is not None:
+                entry["with_history"] = _with_history(
+                    model, folds, ref_dir, out, entry["calibration"], lines
+                )
         spatial_files = [files[c] for c in ("x", "m") if c in files]
         if spatial_files:
             sp = analyse(
@@ -314,13 +318,15 @@ CALIBRATION_DIR = "calibration"
 
 
 def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[str]) -> Path:
-    """Persistence and climatology on the study's own instances, from the reference catalog."""
+    """Persistence, climatology and history on the study's own instances, from its catalog."""
     from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.baselines import baseline_predictions, write_predictions
 
     catalog = ref_dir / CATALOG_FILE
     preds = baseline_predictions(
-        ref_dir / "labels", ["persistence", "climatology"], catalog=read_catalog(catalog)
+        ref_dir / "labels",
+        ["persistence", "climatology", "history"],
+        catalog=read_catalog(catalog),
     )
     folder = out / BASELINE_DIR
     write_predictions(preds, folder)
@@ -329,11 +335,58 @@ def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[st
         "## Baselines",
         "",
         f"Persistence (a flare >= M1.0 started in the 24 h up to the image time, from "
-        f"`{CATALOG_FILE}`) and climatology (each fold's training positive rate) forecast the "
-        f"same validation instances as the models: `{BASELINE_DIR}/fold{{k}}_{{kind}}.csv`.",
+        f"`{CATALOG_FILE}`), climatology (each fold's training positive rate) and history (a "
+        "logistic regression, fitted on each fold's training instances, on the largest flare "
+        "and the number of flares >= C1.0 in the 24 and 72 h up to the image time: the "
+        "catalog alone, read in full) forecast the same validation instances as the models: "
+        f"`{BASELINE_DIR}/fold{{k}}_{{kind}}.csv`.",
         "",
     ]
     return folder
+
+
+def _with_history(
+    model: str,
+    folds: list[Path],
+    ref_dir: Path,
+    out: Path,
+    calibration: dict[str, Any],
+    lines: list[str],
+) -> dict[str, Any]:
+    """The model's released scores and the flare history together, fold by fold."""
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.calibration import before_after
+    from fdflare.analysis.skill import difference_words, with_history
+    from fdflare.core.table import render_table
+
+    name = f"{model}-history"
+    result = with_history(
+        folds,
+        read_catalog(ref_dir / CATALOG_FILE),
+        out / CALIBRATION_DIR / name,
+        out / BASELINE_DIR,
+        reference_rates=[f["after"]["reference_rate"] for f in calibration["files"]],
+    )
+    result["folder"] = f"{CALIBRATION_DIR}/{name}"
+    head, table = before_after(result, "history")
+    lines += [
+        "### With the flare history",
+        "",
+        "Each fold's released scores and the flare history up to each instance together: a "
+        "logistic map fitted on the other folds' predictions (`fdflare calibrate --method "
+        "history`), scored at the threshold that maximises TSS on those folds.",
+        "",
+        *render_table(head, table, markdown=True).splitlines(),
+        "",
+    ]
+    if result["mean_tss_at_threshold"] is not None:
+        lines += [
+            f"Mean TSS at the other folds' threshold: {result['mean_tss_at_threshold']:.4f}; "
+            f"against persistence, {difference_words(result['difference_vs_persistence'])}; "
+            f"against the history baseline, {difference_words(result['difference_vs_history'])}.",
+            "",
+        ]
+    return result
 
 
 def _selection(folds: list[Path], threshold: float, lines: list[str]) -> dict[str, Any]:

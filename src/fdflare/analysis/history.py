@@ -1,0 +1,88 @@
+"""The flare history up to an instance: what a forecaster knows from the catalog alone.
+
+Persistence asks one question of the past (did a flare of the forecast's class start in the
+last 24 hours?). A forecaster reads more from the same catalog: how large the recent flares
+were and how many there were, over the last day and the last few days. :func:`flare_history`
+gives four such numbers per instance time ``t``, each from the flares that *started* in a
+window ``(t - w, t]`` (the label window mirrored into the past, as persistence uses it):
+
+============== ==================================================================
+``peak_24h``   log10 of the largest peak flux (W m^-2) in ``(t - 24 h, t]``, or
+               log10 of :data:`FLOOR` (B1.0) when no flare is listed there
+``peak_72h``   the same over ``(t - 72 h, t]``
+``flares_24h`` ``log(1 + n)``: n flares >= C1.0 in ``(t - 24 h, t]``
+``flares_72h`` the same over ``(t - 72 h, t]``
+============== ==================================================================
+
+They feed the ``history`` baseline (:mod:`fdflare.analysis.baselines`: a logistic regression
+on them alone) and the ``history`` calibration map (:mod:`fdflare.analysis.calibration`:
+a model's score together with them; :func:`fdflare.analysis.skill.with_history` runs it fold
+by fold beside the baselines). Both use the catalog only up to each instance's time, so both can be issued
+operationally.
+
+The whole table is computed at once: sorted start times, ``numpy.searchsorted`` for the
+window bounds and ``numpy.maximum.reduceat`` for the peaks, O((N + M) log M) for N instances
+and M flares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fdflare.core.errors import InputError
+
+#: the history's numbers, in the order :func:`flare_history` returns them
+FEATURES = ("peak_24h", "peak_72h", "flares_24h", "flares_72h")
+#: the windows (hours) of the peaks and the counts
+WINDOWS_H = (24, 72)
+#: the peak flux an empty window stands at (B1.0, W m^-2): below any flare a forecaster counts
+FLOOR = 1e-7
+#: flares at or above this peak flux (C1.0) are counted
+COUNT_FROM = 1e-6
+
+
+def flare_history(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> np.ndarray:
+    """``(N, 4)``: :data:`FEATURES` at each of ``times`` from the flares of ``catalog``.
+
+    Args:
+        times: instance times (UTC, naive or aware).
+        catalog: flares with ``start_time`` and ``flux`` (peak W m^-2), as
+            :func:`fdflare.acquire.catalog.read_catalog` returns them; any order.
+
+    Raises:
+        InputError: a time that is missing (NaT): it has no past to read.
+    """
+    t_index = pd.DatetimeIndex(times)
+    if t_index.tz is not None:
+        t_index = t_index.tz_convert("UTC").tz_localize(None)
+    if len(t_index) and t_index.isna().any():
+        i = int(np.flatnonzero(np.asarray(t_index.isna()))[0])
+        raise InputError(f"instance {i} has no time: its flare history cannot be read")
+    t = t_index.as_unit("ns").asi8
+    start = pd.DatetimeIndex(catalog["start_time"])
+    if start.tz is not None:
+        start = start.tz_convert("UTC").tz_localize(None)
+    flux = catalog["flux"].to_numpy(dtype=float)
+    keep = ~np.asarray(start.isna()) & np.isfinite(flux)
+    starts = start.as_unit("ns").asi8[keep]
+    flux = flux[keep]
+    order = np.argsort(starts, kind="stable")
+    starts, flux = starts[order], flux[order]
+    counted = np.cumsum(np.concatenate([[0], flux >= COUNT_FROM]))
+    # a sentinel at the end, so that an empty window at the end still indexes a real element
+    peaks = np.concatenate([np.maximum(flux, FLOOR), [FLOOR]])
+    hi = np.searchsorted(starts, t, side="right")
+    out = np.empty((len(t), 2 * len(WINDOWS_H)))
+    for j, hours in enumerate(WINDOWS_H):
+        lo = np.searchsorted(starts, t - pd.Timedelta(hours=hours).value, side="right")
+        empty = hi <= lo
+        if len(t):
+            bounds = np.empty(2 * len(t), dtype=np.intp)
+            bounds[0::2], bounds[1::2] = lo, hi
+            top = np.maximum.reduceat(peaks, bounds)[0::2]
+        else:
+            top = np.empty(0)
+        out[:, j] = np.log10(np.where(empty, FLOOR, top))
+        out[:, len(WINDOWS_H) + j] = np.log1p(counted[hi] - counted[lo])
+    return out
