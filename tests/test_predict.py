@@ -455,11 +455,12 @@ def test_cv_with_a_catalog_shows_baselines_calibration_and_a_report(cv_with_cata
         assert base["timestamp"].tolist() == pred["timestamp"].tolist()
     res = json.loads((out / "results.json").read_text())
     entry = res["models"]["resnet18"]
-    assert set(entry["baselines"]) == {"persistence", "climatology"}
+    assert set(entry["baselines"]) == {"persistence", "climatology", "history"}
+    assert (out / "baselines" / "fold1_history.csv").is_file()
     assert len(entry["calibration"]["files"]) == 2
     assert (out / "calibration" / "resnet18" / "reliability.png").is_file()
     html = (out / "report.html").read_text()
-    assert "persistence" in html and "data:image/png;base64," in html
+    assert "persistence" in html and "history" in html and "data:image/png;base64," in html
 
 
 def test_cv_with_holdout_calibrates_on_the_held_out_slice(trained, tmp_path, capsys):

@@ -83,7 +83,7 @@ def _cv_results(
 
         preds = baseline_predictions(
             labels,
-            ["persistence", "climatology"],
+            ["persistence", "climatology", "history"],
             catalog=read_catalog(catalog),
             mode=mode,
             folds=list(folds),
