@@ -265,3 +265,32 @@ def test_history_map_needs_a_catalog_and_is_refused_where_none_is_read(tmp_path,
     d["features"] = ["logit"]
     with pytest.raises(InputError, match="features"):
         Calibrator.from_dict(d)
+
+
+def test_history_left_out_with_a_note_where_a_fold_cannot_fit_it(tmp_path, capsys):
+    """By default a fold whose training instances are all quiet has no history baseline (said
+    in a note, nothing else lost); asked for by name, it is an error in one line."""
+    t0 = pd.Timestamp("2011-01-01")
+    rows = [(_name(t0 + pd.Timedelta(hours=6 * i)), 0) for i in range(8)]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    pd.DataFrame(rows[:5], columns=["label", "goes_class"]).to_csv(
+        labels / "Fold1_train.csv", index=False
+    )
+    pd.DataFrame(rows[5:], columns=["label", "goes_class"]).to_csv(
+        labels / "Fold1_val.csv", index=False
+    )
+    cat = tmp_path / "flares.csv"
+    cat.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-01-02 03:00:00,C2.0,0,0\n")
+    out = tmp_path / "bl"
+    argv = ["baseline", "--catalog", str(cat), "--labels", str(labels)]
+    code, err = run_cli([*argv, "--out", str(out)], capsys)
+    assert code == 0
+    assert "note: history baseline left out: fold 1's 5 training instances are all " in err
+    assert sorted(p.name for p in out.glob("*.csv")) == [
+        "fold1_climatology.csv",
+        "fold1_persistence.csv",
+    ]
+    code, err = run_cli([*argv, "--kind", "history"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "history baseline needs flare and no-flare training instances" in err

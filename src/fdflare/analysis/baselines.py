@@ -264,6 +264,8 @@ def baseline_predictions(
     image_ext: str | None = None,
     geometry: str | os.PathLike[str] | None = None,
     folds: Sequence[int] | None = None,
+    optional: Sequence[str] = (),
+    notes: list[str] | None = None,
 ) -> list[FoldPredictions]:
     """Forecast every validation instance of every fold with each baseline in ``kinds``.
 
@@ -278,6 +280,10 @@ def baseline_predictions(
         image_ext: image extension to use instead of the labels' (e.g. ``png``).
         geometry: ``geometry.csv`` of the images (default: found among or beside them).
         folds: folds to forecast (default: every fold the labels hold).
+        optional: fitted kinds (``flux``, ``history``) to leave out, on every fold, where a
+            fold's training instances are all of one class, instead of failing; each one
+            left out is said in ``notes``.
+        notes: receives a line for each kind left out.
 
     Raises:
         InputError: an unknown kind, a baseline without what it needs, or bad labels.
@@ -295,10 +301,21 @@ def baseline_predictions(
     thr = parse_threshold(mode, what="mode")[0]
     features = ImageFeatures(images, image_ext, geometry) if "flux" in kinds and images else None
     out: list[FoldPredictions] = []
+    dropped: dict[str, str] = {}
     for k in folds if folds is not None else list_folds(labels):
         tables = fold_tables(labels, k)
         train, val = tables.train, tables.val
+        one_class = train["target"].nunique() < 2
         for kind in kinds:
+            if kind in dropped:
+                continue
+            if kind in optional and kind in ("flux", "history") and one_class:
+                what = "flares" if len(train) and train["target"].iloc[0] else "without a flare"
+                dropped[kind] = (
+                    f"{kind} baseline left out: fold {k}'s {len(train)} training instances are "
+                    f"all {what}, so it cannot be fitted there"
+                )
+                continue
             if kind == "persistence":
                 assert catalog is not None
                 prob = persistence(_times(val, str(tables.val_path)), catalog, threshold=thr)
@@ -319,7 +336,9 @@ def baseline_predictions(
                 model = fit_flux(features(train["label"]), train["target"].to_numpy())
                 prob = model(features(val["label"]))
             out.append(FoldPredictions(k, kind, _frame(val["label"], prob, val["target"])))
-    return out
+    if notes is not None:
+        notes.extend(dropped.values())
+    return [p for p in out if p.kind not in dropped]
 
 
 def write_predictions(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 HELP = "reference forecasts (persistence, climatology, flux, history) on the same instances as the models"
 DESCRIPTION = """\
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.analysis.metrics import evaluate_files, format_table
 
     catalog = read_catalog(args.catalog, fmt=args.catalog_format) if args.catalog else None
+    notes: list[str] = []
     preds = baseline_predictions(
         args.labels,
         kinds,
@@ -99,7 +101,11 @@ def run(args: argparse.Namespace) -> int:
         images=args.images,
         image_ext=args.image_ext,
         geometry=args.geometry,
+        optional=[] if args.kind else ["flux", "history"],  # what was asked for must run
+        notes=notes,
     )
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.out:
         with output_lock(args.out, command="baseline"):
             paths = write_predictions(preds, args.out)

@@ -3,8 +3,9 @@
 After every pair of ``fdflare cv`` has been trained and predicted, this writes, for each
 model with prediction files:
 
-* ``OUT/baselines/fold{k}_{persistence,climatology}.csv`` when a flare catalog is given
-  (``--catalog``): the reference forecasts on the same validation instances;
+* ``OUT/baselines/fold{k}_{persistence,climatology,history}.csv`` when a flare catalog is
+  given (``--catalog``): the reference forecasts on the same validation instances (history
+  left out, with a note, where a fold's training instances are all of one class);
 * the model's scores beside them (:func:`fdflare.analysis.skill.compare`);
 * ``OUT/calibration/<model>/``: each fold calibrated, with the reliability diagram. With
   ``--holdout-fraction`` the map of each fold is fitted on the model's predictions for that fold's
@@ -18,6 +19,7 @@ model with prediction files:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,16 +83,21 @@ def _cv_results(
         from fdflare.acquire.catalog import read_catalog
         from fdflare.analysis.baselines import baseline_predictions, write_predictions
 
+        notes: list[str] = []
         preds = baseline_predictions(
             labels,
             ["persistence", "climatology", "history"],
             catalog=read_catalog(catalog),
             mode=mode,
             folds=list(folds),
+            optional=["history"],
+            notes=notes,
         )
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         baseline_dir = out / "baselines"
         write_predictions(preds, baseline_dir)
-        results["baselines"] = {"catalog": str(catalog), "folder": "baselines"}
+        results["baselines"] = {"catalog": str(catalog), "folder": "baselines", "notes": notes}
     rates = training_rates(labels, folds)
     members: list[dict[str, Any]] = []
     for model in models:
