@@ -294,3 +294,28 @@ def test_history_left_out_with_a_note_where_a_fold_cannot_fit_it(tmp_path, capsy
     code, err = run_cli([*argv, "--kind", "history"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "history baseline needs flare and no-flare training instances" in err
+
+
+@pytest.mark.reference
+def test_with_a_full_catalog_alexnet_adds_a_little_to_the_flare_history(reference_dir, tmp_path):
+    """docs/skill.md: with final_flare_list_sc24.csv the history baseline beats AlexNet on TSS,
+    and AlexNet's scores with the history beat the history alone, by the day bootstrap."""
+    from fdflare.analysis.baselines import baseline_predictions, write_predictions
+    from fdflare.analysis.calibration import training_rates
+    from fdflare.analysis.skill import compare, with_history
+
+    cat = read_catalog(reference_dir / "catalogs" / "final_flare_list_sc24.csv")
+    labels = reference_dir / "labels"
+    base = tmp_path / "baselines"
+    kinds = ["persistence", "climatology", "history"]
+    write_predictions(baseline_predictions(labels, kinds, catalog=cat), base)
+    files = [reference_dir / "predictions" / f"fold{k}_alex.csv" for k in range(1, 5)]
+    alone = compare(files, base)
+    assert alone["baselines"]["history"]["mean"]["tss"] == pytest.approx(0.5825, abs=5e-4)
+    assert alone["comparison"]["difference"]["history"]["tss"]["verdict"] == "worse"
+    both = with_history(
+        files, cat, tmp_path / "h", base, reference_rates=training_rates(labels, [1, 2, 3, 4])
+    )
+    assert both["mean_tss_at_threshold"] == pytest.approx(0.6033, abs=5e-4)
+    assert both["difference_vs_history"]["verdict"] == "better"
+    assert both["difference_vs_persistence"]["verdict"] == "better"
