@@ -7,7 +7,7 @@ import json
 
 HELP = "calibrate prediction files (isotonic or Platt), with a reliability diagram"
 DESCRIPTION = """\
-Map each prediction file's P(flare) through a monotone calibration map fitted on
+Map each prediction file's P(flare) through a calibration map fitted on
 predictions the file's model did not validate on, and write the calibrated files under the
 same names in --out, with calibration.json (the maps as plain numbers, and the scores
 before and after) and reliability.png / reliability.svg (reliability diagram with the
@@ -34,8 +34,8 @@ fold's training instances when --labels is given, else that of the calibration d
 examples:
   fdflare calibrate --method isotonic --cross-fold predictions/fold{1,2,3,4}_alex.csv --out cal/
   fdflare calibrate --method platt --fit runs/holdout.csv --apply runs/fold1.csv --out cal/
-  fdflare calibrate --method history --catalog flares.csv \
-      --cross-fold predictions/fold{1,2,3,4}_alex.csv --out cal-history/
+  fdflare calibrate --method history --catalog flares.csv --out cal-history/ \\
+      --cross-fold predictions/fold{1,2,3,4}_alex.csv
 """
 
 
