@@ -294,6 +294,12 @@ def test_history_left_out_with_a_note_where_a_fold_cannot_fit_it(tmp_path, capsy
     code, err = run_cli([*argv, "--kind", "history"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "history baseline needs flare and no-flare training instances" in err
+    # a catalog without a flare: left out by default, refused when asked for by name
+    cat.write_text("start_time,goes_class,fl_lon,fl_lat\n")
+    code, err = run_cli(argv, capsys)
+    assert code == 0 and "note: history baseline left out: the flare catalog lists no flare" in err
+    code, err = run_cli([*argv, "--kind", "history"], capsys)
+    assert code == 2 and "lists no flare" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.reference
@@ -337,3 +343,29 @@ def test_history_map_fit_on_some_files_applies_to_others(tmp_path, capsys):
     got = pd.read_csv(out / "fold3_m.csv")["flare_prob"].to_numpy()
     assert np.allclose(got, again.table["flare_prob"], atol=1e-5)
     assert item["after"]["brier"] < item["before"]["brier"]
+
+
+def test_calibrate_says_when_a_file_is_fitted_and_scored_and_when_the_catalog_ends(
+    tmp_path, capsys
+):
+    _cat, _labels, files = _history_sun(tmp_path, folds=2, days=30)
+    out = tmp_path / "cal"
+    code, err = run_cli(
+        ["calibrate", "--fit", str(files[0]), "--apply", str(files[0]), "--out", str(out)], capsys
+    )
+    assert code == 0 and "is in both --fit and --apply" in err and "in-sample" in err
+    # a catalog that stops long before the instances: said, with the count
+    short = tmp_path / "short.csv"
+    short.write_text("start_time,goes_class,fl_lon,fl_lat\n2010-12-20 00:00:00,M1.0,0,0\n")
+    argv = ["calibrate", "--method", "history", "--catalog", str(short)]
+    code, err = run_cli([*argv, "--cross-fold", *map(str, files), "--out", str(out)], capsys)
+    assert code == 0 and "note: --catalog: 240 of 240 instances lie more than 72 h after" in err
+    # a catalog without a flare: refused in one line, nothing written
+    empty = tmp_path / "empty.csv"
+    empty.write_text("start_time,goes_class,fl_lon,fl_lat\n")
+    argv = ["calibrate", "--method", "history", "--catalog", str(empty)]
+    code, err = run_cli(
+        [*argv, "--cross-fold", *map(str, files), "--out", str(tmp_path / "e")], capsys
+    )
+    assert code == 2 and "lists no flare" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e" / "calibration.json").exists()

@@ -302,6 +302,17 @@ def baseline_predictions(
     features = ImageFeatures(images, image_ext, geometry) if "flux" in kinds and images else None
     out: list[FoldPredictions] = []
     dropped: dict[str, str] = {}
+    if "history" in kinds:
+        from fdflare.analysis.history import check_catalog
+
+        assert catalog is not None
+        try:
+            check_catalog(catalog, what="the history baseline")
+        except InputError as exc:
+            if "history" not in optional:
+                raise
+            dropped["history"] = f"history baseline left out: {exc.message}"
+    instants: list[pd.DatetimeIndex] = []
     for k in folds if folds is not None else list_folds(labels):
         tables = fold_tables(labels, k)
         train, val = tables.train, tables.val
@@ -330,7 +341,8 @@ def baseline_predictions(
                     train["target"].to_numpy(),
                     what="history",
                 )
-                prob = model(flare_history(_times(val, str(tables.val_path)), catalog))
+                instants.append(_times(val, str(tables.val_path)))
+                prob = model(flare_history(instants[-1], catalog))
             else:
                 assert features is not None
                 model = fit_flux(features(train["label"]), train["target"].to_numpy())
@@ -338,6 +350,13 @@ def baseline_predictions(
             out.append(FoldPredictions(k, kind, _frame(val["label"], prob, val["target"])))
     if notes is not None:
         notes.extend(dropped.values())
+        if instants and "history" not in dropped:
+            from fdflare.analysis.history import coverage_note
+
+            assert catalog is not None
+            note = coverage_note(pd.DatetimeIndex(np.concatenate(instants)), catalog)
+            if note:
+                notes.append(f"history baseline: {note}")
     return [p for p in out if p.kind not in dropped]
 
 

@@ -525,6 +525,9 @@ def _calibrate_one(
     if method == "history":
         if catalog is None:
             raise InputError("the history map needs a flare catalog (--catalog)")
+        from fdflare.analysis.history import check_catalog
+
+        check_catalog(catalog, what="the history map")
         fit_h = np.concatenate([_history_of(fp, t, catalog) for fp, t in fit_tables])
         h = _history_of(path, table, catalog)
     cal = fit_calibrator(

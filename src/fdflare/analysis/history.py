@@ -17,8 +17,11 @@ window ``(t - w, t]`` (the label window mirrored into the past, as persistence u
 They feed the ``history`` baseline (:mod:`fdflare.analysis.baselines`: a logistic regression
 on them alone) and the ``history`` calibration map (:mod:`fdflare.analysis.calibration`:
 a model's score together with them; :func:`fdflare.analysis.skill.with_history` runs it fold
-by fold beside the baselines). Both use the catalog only up to each instance's time, so both can be issued
-operationally.
+by fold beside the baselines). Both use the catalog only up to each instance's time, so
+both can be issued operationally, given a catalog that lists every flare as it happens. A
+catalog whose listing depends on later flares (the study's ``flare_catalog_partial.csv``
+lists a flare only where it was the largest of some instance's next 24 h) lets the future
+into the history: read the history from a complete list.
 
 The whole table is computed at once: sorted start times, ``numpy.searchsorted`` for the
 window bounds and ``numpy.maximum.reduceat`` for the peaks, O((N + M) log M) for N instances
@@ -86,3 +89,40 @@ def flare_history(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) ->
         out[:, j] = np.log10(np.where(empty, FLOOR, top))
         out[:, len(WINDOWS_H) + j] = np.log1p(counted[hi] - counted[lo])
     return out
+
+
+def check_catalog(catalog: pd.DataFrame, *, what: str = "the flare history") -> None:
+    """Refuse a catalog that lists no flare: every history would read as quiet.
+
+    Raises:
+        InputError: the catalog has no flare with a start time and a peak flux.
+    """
+    start = pd.to_datetime(catalog["start_time"], errors="coerce") if len(catalog) else []
+    flux = catalog["flux"].to_numpy(dtype=float) if len(catalog) else np.empty(0)
+    if not (len(catalog) and (~pd.isna(start) & np.isfinite(flux)).any()):
+        raise InputError(f"the flare catalog lists no flare, so {what} would read quiet everywhere")
+
+
+def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> str | None:
+    """A note when instances lie after the catalog's last flare (its end, or a long quiet).
+
+    A catalog cannot say where it ends: past its last flare the history of every instance
+    reads as quiet. Nothing is dropped; the note says how many instances that is.
+    """
+    t = pd.DatetimeIndex(times)
+    if t.tz is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    start = pd.DatetimeIndex(pd.to_datetime(catalog["start_time"], errors="coerce")).dropna()
+    if start.tz is not None:
+        start = start.tz_convert("UTC").tz_localize(None)
+    if not len(start) or not len(t):
+        return None
+    last = start.max()
+    after = int((t > last + pd.Timedelta(hours=max(WINDOWS_H))).sum())
+    if not after:
+        return None
+    return (
+        f"{after} of {len(t)} instances lie more than {max(WINDOWS_H)} h after the catalog's "
+        f"last flare ({last:%Y-%m-%d %H:%M}): their flare history reads as quiet, which is "
+        "true only if the catalog covers them"
+    )

@@ -247,6 +247,13 @@ def difference_at_thresholds(
             theirs = _instances(other, read_predictions(other))
             if not np.array_equal(ours["name"], theirs["name"]):
                 raise InputError(f"forecasts other instances than {Path(path).name}", path=other)
+            if not np.array_equal(ours["target"].to_numpy(), theirs["target"].to_numpy()):
+                raise InputError(
+                    f"its targets differ from {Path(path).name}'s: baselines must be made from "
+                    "the model's own labels",
+                    path=other,
+                    field="target",
+                )
             paired[kind].append((yes, theirs["prob"].to_numpy(), ours["target"].to_numpy(), times))
     return {kind: paired_difference(paired[kind]) for kind in kinds}
 
@@ -284,7 +291,9 @@ def with_history(
     found: dict[str, Any] = {}
     if mean is not None:
         found = difference_at_thresholds(
-            [(c.source, c.table, float(c.threshold or 0.5)) for c in done], baseline_dir, kinds
+            [(c.source, c.table, 0.5 if c.threshold is None else c.threshold) for c in done],
+            baseline_dir,
+            kinds,
         )
     result: dict[str, Any] = {
         "method": "history",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-HELP = "calibrate prediction files (isotonic or Platt), with a reliability diagram"
+HELP = "calibrate prediction files (isotonic, Platt, or with the flare history), with a reliability diagram"
 DESCRIPTION = """\
 Map each prediction file's P(flare) through a calibration map fitted on
 predictions the file's model did not validate on, and write the calibrated files under the
@@ -82,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fit needs --apply FILE... (the files to calibrate)")
     if args.apply and not args.fit:
         raise UsageError("--apply goes with --fit FILE... (the files to fit the map on)")
+    if args.fit and args.apply:
+        both = {Path(f).resolve() for f in args.fit} & {Path(f).resolve() for f in args.apply}
+        for path in sorted(both):
+            print(
+                f"note: {path} is in both --fit and --apply: its scores after calibration are "
+                "in-sample (the map was fitted on it), not a test of the map",
+                file=sys.stderr,
+            )
     if args.method == "history" and not args.catalog:
         raise UsageError("--method history needs --catalog FILE (the flare catalog)")
     if args.catalog and args.method != "history":
@@ -122,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         results = fit_apply(
             args.fit, args.apply, args.method, reference_rates=rates, catalog=catalog
         )
+    if catalog is not None:
+        _coverage(results, catalog)
     with output_lock(args.out, command="calibrate"):
         record = write_calibrated(results, args.out)
     if args.json:
@@ -132,6 +143,23 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {len(results)} calibrated file(s), calibration.json and reliability.png/.svg to {args.out}"
     )
     return 0
+
+
+def _coverage(results: list, catalog: object) -> None:
+    """Say how many calibrated instances lie past the catalog's last flare (stderr)."""
+    import sys
+
+    import pandas as pd
+
+    from fdflare.analysis.history import coverage_note
+    from fdflare.core.paths import parse_image_times
+
+    names = pd.concat(
+        [r.table["timestamp" if "timestamp" in r.table.columns else "label"] for r in results]
+    )
+    note = coverage_note(pd.DatetimeIndex(parse_image_times(names.astype(str))[0]), catalog)
+    if note:
+        print(f"note: --catalog: {note}", file=sys.stderr)
 
 
 def format_summary(record: dict, method: str) -> str:

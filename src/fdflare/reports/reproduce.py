@@ -105,6 +105,11 @@ def check_labels(ref: Path) -> dict[str, Any] | None:
 
 LABEL_FILES = tuple(f"Fold{k}_{part}.csv" for k in range(1, 5) for part in ("train", "val"))
 CATALOG_FILE = "flare_catalog_partial.csv"
+#: the catalog the flare history is read from: a complete list (every flare >= C1.0). The
+#: partial catalog lists a flare only where it was the largest of some instance's next 24 h,
+#: so whether a past flare is listed depends on the flares after it: a history read from it
+#: would read the future.
+HISTORY_CATALOG = "catalogs/final_flare_list_sc24.csv"
 LAYOUT = (
     "labels/Fold{1..4}_{train,val}.csv with flare_catalog_partial.csv, "
     "predictions/fold{k}_{model}.csv, predictions/{model}_{x,m}_class.csv"
@@ -172,6 +177,11 @@ def plan_reference(ref_dir: Path) -> dict[str, Any]:
             )
         if not catalog.is_file():
             missing.append(f"{CATALOG_FILE} is missing, so the labels are not rebuilt")
+        elif not (ref_dir / HISTORY_CATALOG).is_file():
+            missing.append(
+                f"{HISTORY_CATALOG} is missing, so there is no history baseline (the partial "
+                "catalog lists a flare by what follows it, so it cannot give the history)"
+            )
     if not pred_dir.is_dir():
         missing.append(
             "predictions/ is missing: no skill scores or location table "
@@ -284,7 +294,11 @@ def reproduce(
                 entry.update(_beside_baselines(folds, baseline_dir, threshold, lines))
             if len(folds) >= 2:
                 entry["calibration"] = _calibrate(model, folds, ref_dir, out, lines)
-            if len(folds) >= 2 and baseline_dir is not None:
+            if (
+                len(folds) >= 2
+                and baseline_dir is not None
+                and (ref_dir / HISTORY_CATALOG).is_file()
+            ):
                 entry["with_history"] = _with_history(
                     model, folds, ref_dir, out, entry["calibration"], lines
                 )
@@ -318,30 +332,48 @@ CALIBRATION_DIR = "calibration"
 
 
 def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[str]) -> Path:
-    """Persistence, climatology and history on the study's own instances, from its catalog."""
+    """Persistence and climatology from the study's catalog, and history from a full one."""
     from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.baselines import baseline_predictions, write_predictions
 
     catalog = ref_dir / CATALOG_FILE
     preds = baseline_predictions(
-        ref_dir / "labels",
-        ["persistence", "climatology", "history"],
-        catalog=read_catalog(catalog),
+        ref_dir / "labels", ["persistence", "climatology"], catalog=read_catalog(catalog)
     )
+    full = ref_dir / HISTORY_CATALOG
+    notes: list[str] = []
+    if full.is_file():
+        preds += baseline_predictions(
+            ref_dir / "labels", ["history"], catalog=read_catalog(full), notes=notes
+        )
     folder = out / BASELINE_DIR
     write_predictions(preds, folder)
-    results["baselines"] = {"catalog": str(catalog), "folder": BASELINE_DIR}
+    results["baselines"] = {
+        "catalog": str(catalog),
+        "history_catalog": str(full) if full.is_file() else None,
+        "folder": BASELINE_DIR,
+        "notes": notes,
+    }
     lines += [
         "## Baselines",
         "",
         f"Persistence (a flare >= M1.0 started in the 24 h up to the image time, from "
-        f"`{CATALOG_FILE}`), climatology (each fold's training positive rate) and history (a "
-        "logistic regression, fitted on each fold's training instances, on the largest flare "
-        "and the number of flares >= C1.0 in the 24 and 72 h up to the image time: the "
-        "catalog alone, read in full) forecast the same validation instances as the models: "
+        f"`{CATALOG_FILE}`) and climatology (each fold's training positive rate) forecast the "
+        "same validation instances as the models: "
         f"`{BASELINE_DIR}/fold{{k}}_{{kind}}.csv`.",
         "",
     ]
+    if full.is_file():
+        lines += [
+            "So does history: a logistic regression, fitted on each fold's training instances, "
+            "on the largest flare and the number of flares >= C1.0 in the 24 and 72 h up to "
+            f"the image time, from `{HISTORY_CATALOG}`. Not from `{CATALOG_FILE}`: that lists "
+            "a flare only where it was the largest of some instance's next 24 h, so whether "
+            "a past flare is listed depends on the flares after it.",
+            "",
+            *[f"- note: {n}" for n in notes],
+            *([""] if notes else []),
+        ]
     return folder
 
 
@@ -362,7 +394,7 @@ def _with_history(
     name = f"{model}-history"
     result = with_history(
         folds,
-        read_catalog(ref_dir / CATALOG_FILE),
+        read_catalog(ref_dir / HISTORY_CATALOG),
         out / CALIBRATION_DIR / name,
         out / BASELINE_DIR,
         reference_rates=[f["after"]["reference_rate"] for f in calibration["files"]],
@@ -372,9 +404,10 @@ def _with_history(
     lines += [
         "### With the flare history",
         "",
-        "Each fold's released scores and the flare history up to each instance together: a "
-        "logistic map fitted on the other folds' predictions (`fdflare calibrate --method "
-        "history`), scored at the threshold that maximises TSS on those folds.",
+        "Each fold's released scores and the flare history up to each instance (from "
+        f"`{HISTORY_CATALOG}`) together: a logistic map fitted on the other folds' predictions "
+        "(`fdflare calibrate --method history`), scored at the threshold that maximises TSS "
+        "on those folds.",
         "",
         *render_table(head, table, markdown=True).splitlines(),
         "",
