@@ -217,3 +217,10 @@ def test_default_demo_end_to_end(tmp_path):
     assert f"the model {word} persistence ({ev['mean']['tss']:.4f} vs " in res.stdout
     assert min(f["auc"] for f in ev["files"]) >= 0.6, [f["auc"] for f in ev["files"]]
     assert (out / "report.html").stat().st_size > 10_000
+    # the page in a browser: the verdict, the forecast with the flare history and its table
+    from test_report import _assert_clean, open_in_browser
+
+    found = open_in_browser(out / "report.html")
+    _assert_clean(found, out / "report.html")
+    for text in ("With the flare history", "TSS history at threshold", "with the flare history"):
+        assert text in found["text"], text
