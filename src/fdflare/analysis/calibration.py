@@ -490,25 +490,17 @@ def _score(
     return out
 
 
-def _history_of(path: Path, table: pd.DataFrame, catalog: pd.DataFrame) -> np.ndarray:
-    """The flare history at each row's image time; the first name without one is an error."""
-    from fdflare.analysis.history import flare_history
-    from fdflare.core.io import refuse_first
-    from fdflare.core.paths import parse_image_times
+def _histories(
+    tables: Sequence[tuple[Path, pd.DataFrame]], method: str, catalog: pd.DataFrame | None
+) -> list[np.ndarray | None]:
+    """Each table's flare history for the ``history`` map (read once per table), else Nones."""
+    if method != "history":
+        return [None] * len(tables)
+    if catalog is None:
+        raise InputError("the history map needs a flare catalog (--catalog)")
+    from fdflare.analysis.history import table_histories
 
-    column = "timestamp" if "timestamp" in table.columns else "label"
-    names = table[column].astype(str)
-    times, _ = parse_image_times(names)
-    refuse_first(
-        times.isna().to_numpy(),
-        lambda i: (
-            f"image name {names.iloc[i]} holds no time (HMI.mYYYY.MM.DD_HH.MM.SS): "
-            "the history map needs each instance's time"
-        ),
-        path=path,
-        field=column,
-    )
-    return flare_history(pd.DatetimeIndex(times), catalog)
+    return list(table_histories(tables, catalog, what="the history map"))
 
 
 def _calibrate_one(
@@ -517,19 +509,14 @@ def _calibrate_one(
     fit_tables: Sequence[tuple[Path, pd.DataFrame]],
     method: str,
     reference_rate: float | None,
-    catalog: pd.DataFrame | None = None,
+    history: np.ndarray | None = None,
+    fit_history: Sequence[np.ndarray | None] = (),
 ) -> CalibratedFile:
     fit_p = np.concatenate([t["flare_prob"].to_numpy(float) for _, t in fit_tables])
     fit_y = np.concatenate([t["target"].to_numpy(int) for _, t in fit_tables])
-    fit_h = h = None
+    fit_h = None
     if method == "history":
-        if catalog is None:
-            raise InputError("the history map needs a flare catalog (--catalog)")
-        from fdflare.analysis.history import check_catalog
-
-        check_catalog(catalog, what="the history map")
-        fit_h = np.concatenate([_history_of(fp, t, catalog) for fp, t in fit_tables])
-        h = _history_of(path, table, catalog)
+        fit_h = np.concatenate([h for h in fit_history if h is not None])
     cal = fit_calibrator(
         fit_p, fit_y, method, sources=[str(p) for p, _ in fit_tables], history=fit_h
     )
@@ -537,7 +524,7 @@ def _calibrate_one(
     raw_thr = tss_threshold(fit_p, fit_y)
     rate = float(fit_y.mean()) if reference_rate is None else reference_rate
     p, y = table["flare_prob"].to_numpy(float), table["target"].to_numpy(int)
-    q = cal(p, h)
+    q = cal(p, history)
     out = table.copy()
     out["flare_prob"] = q
     return CalibratedFile(
@@ -570,10 +557,18 @@ def cross_fold(
     if len(paths) < 2:
         raise InputError("--cross-fold needs the prediction files of two or more folds")
     tables = [(Path(p), _read(p)) for p in paths]
+    hist = _histories(tables, method, catalog)
     rates = list(reference_rates) if reference_rates is not None else [None] * len(tables)
+    others = [[j for j in range(len(tables)) if j != i] for i in range(len(tables))]
     return [
         _calibrate_one(
-            p, t, [pt for j, pt in enumerate(tables) if j != i], method, rates[i], catalog
+            p,
+            t,
+            [tables[j] for j in others[i]],
+            method,
+            rates[i],
+            hist[i],
+            [hist[j] for j in others[i]],
         )
         for i, (p, t) in enumerate(tables)
     ]
@@ -589,10 +584,13 @@ def fit_apply(
 ) -> list[CalibratedFile]:
     """Fit one map on the ``fit`` files and apply it to each of the ``apply`` files."""
     fit_tables = [(Path(p), _read(p)) for p in fit]
+    tables = [(Path(p), _read(p)) for p in apply]
+    fit_hist = _histories(fit_tables, method, catalog)
+    hist = _histories(tables, method, catalog)
     rates = list(reference_rates) if reference_rates is not None else [None] * len(apply)
     return [
-        _calibrate_one(Path(p), _read(p), fit_tables, method, rates[i], catalog)
-        for i, p in enumerate(apply)
+        _calibrate_one(p, t, fit_tables, method, rates[i], hist[i], fit_hist)
+        for i, (p, t) in enumerate(tables)
     ]
 
 

@@ -30,6 +30,9 @@ and M flares.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -126,3 +129,47 @@ def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) ->
         f"last flare ({last:%Y-%m-%d %H:%M}): their flare history reads as quiet, which is "
         "true only if the catalog covers them"
     )
+
+
+def table_histories(
+    tables: Sequence[tuple[str | os.PathLike[str], pd.DataFrame]],
+    catalog: pd.DataFrame,
+    *,
+    what: str = "the flare history",
+) -> list[np.ndarray]:
+    """:func:`flare_history` at the image time of each row of each prediction table.
+
+    Args:
+        tables: ``(file, table)`` pairs; the table's ``timestamp`` (or ``label``) column
+            names the images (``HMI.mYYYY.MM.DD_HH.MM.SS``).
+        catalog: the flares.
+        what: what needs the history, named in the errors.
+
+    Raises:
+        InputError: a catalog without a flare, or the first image name without a time
+            (naming the file, its line and field).
+    """
+    from fdflare.core.io import refuse_first
+    from fdflare.core.paths import parse_image_times
+
+    check_catalog(catalog, what=what)
+    out = []
+    for path, table in tables:
+        column = "timestamp" if "timestamp" in table.columns else "label"
+        names = table[column].astype(str)
+        times, _ = parse_image_times(names)
+        refuse_first(times.isna().to_numpy(), _no_time(names, what), path=path, field=column)
+        out.append(flare_history(pd.DatetimeIndex(times), catalog))
+    return out
+
+
+def _no_time(names: pd.Series, what: str) -> Callable[[int], str]:
+    """The error of row ``i`` of ``names``, an image name without a time."""
+
+    def message(i: int) -> str:
+        return (
+            f"image name {names.iloc[i]} holds no time (HMI.mYYYY.MM.DD_HH.MM.SS): "
+            f"{what} needs each instance's time"
+        )
+
+    return message

@@ -212,6 +212,30 @@ def _instances(path: str | os.PathLike[str], df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("name", kind="stable").reset_index(drop=True)
 
 
+def _check_same_instances(
+    model: str | os.PathLike[str],
+    ours: pd.DataFrame,
+    baseline: str | os.PathLike[str],
+    theirs: pd.DataFrame,
+) -> None:
+    """Refuse a baseline (``theirs``, :func:`_instances`) of other images or other targets."""
+    if len(ours) != len(theirs) or not np.array_equal(ours["name"], theirs["name"]):
+        raise InputError(
+            f"forecasts other instances than {Path(model).name} ({len(theirs)} vs "
+            f"{len(ours)}): baselines must be made from the model's own labels",
+            path=baseline,
+        )
+    differ = np.flatnonzero(ours["target"].to_numpy() != theirs["target"].to_numpy())
+    if len(differ):
+        raise InputError(
+            f"its targets differ from {Path(model).name}'s at {len(differ)} instance(s), "
+            f"the first {theirs['name'].iloc[differ[0]]}: baselines must be made from "
+            "the model's own labels",
+            path=baseline,
+            field="target",
+        )
+
+
 def difference_at_thresholds(
     forecasts: Sequence[tuple[str | os.PathLike[str], pd.DataFrame, float]],
     baseline_dir: str | os.PathLike[str],
@@ -245,15 +269,7 @@ def difference_at_thresholds(
             if not other.is_file():
                 raise InputError(f"no {other.name} to compare {Path(path).name} with", path=base)
             theirs = _instances(other, read_predictions(other))
-            if not np.array_equal(ours["name"], theirs["name"]):
-                raise InputError(f"forecasts other instances than {Path(path).name}", path=other)
-            if not np.array_equal(ours["target"].to_numpy(), theirs["target"].to_numpy()):
-                raise InputError(
-                    f"its targets differ from {Path(path).name}'s: baselines must be made from "
-                    "the model's own labels",
-                    path=other,
-                    field="target",
-                )
+            _check_same_instances(path, ours, other, theirs)
             paired[kind].append((yes, theirs["prob"].to_numpy(), ours["target"].to_numpy(), times))
     return {kind: paired_difference(paired[kind]) for kind in kinds}
 
@@ -384,21 +400,7 @@ def compare(
         for kind in kinds:
             path = baseline_files[kind][i]
             theirs = _instances(path, tables[str(path)])
-            if len(ours) != len(theirs) or not np.array_equal(ours["name"], theirs["name"]):
-                raise InputError(
-                    f"forecasts other instances than {Path(f).name} ({len(theirs)} vs "
-                    f"{len(ours)}): baselines must be made from the model's own labels",
-                    path=path,
-                )
-            differ = np.flatnonzero(ours["target"].to_numpy() != theirs["target"].to_numpy())
-            if len(differ):
-                raise InputError(
-                    f"its targets differ from {Path(f).name}'s at {len(differ)} instance(s), "
-                    f"the first {theirs['name'].iloc[differ[0]]}: baselines must be made from "
-                    "the model's own labels",
-                    path=path,
-                    field="target",
-                )
+            _check_same_instances(f, ours, path, theirs)
             paired[kind].append(
                 (
                     ours["prob"].to_numpy(),

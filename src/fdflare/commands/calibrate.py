@@ -147,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _coverage(results: list, catalog: object) -> None:
     """Say how many calibrated instances lie past the catalog's last flare (stderr)."""
-    import sys
-
     import pandas as pd
 
     from fdflare.analysis.history import coverage_note

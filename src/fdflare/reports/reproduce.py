@@ -27,10 +27,13 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fdflare.core.errors import MissingDataError
 from fdflare.reports.report import MODEL_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FOLD_FILE = re.compile(r"^fold(\d+)_([A-Za-z0-9]+)\.csv$")
 
@@ -268,7 +271,9 @@ def reproduce(
             f"({label_check['instances']} instances, {label_check['positives']} positive).",
             "",
         ]
-    baseline_dir = _baselines(ref_dir, out, results, lines) if plan["labels"] else None
+    baseline_dir, history = (
+        _baselines(ref_dir, out, results, lines) if plan["labels"] else (None, None)
+    )
     for model, files in models.items():
         title = MODEL_NAMES.get(model.lower(), model)
         entry: dict[str, Any] = {}
@@ -294,13 +299,9 @@ def reproduce(
                 entry.update(_beside_baselines(folds, baseline_dir, threshold, lines))
             if len(folds) >= 2:
                 entry["calibration"] = _calibrate(model, folds, ref_dir, out, lines)
-            if (
-                len(folds) >= 2
-                and baseline_dir is not None
-                and (ref_dir / HISTORY_CATALOG).is_file()
-            ):
+            if len(folds) >= 2 and history is not None:
                 entry["with_history"] = _with_history(
-                    model, folds, ref_dir, out, entry["calibration"], lines
+                    model, folds, history, out, entry["calibration"], lines
                 )
         spatial_files = [files[c] for c in ("x", "m") if c in files]
         if spatial_files:
@@ -331,8 +332,14 @@ BASELINE_DIR = "baselines"
 CALIBRATION_DIR = "calibration"
 
 
-def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[str]) -> Path:
-    """Persistence and climatology from the study's catalog, and history from a full one."""
+def _baselines(
+    ref_dir: Path, out: Path, results: dict[str, Any], lines: list[str]
+) -> tuple[Path, pd.DataFrame | None]:
+    """Persistence and climatology from the study's catalog, and history from a full one.
+
+    Returns:
+        The baseline folder, and the full catalog (None where it is absent).
+    """
     from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.baselines import baseline_predictions, write_predictions
 
@@ -342,10 +349,9 @@ def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[st
     )
     full = ref_dir / HISTORY_CATALOG
     notes: list[str] = []
-    if full.is_file():
-        preds += baseline_predictions(
-            ref_dir / "labels", ["history"], catalog=read_catalog(full), notes=notes
-        )
+    history = read_catalog(full) if full.is_file() else None
+    if history is not None:
+        preds += baseline_predictions(ref_dir / "labels", ["history"], catalog=history, notes=notes)
     folder = out / BASELINE_DIR
     write_predictions(preds, folder)
     results["baselines"] = {
@@ -374,19 +380,18 @@ def _baselines(ref_dir: Path, out: Path, results: dict[str, Any], lines: list[st
             *[f"- note: {n}" for n in notes],
             *([""] if notes else []),
         ]
-    return folder
+    return folder, history
 
 
 def _with_history(
     model: str,
     folds: list[Path],
-    ref_dir: Path,
+    catalog: pd.DataFrame,
     out: Path,
     calibration: dict[str, Any],
     lines: list[str],
 ) -> dict[str, Any]:
     """The model's released scores and the flare history together, fold by fold."""
-    from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.calibration import before_after
     from fdflare.analysis.skill import difference_words, with_history
     from fdflare.core.table import render_table
@@ -394,7 +399,7 @@ def _with_history(
     name = f"{model}-history"
     result = with_history(
         folds,
-        read_catalog(ref_dir / HISTORY_CATALOG),
+        catalog,
         out / CALIBRATION_DIR / name,
         out / BASELINE_DIR,
         reference_rates=[f["after"]["reference_rate"] for f in calibration["files"]],
