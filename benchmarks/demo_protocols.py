@@ -90,7 +90,46 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "train": {},
         "head": "stem",
     },
+    # the line-of-sight field turned into the radial field it comes from: each pixel's
+    # departure divided by mu, the cosine of its angle from disk centre (``mu``), or by mu^2,
+    # which also undoes the foreshortened area (``mu2``), so a region near the limb shows its
+    # flux as it would at disk centre
+    "lr3_last_mu": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "mu"},
+    "lr3_last_mu2": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "mu2"},
 }
+
+
+@contextmanager
+def _mu(power: int) -> Iterator[None]:
+    """Divide ``SmallCNNFlare``'s disk departure by mu**power while the block runs."""
+    import torch
+
+    from fdflare.models.networks import SmallCNNFlare
+
+    if not power:
+        yield
+        return
+    dep = SmallCNNFlare.disk_departure
+
+    def mu_departure(self: Any, x: Any) -> Any:
+        out = dep(self, x)
+        lit = (x > 0).to(x.dtype)
+        n = lit.sum((2, 3), keepdim=True).clamp_min(1)
+        h, w = x.shape[-2:]
+        ys = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
+        xs = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
+        cy = (lit * ys).sum((2, 3), keepdim=True) / n
+        cx = (lit * xs).sum((2, 3), keepdim=True) / n
+        r = torch.sqrt(n / math.pi)
+        rho2 = ((ys - cy) ** 2 + (xs - cx) ** 2) / (r * r)
+        mu = torch.sqrt((1 - rho2).clamp_min(0)).clamp_min(0.2)
+        return out / mu**power
+
+    SmallCNNFlare.disk_departure = mu_departure  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SmallCNNFlare.disk_departure = dep  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -223,6 +262,7 @@ def main() -> None:
             channels = tuple(v.pop("channels", SmallCNNFlare.CHANNELS))
             head = v.pop("head", "pool")
             hazard, stem = head == "hazard", head == "stem"
+            mu_power = {"mu": 1, "mu2": 2}.get(head, 0)
             cfg = DemoConfig(seed=seed).updated({**v, "train": train})
             sd = root / f"seed{seed}"
             tag = "" if cfg.cadence == "12h" else f"_{cfg.cadence}"
@@ -261,7 +301,7 @@ def main() -> None:
             default_channels = SmallCNNFlare.CHANNELS
             SmallCNNFlare.CHANNELS = channels  # this recipe's network, this process only
             try:
-                with _hazard_head(hazard), _stem(stem):
+                with _hazard_head(hazard), _stem(stem), _mu(mu_power):
                     for k in cfg.folds:
                         run = sd / f"{name}_gap{args.gap_hours}" / f"fold{k}"
                         fit(

@@ -55,6 +55,11 @@ def test_reproduce_reference(reproduction):
     # partial one) beats the study's AlexNet on TSS, and the model's scores with the history
     # beat the history alone, a little: docs/skill.md
     assert res["baselines"]["history_catalog"].endswith("final_flare_list_sc24.csv")
+    # persistence reads the same full list (the partial one drops past flares by what
+    # followed them): docs/skill.md's table
+    assert res["baselines"]["catalog"] == res["baselines"]["history_catalog"]
+    pers = alex["baselines"]["persistence"]
+    assert [round(f["tss"], 4) for f in pers["files"]] == [0.4695, 0.3262, 0.4114, 0.4392]
     assert "4099 of 63649 instances lie more than 72 h after" in res["baselines"]["notes"][0]
     hist = alex["baselines"]["history"]
     assert hist["mean"]["tss"] == pytest.approx(0.5825, abs=5e-4)
@@ -85,7 +90,7 @@ def test_reproduction_report_in_a_browser(reproduction, tmp_path):
         "climatology",
         "Mean HSS2 does NOT beat persistence",
         # how sure, beside it: the paired bootstrap over days (docs/skill.md)
-        "The difference +0.116 (95 % interval over days +0.072 to +0.160): better",
+        "The difference +0.114 (95 % interval over days +0.070 to +0.159): better",
         "Reliability diagram",
         # the catalog read in full beats AlexNet on TSS; with the history the scores tie it
         "Mean TSS does NOT beat history: 0.5259 vs 0.5825.",
@@ -172,6 +177,32 @@ def test_reproduce_partial_reference_lists_each_missing_piece(reference_dir, tmp
     assert "## Missing from the reference" in report and "alex_m_class.csv missing" in report
     res = json.loads((out / "results.json").read_text())
     assert len(res["missing"]) == 4
+
+
+def test_reproduce_without_the_full_catalog_reads_persistence_from_the_partial_one(
+    reference_dir, tmp_path, capsys
+):
+    ref = tmp_path / "ref"
+    shutil.copytree(reference_dir / "labels", ref / "labels")
+    (ref / "predictions").mkdir()
+    shutil.copy(reference_dir / "flare_catalog_partial.csv", ref)
+    for k in (1, 2, 3, 4):
+        shutil.copy(reference_dir / "predictions" / f"fold{k}_alex.csv", ref / "predictions")
+    out = tmp_path / "o"
+    assert main(["reproduce", "--reference", str(ref), "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert any(
+        "final_flare_list_sc24.csv is missing, so there is no history baseline and persistence "
+        "reads the partial catalog" in m for m in res["missing"]
+    )
+    assert res["baselines"]["catalog"].endswith("flare_catalog_partial.csv")
+    assert res["baselines"]["history_catalog"] is None
+    assert "persistence reads flare_catalog_partial.csv" in res["baselines"]["notes"][0]
+    alex = res["models"]["alex"]
+    assert "history" not in alex["baselines"] and "with_history" not in alex
+    pers = alex["baselines"]["persistence"]
+    assert [round(f["tss"], 4) for f in pers["files"]] == [0.4750, 0.3175, 0.4114, 0.4343]
+    assert "from `flare_catalog_partial.csv`" in (out / "report.md").read_text()
 
 
 def test_reproduce_out_is_a_file(reference_dir, tmp_path, capsys):

@@ -182,8 +182,9 @@ def plan_reference(ref_dir: Path) -> dict[str, Any]:
             missing.append(f"{CATALOG_FILE} is missing, so the labels are not rebuilt")
         elif not (ref_dir / HISTORY_CATALOG).is_file():
             missing.append(
-                f"{HISTORY_CATALOG} is missing, so there is no history baseline (the partial "
-                "catalog lists a flare by what follows it, so it cannot give the history)"
+                f"{HISTORY_CATALOG} is missing, so there is no history baseline and persistence "
+                "reads the partial catalog (which lists a flare by what follows it, so it "
+                "cannot give the history)"
             )
     if not pred_dir.is_dir():
         missing.append(
@@ -335,7 +336,7 @@ CALIBRATION_DIR = "calibration"
 def _baselines(
     ref_dir: Path, out: Path, results: dict[str, Any], lines: list[str]
 ) -> tuple[Path, pd.DataFrame | None]:
-    """Persistence and climatology from the study's catalog, and history from a full one.
+    """Persistence and history from the full catalog (where present), climatology from the labels.
 
     Returns:
         The baseline folder, and the full catalog (None where it is absent).
@@ -343,20 +344,26 @@ def _baselines(
     from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.baselines import baseline_predictions, write_predictions
 
-    catalog = ref_dir / CATALOG_FILE
-    preds = baseline_predictions(
-        ref_dir / "labels", ["persistence", "climatology"], catalog=read_catalog(catalog)
-    )
     full = ref_dir / HISTORY_CATALOG
-    notes: list[str] = []
     history = read_catalog(full) if full.is_file() else None
+    # Persistence reads the past as the history does, so from the full list where it is
+    # there: the partial catalog leaves out a past flare where a larger one followed it.
+    source = full if history is not None else ref_dir / CATALOG_FILE
+    catalog = history if history is not None else read_catalog(source)
+    notes: list[str] = []
+    preds = baseline_predictions(ref_dir / "labels", ["persistence", "climatology"], catalog=catalog)
     if history is not None:
         preds += baseline_predictions(ref_dir / "labels", ["history"], catalog=history, notes=notes)
+    else:
+        notes.append(
+            f"{HISTORY_CATALOG} is missing, so persistence reads {CATALOG_FILE}, which leaves out "
+            "a past flare where a larger one followed it within 24 h"
+        )
     folder = out / BASELINE_DIR
     write_predictions(preds, folder)
     results["baselines"] = {
-        "catalog": str(catalog),
-        "history_catalog": str(full) if full.is_file() else None,
+        "catalog": str(source),
+        "history_catalog": str(full) if history is not None else None,
         "folder": BASELINE_DIR,
         "notes": notes,
     }
@@ -364,22 +371,21 @@ def _baselines(
         "## Baselines",
         "",
         f"Persistence (a flare >= M1.0 started in the 24 h up to the image time, from "
-        f"`{CATALOG_FILE}`) and climatology (each fold's training positive rate) forecast the "
-        "same validation instances as the models: "
+        f"`{source.relative_to(ref_dir).as_posix()}`) and climatology (each fold's training "
+        "positive rate) forecast the same validation instances as the models: "
         f"`{BASELINE_DIR}/fold{{k}}_{{kind}}.csv`.",
         "",
     ]
-    if full.is_file():
+    if history is not None:
         lines += [
             "So does history: a logistic regression, fitted on each fold's training instances, "
             "on the largest flare and the number of flares >= C1.0 in the 24 and 72 h up to "
-            f"the image time, from `{HISTORY_CATALOG}`. Not from `{CATALOG_FILE}`: that lists "
-            "a flare only where it was the largest of some instance's next 24 h, so whether "
-            "a past flare is listed depends on the flares after it.",
+            f"the image time, from `{HISTORY_CATALOG}`. Neither reads `{CATALOG_FILE}`: that "
+            "lists a flare only where it was the largest of some instance's next 24 h, so "
+            "whether a past flare is listed depends on the flares after it.",
             "",
-            *[f"- note: {n}" for n in notes],
-            *([""] if notes else []),
         ]
+    lines += [*[f"- note: {n}" for n in notes], *([""] if notes else [])]
     return folder, history
 
 
