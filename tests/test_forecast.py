@@ -623,3 +623,126 @@ def test_an_oversized_jp2_is_refused(world, capsys, monkeypatch):
         )
         assert hv.count(JP2) == 1  # not retried
     assert code == 3 and "more than any HMI JPEG 2000 file" in err
+
+
+def _history_map(world: dict[str, Path], tmp_path: Path) -> tuple[Path, object]:
+    """A history map fitted on the synthetic Sun's hours (scores that follow the outcome)."""
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.calibration import fit_calibrator
+    from fdflare.analysis.history import flare_history
+
+    cat = read_catalog(world["sun"] / "catalog.csv")
+    hours = pd.date_range("2011-01-01T00:00", "2011-01-02T23:00", freq="h")
+    starts = cat["start_time"].to_numpy()
+    target = np.array(
+        [((starts > h) & (starts <= h + pd.Timedelta(hours=24))).any() for h in hours.to_numpy()]
+    ).astype(int)
+    rng = np.random.default_rng(0)
+    prob = np.clip(0.3 + 0.3 * target + rng.normal(0, 0.15, len(hours)), 0.01, 0.99)
+    target[:3] = [0, 1, 0]  # both classes, whatever the Sun drew
+    cal = fit_calibrator(prob, target, "history", history=flare_history(hours, cat))
+    path = tmp_path / "history_map.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    return path, cal
+
+
+def test_a_history_map_reads_the_flares_up_to_the_observation(world, tmp_path, capsys):
+    import sqlite3
+
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.history import FEATURES, flare_history
+
+    path, cal = _history_map(world, tmp_path)
+    catalog = world["sun"] / "catalog.csv"
+    store = tmp_path / "store.sqlite"
+    with server(world) as hv:
+        argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
+                             str(path), "--catalog", str(catalog), time="2011-01-02T10:00")  # fmt: skip
+        code, out, err = cli([*argv, "--json", "--store", str(store)], capsys)
+        assert code == 0, err
+        fc = json.loads(out)
+        code, text, err = cli(argv, capsys)
+    assert code == 0, err
+    # the map applied to the model's score and the flares that started up to the observation
+    obs = pd.Timestamp(fc["observation_time"]).tz_localize(None)
+    row = flare_history(pd.DatetimeIndex([obs]), read_catalog(catalog))
+    raw = fc["members"][0]["probability"]
+    assert fc["probability"] == pytest.approx(float(cal(np.array([raw]), row)[0]), abs=1e-6)
+    assert fc["calibrated"] is True
+    assert list(fc["flare_history"]) == list(FEATURES)
+    assert np.allclose(list(fc["flare_history"].values()), row[0], atol=1e-6)
+    # said in words, in the text, the JSON and the store
+    said = [n for n in fc["notes"] if n.startswith("flare history up to the observation: ")]
+    assert len(said) == 1 and "flares >= C1.0: " in said[0]
+    assert "(calibrated one model, with the flare history)" in text.splitlines()[0]
+    assert f"note: {said[0]}" in text
+    with sqlite3.connect(store) as db:
+        (notes,) = db.execute("SELECT notes FROM forecasts").fetchone()
+    assert said[0] in json.loads(notes)
+    # a flare that starts after the observation changes nothing; one before it does
+    later = tmp_path / "later.csv"
+    extra = "\n2011-01-02 10:30:00,X9.0,0,0\n"
+    later.write_text(catalog.read_text().rstrip("\n") + extra)
+    before = tmp_path / "before.csv"
+    before.write_text(catalog.read_text().rstrip("\n") + extra.replace("10:30", "09:30"))
+    with server(world) as hv:
+        probs = []
+        for cat in (later, before):
+            argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
+                                 str(path), "--catalog", str(cat), "--json", time="2011-01-02T10:00")  # fmt: skip
+            code, out, err = cli(argv, capsys)
+            assert code == 0, err
+            probs.append(json.loads(out))
+    assert probs[0]["probability"] == fc["probability"]
+    assert probs[1]["flare_history"]["peak_24h"] == pytest.approx(np.log10(9e-4))
+    assert probs[1]["probability"] != fc["probability"]
+
+
+def test_a_history_map_says_when_the_catalog_ends_before_the_observation(world, tmp_path, capsys):
+    path, _ = _history_map(world, tmp_path)
+    old = tmp_path / "old.csv"
+    old.write_text("start_time,goes_class,fl_lon,fl_lat\n2010-12-20 04:00:00,M2.0,10,10\n")
+    with server(world) as hv:
+        argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
+                             str(path), "--catalog", str(old), "--json")  # fmt: skip
+        code, out, err = cli(argv, capsys)
+    assert code == 0, err
+    notes = json.loads(out)["notes"]
+    assert any(
+        "the catalog's last flare (2010-12-20 04:00) lies more than 72 h before the observation"
+        in n
+        for n in notes
+    )
+    assert any(
+        "largest flare none in 24 h, none in 72 h; flares >= C1.0: 0 in 24 h" in n for n in notes
+    )
+
+
+def test_a_history_map_and_a_catalog_go_together(world, tmp_path, capsys):
+    path, _ = _history_map(world, tmp_path)
+    iso = tmp_path / "iso.json"
+    iso.write_text(json.dumps({"method": "platt", "a": 1.0, "b": 0.0}))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("start_time,goes_class,fl_lon,fl_lat\n")
+    catalog = str(world["sun"] / "catalog.csv")
+    cases = [
+        (
+            ["--calibration", str(path)],
+            "a history map reads the flare history: give --catalog FILE",
+        ),
+        (["--catalog", catalog], "--catalog is read only by a history map: give --calibration"),
+        (
+            ["--calibration", str(iso), "--catalog", catalog],
+            "--catalog is read only by a history map",
+        ),
+        (["--calibration", str(path), "--catalog", str(empty)], "lists no flare"),
+        (["--calibration", str(path), "--catalog", str(tmp_path / "nope.csv")], "--catalog"),
+    ]
+    with server(world) as hv:
+        for extra, message in cases:
+            argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), *extra)
+            code, out, err = cli(argv, capsys)
+            assert code == 2 and out == "" and message in err, (extra, err)
+            assert err.count("\n") == 1 and "Traceback" not in err
+        assert hv.count() == 0  # every refusal before any request
+    assert "empty.csv" in cli([*argv[:-2], "--catalog", str(empty)], capsys)[2]

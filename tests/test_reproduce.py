@@ -193,7 +193,8 @@ def test_reproduce_without_the_full_catalog_reads_persistence_from_the_partial_o
     res = json.loads((out / "results.json").read_text())
     assert any(
         "final_flare_list_sc24.csv is missing, so there is no history baseline and persistence "
-        "reads the partial catalog" in m for m in res["missing"]
+        "reads the partial catalog" in m
+        for m in res["missing"]
     )
     assert res["baselines"]["catalog"].endswith("flare_catalog_partial.csv")
     assert res["baselines"]["history_catalog"] is None

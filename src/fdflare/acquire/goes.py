@@ -14,7 +14,14 @@ import pandas as pd
 from fdflare.core.errors import InputError
 from fdflare.core.recipe import CLASS_PATTERN, LETTER_FLUX
 
-__all__ = ["CLASS_PATTERN", "LETTER_FLUX", "class_flux", "flux_letter", "normalise_class"]
+__all__ = [
+    "CLASS_PATTERN",
+    "LETTER_FLUX",
+    "class_flux",
+    "flux_letter",
+    "format_goes_class",
+    "normalise_class",
+]
 
 
 def class_flux(
@@ -67,3 +74,16 @@ def flux_letter(flux: np.ndarray) -> np.ndarray:
     idx = np.searchsorted(edges, np.nan_to_num(flux, nan=0.0), side="right")
     letters = np.array(["", "A", "B", "C", "M", "X"])
     return letters[idx]
+
+
+def format_goes_class(flux: np.ndarray) -> np.ndarray:
+    """Return GOES class strings with one decimal (``M1.3``, ``X12.0``) for peak fluxes."""
+    flux = np.asarray(flux, dtype=float)
+    letters = np.array(["A", "B", "C", "M", "X"])
+    base = np.array([LETTER_FLUX[k] for k in letters])
+    idx = np.clip(np.floor(np.log10(flux / 1e-8) + 1e-12).astype(int), 0, 4)
+    mant = np.round(flux / base[idx], 1)
+    up = (mant >= 10.0) & (idx < 4)  # 9.96 rounds to 10.0: next letter
+    idx = np.where(up, idx + 1, idx)
+    mant = np.where(up, 1.0, mant)
+    return np.char.add(letters[idx], np.char.mod("%.1f", mant)).astype(object)

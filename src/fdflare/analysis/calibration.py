@@ -299,8 +299,13 @@ def training_rates(labels: str | os.PathLike[str], folds: Sequence[int]) -> list
     return [float(fold_tables(labels, int(k)).train["target"].mean()) for k in folds]
 
 
-def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
+def read_calibration_map(
+    path: str | os.PathLike[str], *, methods: Sequence[str] = MONOTONE
+) -> Calibrator:
     """The one calibration map in ``path``: a map object, or a calibration.json with one file.
+
+    ``methods``: the methods the reader can apply; the default leaves out ``history``, which
+    needs a flare catalog (``forecast --catalog`` reads one).
 
     Raises:
         InputError: not a map, or a calibration.json with several maps (one per fold).
@@ -309,7 +314,7 @@ def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
 
     data = read_json(path, what="calibration file")
     if isinstance(data, dict) and "method" in data:
-        return Calibrator.from_dict(data, path=str(path), methods=MONOTONE)
+        return Calibrator.from_dict(data, path=str(path), methods=methods)
     if isinstance(data, dict) and "files" not in data:
         raise InputError(
             "expected a calibration map (with 'method') or calibration.json (with 'files')",
@@ -337,7 +342,7 @@ def read_calibration_map(path: str | os.PathLike[str]) -> Calibrator:
             "with one map (its files[k].map object) or calibrate with --fit/--apply",
             path=path,
         )
-    return Calibrator.from_dict(maps[0], path=str(path), field="files[0].map", methods=MONOTONE)
+    return Calibrator.from_dict(maps[0], path=str(path), field="files[0].map", methods=methods)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -106,6 +106,14 @@ def check_catalog(catalog: pd.DataFrame, *, what: str = "the flare history") -> 
         raise InputError(f"the flare catalog lists no flare, so {what} would read quiet everywhere")
 
 
+def last_flare(catalog: pd.DataFrame) -> pd.Timestamp | None:
+    """The start time of the catalog's last flare (UTC, naive), or None for an empty catalog."""
+    start = pd.DatetimeIndex(pd.to_datetime(catalog["start_time"], errors="coerce")).dropna()
+    if start.tz is not None:
+        start = start.tz_convert("UTC").tz_localize(None)
+    return start.max() if len(start) else None
+
+
 def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> str | None:
     """A note when instances lie after the catalog's last flare (its end, or a long quiet).
 
@@ -115,12 +123,9 @@ def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) ->
     t = pd.DatetimeIndex(times)
     if t.tz is not None:
         t = t.tz_convert("UTC").tz_localize(None)
-    start = pd.DatetimeIndex(pd.to_datetime(catalog["start_time"], errors="coerce")).dropna()
-    if start.tz is not None:
-        start = start.tz_convert("UTC").tz_localize(None)
-    if not len(start) or not len(t):
+    last = last_flare(catalog)
+    if last is None or not len(t):
         return None
-    last = start.max()
     after = int((t > last + pd.Timedelta(hours=max(WINDOWS_H))).sum())
     if not after:
         return None
@@ -129,6 +134,21 @@ def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) ->
         f"last flare ({last:%Y-%m-%d %H:%M}): their flare history reads as quiet, which is "
         "true only if the catalog covers them"
     )
+
+
+def describe_history(row: np.ndarray) -> str:
+    """One line for people: the largest flares and the counts of one :func:`flare_history` row."""
+    from fdflare.acquire.goes import format_goes_class
+
+    k = len(WINDOWS_H)
+    peaks = [
+        "none" if v <= np.log10(FLOOR) + 1e-9 else str(format_goes_class(np.array([10.0**v]))[0])
+        for v in row[:k]
+    ]
+    counts = [round(float(np.expm1(v))) for v in row[k:]]
+    largest = ", ".join(f"{p} in {h} h" for p, h in zip(peaks, WINDOWS_H, strict=True))
+    counted = ", ".join(f"{n} in {h} h" for n, h in zip(counts, WINDOWS_H, strict=True))
+    return f"largest flare {largest}; flares >= C1.0: {counted}"
 
 
 def table_histories(

@@ -366,18 +366,39 @@ def require_inputs(**options: Any) -> None:
                 raise MissingDataError(f"{flag} {path}: no such file or folder")
 
 
-def load_members_and_map(args: argparse.Namespace) -> tuple[list[Any], Any]:
+def load_members_and_map(
+    args: argparse.Namespace, *, catalog_option: bool = False
+) -> tuple[list[Any], Any]:
     """The members of ``--checkpoint``/``--ensemble`` and the ``--calibration`` map (or None).
 
     What ``predict``, ``forecast`` and ``serve`` load, by the one set of rules of
     :func:`fdflare.forecast.ensemble.load_checkpoints_or_ensemble`; the map is read first,
-    so a bad map is refused before any model loads.
+    so a bad map is refused before any model loads. With ``catalog_option`` (a command with
+    ``--catalog``), a ``history`` map is read too, and goes with ``--catalog`` both ways.
     """
     cal = None
     if args.calibration:
-        from fdflare.analysis.calibration import read_calibration_map
+        from fdflare.analysis.calibration import METHODS, MONOTONE, read_calibration_map
 
-        cal = read_calibration_map(args.calibration)
+        cal = read_calibration_map(
+            args.calibration, methods=METHODS if catalog_option else MONOTONE
+        )
+    if catalog_option:
+        from fdflare.core.errors import InputError, UsageError
+
+        history = cal is not None and cal.method == "history"
+        if history and not args.catalog:
+            raise InputError(
+                "calibration map: a history map reads the flare history: give --catalog FILE "
+                "(the flares up to the observation)",
+                path=args.calibration,
+                field="method",
+            )
+        if args.catalog and not history:
+            raise UsageError(
+                "--catalog is read only by a history map (--calibration of `fdflare calibrate "
+                "--method history`)"
+            )
     from fdflare.forecast.ensemble import load_checkpoints_or_ensemble
 
     members = load_checkpoints_or_ensemble(

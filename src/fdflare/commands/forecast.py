@@ -74,7 +74,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration",
         metavar="FILE",
-        help="calibration map of `fdflare calibrate` applied to the mean",
+        help="calibration map of `fdflare calibrate` applied to the mean; a history map "
+        "(`calibrate --method history`) needs --catalog",
+    )
+    p.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="flare catalog of the flares up to the observation, for a history map: the "
+        "largest flare and the number of flares >= C1.0 in the 24 and 72 h up to the "
+        "observation time go into the map with the score",
+    )
+    p.add_argument(
+        "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
     p.add_argument(
         "--base-url",
@@ -154,8 +165,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_accelerator_option(p, help="where the members run")
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
-    """Validate every option before any work; return the base URLs, tolerance and archive."""
+def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any, Any]:
+    """Validate every option before any work; return the base URLs, tolerance, archive and catalog."""
     import os
     from pathlib import Path
 
@@ -198,11 +209,21 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
         check_method_name(args.method_name)
     if args.method_name is not None and not args.scoreboard:
         raise UsageError("--method-name names the --scoreboard file: give --scoreboard DIR too")
+    if args.catalog and not args.calibration:
+        raise UsageError(
+            "--catalog is read only by a history map: give --calibration FILE of `fdflare "
+            "calibrate --method history` too"
+        )
     from fdflare.commands._common import require_inputs
 
     # before torch loads: a missing checkpoint is refused at once
-    require_inputs(checkpoint=args.checkpoint, ensemble=args.ensemble, calibration=args.calibration)
-    inputs = [*(args.checkpoint or []), args.ensemble, args.calibration]
+    require_inputs(
+        checkpoint=args.checkpoint,
+        ensemble=args.ensemble,
+        calibration=args.calibration,
+        catalog=args.catalog,
+    )
+    inputs = [*(args.checkpoint or []), args.ensemble, args.calibration, args.catalog]
     if args.history:
         check_output_file(args.history, inputs=inputs, option="--history")
         history = Path(args.history)
@@ -229,7 +250,17 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any]:
             inputs=[*inputs, args.history, args.explain, args.store],
             option="--scoreboard",
         )
-    return urls, tolerance, archive
+    catalog = None
+    if args.catalog:
+        from fdflare.acquire.catalog import read_catalog
+        from fdflare.analysis.history import check_catalog
+
+        catalog = read_catalog(args.catalog, fmt=args.catalog_format)
+        try:
+            check_catalog(catalog, what="the forecast's flare history")
+        except InputError as exc:
+            raise InputError(exc.message, path=args.catalog) from None
+    return urls, tolerance, archive, catalog
 
 
 def _jsoc_source(args: argparse.Namespace, tolerance: Any) -> Any:
@@ -259,11 +290,11 @@ def run(args: argparse.Namespace) -> int:
     from fdflare.core.http import HttpPolicy
     from fdflare.forecast import formats, service
 
-    urls, tolerance, archive = _check(args)
+    urls, tolerance, archive, catalog = _check(args)
     requested = service.parse_requested_time(args.time, now=service.utcnow())
     from fdflare.commands._common import load_members_and_map
 
-    members, cal = load_members_and_map(args)
+    members, cal = load_members_and_map(args, catalog_option=True)
     if args.explain:
         from fdflare.analysis.explain import check_explain_available
 
@@ -275,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         concurrency=1,
     )
     try:
-        fc = _forecast(args, members, requested, urls, tolerance, cal, policy, archive)
+        fc = _forecast(args, members, requested, urls, tolerance, cal, policy, archive, catalog)
     except (service.NoObservationError, service.ServiceError) as exc:
         if args.store:  # the store keeps failed attempts too, with their reason
             from fdflare.forecast.store import ForecastStore
@@ -307,6 +338,7 @@ def _forecast(
     cal: Any,
     policy: Any,
     archive: Any,
+    catalog: Any = None,
 ) -> Any:
     from fdflare.forecast import service
 
@@ -320,6 +352,7 @@ def _forecast(
         policy=policy,
         now=service.utcnow,
         archive=archive,
+        flare_catalog=catalog,
     )
 
 

@@ -62,6 +62,8 @@ def format_text(fc: Forecast) -> str:
     how = ("calibrated " if fc.calibrated else "") + (
         "mean of " + str(n) + " members" if n > 1 else "one model"
     )
+    if fc.flare_history is not None:
+        how += ", with the flare history"
     from fdflare.core.recipe import format_window
 
     lines = [

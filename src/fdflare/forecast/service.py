@@ -131,6 +131,8 @@ class Forecast:
     issue_time: pd.Timestamp
     #: the event the members were trained for (threshold and window)
     recipe: Recipe = field(default_factory=assumed_study)
+    #: the flare history a history map read (:data:`fdflare.analysis.history.FEATURES`)
+    flare_history: dict[str, float] | None = None
 
     @property
     def window_start(self) -> pd.Timestamp:
@@ -188,6 +190,9 @@ class Forecast:
                 }
                 for m in self.members
             ],
+            "flare_history": None
+            if self.flare_history is None
+            else {k: round(v, 6) for k, v in self.flare_history.items()},
             "notes": list(self.observation.notes),
         }
 
@@ -508,11 +513,14 @@ def run_forecast(
     now: Callable[[], pd.Timestamp] = utcnow,
     archive: Any = None,
     recipe: Recipe | None = None,
+    flare_catalog: pd.DataFrame | None = None,
 ) -> Forecast:
     """Fetch the observation, run the members and return the forecast (see module doc).
 
     ``archive`` (a :class:`~fdflare.forecast.archive.LocalArchive`) replaces Helioviewer;
-    ``recipe`` is the event the members were trained for (default: the one they record).
+    ``recipe`` is the event the members were trained for (default: the one they record);
+    ``flare_catalog``: the flares a ``history`` calibration map reads, up to the
+    observation time (:func:`fdflare.analysis.history.flare_history`).
     """
     obs = fetch_observation(
         requested,
@@ -523,6 +531,9 @@ def run_forecast(
         now=now,
         archive=archive,
     )
+    history = None
+    if flare_catalog is not None and calibration is not None:
+        calibration, history = _with_flare_history(calibration, obs, flare_catalog)
     prob, calibrated = predict_members(
         members, obs, calibration=calibration, accelerator=accelerator
     )
@@ -534,4 +545,41 @@ def run_forecast(
         calibrated,
         now().floor("s"),
         recipe=members_recipe(members) if recipe is None else recipe,
+        flare_history=history,
     )
+
+
+def _with_flare_history(
+    calibration: Callable[..., np.ndarray], obs: Observation, catalog: pd.DataFrame
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, float]]:
+    """The history map bound to the flares up to the observation, and those numbers.
+
+    Says in the observation's notes what the history was, and where the catalog's last flare
+    lies more than the history's longest window before the observation (a catalog cannot say
+    where it ends: past its last flare the history reads as quiet).
+    """
+    from fdflare.analysis.history import (
+        FEATURES,
+        WINDOWS_H,
+        describe_history,
+        flare_history,
+        last_flare,
+    )
+
+    t = pd.DatetimeIndex([obs.time])
+    if t.tz is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    row = flare_history(t, catalog)
+    obs.notes.append(f"flare history up to the observation: {describe_history(row[0])}")
+    last, hours = last_flare(catalog), max(WINDOWS_H)
+    if last is not None and t[0] > last + pd.Timedelta(hours=hours):
+        obs.notes.append(
+            f"the catalog's last flare ({last:%Y-%m-%d %H:%M}) lies more than {hours} h before "
+            "the observation: the flare history reads as quiet, which is true only if the "
+            "catalog is up to date"
+        )
+
+    def mapped(p: np.ndarray) -> np.ndarray:
+        return calibration(p, np.repeat(row, len(p), axis=0))
+
+    return mapped, dict(zip(FEATURES, map(float, row[0]), strict=True))

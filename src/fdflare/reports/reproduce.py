@@ -351,7 +351,9 @@ def _baselines(
     source = full if history is not None else ref_dir / CATALOG_FILE
     catalog = history if history is not None else read_catalog(source)
     notes: list[str] = []
-    preds = baseline_predictions(ref_dir / "labels", ["persistence", "climatology"], catalog=catalog)
+    preds = baseline_predictions(
+        ref_dir / "labels", ["persistence", "climatology"], catalog=catalog
+    )
     if history is not None:
         preds += baseline_predictions(ref_dir / "labels", ["history"], catalog=history, notes=notes)
     else:

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fdflare.acquire.goes import LETTER_FLUX
+from fdflare.acquire.goes import format_goes_class
 from fdflare.synth.config import _parse_time
 from fdflare.synth.regions import _evolve, _region_arrays
 from fdflare.synth.seeds import _HASH_UNLOCATED, _STREAM_FLARES, _days, _from_days, _hash_uniform
 from fdflare.synth.sun import _observer_xyz, b0_angle
 
-__all__ = ["draw_flares", "flare_productivity", "format_goes_class", "window_fraction"]
+__all__ = ["draw_flares", "flare_productivity", "window_fraction"]
 
 # Flares (see flare_productivity): a region of current unsigned flux PHI and complexity c
 # has R / (1 + R / _FLARE_MAX_RATE) flares >= C1.0 a day, with
@@ -40,19 +40,6 @@ _FLARE_MAX_RATE = 20.0  # flares >= C1.0 a day: the most productive regions leve
 _OCCULT_SCALE_DEG = 3.0
 
 # --------------------------------------------------------------------------- flares
-
-
-def format_goes_class(flux: np.ndarray) -> np.ndarray:
-    """Return GOES class strings with one decimal (``M1.3``, ``X12.0``) for peak fluxes."""
-    flux = np.asarray(flux, dtype=float)
-    letters = np.array(["A", "B", "C", "M", "X"])
-    base = np.array([LETTER_FLUX[k] for k in letters])
-    idx = np.clip(np.floor(np.log10(flux / 1e-8) + 1e-12).astype(int), 0, 4)
-    mant = np.round(flux / base[idx], 1)
-    up = (mant >= 10.0) & (idx < 4)  # 9.96 rounds to 10.0: next letter
-    idx = np.where(up, idx + 1, idx)
-    mant = np.where(up, 1.0, mant)
-    return np.char.add(letters[idx], np.char.mod("%.1f", mant)).astype(object)
 
 
 def flare_productivity(
