@@ -89,6 +89,32 @@ def make_tiny_dataset(
     return {"root": root, "images": images, "labels": lab, "table": lab / "labels.csv"}
 
 
+def fit_history_map(catalog: Path, start: str, end: str, out: Path) -> tuple[Path, object]:
+    """A history calibration map fitted on the hours ``start``..``end`` of a catalog's Sun.
+
+    The scores follow the outcome (a flare >= M1.0 in the next 24 h) with noise, so the map
+    weighs both the score and the history. Written to ``out``; returns it and the map.
+    """
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.calibration import fit_calibrator
+    from fdflare.analysis.history import flare_history
+
+    cat = read_catalog(catalog)
+    hours = pd.date_range(start, end, freq="h")
+    starts = cat.loc[cat["flux"] >= 1e-5, "start_time"].to_numpy()
+    target = np.array(
+        [((starts > h) & (starts <= h + pd.Timedelta(hours=24))).any() for h in hours.to_numpy()]
+    ).astype(int)
+    rng = np.random.default_rng(0)
+    prob = np.clip(0.3 + 0.3 * target + rng.normal(0, 0.15, len(hours)), 0.01, 0.99)
+    target[:3] = [0, 1, 0]  # both classes, whatever the Sun drew
+    cal = fit_calibrator(prob, target, "history", history=flare_history(hours, cat))
+    import json
+
+    out.write_text(json.dumps(cal.to_dict()))
+    return out, cal
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))

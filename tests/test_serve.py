@@ -26,7 +26,7 @@ import pytest
 from fdflare.cli import main
 from helioviewer_server import JP2, FakeHelioviewer
 from swpc_server import FakeSwpc
-from test_data import make_tiny_dataset
+from test_data import fit_history_map, make_tiny_dataset
 
 SIZE = 32
 START = pd.Timestamp("2011-01-01T00:00")
@@ -319,6 +319,105 @@ def _check_verification(v, rows, cat, now):
     if model["tss"] is not None and p["tss"] is not None:
         assert diff["mean"] == pytest.approx(model["tss"] - p["tss"])
     assert diff["verdict"] in (None, "better", "worse", "within noise")
+
+
+# --------------------------------------------------------------------- the flare history
+
+
+def test_a_history_map_reads_the_flare_list_up_to_each_observation(world, service, tmp_path):
+    from fdflare.analysis.history import flare_history
+
+    _, cal = fit_history_map(world["sun"] / "catalog.csv", "2011-01-01T00:00",
+                             "2011-01-04T23:00", tmp_path / "history.json")  # fmt: skip
+    clock = ManualClock("2011-01-04T10:20")
+    cat = catalog(world)
+    with helioviewer(world) as hv, FakeSwpc(cat, clock) as swpc:
+        s = service(clock, hv, swpc, calibration=cal)
+        s.step("2011-01-04T11:10")
+        rows = s.get("/api/forecasts").json()["forecasts"]
+        assert cycles(rows) == ["2011-01-04T10:00:00Z", "2011-01-04T11:00:00Z"]
+        for r in rows:
+            fc = s.get(f"/api/forecasts/{r['id']}").json()
+            # the map of the model's score and the flares that started up to the observation
+            obs = pd.Timestamp(fc["observation_time"]).tz_localize(None)
+            row = flare_history(pd.DatetimeIndex([obs]), cat)
+            raw = np.array([fc["members"][0]["raw_probability"]])
+            assert fc["probability"] == pytest.approx(
+                float(cal(raw, row)[0]), abs=1e-5
+            )  # 6 decimals
+            said = [n for n in fc["notes"] if n.startswith("flare history up to the observation")]
+            assert len(said) == 1
+            # SWPC's list ends 30 min before the clock (10:20, then 11:10): a note says so
+            end = {"10": "09:50, 11 min", "11": "10:40, 21 min"}[r["cycle"][11:13]]
+            assert any(
+                f"the flare list covers up to 2011-01-04 {end} before the observation" in n
+                for n in fc["notes"]
+            ), fc["notes"]
+        # without the flare list there is no history: the cycle fails with the reason, and
+        # nothing is issued from a history that reads as quiet
+        swpc.down()
+        s.step("2011-01-04T12:10")
+        fails = s.get("/api/failures").json()["failures"]
+        assert [f["cycle"] for f in fails] == ["2011-01-04T12:00:00Z"]
+        assert fails[0]["kind"] == "flare_list"
+        assert "the flare history needs the flare list: " in fails[0]["reason"]
+        assert "cannot connect" in fails[0]["reason"]
+        swpc.up()
+        s.step("2011-01-04T13:10")
+        rows = s.get("/api/forecasts").json()["forecasts"]
+        assert cycles(rows)[-1] == "2011-01-04T13:00:00Z" and len(rows) == 3
+
+
+def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tmp_path):
+    from fdflare.core.errors import DownloadError
+    from fdflare.serve.flarelist import SwpcSource, history_reader
+    from fdflare.serve.state import ServiceState
+
+    clock = ManualClock("2011-01-04T10:20")
+    obs = pd.Timestamp("2011-01-04T10:00:42")
+    with FakeSwpc(catalog(world), clock) as swpc:
+        source = SwpcSource(swpc.url, policy=quick_policy())
+        source.span = pd.Timedelta(days=2)  # a list of the last two days only
+        state = ServiceState(tmp_path / "state.sqlite")
+        try:
+            read = history_reader(source, state, clock)
+            with pytest.raises(DownloadError, match="do not cover") as info:
+                read(obs)
+            assert "2011-01-01 10:00 to 2011-01-04 09:50" in str(info.value)
+            assert "covered: 2011-01-02 10:20 to 2011-01-04 09:50" in str(info.value)
+            source.span = pd.Timedelta(days=7)
+            flares, notes = read(obs)
+            assert state.coverage() == [
+                (pd.Timestamp("2010-12-28T10:20"), pd.Timestamp("2011-01-04T09:50"))
+            ]
+            assert (flares["start_time"] <= clock()).all() and len(flares) > 0
+            assert notes == [
+                "the flare list covers up to 2011-01-04 09:50, 11 min before the observation: "
+                "a flare that began since may not be listed yet"
+            ]
+        finally:
+            state.close()
+
+
+def test_serve_takes_a_history_map_where_predict_refuses_it(world, tmp_path, capsys):
+    hist, _ = fit_history_map(world["sun"] / "catalog.csv", "2011-01-01T00:00",
+                              "2011-01-02T23:00", tmp_path / "history.json")  # fmt: skip
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    argv = [sys.executable, "-m", "fdflare", "serve", "--flare-list-url", "http://127.0.0.1:9/x",
+            "--base-url", "http://127.0.0.1:9/v2/", "--checkpoint", str(garbage), "--calibration",
+            str(hist), "--store", str(tmp_path / "s.sqlite"), "--port", "0"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    # the map was read and taken: what fails is the checkpoint, after it
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "garbage.ckpt" in r.stderr
+    assert "calibration map" not in r.stderr and "cannot read checkpoint" in r.stderr
+    listing = tmp_path / "images.txt"
+    listing.write_text("2011/01/01/HMI.m2011.01.01_00.00.00.png\n")
+    code = main(["predict", "--checkpoint", str(world["ckpt"]), "--images", str(listing), "--out",
+                 str(tmp_path / "p.csv"), "--calibration", str(hist), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "a history map reads the flare history, which this command does not" in err
 
 
 # ---------------------------------------------------------------------------------- API

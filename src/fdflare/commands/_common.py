@@ -367,23 +367,23 @@ def require_inputs(**options: Any) -> None:
 
 
 def load_members_and_map(
-    args: argparse.Namespace, *, catalog_option: bool = False
+    args: argparse.Namespace, *, history_from: str | None = None
 ) -> tuple[list[Any], Any]:
     """The members of ``--checkpoint``/``--ensemble`` and the ``--calibration`` map (or None).
 
     What ``predict``, ``forecast`` and ``serve`` load, by the one set of rules of
     :func:`fdflare.forecast.ensemble.load_checkpoints_or_ensemble`; the map is read first,
-    so a bad map is refused before any model loads. With ``catalog_option`` (a command with
-    ``--catalog``), a ``history`` map is read too, and goes with ``--catalog`` both ways.
+    so a bad map is refused before any model loads. ``history_from`` says where a command
+    reads the flare history a ``history`` map needs: ``"--catalog"`` (``forecast``: the map
+    and the option go together both ways), ``"the flare list"`` (``serve``), or None (the
+    command reads none, and refuses such a map).
     """
     cal = None
     if args.calibration:
         from fdflare.analysis.calibration import METHODS, MONOTONE, read_calibration_map
 
-        cal = read_calibration_map(
-            args.calibration, methods=METHODS if catalog_option else MONOTONE
-        )
-    if catalog_option:
+        cal = read_calibration_map(args.calibration, methods=METHODS if history_from else MONOTONE)
+    if history_from == "--catalog":
         from fdflare.core.errors import InputError, UsageError
 
         history = cal is not None and cal.method == "history"

@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     requested = service.parse_requested_time(args.time, now=service.utcnow())
     from fdflare.commands._common import load_members_and_map
 
-    members, cal = load_members_and_map(args, catalog_option=True)
+    members, cal = load_members_and_map(args, history_from="--catalog")
     if args.explain:
         from fdflare.analysis.explain import check_explain_available
 

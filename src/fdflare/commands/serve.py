@@ -54,7 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="member checkpoints (several make an ensemble)",
     )  # fmt: skip
     add_model_options(p)
-    p.add_argument("--calibration", metavar="FILE", help="a map applied to the members' mean")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="a map applied to the members' mean; a history map (`calibrate --method "
+        "history`) reads the flares of the 72 h up to each observation from the flare list",
+    )
     p.add_argument(
         "--store", metavar="FILE", help="the forecast store (SQLite; created if missing)"
     )
@@ -299,7 +304,7 @@ def _load_and_serve(args: argparse.Namespace, opts: dict[str, Any], clock: Any, 
     from fdflare.forecast import service
     from fdflare.serve import flarelist
 
-    members, cal = load_members_and_map(args)
+    members, cal = load_members_and_map(args, history_from="the flare list")
     recipe = service.members_recipe(members)
     if args.explain_method:
         from fdflare.analysis.explain import check_explain_available

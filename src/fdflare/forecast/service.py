@@ -100,6 +100,10 @@ class Member:
     fold: int | None = None
 
 
+#: the flares up to an observation time, and notes on them (``serve``'s flare list)
+FlaresUpTo = Callable[[pd.Timestamp], tuple[pd.DataFrame, list[str]]]
+
+
 @dataclass
 class Observation:
     """The magnetogram a forecast was made from."""
@@ -513,14 +517,16 @@ def run_forecast(
     now: Callable[[], pd.Timestamp] = utcnow,
     archive: Any = None,
     recipe: Recipe | None = None,
-    flare_catalog: pd.DataFrame | None = None,
+    flare_catalog: pd.DataFrame | FlaresUpTo | None = None,
 ) -> Forecast:
     """Fetch the observation, run the members and return the forecast (see module doc).
 
     ``archive`` (a :class:`~fdflare.forecast.archive.LocalArchive`) replaces Helioviewer;
     ``recipe`` is the event the members were trained for (default: the one they record);
     ``flare_catalog``: the flares a ``history`` calibration map reads, up to the
-    observation time (:func:`fdflare.analysis.history.flare_history`).
+    observation time (:func:`fdflare.analysis.history.flare_history`): a catalog, or a
+    function of the observation time that returns the flares and notes on them (``serve``
+    asks its flare list then; it raises an ``FdflareError`` when it cannot answer).
     """
     obs = fetch_observation(
         requested,
@@ -550,13 +556,16 @@ def run_forecast(
 
 
 def _with_flare_history(
-    calibration: Callable[..., np.ndarray], obs: Observation, catalog: pd.DataFrame
+    calibration: Callable[..., np.ndarray],
+    obs: Observation,
+    source: pd.DataFrame | FlaresUpTo,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, float]]:
     """The history map bound to the flares up to the observation, and those numbers.
 
-    Says in the observation's notes what the history was, and where the catalog's last flare
-    lies more than the history's longest window before the observation (a catalog cannot say
-    where it ends: past its last flare the history reads as quiet).
+    Says in the observation's notes what the history was. A catalog file cannot say where it
+    ends (past its last flare the history reads as quiet), so a forecast more than the
+    history's longest window after its last flare says so; a function (``serve``'s flare
+    list, which knows what it covered) gives its own notes.
     """
     from fdflare.analysis.history import (
         FEATURES,
@@ -569,15 +578,20 @@ def _with_flare_history(
     t = pd.DatetimeIndex([obs.time])
     if t.tz is not None:
         t = t.tz_convert("UTC").tz_localize(None)
+    if callable(source):
+        catalog, notes = source(t[0])
+    else:
+        catalog, notes = source, []
+        last, hours = last_flare(catalog), max(WINDOWS_H)
+        if last is not None and t[0] > last + pd.Timedelta(hours=hours):
+            notes.append(
+                f"the catalog's last flare ({last:%Y-%m-%d %H:%M}) lies more than {hours} h "
+                "before the observation: the flare history reads as quiet, which is true only "
+                "if the catalog is up to date"
+            )
     row = flare_history(t, catalog)
     obs.notes.append(f"flare history up to the observation: {describe_history(row[0])}")
-    last, hours = last_flare(catalog), max(WINDOWS_H)
-    if last is not None and t[0] > last + pd.Timedelta(hours=hours):
-        obs.notes.append(
-            f"the catalog's last flare ({last:%Y-%m-%d %H:%M}) lies more than {hours} h before "
-            "the observation: the flare history reads as quiet, which is true only if the "
-            "catalog is up to date"
-        )
+    obs.notes.extend(notes)
 
     def mapped(p: np.ndarray) -> np.ndarray:
         return calibration(p, np.repeat(row, len(p), axis=0))

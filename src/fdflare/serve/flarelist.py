@@ -120,3 +120,59 @@ class CatalogSource:
         cat = self.catalog[self.catalog["start_time"] <= now].reset_index(drop=True)
         start = self.start if self.start is not None else now
         return FlareList(cat, (min(start, now), now), f"catalog:{self.path}")
+
+
+def history_reader(source: Any, state: Any, clock: Any) -> Any:
+    """The flares up to an observation, for a ``history`` calibration map, from the flare list.
+
+    Called with an observation time while a cycle runs: asks ``source`` for its list now,
+    keeps the answer in ``state`` (:class:`~fdflare.serve.state.ServiceState`, as the
+    verification does) and returns the kept flares with notes. The history reads the 72 h
+    before the observation, so those must lie inside what the lists have covered, up to the
+    observation or to the end of the newest list where that is earlier (a flare enters the
+    list minutes after it begins: said in a note). Otherwise the cycle fails with the
+    reason: a forecast from an unknown history would read as quiet.
+
+    Raises:
+        DownloadError: the list cannot be fetched, or its spans leave part of the 72 h
+            uncovered.
+    """
+    from fdflare.analysis.history import WINDOWS_H
+    from fdflare.core.errors import DownloadError, FdflareError
+
+    window = pd.Timedelta(hours=max(WINDOWS_H))
+
+    def read(obs_time: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
+        try:
+            answer = source.fetch(clock(), stop=None)
+        except FdflareError as exc:
+            raise DownloadError(f"the flare history needs the flare list: {exc}") from None
+        state.add_flares(answer.catalog, covered=answer.covered, source=answer.source)
+        start, end = obs_time - window, min(obs_time, pd.Timestamp(answer.covered[1]))
+        if not any(a <= start and end <= b for a, b in state.coverage()):
+            raise DownloadError(
+                f"the flare history needs the flare list of {start:%Y-%m-%d %H:%M} to "
+                f"{end:%Y-%m-%d %H:%M}, which the lists kept so far do not cover (covered: "
+                + (
+                    ", ".join(
+                        f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M}" for a, b in state.coverage()
+                    )
+                    or "nothing"
+                )
+                + ")"
+            )
+        notes = [f"flare list: {n}" for n in answer.notes]
+        if end < obs_time:
+            notes.append(
+                f"the flare list covers up to {end:%Y-%m-%d %H:%M}, "
+                f"{format_minutes(obs_time - end)} before the observation: a flare that began "
+                "since may not be listed yet"
+            )
+        return state.flares(start=start - pd.Timedelta(hours=1)), notes
+
+    return read
+
+
+def format_minutes(d: pd.Timedelta) -> str:
+    """``42 min`` (rounded up), for a note."""
+    return f"{max(1, int(-(-d.total_seconds() // 60)))} min"

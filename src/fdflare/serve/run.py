@@ -148,13 +148,15 @@ def make_forecaster(
     calibration: Any = None,
     accelerator: str = "cpu",
     fallback: Any = None,
+    flares_up_to: Any = None,
 ) -> Callable[[pd.Timestamp], Any]:
     """The forecast of a cycle's time, from Helioviewer or a local archive.
 
     ``fallback`` (a source such as :class:`~fdflare.forecast.jsoc_source.JsocSource`) is
     asked when every Helioviewer URL failed or held no observation within the tolerance;
     the forecast names the source it came from. When the fallback fails too, the cycle
-    fails with both reasons.
+    fails with both reasons. ``flares_up_to``: for a history map, the flares up to the
+    observation (:func:`fdflare.serve.flarelist.history_reader`).
     """
     from fdflare.core.errors import FdflareError
     from fdflare.forecast.service import NoObservationError, ServiceError, run_forecast
@@ -171,6 +173,7 @@ def make_forecaster(
             now=clock,
             archive=source,
             recipe=recipe,
+            flare_catalog=flares_up_to,
         )
 
     def forecast(cycle: pd.Timestamp) -> Any:
@@ -358,10 +361,15 @@ def prepare(
             clock = ReplayClock(resume, pace=pace, stop=stop)
         else:
             first = None
+        flares_up_to = None
+        if getattr(calibration, "method", None) == "history":
+            from fdflare.serve.flarelist import history_reader
+
+            flares_up_to = history_reader(flares, state, clock)
         forecaster = make_forecaster(
             members, recipe=recipe, tolerance=tolerance, clock=clock, base_urls=base_urls,
             archive=archive, policy=policy, calibration=calibration, accelerator=accelerator,
-            fallback=fallback,
+            fallback=fallback, flares_up_to=flares_up_to,
         )  # fmt: skip
 
         def keep_image(fid: int, fc: Any) -> None:
