@@ -892,10 +892,10 @@ def test_sigterm_while_the_models_load_releases_everything(world, tmp_path, caps
 
     loading, real = threading.Event(), common.load_members_and_map
 
-    def slow_load(args):
+    def slow_load(args, **kwargs):
         loading.set()
         threading.Event().wait(60)  # a SIGTERM ends the wait (the handler raises)
-        return real(args)  # pragma: no cover - only without the handler
+        return real(args, **kwargs)  # pragma: no cover - only without the handler
 
     monkeypatch.setattr(common, "load_members_and_map", slow_load)
     before = signal.getsignal(signal.SIGTERM)
