@@ -21,7 +21,7 @@ from array_tasks import write_summary_part
 from clitools import run_cli as cli
 from fdflare.cli import main
 from fdflare.models.networks import create_model
-from test_data import make_tiny_dataset
+from test_data import fit_history_map, make_tiny_dataset
 
 FAST = ["--no-pretrained", "--workers", "0", "--batch-size", "16", "--quiet"]
 JOINED = ["label", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start"]
@@ -633,3 +633,98 @@ def test_cv_writes_an_ensemble_that_predict_runs(trained, cv_with_catalog, tmp_p
     assert np.allclose(got, np.mean(singles, axis=0), atol=1e-5)
     assert main(["predict", "--images", str(trained["images"]), "--out", str(pred)]) == 2
     assert "--checkpoint FILE... or --ensemble FILE" in capsys.readouterr().err
+
+
+def test_a_history_map_reads_each_images_flares_from_the_catalog(trained, tmp_path, capsys):
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.history import flare_history
+    from fdflare.core.paths import parse_image_times
+
+    labels = pd.read_csv(trained["table"])
+    times = pd.to_datetime(labels["time"])
+    # flares a few hours before every third image, up to the middle of the year only
+    flares = times[times < "2011-07-01"].iloc[::3] - pd.Timedelta(hours=5)
+    cat = tmp_path / "flares.csv"
+    pd.DataFrame(
+        {"start_time": flares.dt.strftime("%Y-%m-%d %H:%M:%S"), "goes_class": "M2.0",
+         "fl_lon": 10.0, "fl_lat": 5.0}
+    ).to_csv(cat, index=False)  # fmt: skip
+    hist, cal = fit_history_map(cat, "2011-01-01", "2011-12-31", tmp_path / "history.json")
+    plain, mapped = tmp_path / "plain.csv", tmp_path / "mapped.csv"
+    base = ["predict", "--checkpoint", str(trained["ckpt"]), "--images", str(trained["images"]),
+            "--workers", "0", "--quiet"]  # fmt: skip
+    assert main([*base, "--out", str(plain)]) == 0
+    capsys.readouterr()
+    argv = [
+        *base,
+        "--out",
+        str(mapped),
+        "--calibration",
+        str(hist),
+        "--catalog",
+        str(cat),
+        "--json",
+    ]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    got, raw = pd.read_csv(mapped), pd.read_csv(plain)
+    assert list(got["timestamp"]) == list(raw["timestamp"])
+    t = pd.DatetimeIndex(parse_image_times(got["timestamp"])[0])
+    expected = cal(raw["flare_prob"].to_numpy(), flare_history(t, read_catalog(cat)))
+    assert np.allclose(got["flare_prob"], expected, atol=1e-6)
+    assert not np.allclose(
+        got["flare_prob"], cal(raw["flare_prob"].to_numpy(), np.zeros((len(t), 4)) - 7)
+    )
+    # the images of the second half lie past the catalog's last flare: said, not hidden
+    past = int((t > flares.max() + pd.Timedelta(hours=72)).sum())
+    assert past > 0 and result["catalog"] == str(cat)
+    assert result["notes"] == [f"--catalog: {past} of {len(t)} instances lie more than 72 h after "
+                               f"the catalog's last flare ({flares.max():%Y-%m-%d %H:%M}): their "
+                               "flare history reads as quiet, which is true only if the catalog "
+                               "covers them"]  # fmt: skip
+    # an image whose name holds no time has no history: one line naming it
+    odd = trained["images"] / "odd.txt"
+    odd.write_text(got["timestamp"].iloc[0] + "\n" + "2011/01/03/img_0001.png\n")
+    try:
+        assert main([*base, "--images", str(odd), "--out", str(tmp_path / "o.csv"),
+                     "--calibration", str(hist), "--catalog", str(cat)]) == 2  # fmt: skip
+    finally:
+        odd.unlink()
+    err = capsys.readouterr().err
+    assert "img_0001.png holds no time" in err and "odd.txt" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--catalog", "{cat}"], "--catalog is read only by a history map: give --calibration"),
+        (["--calibration", "{hist}"], "a history map reads the flare history: give --catalog"),
+        (
+            ["--calibration", "{platt}", "--catalog", "{cat}"],
+            "--catalog is read only by a history map",
+        ),
+        (["--calibration", "{hist}", "--catalog", "{empty}"], "lists no flare"),
+        (["--calibration", "{hist}", "--catalog", "{nope}"], "--catalog"),
+        (
+            ["--labels", "{labels}", "--catalog", "{cat}"],
+            "--catalog goes with predictions without --labels",
+        ),
+    ],
+)
+def test_a_history_map_and_its_catalog_go_together(trained, tmp_path, capsys, extra, words):
+    cat = tmp_path / "flares.csv"
+    cat.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-01-02 10:00:00,M1.0,0,0\n")
+    hist, _ = fit_history_map(cat, "2011-01-01", "2011-01-10", tmp_path / "history.json")
+    (tmp_path / "platt.json").write_text(json.dumps({"method": "platt", "a": 1.0, "b": 0.0}))
+    (tmp_path / "empty.csv").write_text("start_time,goes_class,fl_lon,fl_lat\n")
+    subs = {"{cat}": str(cat), "{hist}": str(hist), "{platt}": str(tmp_path / "platt.json"),
+            "{empty}": str(tmp_path / "empty.csv"), "{nope}": str(tmp_path / "nope.csv"),
+            "{labels}": str(trained["labels"] / "Fold1_val.csv")}  # fmt: skip
+    argv = ["predict", "--checkpoint", str(trained["ckpt"]), "--images", str(trained["images"]),
+            "--out", str(tmp_path / "o.csv"), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main([*argv, *[subs.get(a, a) for a in extra]]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.csv").exists()

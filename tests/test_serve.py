@@ -399,7 +399,7 @@ def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tm
             state.close()
 
 
-def test_serve_takes_a_history_map_where_predict_refuses_it(world, tmp_path, capsys):
+def test_serve_takes_a_history_map_where_predict_asks_for_its_catalog(world, tmp_path, capsys):
     hist, _ = fit_history_map(world["sun"] / "catalog.csv", "2011-01-01T00:00",
                               "2011-01-02T23:00", tmp_path / "history.json")  # fmt: skip
     garbage = tmp_path / "garbage.ckpt"
@@ -417,7 +417,7 @@ def test_serve_takes_a_history_map_where_predict_refuses_it(world, tmp_path, cap
     code = main(["predict", "--checkpoint", str(world["ckpt"]), "--images", str(listing), "--out",
                  str(tmp_path / "p.csv"), "--calibration", str(hist), "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "a history map reads the flare history, which this command does not" in err
+    assert code == 2 and "a history map reads the flare history: give --catalog FILE" in err
 
 
 # ---------------------------------------------------------------------------------- API

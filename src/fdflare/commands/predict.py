@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 HELP = (
@@ -84,7 +85,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--calibration",
         metavar="FILE",
         help="calibration map applied to the (ensemble) probability: a map of `fdflare "
-        "calibrate` (calibration.json with one file, or one map object); without --labels",
+        "calibrate` (calibration.json with one file, or one map object); without --labels; "
+        "a history map needs --catalog",
+    )
+    p.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="flare catalog for a history map (`calibrate --method history`): the flares "
+        "of the 72 h up to each image's time (from its name) go into the map with the score",
+    )
+    p.add_argument(
+        "--catalog-format", default="auto", choices=["auto", "study", "hek", "swpc", "noaa"]
     )
     p.add_argument("--out", required=True, metavar="CSV", help="prediction file to write")
     p.add_argument(
@@ -172,10 +183,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "several --checkpoint (an ensemble) predict the images of --images without --labels"
         )
-    if args.calibration:
+    if args.calibration or args.catalog:
         raise UsageError(
-            "--calibration goes with predictions without --labels; calibrate labelled "
-            "predictions with `fdflare calibrate --fit ... --apply ...`"
+            f"{'--calibration' if args.calibration else '--catalog'} goes with predictions "
+            "without --labels; calibrate labelled predictions with `fdflare calibrate --fit "
+            "... --apply ...`"
         )
     result = predict(
         args.checkpoint[0],
@@ -216,10 +228,27 @@ def _run_images(args: argparse.Namespace) -> int:
         raise UsageError(
             "--skip-missing goes with --labels (without them every listed image is needed)"
         )
-    from fdflare.commands._common import load_members_and_map
+    from fdflare.commands._common import load_members_and_map, require_inputs
     from fdflare.forecast.service import members_recipe
 
-    members, cal = load_members_and_map(args)
+    if args.catalog and not args.calibration:
+        raise UsageError(
+            "--catalog is read only by a history map: give --calibration FILE of `fdflare "
+            "calibrate --method history` too"
+        )
+    require_inputs(catalog=args.catalog)
+    catalog = None
+    if args.catalog:
+        from fdflare.acquire.catalog import read_catalog
+        from fdflare.analysis.history import check_catalog
+        from fdflare.core.errors import InputError
+
+        catalog = read_catalog(args.catalog, fmt=args.catalog_format)
+        try:
+            check_catalog(catalog, what="the history map")
+        except InputError as exc:
+            raise InputError(exc.message, path=args.catalog) from None
+    members, cal = load_members_and_map(args, history_from="--catalog")
     recipe = members_recipe(members)
     checkpoints = [m.checkpoint for m in members]
     member_maps = [m.calibration for m in members]
@@ -229,10 +258,13 @@ def _run_images(args: argparse.Namespace) -> int:
         args.out,
         transform=cal,
         member_transforms=member_maps,
-        inputs=[args.calibration, args.ensemble],
+        inputs=[args.calibration, args.ensemble, args.catalog],
         loaded=[m.loaded for m in members],
+        history_catalog=catalog,
         **_loading(args),
     )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         from fdflare.commands._common import print_json
 
@@ -242,6 +274,8 @@ def _run_images(args: argparse.Namespace) -> int:
                 "n": result.n,
                 "members": [{"checkpoint": str(c), "mean_prob": m} for c, m in result.members],
                 "calibration": args.calibration,
+                "catalog": args.catalog,
+                "notes": result.notes,
                 "ensemble": args.ensemble,
                 "members_calibrated": sum(m is not None for m in member_maps or []),
                 "flare_prob": recipe.describe(),
@@ -250,6 +284,8 @@ def _run_images(args: argparse.Namespace) -> int:
         return 0
     kind = "ensemble of " + str(len(result.members)) if len(result.members) > 1 else "model"
     cal_text = f", calibrated with {args.calibration}" if args.calibration else ""
+    if args.catalog:
+        cal_text += f" and the flare history of {args.catalog}"
     if args.ensemble:
         calibrated = sum(m is not None for m in member_maps or [])
         cal_text += f", {args.ensemble}: {calibrated} of {len(checkpoints)} members calibrated"

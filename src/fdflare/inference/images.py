@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class ImagesResult:
     out: Path
     n: int
     members: list[tuple[str, float]]
+    #: what the reader should know (images past the catalog's last flare)
+    notes: list[str] = field(default_factory=list)
 
 
 def list_images(images: str | os.PathLike[str]) -> tuple[Path, list[str]]:
@@ -88,7 +90,7 @@ def predict_images(
     images: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    transform: Callable[..., np.ndarray] | None = None,
     member_transforms: Sequence[Callable[[np.ndarray], np.ndarray] | None] | None = None,
     inputs: Sequence[str | os.PathLike[str] | None] = (),
     model: str | None = None,
@@ -102,6 +104,7 @@ def predict_images(
     array_store: bool = True,
     quiet: bool = False,
     loaded: Sequence[Any] | None = None,
+    history_catalog: pd.DataFrame | None = None,
 ) -> ImagesResult:
     """Predict every image with each checkpoint; write their mean (mapped by ``transform``).
 
@@ -129,6 +132,8 @@ def predict_images(
         loaded: the members already loaded (one :class:`~fdflare.inference.predict.LoadedModel`
             per checkpoint, e.g. by :func:`fdflare.forecast.ensemble.load_ensemble`, whose
             rules they were checked by); loaded from ``checkpoints`` when None.
+        history_catalog: the flares a ``history`` map (``transform``) reads: at each image's
+            time (from its name), the flares that started in the 72 h up to it.
     """
     from fdflare.core.outputs import check_output_file
     from fdflare.data.dataset import FlareDataset
@@ -139,6 +144,10 @@ def predict_images(
         raise InputError("at least one checkpoint is needed")
     check_output_file(out, inputs=[*checkpoints, images, *inputs])
     root, names = list_images(images)
+    history: np.ndarray | None = None
+    notes: list[str] = []
+    if history_catalog is not None:
+        history, notes = _image_histories(names, history_catalog, images)
     table = pd.DataFrame({"label": names, "target": np.zeros(len(names), dtype=np.int64)})
     dev = resolve_device(accelerator, devices)
     source = open_images(root, ext=image_ext, decoder=decoder, array_store=array_store)
@@ -167,7 +176,12 @@ def predict_images(
             for p, f in zip(probs, member_transforms, strict=True)
         ]
     mean = np.mean(probs, axis=0)
-    prob = np.clip(transform(mean), 0.0, 1.0) if transform is not None else mean
+    if transform is None:
+        prob = mean
+    elif history is not None:
+        prob = np.clip(transform(mean, history), 0.0, 1.0)
+    else:
+        prob = np.clip(transform(mean), 0.0, 1.0)
     out = Path(out)
     with atomic_open(out, "w") as fh:
         pd.DataFrame({"timestamp": names, "flare_prob": prob}).to_csv(
@@ -177,7 +191,33 @@ def predict_images(
         out,
         len(names),
         [(str(c), float(p.mean())) for c, p in zip(checkpoints, probs, strict=True)],
+        notes,
     )
+
+
+def _image_histories(
+    names: Sequence[str], catalog: pd.DataFrame, images: str | os.PathLike[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The flare history at each image's time (from its name), and a coverage note.
+
+    Raises:
+        InputError: a catalog without a flare, or an image name without a time (named).
+    """
+    from fdflare.analysis.history import check_catalog, coverage_note, flare_history
+    from fdflare.core.paths import parse_image_times
+
+    check_catalog(catalog, what="the history map")
+    times, _ = parse_image_times(pd.Series(list(names), dtype=str))
+    missing = np.flatnonzero(times.isna().to_numpy())
+    if len(missing):
+        raise InputError(
+            f"image {names[missing[0]]} holds no time in its name (HMI.mYYYY.MM.DD_HH.MM.SS): "
+            f"the history map needs each image's time; {len(missing)} such image(s) in all",
+            path=images,
+        )
+    t = pd.DatetimeIndex(times)
+    note = coverage_note(t, catalog)
+    return flare_history(t, catalog), [f"--catalog: {note}"] if note else []
 
 
 def predict_array(
