@@ -366,6 +366,34 @@ def require_inputs(**options: Any) -> None:
                 raise MissingDataError(f"{flag} {path}: no such file or folder")
 
 
+def read_history_catalog(args: argparse.Namespace) -> Any:
+    """The ``--catalog`` of a history map (``forecast``, ``predict``), or None when not given.
+
+    Raises:
+        UsageError: ``--catalog`` without ``--calibration``.
+        InputError: the catalog cannot be read, or lists no flare (naming the file).
+    """
+    from fdflare.core.errors import InputError, UsageError
+
+    if not args.catalog:
+        return None
+    if not args.calibration:
+        raise UsageError(
+            "--catalog is read only by a history map: give --calibration FILE of `fdflare "
+            "calibrate --method history` too"
+        )
+    require_inputs(catalog=args.catalog)
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.history import check_catalog
+
+    catalog = read_catalog(args.catalog, fmt=args.catalog_format)
+    try:
+        check_catalog(catalog, what="the flare history of a history map")
+    except InputError as exc:
+        raise InputError(exc.message, path=args.catalog) from None
+    return catalog
+
+
 def load_members_and_map(
     args: argparse.Namespace, *, history_from: str | None = None
 ) -> tuple[list[Any], Any]:

@@ -209,12 +209,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any, Any]:
         check_method_name(args.method_name)
     if args.method_name is not None and not args.scoreboard:
         raise UsageError("--method-name names the --scoreboard file: give --scoreboard DIR too")
-    if args.catalog and not args.calibration:
-        raise UsageError(
-            "--catalog is read only by a history map: give --calibration FILE of `fdflare "
-            "calibrate --method history` too"
-        )
-    from fdflare.commands._common import require_inputs
+    from fdflare.commands._common import read_history_catalog, require_inputs
 
     # before torch loads: a missing checkpoint is refused at once
     require_inputs(
@@ -250,17 +245,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], Any, Any, Any]:
             inputs=[*inputs, args.history, args.explain, args.store],
             option="--scoreboard",
         )
-    catalog = None
-    if args.catalog:
-        from fdflare.acquire.catalog import read_catalog
-        from fdflare.analysis.history import check_catalog
-
-        catalog = read_catalog(args.catalog, fmt=args.catalog_format)
-        try:
-            check_catalog(catalog, what="the forecast's flare history")
-        except InputError as exc:
-            raise InputError(exc.message, path=args.catalog) from None
-    return urls, tolerance, archive, catalog
+    return urls, tolerance, archive, read_history_catalog(args)
 
 
 def _jsoc_source(args: argparse.Namespace, tolerance: Any) -> Any:

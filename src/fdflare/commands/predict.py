@@ -228,26 +228,10 @@ def _run_images(args: argparse.Namespace) -> int:
         raise UsageError(
             "--skip-missing goes with --labels (without them every listed image is needed)"
         )
-    from fdflare.commands._common import load_members_and_map, require_inputs
+    from fdflare.commands._common import load_members_and_map, read_history_catalog
     from fdflare.forecast.service import members_recipe
 
-    if args.catalog and not args.calibration:
-        raise UsageError(
-            "--catalog is read only by a history map: give --calibration FILE of `fdflare "
-            "calibrate --method history` too"
-        )
-    require_inputs(catalog=args.catalog)
-    catalog = None
-    if args.catalog:
-        from fdflare.acquire.catalog import read_catalog
-        from fdflare.analysis.history import check_catalog
-        from fdflare.core.errors import InputError
-
-        catalog = read_catalog(args.catalog, fmt=args.catalog_format)
-        try:
-            check_catalog(catalog, what="the history map")
-        except InputError as exc:
-            raise InputError(exc.message, path=args.catalog) from None
+    catalog = read_history_catalog(args)
     members, cal = load_members_and_map(args, history_from="--catalog")
     recipe = members_recipe(members)
     checkpoints = [m.checkpoint for m in members]
