@@ -96,23 +96,38 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # flux as it would at disk centre
     "lr3_last_mu": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "mu"},
     "lr3_last_mu2": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "mu2"},
+    # the limb mask eroded by 2 pixels instead of 3 (at 64 px the disk then shows out to about
+    # 68 deg from its centre instead of 64 deg), alone and with the radial field
+    "lr3_last_e2": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "e2"},
+    "lr3_last_e2mu": {"max_lr": 3e-4, "select_by": "last", "train": {}, "head": "e2mu"},
 }
 
 
 @contextmanager
-def _mu(power: int) -> Iterator[None]:
-    """Divide ``SmallCNNFlare``'s disk departure by mu**power while the block runs."""
+def _mu(power: int, erode: int | None = None) -> Iterator[None]:
+    """Divide ``SmallCNNFlare``'s disk departure by mu**power, and erode the limb by ``erode``
+    pixels instead of the default, while the block runs."""
     import torch
+    import torch.nn.functional as F
 
     from fdflare.models.networks import SmallCNNFlare
 
-    if not power:
+    if not power and erode is None:
         yield
         return
     dep = SmallCNNFlare.disk_departure
 
+    def eroded(self: Any, x: Any) -> Any:
+        lit = (x > 0).to(x.dtype)
+        e = int(erode)  # type: ignore[arg-type]
+        mask = -F.max_pool2d(-lit, 2 * e + 1, stride=1, padding=e)
+        bg = (x * mask).sum((2, 3), keepdim=True) / mask.sum((2, 3), keepdim=True).clamp_min(1)
+        return (x - bg) * mask * 10.0
+
     def mu_departure(self: Any, x: Any) -> Any:
-        out = dep(self, x)
+        out = dep(self, x) if erode is None else eroded(self, x)
+        if not power:
+            return out
         lit = (x > 0).to(x.dtype)
         n = lit.sum((2, 3), keepdim=True).clamp_min(1)
         h, w = x.shape[-2:]
@@ -262,7 +277,8 @@ def main() -> None:
             channels = tuple(v.pop("channels", SmallCNNFlare.CHANNELS))
             head = v.pop("head", "pool")
             hazard, stem = head == "hazard", head == "stem"
-            mu_power = {"mu": 1, "mu2": 2}.get(head, 0)
+            mu_power = {"mu": 1, "mu2": 2, "e2mu": 1}.get(head, 0)
+            erode = 2 if head in ("e2", "e2mu") else None
             cfg = DemoConfig(seed=seed).updated({**v, "train": train})
             sd = root / f"seed{seed}"
             tag = "" if cfg.cadence == "12h" else f"_{cfg.cadence}"
@@ -301,7 +317,7 @@ def main() -> None:
             default_channels = SmallCNNFlare.CHANNELS
             SmallCNNFlare.CHANNELS = channels  # this recipe's network, this process only
             try:
-                with _hazard_head(hazard), _stem(stem), _mu(mu_power):
+                with _hazard_head(hazard), _stem(stem), _mu(mu_power, erode):
                     for k in cfg.folds:
                         run = sd / f"{name}_gap{args.gap_hours}" / f"fold{k}"
                         fit(

@@ -702,6 +702,21 @@ def test_a_history_map_says_when_the_catalog_ends_before_the_observation(world, 
     assert any(
         "largest flare none in 24 h, none in 72 h; flares >= C1.0: 0 in 24 h" in n for n in notes
     )
+    assert not any("first flare" in n for n in notes)
+    # a catalog that starts after the observation (or within its 72 h) is said too
+    late = tmp_path / "late.csv"
+    late.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-06-01 04:00:00,X5.0,10,10\n")
+    with server(world) as hv:
+        argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
+                             str(path), "--catalog", str(late), "--json")  # fmt: skip
+        code, out, err = cli(argv, capsys)
+    assert code == 0, err
+    notes = json.loads(out)["notes"]
+    assert any(
+        "the catalog's first flare (2011-06-01 04:00) lies less than 72 h before the "
+        "observation, or after it" in n
+        for n in notes
+    )
 
 
 def test_a_history_map_and_a_catalog_go_together(world, tmp_path, capsys):

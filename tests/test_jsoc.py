@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -280,6 +281,25 @@ def test_serve_falls_back_to_jsoc_when_helioviewer_fails(fake, checkpoint):
     with pytest.raises(ServiceError) as info:
         make_forecaster(members, fallback=down, **common)(pd.Timestamp("2020-01-01T01:00"))
     assert "then jsoc:hmi.M_720s_nrt@" in str(info.value)
+    # a history map whose flare list fails after the fallback's record: the cycle's kind is
+    # the flare list's, with both reasons
+    from fdflare.analysis.calibration import fit_calibrator
+    from fdflare.core.errors import DownloadError
+    from fdflare.serve.scheduler import failure_kind
+
+    rng = np.random.default_rng(0)
+    cal = fit_calibrator(rng.random(40), np.arange(40) % 2, "history", history=rng.random((40, 4)))
+
+    def no_list(_t: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
+        raise DownloadError("the flare history needs the flare list: cannot connect")
+
+    with pytest.raises(DownloadError) as info:
+        make_forecaster(members, fallback=jsoc, calibration=cal, flares_up_to=no_list,
+                        **common)(pd.Timestamp("2020-01-01T01:00"))  # fmt: skip
+    assert failure_kind(info.value) == "flare_list"
+    assert "then jsoc:hmi.M_720s_nrt@" in str(info.value) and "needs the flare list" in str(
+        info.value
+    )
 
 
 def test_serve_jsoc_fallback_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch):

@@ -677,12 +677,18 @@ def test_a_history_map_reads_each_images_flares_from_the_catalog(trained, tmp_pa
         got["flare_prob"], cal(raw["flare_prob"].to_numpy(), np.zeros((len(t), 4)) - 7)
     )
     # the images of the second half lie past the catalog's last flare: said, not hidden
+    # and so do the first images, whose 72 h reach back before the catalog's first flare
     past = int((t > flares.max() + pd.Timedelta(hours=72)).sum())
-    assert past > 0 and result["catalog"] == str(cat)
-    assert result["notes"] == [f"--catalog: {past} of {len(t)} instances lie more than 72 h after "
-                               f"the catalog's last flare ({flares.max():%Y-%m-%d %H:%M}): their "
-                               "flare history reads as quiet, which is true only if the catalog "
-                               "covers them"]  # fmt: skip
+    early = int((t - pd.Timedelta(hours=72) < flares.min()).sum())
+    assert past > 0 and early > 0 and result["catalog"] == str(cat)
+    assert result["notes"] == [
+        f"--catalog: {early} of {len(t)} instances lie less than 72 h after the catalog's first "
+        f"flare ({flares.min():%Y-%m-%d %H:%M}), or before it: their flare history reads as "
+        "quiet before it, which is true only if the catalog covers that time",
+        f"--catalog: {past} of {len(t)} instances lie more than 72 h after the catalog's last "
+        f"flare ({flares.max():%Y-%m-%d %H:%M}): their flare history reads as quiet, which is "
+        "true only if the catalog covers them",
+    ]
     # an image whose name holds no time has no history: one line naming it
     odd = trained["images"] / "odd.txt"
     odd.write_text(got["timestamp"].iloc[0] + "\n" + "2011/01/03/img_0001.png\n")

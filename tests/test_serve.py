@@ -348,7 +348,7 @@ def test_a_history_map_reads_the_flare_list_up_to_each_observation(world, servic
             said = [n for n in fc["notes"] if n.startswith("flare history up to the observation")]
             assert len(said) == 1
             # SWPC's list ends 30 min before the clock (10:20, then 11:10): a note says so
-            end = {"10": "09:50, 11 min", "11": "10:40, 21 min"}[r["cycle"][11:13]]
+            end = {"10": "09:50, 10 min", "11": "10:40, 20 min"}[r["cycle"][11:13]]
             assert any(
                 f"the flare list covers up to 2011-01-04 {end} before the observation" in n
                 for n in fc["notes"]
@@ -392,7 +392,7 @@ def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tm
             ]
             assert (flares["start_time"] <= clock()).all() and len(flares) > 0
             assert notes == [
-                "the flare list covers up to 2011-01-04 09:50, 11 min before the observation: "
+                "the flare list covers up to 2011-01-04 09:50, 10 min before the observation: "
                 "a flare that began since may not be listed yet"
             ]
         finally:
@@ -418,6 +418,35 @@ def test_serve_takes_a_history_map_where_predict_asks_for_its_catalog(world, tmp
                  str(tmp_path / "p.csv"), "--calibration", str(hist), "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "a history map reads the flare history: give --catalog FILE" in err
+
+
+def test_a_flare_seen_growing_is_one_flare_in_the_history(world, tmp_path):
+    """SWPC lists a flare in progress with its class so far: two fetches, one flare counted."""
+    from fdflare.acquire.catalog import read_catalog
+    from fdflare.analysis.history import flare_history
+    from fdflare.serve.flarelist import SwpcSource, history_reader
+    from fdflare.serve.state import ServiceState
+
+    cat = tmp_path / "growing.csv"
+    cat.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-01-04 06:27:00,C5.0,,\n"
+                   "2011-01-04 02:00:00,C1.0,,\n")  # fmt: skip
+    clock = ManualClock("2011-01-04T06:35")
+    obs = pd.Timestamp("2011-01-04T09:00:42")
+    state = ServiceState(tmp_path / "state.sqlite")
+    with FakeSwpc(read_catalog(cat), clock) as swpc:
+        try:
+            read = history_reader(SwpcSource(swpc.url, policy=quick_policy()), state, clock)
+            read(obs)  # 06:35: the flare at C5.0 so far
+            cat.write_text(cat.read_text().replace("C5.0", "M2.0"))
+            swpc.catalog = read_catalog(cat)
+            clock.set("2011-01-04T09:40")
+            flares, _ = read(obs)  # 09:40: the same flare, peaked at M2.0
+        finally:
+            state.close()
+    assert len(flares) == 2, flares
+    row = flare_history(pd.DatetimeIndex([obs]), flares)[0]
+    assert row[0] == pytest.approx(np.log10(2e-5))  # the largest class it reached
+    assert row[2] == pytest.approx(np.log1p(2))  # two flares >= C1.0, not three
 
 
 # ---------------------------------------------------------------------------------- API

@@ -106,12 +106,46 @@ def check_catalog(catalog: pd.DataFrame, *, what: str = "the flare history") -> 
         raise InputError(f"the flare catalog lists no flare, so {what} would read quiet everywhere")
 
 
-def last_flare(catalog: pd.DataFrame) -> pd.Timestamp | None:
-    """The start time of the catalog's last flare (UTC, naive), or None for an empty catalog."""
+def _starts(catalog: pd.DataFrame) -> pd.DatetimeIndex:
+    """The catalog's flare start times (UTC, naive), without the missing ones."""
     start = pd.DatetimeIndex(pd.to_datetime(catalog["start_time"], errors="coerce")).dropna()
     if start.tz is not None:
         start = start.tz_convert("UTC").tz_localize(None)
+    return start
+
+
+def last_flare(catalog: pd.DataFrame) -> pd.Timestamp | None:
+    """The start time of the catalog's last flare (UTC, naive), or None for an empty catalog."""
+    start = _starts(catalog)
     return start.max() if len(start) else None
+
+
+def first_flare(catalog: pd.DataFrame) -> pd.Timestamp | None:
+    """The start time of the catalog's first flare (UTC, naive), or None for an empty catalog."""
+    start = _starts(catalog)
+    return start.min() if len(start) else None
+
+
+def start_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> str | None:
+    """A note when instances' 72 h reach back before the catalog's first flare (its start).
+
+    A catalog cannot say where it starts either: before its first flare an instance's
+    history reads as quiet. Nothing is dropped; the note says how many instances that is.
+    """
+    t = pd.DatetimeIndex(times)
+    if t.tz is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    first = first_flare(catalog)
+    if first is None or not len(t):
+        return None
+    before = int((t - pd.Timedelta(hours=max(WINDOWS_H)) < first).sum())
+    if not before:
+        return None
+    return (
+        f"{before} of {len(t)} instances lie less than {max(WINDOWS_H)} h after the catalog's "
+        f"first flare ({first:%Y-%m-%d %H:%M}), or before it: their flare history reads as "
+        "quiet before it, which is true only if the catalog covers that time"
+    )
 
 
 def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> str | None:

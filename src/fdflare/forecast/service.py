@@ -571,6 +571,7 @@ def _with_flare_history(
         FEATURES,
         WINDOWS_H,
         describe_history,
+        first_flare,
         flare_history,
         last_flare,
     )
@@ -582,12 +583,19 @@ def _with_flare_history(
         catalog, notes = source(t[0])
     else:
         catalog, notes = source, []
-        last, hours = last_flare(catalog), max(WINDOWS_H)
-        if last is not None and t[0] > last + pd.Timedelta(hours=hours):
+        first, last = first_flare(catalog), last_flare(catalog)
+        window = pd.Timedelta(hours=max(WINDOWS_H))
+        if last is not None and t[0] > last + window:
             notes.append(
-                f"the catalog's last flare ({last:%Y-%m-%d %H:%M}) lies more than {hours} h "
-                "before the observation: the flare history reads as quiet, which is true only "
-                "if the catalog is up to date"
+                f"the catalog's last flare ({last:%Y-%m-%d %H:%M}) lies more than "
+                f"{max(WINDOWS_H)} h before the observation: the flare history reads as quiet, "
+                "which is true only if the catalog is up to date"
+            )
+        if first is not None and first > t[0] - window:
+            notes.append(
+                f"the catalog's first flare ({first:%Y-%m-%d %H:%M}) lies less than "
+                f"{max(WINDOWS_H)} h before the observation, or after it: the flare history "
+                "reads as quiet before it, which is true only if the catalog covers that time"
             )
     row = flare_history(t, catalog)
     obs.notes.append(f"flare history up to the observation: {describe_history(row[0])}")

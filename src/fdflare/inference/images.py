@@ -203,7 +203,7 @@ def _image_histories(
     Raises:
         InputError: a catalog without a flare, or an image name without a time (named).
     """
-    from fdflare.analysis.history import check_catalog, coverage_note, flare_history
+    from fdflare.analysis.history import check_catalog, coverage_note, flare_history, start_note
     from fdflare.core.paths import parse_image_times
 
     check_catalog(catalog, what="the history map")
@@ -216,8 +216,8 @@ def _image_histories(
             path=images,
         )
     t = pd.DatetimeIndex(times)
-    note = coverage_note(t, catalog)
-    return flare_history(t, catalog), [f"--catalog: {note}"] if note else []
+    notes = [f"--catalog: {n}" for n in (start_note(t, catalog), coverage_note(t, catalog)) if n]
+    return flare_history(t, catalog), notes
 
 
 def predict_array(

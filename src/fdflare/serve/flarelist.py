@@ -162,17 +162,25 @@ def history_reader(source: Any, state: Any, clock: Any) -> Any:
                 + ")"
             )
         notes = [f"flare list: {n}" for n in answer.notes]
-        if end < obs_time:
+        gap = int((obs_time - end).total_seconds() // 60)
+        if gap >= 1:  # the lists are in whole minutes: seconds are no gap
             notes.append(
-                f"the flare list covers up to {end:%Y-%m-%d %H:%M}, "
-                f"{format_minutes(obs_time - end)} before the observation: a flare that began "
-                "since may not be listed yet"
+                f"the flare list covers up to {end:%Y-%m-%d %H:%M}, {gap} min before the "
+                "observation: a flare that began since may not be listed yet"
             )
-        return state.flares(start=start - pd.Timedelta(hours=1)), notes
+        return one_row_per_flare(state.flares(start=start - pd.Timedelta(hours=1))), notes
 
     return read
 
 
-def format_minutes(d: pd.Timedelta) -> str:
-    """``42 min`` (rounded up), for a note."""
-    return f"{max(1, int(-(-d.total_seconds() // 60)))} min"
+def one_row_per_flare(flares: pd.DataFrame) -> pd.DataFrame:
+    """One row per flare of the kept lists, at its largest class.
+
+    A list fetched while a flare is in progress gives the class reached so far, and the state
+    keeps each answer's row (start, peak flux and place are its key), so a flare that grew
+    between two fetches is there twice. The flare history counts flares: one row per start
+    time and place (a list without places, such as SWPC's, by start time), the largest flux.
+    """
+    largest_first = flares.sort_values("flux", ascending=False, kind="stable")
+    one = largest_first.drop_duplicates(["start_time", "fl_lon", "fl_lat"], keep="first")
+    return one.sort_values("start_time", kind="stable").reset_index(drop=True)

@@ -185,7 +185,13 @@ def make_forecaster(
             try:
                 return attempt(cycle, (), fallback)
             except FdflareError as second:
-                raise type(exc)(f"{exc}; then {fallback.source}: {second}") from None
+                # the kind is the fallback's where it failed otherwise (the flare list)
+                kind = (
+                    type(exc)
+                    if isinstance(second, (ServiceError, NoObservationError))
+                    else type(second)
+                )
+                raise kind(f"{exc}; then {fallback.source}: {second}") from None
 
     return forecast
 
