@@ -217,6 +217,35 @@ def table_histories(
     return out
 
 
+def image_histories(
+    names: Sequence[str], catalog: pd.DataFrame, images: str | os.PathLike[str]
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`flare_history` at each image's time (from its name), and notes on coverage.
+
+    Args:
+        names: image paths (``.../HMI.mYYYY.MM.DD_HH.MM.SS.ext``).
+        catalog: the flares.
+        images: the folder or list the names came from, named in the error.
+
+    Raises:
+        InputError: a catalog without a flare, or an image name without a time (named).
+    """
+    from fdflare.core.paths import parse_image_times
+
+    check_catalog(catalog, what="the history map")
+    times, _ = parse_image_times(pd.Series(list(names), dtype=str))
+    missing = np.flatnonzero(times.isna().to_numpy())
+    if len(missing):
+        raise InputError(
+            f"image {names[missing[0]]} holds no time in its name (HMI.mYYYY.MM.DD_HH.MM.SS): "
+            f"the history map needs each image's time; {len(missing)} such image(s) in all",
+            path=images,
+        )
+    t = pd.DatetimeIndex(times)
+    notes = [f"--catalog: {n}" for n in (start_note(t, catalog), coverage_note(t, catalog)) if n]
+    return flare_history(t, catalog), notes
+
+
 def _no_time(names: pd.Series, what: str) -> Callable[[int], str]:
     """The error of row ``i`` of ``names``, an image name without a time."""
 

@@ -218,6 +218,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history_of(catalog: Any, images: str) -> Any:
+    """The flare history of listed images, for a history map (``--catalog``)."""
+    from fdflare.analysis.history import image_histories
+
+    return lambda names: image_histories(names, catalog, images)
+
+
 def _run_images(args: argparse.Namespace) -> int:
     from fdflare.core.errors import UsageError
     from fdflare.inference.images import predict_images
@@ -244,7 +251,7 @@ def _run_images(args: argparse.Namespace) -> int:
         member_transforms=member_maps,
         inputs=[args.calibration, args.ensemble, args.catalog],
         loaded=[m.loaded for m in members],
-        history_catalog=catalog,
+        history_of=None if catalog is None else _history_of(catalog, args.images),
         **_loading(args),
     )
     for note in result.notes:

@@ -104,7 +104,7 @@ def predict_images(
     array_store: bool = True,
     quiet: bool = False,
     loaded: Sequence[Any] | None = None,
-    history_catalog: pd.DataFrame | None = None,
+    history_of: Callable[[Sequence[str]], tuple[np.ndarray, list[str]]] | None = None,
 ) -> ImagesResult:
     """Predict every image with each checkpoint; write their mean (mapped by ``transform``).
 
@@ -132,8 +132,9 @@ def predict_images(
         loaded: the members already loaded (one :class:`~fdflare.inference.predict.LoadedModel`
             per checkpoint, e.g. by :func:`fdflare.forecast.ensemble.load_ensemble`, whose
             rules they were checked by); loaded from ``checkpoints`` when None.
-        history_catalog: the flares a ``history`` map (``transform``) reads: at each image's
-            time (from its name), the flares that started in the 72 h up to it.
+        history_of: for a ``history`` map (``transform``): the flare history of the listed
+            images (one row each, in order) and notes on it, from their names
+            (:func:`fdflare.analysis.history.image_histories`); called before any model runs.
     """
     from fdflare.core.outputs import check_output_file
     from fdflare.data.dataset import FlareDataset
@@ -146,8 +147,8 @@ def predict_images(
     root, names = list_images(images)
     history: np.ndarray | None = None
     notes: list[str] = []
-    if history_catalog is not None:
-        history, notes = _image_histories(names, history_catalog, images)
+    if history_of is not None:
+        history, notes = history_of(names)
     table = pd.DataFrame({"label": names, "target": np.zeros(len(names), dtype=np.int64)})
     dev = resolve_device(accelerator, devices)
     source = open_images(root, ext=image_ext, decoder=decoder, array_store=array_store)
@@ -193,31 +194,6 @@ def predict_images(
         [(str(c), float(p.mean())) for c, p in zip(checkpoints, probs, strict=True)],
         notes,
     )
-
-
-def _image_histories(
-    names: Sequence[str], catalog: pd.DataFrame, images: str | os.PathLike[str]
-) -> tuple[np.ndarray, list[str]]:
-    """The flare history at each image's time (from its name), and a coverage note.
-
-    Raises:
-        InputError: a catalog without a flare, or an image name without a time (named).
-    """
-    from fdflare.analysis.history import check_catalog, coverage_note, flare_history, start_note
-    from fdflare.core.paths import parse_image_times
-
-    check_catalog(catalog, what="the history map")
-    times, _ = parse_image_times(pd.Series(list(names), dtype=str))
-    missing = np.flatnonzero(times.isna().to_numpy())
-    if len(missing):
-        raise InputError(
-            f"image {names[missing[0]]} holds no time in its name (HMI.mYYYY.MM.DD_HH.MM.SS): "
-            f"the history map needs each image's time; {len(missing)} such image(s) in all",
-            path=images,
-        )
-    t = pd.DatetimeIndex(times)
-    notes = [f"--catalog: {n}" for n in (start_note(t, catalog), coverage_note(t, catalog)) if n]
-    return flare_history(t, catalog), notes
 
 
 def predict_array(
