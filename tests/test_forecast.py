@@ -739,11 +739,15 @@ def test_a_history_map_and_a_catalog_go_together(world, tmp_path, capsys):
         (["--calibration", str(path), "--catalog", str(empty)], "lists no flare"),
         (["--calibration", str(path), "--catalog", str(tmp_path / "nope.csv")], "--catalog"),
     ]
+    # a checkpoint that does not load: each refusal comes first, before any model loads
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
     with server(world) as hv:
         for extra, message in cases:
-            argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), *extra)
-            code, out, err = cli(argv, capsys)
-            assert code == 2 and out == "" and message in err, (extra, err)
-            assert err.count("\n") == 1 and "Traceback" not in err
+            for ckpt in (world["ckpt0"], garbage):
+                argv = forecast_argv(hv.base_url, "--checkpoint", str(ckpt), *extra)
+                code, out, err = cli(argv, capsys)
+                assert code == 2 and out == "" and message in err, (extra, err)
+                assert err.count("\n") == 1 and "Traceback" not in err
         assert hv.count() == 0  # every refusal before any request
     assert "empty.csv" in cli([*argv[:-2], "--catalog", str(empty)], capsys)[2]

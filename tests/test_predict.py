@@ -728,9 +728,12 @@ def test_a_history_map_and_its_catalog_go_together(trained, tmp_path, capsys, ex
     subs = {"{cat}": str(cat), "{hist}": str(hist), "{platt}": str(tmp_path / "platt.json"),
             "{empty}": str(tmp_path / "empty.csv"), "{nope}": str(tmp_path / "nope.csv"),
             "{labels}": str(trained["labels"] / "Fold1_val.csv")}  # fmt: skip
-    argv = ["predict", "--checkpoint", str(trained["ckpt"]), "--images", str(trained["images"]),
-            "--out", str(tmp_path / "o.csv"), "--workers", "0", "--quiet"]  # fmt: skip
-    assert main([*argv, *[subs.get(a, a) for a in extra]]) == 2
-    err = capsys.readouterr().err
-    assert words in err and err.count("\n") == 1 and "Traceback" not in err
-    assert not (tmp_path / "o.csv").exists()
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    for ckpt in (trained["ckpt"], garbage):  # refused before any model loads
+        argv = ["predict", "--checkpoint", str(ckpt), "--images", str(trained["images"]),
+                "--out", str(tmp_path / "o.csv"), "--workers", "0", "--quiet"]  # fmt: skip
+        assert main([*argv, *[subs.get(a, a) for a in extra]]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / "o.csv").exists()
