@@ -366,6 +366,14 @@ def test_a_history_map_reads_the_flare_list_up_to_each_observation(world, servic
         s.step("2011-01-04T13:10")
         rows = s.get("/api/forecasts").json()["forecasts"]
         assert cycles(rows)[-1] == "2011-01-04T13:00:00Z" and len(rows) == 3
+        # cycles caught up at once read the history from one answer of the list (the
+        # verification after each cycle asks it too)
+        before = swpc.requests
+        s.step("2011-01-04T16:10")
+        rows = s.get("/api/forecasts").json()["forecasts"]
+        assert cycles(rows)[-3:] == ["2011-01-04T14:00:00Z", "2011-01-04T15:00:00Z",
+                                     "2011-01-04T16:00:00Z"]  # fmt: skip
+        assert swpc.requests - before == 1 + 3
 
 
 def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tmp_path):
@@ -386,13 +394,16 @@ def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tm
             assert "2011-01-01 10:00 to 2011-01-04 09:50" in str(info.value)
             assert "covered: 2011-01-02 10:20 to 2011-01-04 09:50" in str(info.value)
             source.span = pd.Timedelta(days=7)
+            with pytest.raises(DownloadError, match="do not cover"):
+                read(obs)  # within a minute on the clock: the same answer, not asked again
+            clock.set("2011-01-04T10:21")
             flares, notes = read(obs)
             assert state.coverage() == [
-                (pd.Timestamp("2010-12-28T10:20"), pd.Timestamp("2011-01-04T09:50"))
+                (pd.Timestamp("2010-12-28T10:21"), pd.Timestamp("2011-01-04T09:51"))
             ]
             assert (flares["start_time"] <= clock()).all() and len(flares) > 0
             assert notes == [
-                "the flare list covers up to 2011-01-04 09:50, 10 min before the observation: "
+                "the flare list covers up to 2011-01-04 09:51, 9 min before the observation: "
                 "a flare that began since may not be listed yet"
             ]
         finally:

@@ -122,6 +122,11 @@ class CatalogSource:
         return FlareList(cat, (min(start, now), now), f"catalog:{self.path}")
 
 
+#: an answer of the flare list (or its failure) less than this old on the clock is used again
+#: for the history, not asked again
+REUSE = pd.Timedelta(minutes=1)
+
+
 def history_reader(source: Any, state: Any, clock: Any) -> Any:
     """The flares up to an observation, for a ``history`` calibration map, from the flare list.
 
@@ -131,7 +136,9 @@ def history_reader(source: Any, state: Any, clock: Any) -> Any:
     before the observation, so those must lie inside what the lists have covered, up to the
     observation or to the end of the newest list where that is earlier (a flare enters the
     list minutes after it begins: said in a note). Otherwise the cycle fails with the
-    reason: a forecast from an unknown history would read as quiet.
+    reason: a forecast from an unknown history would read as quiet. An answer less than
+    :data:`REUSE` old on the clock is used again, so the cycles of a catch-up, run one after
+    the other, ask the list once.
 
     Raises:
         DownloadError: the list cannot be fetched, or its spans leave part of the 72 h
@@ -141,13 +148,21 @@ def history_reader(source: Any, state: Any, clock: Any) -> Any:
     from fdflare.core.errors import DownloadError, FdflareError
 
     window = pd.Timedelta(hours=max(WINDOWS_H))
+    last: list[Any] = []  # the clock time of the newest fetch, and its answer or failure
 
     def read(obs_time: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
-        try:
-            answer = source.fetch(clock(), stop=None)
-        except FdflareError as exc:
-            raise DownloadError(f"the flare history needs the flare list: {exc}") from None
-        state.add_flares(answer.catalog, covered=answer.covered, source=answer.source)
+        now = clock()
+        if not (last and now - last[0] < REUSE):  # cycles caught up at once ask the list once
+            try:
+                answer: Any = source.fetch(now, stop=None)
+            except FdflareError as exc:
+                answer = DownloadError(f"the flare history needs the flare list: {exc}")
+            else:
+                state.add_flares(answer.catalog, covered=answer.covered, source=answer.source)
+            last[:] = [now, answer]
+        answer = last[1]
+        if isinstance(answer, DownloadError):
+            raise DownloadError(str(answer))
         start, end = obs_time - window, min(obs_time, pd.Timestamp(answer.covered[1]))
         if not any(a <= start and end <= b for a, b in state.coverage()):
             raise DownloadError(
