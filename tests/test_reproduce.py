@@ -183,10 +183,12 @@ def test_reproduce_without_the_full_catalog_reads_persistence_from_the_partial_o
     reference_dir, tmp_path, capsys
 ):
     ref = tmp_path / "ref"
-    shutil.copytree(reference_dir / "labels", ref / "labels")
+    (ref / "labels").mkdir(parents=True)
     (ref / "predictions").mkdir()
     shutil.copy(reference_dir / "flare_catalog_partial.csv", ref)
-    for k in (1, 2, 3, 4):
+    for k in (1, 2):  # two folds keep it quick
+        for part in ("train", "val"):
+            shutil.copy(reference_dir / "labels" / f"Fold{k}_{part}.csv", ref / "labels")
         shutil.copy(reference_dir / "predictions" / f"fold{k}_alex.csv", ref / "predictions")
     out = tmp_path / "o"
     assert main(["reproduce", "--reference", str(ref), "--out", str(out), "--quiet"]) == 0
@@ -202,7 +204,7 @@ def test_reproduce_without_the_full_catalog_reads_persistence_from_the_partial_o
     alex = res["models"]["alex"]
     assert "history" not in alex["baselines"] and "with_history" not in alex
     pers = alex["baselines"]["persistence"]
-    assert [round(f["tss"], 4) for f in pers["files"]] == [0.4750, 0.3175, 0.4114, 0.4343]
+    assert [round(f["tss"], 4) for f in pers["files"]] == [0.4750, 0.3175]
     assert "from `flare_catalog_partial.csv`" in (out / "report.md").read_text()
 
 
