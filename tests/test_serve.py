@@ -355,6 +355,13 @@ def test_a_history_map_reads_the_flare_list_up_to_each_observation(world, servic
             ), fc["notes"]
         # without the flare list there is no history: the cycle fails with the reason, and
         # nothing is issued from a history that reads as quiet
+        # the dashboard shows the newest forecast's flare history and notes, in a browser
+        page = _browse(s.svc.url)
+        assert page["errors"] == [] and page["console"] == [] and page["requests"] == [s.svc.url]
+        assert page["flare_history"] == said[0][len("flare history up to the observation: ") :]
+        assert (
+            "the flare list covers up to 2011-01-04 10:40, 20 min before" in page["forecast_notes"]
+        )
         swpc.down()
         s.step("2011-01-04T12:10")
         fails = s.get("/api/failures").json()["failures"]
@@ -574,8 +581,9 @@ def _browse(url: str, shot: Path | None = None) -> dict:
             )
             found["flares"] = page.eval_on_selector_all("svg.history line.flare", "ls => ls.length")
             found["refresh"] = page.get_attribute('meta[http-equiv="refresh"]', "content")
-            sure = page.query_selector("#how-sure")
-            found["how_sure"] = None if sure is None else sure.inner_text()
+            for key in ("how-sure", "flare-history", "forecast-notes"):
+                el = page.query_selector(f"#{key}")
+                found[key.replace("-", "_")] = None if el is None else el.inner_text()
             if shot is not None:
                 page.screenshot(path=str(shot), full_page=True)
         finally:

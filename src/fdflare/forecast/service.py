@@ -100,6 +100,9 @@ class Member:
     fold: int | None = None
 
 
+#: how the note of the flare history a history map read begins
+HISTORY_NOTE = "flare history up to the observation: "
+
 #: the flares up to an observation time, and notes on them (``serve``'s flare list)
 FlaresUpTo = Callable[[pd.Timestamp], tuple[pd.DataFrame, list[str]]]
 
@@ -598,7 +601,7 @@ def _with_flare_history(
                 "reads as quiet before it, which is true only if the catalog covers that time"
             )
     row = flare_history(t, catalog)
-    obs.notes.append(f"flare history up to the observation: {describe_history(row[0])}")
+    obs.notes.append(HISTORY_NOTE + describe_history(row[0]))
     obs.notes.extend(notes)
 
     def mapped(p: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ no script and loads nothing, so a browser makes no request beyond the page itsel
 refreshes itself with ``<meta http-equiv="refresh">``. It shows:
 
 * the current probability, the event (threshold and window from the forecast's recipe),
-  the window, the observation and its age at the clock's ``now``;
+  the window, the observation and its age at the clock's ``now``, the flare history a
+  history map read and the forecast's other notes;
 * the magnetogram the forecast saw, with the limb and the circle 70 degrees from disk
   centre (the study's near-limb boundary) drawn from the file's disk geometry, and the
   attribution map when the cycle made one;
@@ -58,6 +59,7 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; width: 10
 th, td { border-bottom: 1px solid #d0d7de; padding: .3em .5em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f6f8fa; }
+ul.plain { margin: 0; padding-left: 1.1em; }
 tr.base td { color: #57606a; }
 .ok { color: #116329; } .bad { color: #b3261e; } .muted { color: #57606a; font-size: .9em; }
 .figs { display: flex; gap: 1em; flex-wrap: wrap; }
@@ -262,6 +264,25 @@ def notes(v: dict[str, Any] | None) -> str:
     )
 
 
+def forecast_notes(notes: Sequence[str]) -> str:
+    """The forecast's own notes: the flare history a history map read, then the others."""
+    from fdflare.forecast.service import HISTORY_NOTE
+
+    out = ""
+    rest = []
+    for n in notes:
+        if n.startswith(HISTORY_NOTE):
+            out += (
+                f'<dt>flare history</dt><dd id="flare-history">{esc(n[len(HISTORY_NOTE) :])}</dd>'
+            )
+        else:
+            rest.append(n)
+    if rest:
+        items = "".join(f"<li>{esc(n)}</li>" for n in rest)
+        out += f'<dt>notes</dt><dd id="forecast-notes"><ul class="plain">{items}</ul></dd>'
+    return out
+
+
 def render(
     *,
     latest: dict[str, Any] | None,
@@ -310,7 +331,8 @@ def render(
         f"<dt>issued</dt><dd>{esc(latest.get('issue_time'))} for cycle {esc(latest.get('cycle'))}</dd>"
         f"<dt>members</dt><dd>{len(latest.get('members') or []) or esc(latest.get('n_members', ''))}"
         f" (spread {_fmt(latest.get('spread'))})</dd>"
-        "</dl></section>"
+        + forecast_notes(latest.get("notes") or [])
+        + "</dl></section>"
     )
     figs = ""
     if image is not None:
