@@ -684,16 +684,21 @@ def test_a_history_map_reads_the_flares_up_to_the_observation(world, tmp_path, c
     assert probs[1]["probability"] != fc["probability"]
 
 
-def test_a_history_map_says_when_the_catalog_ends_before_the_observation(world, tmp_path, capsys):
+def test_a_history_map_says_where_the_catalog_does_not_reach(world, tmp_path, capsys):
     path, _ = _history_map(world, tmp_path)
-    old = tmp_path / "old.csv"
-    old.write_text("start_time,goes_class,fl_lon,fl_lat\n2010-12-20 04:00:00,M2.0,10,10\n")
-    with server(world) as hv:
-        argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
-                             str(path), "--catalog", str(old), "--json")  # fmt: skip
-        code, out, err = cli(argv, capsys)
-    assert code == 0, err
-    notes = json.loads(out)["notes"]
+
+    def notes_with(catalog_row: str) -> list[str]:
+        cat = tmp_path / "cat.csv"
+        cat.write_text("start_time,goes_class,fl_lon,fl_lat\n" + catalog_row + "\n")
+        with server(world) as hv:
+            argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
+                                 str(path), "--catalog", str(cat), "--json")  # fmt: skip
+            code, out, err = cli(argv, capsys)
+        assert code == 0, err
+        return json.loads(out)["notes"]
+
+    # a catalog that ends long before the observation
+    notes = notes_with("2010-12-20 04:00:00,M2.0,10,10")
     assert any(
         "the catalog's last flare (2010-12-20 04:00) lies more than 72 h before the observation"
         in n
@@ -703,15 +708,8 @@ def test_a_history_map_says_when_the_catalog_ends_before_the_observation(world, 
         "largest flare none in 24 h, none in 72 h; flares >= C1.0: 0 in 24 h" in n for n in notes
     )
     assert not any("first flare" in n for n in notes)
-    # a catalog that starts after the observation (or within its 72 h) is said too
-    late = tmp_path / "late.csv"
-    late.write_text("start_time,goes_class,fl_lon,fl_lat\n2011-06-01 04:00:00,X5.0,10,10\n")
-    with server(world) as hv:
-        argv = forecast_argv(hv.base_url, "--checkpoint", str(world["ckpt0"]), "--calibration",
-                             str(path), "--catalog", str(late), "--json")  # fmt: skip
-        code, out, err = cli(argv, capsys)
-    assert code == 0, err
-    notes = json.loads(out)["notes"]
+    # a catalog that starts after the observation (or within its 72 h)
+    notes = notes_with("2011-06-01 04:00:00,X5.0,10,10")
     assert any(
         "the catalog's first flare (2011-06-01 04:00) lies less than 72 h before the "
         "observation, or after it" in n
