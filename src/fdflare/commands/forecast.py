@@ -16,7 +16,9 @@ member (--checkpoint given one or more times, or the ensemble.json of `fdflare c
 print P(flare >= threshold in the window after the observation), the threshold and window
 of the members' label recipe (the study's, >= M1.0 in 24 h, when they record none): the
 mean of the members, each through its own calibration map when the ensemble carries them
-(and the mean through --calibration when given).
+(and the mean through --calibration when given). A history map (`calibrate --method
+history`) maps the score together with the flares of --catalog that started in the 72 h up
+to the observation: the largest flare and the number >= C1.0 in 24 and 72 h.
 
 Each --base-url is tried in turn (the first that answers is used; the others are mirrors);
 every request follows the downloader's HTTP policy (timeouts, retries with back-off,
@@ -38,6 +40,8 @@ examples:
   fdflare forecast --time 2017-09-06T08:00 --checkpoint fold{1,2,3,4}.pth --model alexnet --json
   fdflare forecast --ensemble cv/ensemble.json --history forecasts.csv --explain now.png
   fdflare forecast --ensemble cv/ensemble.json --archive /data/hmi --store forecasts.sqlite
+  fdflare forecast --checkpoint fold{1,2,3,4}.pth --model alexnet \\
+      --calibration cal-history/calibration.json --catalog flares-last-days.csv
 """
 
 
