@@ -363,7 +363,9 @@ def test_a_history_map_reads_the_flare_list_up_to_each_observation(world, servic
             "the flare list covers up to 2011-01-04 10:40, 20 min before" in page["forecast_notes"]
         )
         swpc.down()
+        images = hv.count(JP2)
         s.step("2011-01-04T12:10")
+        assert hv.count(JP2) == images  # the list is asked first: no image fetched for nothing
         fails = s.get("/api/failures").json()["failures"]
         assert [f["cycle"] for f in fails] == ["2011-01-04T12:00:00Z"]
         assert fails[0]["kind"] == "flare_list"
@@ -385,7 +387,7 @@ def test_a_history_map_reads_the_flare_list_up_to_each_observation(world, servic
 
 def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tmp_path):
     from fdflare.core.errors import DownloadError
-    from fdflare.serve.flarelist import SwpcSource, history_reader
+    from fdflare.serve.flarelist import HistoryReader, SwpcSource
     from fdflare.serve.state import ServiceState
 
     clock = ManualClock("2011-01-04T10:20")
@@ -395,7 +397,7 @@ def test_the_history_needs_the_72_hours_before_the_observation_covered(world, tm
         source.span = pd.Timedelta(days=2)  # a list of the last two days only
         state = ServiceState(tmp_path / "state.sqlite")
         try:
-            read = history_reader(source, state, clock)
+            read = HistoryReader(source, state, clock)
             with pytest.raises(DownloadError, match="do not cover") as info:
                 read(obs)
             assert "2011-01-01 10:00 to 2011-01-04 09:50" in str(info.value)
@@ -442,7 +444,7 @@ def test_a_flare_seen_growing_is_one_flare_in_the_history(world, tmp_path):
     """SWPC lists a flare in progress with its class so far: two fetches, one flare counted."""
     from fdflare.acquire.catalog import read_catalog
     from fdflare.analysis.history import flare_history
-    from fdflare.serve.flarelist import SwpcSource, history_reader
+    from fdflare.serve.flarelist import HistoryReader, SwpcSource
     from fdflare.serve.state import ServiceState
 
     cat = tmp_path / "growing.csv"
@@ -453,7 +455,7 @@ def test_a_flare_seen_growing_is_one_flare_in_the_history(world, tmp_path):
     state = ServiceState(tmp_path / "state.sqlite")
     with FakeSwpc(read_catalog(cat), clock) as swpc:
         try:
-            read = history_reader(SwpcSource(swpc.url, policy=quick_policy()), state, clock)
+            read = HistoryReader(SwpcSource(swpc.url, policy=quick_policy()), state, clock)
             read(obs)  # 06:35: the flare at C5.0 so far
             cat.write_text(cat.read_text().replace("C5.0", "M2.0"))
             swpc.catalog = read_catalog(cat)

@@ -127,7 +127,7 @@ class CatalogSource:
 REUSE = pd.Timedelta(minutes=1)
 
 
-def history_reader(source: Any, state: Any, clock: Any) -> Any:
+class HistoryReader:
     """The flares up to an observation, for a ``history`` calibration map, from the flare list.
 
     Called with an observation time while a cycle runs: asks ``source`` for its list now,
@@ -136,45 +136,62 @@ def history_reader(source: Any, state: Any, clock: Any) -> Any:
     before the observation, so those must lie inside what the lists have covered, up to the
     observation or to the end of the newest list where that is earlier (a flare enters the
     list minutes after it begins: said in a note). Otherwise the cycle fails with the
-    reason: a forecast from an unknown history would read as quiet. An answer less than
+    reason: a forecast from an unknown history would read as quiet.
+
+    :meth:`fetch` asks the list before the cycle fetches its magnetogram, so a cycle whose
+    list is down fails without downloading an image. An answer (or a failure) less than
     :data:`REUSE` old on the clock is used again, so the cycles of a catch-up, run one after
     the other, ask the list once.
-
-    Raises:
-        DownloadError: the list cannot be fetched, or its spans leave part of the 72 h
-            uncovered.
     """
-    from fdflare.analysis.history import WINDOWS_H
-    from fdflare.core.errors import DownloadError, FdflareError
 
-    window = pd.Timedelta(hours=max(WINDOWS_H))
-    last: list[Any] = []  # the clock time of the newest fetch, and its answer or failure
+    def __init__(self, source: Any, state: Any, clock: Any) -> None:
+        from fdflare.analysis.history import WINDOWS_H
 
-    def read(obs_time: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
-        now = clock()
-        if not (last and now - last[0] < REUSE):  # cycles caught up at once ask the list once
+        self.source, self.state, self.clock = source, state, clock
+        self.window = pd.Timedelta(hours=max(WINDOWS_H))
+        self._last: tuple[pd.Timestamp, Any] | None = None  # fetched at, answer or failure
+
+    def fetch(self) -> FlareList:
+        """The list's answer now (asked, or one less than :data:`REUSE` old).
+
+        Raises:
+            DownloadError: the list cannot be fetched.
+        """
+        from fdflare.core.errors import DownloadError, FdflareError
+
+        now = self.clock()
+        if self._last is None or now - self._last[0] >= REUSE:
+            answer: Any
             try:
-                answer: Any = source.fetch(now, stop=None)
+                answer = self.source.fetch(now, stop=None)
             except FdflareError as exc:
                 answer = DownloadError(f"the flare history needs the flare list: {exc}")
             else:
-                state.add_flares(answer.catalog, covered=answer.covered, source=answer.source)
-            last[:] = [now, answer]
-        answer = last[1]
+                self.state.add_flares(answer.catalog, covered=answer.covered, source=answer.source)
+            self._last = (now, answer)
+        answer = self._last[1]
         if isinstance(answer, DownloadError):
             raise DownloadError(str(answer))
-        start, end = obs_time - window, min(obs_time, pd.Timestamp(answer.covered[1]))
-        if not any(a <= start and end <= b for a, b in state.coverage()):
+        return answer
+
+    def __call__(self, obs_time: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
+        """The flares kept up to ``obs_time`` (one row per flare) and notes on them.
+
+        Raises:
+            DownloadError: the list cannot be fetched, or its spans leave part of the 72 h
+                before ``obs_time`` uncovered.
+        """
+        from fdflare.core.errors import DownloadError
+
+        answer = self.fetch()
+        start, end = obs_time - self.window, min(obs_time, pd.Timestamp(answer.covered[1]))
+        spans = self.state.coverage()
+        if not any(a <= start and end <= b for a, b in spans):
+            covered = ", ".join(f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M}" for a, b in spans)
             raise DownloadError(
                 f"the flare history needs the flare list of {start:%Y-%m-%d %H:%M} to "
                 f"{end:%Y-%m-%d %H:%M}, which the lists kept so far do not cover (covered: "
-                + (
-                    ", ".join(
-                        f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M}" for a, b in state.coverage()
-                    )
-                    or "nothing"
-                )
-                + ")"
+                f"{covered or 'nothing'})"
             )
         notes = [f"flare list: {n}" for n in answer.notes]
         gap = int((obs_time - end).total_seconds() // 60)
@@ -183,9 +200,7 @@ def history_reader(source: Any, state: Any, clock: Any) -> Any:
                 f"the flare list covers up to {end:%Y-%m-%d %H:%M}, {gap} min before the "
                 "observation: a flare that began since may not be listed yet"
             )
-        return one_row_per_flare(state.flares(start=start - pd.Timedelta(hours=1))), notes
-
-    return read
+        return one_row_per_flare(self.state.flares(start=start - pd.Timedelta(hours=1))), notes
 
 
 def one_row_per_flare(flares: pd.DataFrame) -> pd.DataFrame:

@@ -156,7 +156,7 @@ def make_forecaster(
     asked when every Helioviewer URL failed or held no observation within the tolerance;
     the forecast names the source it came from. When the fallback fails too, the cycle
     fails with both reasons. ``flares_up_to``: for a history map, the flares up to the
-    observation (:func:`fdflare.serve.flarelist.history_reader`).
+    observation (:class:`fdflare.serve.flarelist.HistoryReader`, whose list is asked first).
     """
     from fdflare.core.errors import FdflareError
     from fdflare.forecast.service import NoObservationError, ServiceError, run_forecast
@@ -177,6 +177,9 @@ def make_forecaster(
         )
 
     def forecast(cycle: pd.Timestamp) -> Any:
+        fetch = getattr(flares_up_to, "fetch", None)
+        if fetch is not None:  # the flare list first: no image is downloaded for nothing
+            fetch()
         try:
             return attempt(cycle, base_urls, archive)
         except (ServiceError, NoObservationError) as exc:
@@ -369,9 +372,9 @@ def prepare(
             first = None
         flares_up_to = None
         if getattr(calibration, "method", None) == "history":
-            from fdflare.serve.flarelist import history_reader
+            from fdflare.serve.flarelist import HistoryReader
 
-            flares_up_to = history_reader(flares, state, clock)
+            flares_up_to = HistoryReader(flares, state, clock)
         forecaster = make_forecaster(
             members, recipe=recipe, tolerance=tolerance, clock=clock, base_urls=base_urls,
             archive=archive, policy=policy, calibration=calibration, accelerator=accelerator,
