@@ -566,9 +566,10 @@ def _with_flare_history(
     """The history map bound to the flares up to the observation, and those numbers.
 
     Says in the observation's notes what the history was. A catalog file cannot say where it
-    ends (past its last flare the history reads as quiet), so a forecast more than the
-    history's longest window after its last flare says so; a function (``serve``'s flare
-    list, which knows what it covered) gives its own notes.
+    starts or ends (before its first flare and past its last the history reads as quiet), so
+    a forecast more than the history's longest window after its last flare, or less than
+    that after its first, says so; a function (``serve``'s flare list, which knows what it
+    covered) gives its own notes.
     """
     from fdflare.analysis.history import (
         FEATURES,
