@@ -904,6 +904,41 @@ def test_the_newcomer_path_demo_then_serve_its_year(tmp_path):
     assert p.stop() == 0
 
 
+@pytest.mark.slow  # a server process: .ci/run runs it
+def test_a_replay_through_the_cli_issues_the_history_map_every_cycle(world, tmp_path):
+    from fdflare.analysis.history import flare_history
+
+    hist, cal = fit_history_map(world["sun"] / "catalog.csv", "2011-01-01T00:00",
+                                "2011-01-04T23:00", tmp_path / "history.json")  # fmt: skip
+    # the Sun's first flare is on 2 January, so its catalog covers from then; a flare of 31
+    # December makes it cover the 72 h before every cycle of 4 January
+    flares = tmp_path / "flares.csv"
+    lines = (world["sun"] / "catalog.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    early = {"start_time": "2010-12-31 12:00:00", "goes_class": "C1.0"}
+    flares.write_text("\n".join([lines[0], ",".join(early.get(c, "") for c in header),
+                                  *lines[1:]]) + "\n")  # fmt: skip
+    p = Process.plain(tmp_path, "--checkpoint", str(world["ckpt"]), "--calibration", str(hist),
+                      "--archive", str(world["sun"] / "jp2"), "--catalog", str(flares), "--replay",
+                      "2011-01-04T00:00..2011-01-04T05:00", "--store",
+                      str(tmp_path / "s.sqlite"), "--port", "0")  # fmt: skip
+    p.wait_for(lambda: (p.api("/api/health") or {}).get("status") == "replay done", timeout=120)
+    rows = p.api("/api/forecasts")["forecasts"]
+    assert cycles(rows) == [f"2011-01-04T0{h}:00:00Z" for h in range(6)]
+    assert p.api("/api/failures")["failures"] == []
+    from fdflare.acquire.catalog import read_catalog
+
+    cat = read_catalog(flares)
+    for r in rows:
+        fc = p.api(f"/api/forecasts/{r['id']}")
+        obs = pd.Timestamp(fc["observation_time"]).tz_localize(None)
+        row = flare_history(pd.DatetimeIndex([obs]), cat)
+        raw = np.array([fc["members"][0]["raw_probability"]])
+        assert fc["probability"] == pytest.approx(float(cal(raw, row)[0]), abs=1e-5)
+        assert fc["notes"][0].startswith("flare history up to the observation: largest flare ")
+    assert p.stop() == 0
+
+
 def test_the_attribution_map_is_made_and_shown_when_asked(world, service, tmp_path):
     clock = ManualClock("2011-01-02T10:20")
     with helioviewer(world) as hv, FakeSwpc(catalog(world), clock) as swpc:
