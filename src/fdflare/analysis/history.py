@@ -59,16 +59,12 @@ def flare_history(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) ->
     Raises:
         InputError: a time that is missing (NaT): it has no past to read.
     """
-    t_index = pd.DatetimeIndex(times)
-    if t_index.tz is not None:
-        t_index = t_index.tz_convert("UTC").tz_localize(None)
+    t_index = naive_utc(times)
     if len(t_index) and t_index.isna().any():
         i = int(np.flatnonzero(np.asarray(t_index.isna()))[0])
         raise InputError(f"instance {i} has no time: its flare history cannot be read")
     t = t_index.as_unit("ns").asi8
-    start = pd.DatetimeIndex(catalog["start_time"])
-    if start.tz is not None:
-        start = start.tz_convert("UTC").tz_localize(None)
+    start = naive_utc(catalog["start_time"])
     flux = catalog["flux"].to_numpy(dtype=float)
     keep = ~np.asarray(start.isna()) & np.isfinite(flux)
     starts = start.as_unit("ns").asi8[keep]
@@ -106,24 +102,16 @@ def check_catalog(catalog: pd.DataFrame, *, what: str = "the flare history") -> 
         raise InputError(f"the flare catalog lists no flare, so {what} would read quiet everywhere")
 
 
-def _starts(catalog: pd.DataFrame) -> pd.DatetimeIndex:
-    """The catalog's flare start times (UTC, naive), without the missing ones."""
-    start = pd.DatetimeIndex(pd.to_datetime(catalog["start_time"], errors="coerce")).dropna()
-    if start.tz is not None:
-        start = start.tz_convert("UTC").tz_localize(None)
-    return start
+def naive_utc(times: pd.DatetimeIndex | pd.Series | pd.Index) -> pd.DatetimeIndex:
+    """``times`` as a naive UTC index (aware times converted, naive ones taken as UTC)."""
+    t = pd.DatetimeIndex(times)
+    return t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
 
 
-def last_flare(catalog: pd.DataFrame) -> pd.Timestamp | None:
-    """The start time of the catalog's last flare (UTC, naive), or None for an empty catalog."""
-    start = _starts(catalog)
-    return start.max() if len(start) else None
-
-
-def first_flare(catalog: pd.DataFrame) -> pd.Timestamp | None:
-    """The start time of the catalog's first flare (UTC, naive), or None for an empty catalog."""
-    start = _starts(catalog)
-    return start.min() if len(start) else None
+def flare_span(catalog: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The start times of the catalog's first and last flare (naive UTC), or None when empty."""
+    start = naive_utc(pd.to_datetime(catalog["start_time"], errors="coerce")).dropna()
+    return (start.min(), start.max()) if len(start) else None
 
 
 def start_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> str | None:
@@ -132,12 +120,10 @@ def start_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) -> st
     A catalog cannot say where it starts either: before its first flare an instance's
     history reads as quiet. Nothing is dropped; the note says how many instances that is.
     """
-    t = pd.DatetimeIndex(times)
-    if t.tz is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    first = first_flare(catalog)
-    if first is None or not len(t):
+    t, span = naive_utc(times), flare_span(catalog)
+    if span is None or not len(t):
         return None
+    first = span[0]
     before = int((t - pd.Timedelta(hours=max(WINDOWS_H)) < first).sum())
     if not before:
         return None
@@ -154,12 +140,10 @@ def coverage_note(times: pd.DatetimeIndex | pd.Series, catalog: pd.DataFrame) ->
     A catalog cannot say where it ends: past its last flare the history of every instance
     reads as quiet. Nothing is dropped; the note says how many instances that is.
     """
-    t = pd.DatetimeIndex(times)
-    if t.tz is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    last = last_flare(catalog)
-    if last is None or not len(t):
+    t, span = naive_utc(times), flare_span(catalog)
+    if span is None or not len(t):
         return None
+    last = span[1]
     after = int((t > last + pd.Timedelta(hours=max(WINDOWS_H))).sum())
     if not after:
         return None

@@ -575,19 +575,17 @@ def _with_flare_history(
         FEATURES,
         WINDOWS_H,
         describe_history,
-        first_flare,
         flare_history,
-        last_flare,
+        flare_span,
+        naive_utc,
     )
 
-    t = pd.DatetimeIndex([obs.time])
-    if t.tz is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
+    t = naive_utc([obs.time])
     if callable(source):
         catalog, notes = source(t[0])
     else:
         catalog, notes = source, []
-        first, last = first_flare(catalog), last_flare(catalog)
+        first, last = flare_span(catalog) or (None, None)
         window = pd.Timedelta(hours=max(WINDOWS_H))
         if last is not None and t[0] > last + window:
             notes.append(
